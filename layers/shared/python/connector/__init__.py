@@ -1,0 +1,1 @@
+"""Shared package of the AlfaCRM ↔ UIS connector (deployed as a Lambda layer)."""
