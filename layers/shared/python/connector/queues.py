@@ -1,0 +1,64 @@
+"""SQS sending: the intakes and the chat poller put events on the worker queues."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from connector.config import env
+
+_client: Any = None
+
+
+def _sqs() -> Any:
+    global _client
+    if _client is None:
+        _client = boto3.client("sqs")
+    return _client
+
+
+def reset() -> None:
+    global _client
+    _client = None
+
+
+def send(queue_url: str, body: dict[str, Any]) -> str:
+    reply = _sqs().send_message(QueueUrl=queue_url, MessageBody=json.dumps(body, ensure_ascii=False))
+    return str(reply["MessageId"])
+
+
+def send_many(queue_url: str, bodies: list[dict[str, Any]]) -> int:
+    sent = 0
+    for start in range(0, len(bodies), 10):
+        chunk = bodies[start:start + 10]
+        entries = [{"Id": str(i), "MessageBody": json.dumps(b, ensure_ascii=False)} for i, b in enumerate(chunk)]
+        reply = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
+        if reply.get("Failed"):
+            raise RuntimeError(f"SQS refused {len(reply['Failed'])} of {len(chunk)} messages")
+        sent += len(chunk)
+    return sent
+
+
+def send_deal_event(body: dict[str, Any]) -> str:
+    return send(env().deal_events_queue_url, body)
+
+
+def send_text_event(body: dict[str, Any]) -> str:
+    return send(env().text_events_queue_url, body)
+
+
+def redrive_dlq(dlq_url: str, target_url: str, *, max_messages: int = 1000) -> int:
+    """Move messages from a dead-letter queue back to its source queue (admin replay)."""
+    moved = 0
+    while moved < max_messages:
+        reply = _sqs().receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            _sqs().send_message(QueueUrl=target_url, MessageBody=m["Body"])
+            _sqs().delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
+            moved += 1
+    return moved

@@ -1,0 +1,363 @@
+"""Typed integration record and settings document (contract.md), validated on write.
+
+Validation errors name the bad field as a JSON path (`texts.chats.lost_chat_task.title`), so the admin
+API can answer 422 with `field` set. Checks that need AlfaCRM (do these status ids exist?) live in
+`connector.admin`; everything that can be judged from the document alone lives here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from connector.errors import UnsafeHostname, ValidationFailed
+
+# --- title template -------------------------------------------------------------------------------
+TITLE_PARAMS = (
+    "visitor_name",
+    "visitor_phone",
+    "visitor_email",
+    "site",
+    "channel",
+    "chat_id",
+    "communication_id",
+    "started_at",
+    "operator",
+    "tags",
+)
+
+
+def template_params(template: str) -> list[str]:
+    """The `{param}` names a title template uses; raises ValueError on a malformed template."""
+    names = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if spec or conv or not name.isidentifier():
+            raise ValueError(f"'{{{name}}}' is not a plain parameter")
+        names.append(name)
+    return names
+
+
+def _str_list(value: Any) -> Any:
+    """Filters accept ids or names; numbers are kept as their string form so both compare alike."""
+    if value is None:
+        return []
+    if isinstance(value, str | int):
+        value = [value]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- deals ----------------------------------------------------------------------------------------
+class FirstSaleSettings(_Model):
+    success_status_ids: list[int] = Field(default_factory=list)
+    failure_status_ids: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FirstSaleSettings:
+        both = set(self.success_status_ids) & set(self.failure_status_ids)
+        if both:
+            raise ValueError(f"status ids {sorted(both)} are both success and failure")
+        return self
+
+
+class UpsellSettings(_Model):
+    enabled: bool = True
+
+
+class DealsSettings(_Model):
+    enabled: bool = True
+    first_sale: FirstSaleSettings = Field(default_factory=FirstSaleSettings)
+    upsell: UpsellSettings = Field(default_factory=UpsellSettings)
+
+
+# --- texts ----------------------------------------------------------------------------------------
+class LeadDefaults(_Model):
+    lead_status_id: int | None = None
+    lead_source_id: int | None = None
+    assigned_id: int | None = None
+
+
+class ExtraField(_Model):
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+    update_always: bool = False
+
+    @field_validator("target")
+    @classmethod
+    def _target_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", v):
+            raise ValueError("must be an AlfaCRM customer field name such as 'note' or 'custom_utm'")
+        return v
+
+
+class RequestFilters(_Model):
+    sites: StrList = Field(default_factory=list)
+    form_types: StrList = Field(default_factory=list)
+
+
+class RequestsSettings(_Model):
+    enabled: bool = False
+    filters: RequestFilters = Field(default_factory=RequestFilters)
+    create_lead: bool = True
+    extra_fields: list[ExtraField] = Field(default_factory=list)
+
+
+class ChatFilters(_Model):
+    sites: StrList = Field(default_factory=list)
+    channels: StrList = Field(default_factory=list)
+    tags: StrList = Field(default_factory=list)
+
+
+class CreateLeadOnChat(_Model):
+    enabled: bool = True
+    on: Literal["chat_started", "chat_finished", "tag_set"] = "chat_finished"
+    tags: StrList = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tags_for_tag_set(self) -> CreateLeadOnChat:
+        if self.enabled and self.on == "tag_set" and not self.tags:
+            raise ValueError("tags: list the tags that create a lead when 'on' is 'tag_set'")
+        return self
+
+
+DEFAULT_LOST_CHAT_TITLE = "Потерянный чат: {visitor_name} {visitor_phone}"
+
+
+class LostChatTask(_Model):
+    enabled: bool = False
+    title: str = DEFAULT_LOST_CHAT_TITLE
+    assigned_ids: list[int] = Field(default_factory=list)
+    due_hours: int = Field(default=24, ge=0, le=24 * 90)
+
+    @field_validator("title")
+    @classmethod
+    def _known_params(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the task title template is empty")
+        if len(v) > 500:
+            raise ValueError("the task title template is longer than 500 characters")
+        try:
+            names = template_params(v)
+        except ValueError as exc:
+            raise ValueError(f"malformed template: {exc}") from exc
+        unknown = [n for n in names if n not in TITLE_PARAMS]
+        if unknown:
+            raise ValueError(f"unknown parameter {{{unknown[0]}}}; known: " + ", ".join(TITLE_PARAMS))
+        return v
+
+
+class ChatsSettings(_Model):
+    enabled: bool = False
+    filters: ChatFilters = Field(default_factory=ChatFilters)
+    create_lead: CreateLeadOnChat = Field(default_factory=CreateLeadOnChat)
+    lost_chat_task: LostChatTask = Field(default_factory=LostChatTask)
+    without_contacts: bool = False
+    extra_fields: list[ExtraField] = Field(default_factory=list)
+    poll_interval_minutes: int = Field(default=5, ge=1, le=60)
+
+
+class TextsSettings(_Model):
+    branch_id: int | None = None
+    lead_defaults: LeadDefaults = Field(default_factory=LeadDefaults)
+    requests: RequestsSettings = Field(default_factory=RequestsSettings)
+    chats: ChatsSettings = Field(default_factory=ChatsSettings)
+
+
+class SettingsDocument(_Model):
+    deals: DealsSettings = Field(default_factory=DealsSettings)
+    texts: TextsSettings = Field(default_factory=TextsSettings)
+
+
+# --- integration record ---------------------------------------------------------------------------
+class AlfaCrmAccount(_Model):
+    hostname: str
+    email: str
+    branch_id: int = 1
+
+
+class UisAccount(_Model):
+    api_url: str = "https://dataapi.uiscom.ru/v2.0"
+
+
+class Integration(_Model):
+    """The stored integration (never holds credentials: those live in Secrets Manager)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    alfacrm: AlfaCrmAccount
+    uis: UisAccount
+    timezone: str = "Europe/Moscow"
+    phone_region: str = "RU"
+    active: bool = False
+    created_at: str | None = None
+    secret_id: str
+    alfacrm_webhook_secret_hash: str
+    uis_webhook_secret_hash: str
+    settings: SettingsDocument = Field(default_factory=SettingsDocument)
+
+    def public(self) -> dict[str, Any]:
+        """The integration as the admin API shows it: no secrets, no secret hashes."""
+        return self.model_dump(
+            mode="json", exclude={"secret_id", "alfacrm_webhook_secret_hash", "uis_webhook_secret_hash"}
+        )
+
+
+class Credentials(_Model):
+    """What lives in Secrets Manager for one integration."""
+
+    alfacrm_api_key: str
+    uis_access_token: str
+    alfacrm_webhook_secret: str
+    uis_webhook_secret: str
+
+    def __repr__(self) -> str:  # never print credentials, even by accident
+        return "Credentials(***)"
+
+    __str__ = __repr__
+
+
+# --- create-integration input ---------------------------------------------------------------------
+class AlfaCrmInput(_Model):
+    hostname: str = Field(min_length=1)
+    email: str = Field(min_length=3)
+    api_key: str = Field(min_length=1, repr=False)
+    branch_id: int = Field(default=1, ge=1)
+
+
+class UisInput(_Model):
+    api_url: str = "https://dataapi.uiscom.ru/v2.0"
+    access_token: str = Field(min_length=1, repr=False)
+
+
+class CreateIntegrationInput(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    alfacrm: AlfaCrmInput
+    uis: UisInput
+    timezone: str = "Europe/Moscow"
+    phone_region: str = "RU"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone '{v}'") from exc
+        return v
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z]{2}", v):
+            raise ValueError("must be a two-letter region code such as 'RU'")
+        return v
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def json_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def first_error(exc: ValidationError, prefix: str = "") -> ValidationFailed:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = json_path(loc)
+    if prefix:
+        path = f"{prefix}.{path}" if path else prefix
+    msg = err["msg"].removeprefix("Value error, ")
+    return ValidationFailed(f"{path or 'body'}: {msg}", field=path or None)
+
+
+def parse_settings(doc: Any) -> SettingsDocument:
+    """Validate a settings document; raise ValidationFailed naming the first bad field."""
+    try:
+        return SettingsDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise first_error(exc) from None
+
+
+def parse_create_input(doc: Any) -> CreateIntegrationInput:
+    try:
+        return CreateIntegrationInput.model_validate(doc)
+    except ValidationError as exc:
+        raise first_error(exc) from None
+
+
+_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
+    """Return the hostname to store, or raise UnsafeHostname.
+
+    Outside the local stack: a public DNS name served over https — no scheme other than https, no port,
+    no path, no IP literal, no private/loopback/link-local ranges, no single-label or `.local` names.
+    In the local stack (`allow_insecure`) a scheme and port such as `http://127.0.0.1:8081` are allowed.
+    """
+    raw = hostname.strip()
+    field = "alfacrm.hostname"
+    if allow_insecure and "://" in raw:
+        parts = urlsplit(raw)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise UnsafeHostname(f"{field}: '{raw}' is not an http(s) URL", field=field)
+        return raw.rstrip("/")
+    host = raw
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if parts.scheme != "https":
+            raise UnsafeHostname(f"{field}: only https is allowed", field=field)
+        if parts.port is not None or (parts.path not in {"", "/"}) or parts.query:
+            raise UnsafeHostname(f"{field}: give the host name only, without port or path", field=field)
+        host = parts.hostname or ""
+    host = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise UnsafeHostname(f"{field}: IP addresses are not allowed, use the account's domain name", field=field)
+    if not _HOST_RE.match(host):
+        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
+    if host == "localhost" or host.endswith((".local", ".localhost", ".internal", ".lan", ".home", ".corp")):
+        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
+    return host
+
+
+def resolve_is_public(host: str) -> bool:
+    """DNS check against rebinding to private ranges: every address the name resolves to is global."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)

@@ -1,0 +1,49 @@
+"""The only package that talks to DynamoDB. `Store` groups the subject stores over one table."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from connector.store.base import DynamoTable
+from connector.store.integrations import IntegrationStore
+
+
+class Store:
+    def __init__(self, table: DynamoTable | None = None) -> None:
+        self.table = table or DynamoTable()
+
+    @cached_property
+    def integrations(self) -> IntegrationStore:
+        return IntegrationStore(self.table)
+
+    @cached_property
+    def deals(self):  # type: ignore[no-untyped-def]  # -> DealStore (connector.store.deals)
+        from connector.store.deals import DealStore
+
+        return DealStore(self.table)
+
+    @cached_property
+    def texts(self):  # type: ignore[no-untyped-def]  # -> TextStore (connector.store.texts)
+        from connector.store.texts import TextStore
+
+        return TextStore(self.table)
+
+    @property
+    def calls(self) -> int:
+        return self.table.calls
+
+
+_default: Store | None = None
+
+
+def default_store() -> Store:
+    """One store per container, created lazily (after the environment is set)."""
+    global _default
+    if _default is None:
+        _default = Store()
+    return _default
+
+
+def reset_default_store() -> None:
+    global _default
+    _default = None

@@ -1,0 +1,201 @@
+"""The DynamoDB table behind everything (single-table design, keys in docs/internals.md).
+
+Only `connector.store` talks to DynamoDB. Values go in as JSON-like dicts; floats become Decimal on the
+way in and Decimals become int/float on the way out, so callers never see boto3's types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from connector.config import env
+from connector.errors import ConcurrentUpdate
+
+_resource: Any = None
+
+
+def dynamodb_resource() -> Any:
+    """One boto3 resource per container (creating one costs ~25 ms; a client ~110 ms)."""
+    global _resource
+    if _resource is None:
+        _resource = boto3.resource("dynamodb")
+    return _resource
+
+
+def reset_resource() -> None:
+    global _resource
+    _resource = None
+
+
+def to_ddb(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: to_ddb(v) for k, v in value.items() if v is not None or k in ("error",)}
+    if isinstance(value, list | tuple):
+        return [to_ddb(v) for v in value]
+    return value
+
+
+def from_ddb(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_ddb(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_ddb(v) for v in value]
+    if isinstance(value, set):
+        return sorted(from_ddb(v) for v in value)
+    return value
+
+
+def int_pk(integration_id: str) -> str:
+    return f"INT#{integration_id}"
+
+
+class DynamoTable:
+    """Thin, typed access to the state table; counts the requests it makes (`calls`) for benchmarks."""
+
+    def __init__(self, table_name: str | None = None, resource: Any = None) -> None:
+        self.name = table_name or env().state_table
+        self._resource = resource
+        self._table: Any = None
+        self.calls = 0
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = (self._resource or dynamodb_resource()).Table(self.name)
+        return self._table
+
+    # --- reads --------------------------------------------------------------------------------
+    def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
+        self.calls += 1
+        item = self.table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=consistent).get("Item")
+        return from_ddb(item) if item else None
+
+    def batch_get(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        pending = [{"pk": pk, "sk": sk} for pk, sk in dict.fromkeys(keys)]
+        while pending:
+            chunk, pending = pending[:100], pending[100:]
+            request = {self.name: {"Keys": chunk, "ConsistentRead": True}}
+            while request:
+                self.calls += 1
+                reply = (self._resource or dynamodb_resource()).batch_get_item(RequestItems=request)
+                out.extend(from_ddb(i) for i in reply.get("Responses", {}).get(self.name, []))
+                request = reply.get("UnprocessedKeys") or {}
+        return out
+
+    def query(
+        self, pk: str, sk_prefix: str | None = None, *, limit: int | None = None, forward: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        cond = Key("pk").eq(pk)
+        if sk_prefix:
+            cond = cond & Key("sk").begins_with(sk_prefix)
+        yield from self._paged({"KeyConditionExpression": cond, "ScanIndexForward": forward}, limit)
+
+    def query_gsi(self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        cond = Key("gsi1pk").eq(gsi1pk)
+        if sk_prefix:
+            cond = cond & Key("gsi1sk").begins_with(sk_prefix)
+        yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)
+
+    def _paged(self, kwargs: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
+        seen = 0
+        while True:
+            if limit is not None:
+                kwargs["Limit"] = limit - seen
+            self.calls += 1
+            reply = self.table.query(**kwargs)
+            for item in reply.get("Items", []):
+                seen += 1
+                yield from_ddb(item)
+            if "LastEvaluatedKey" not in reply or (limit is not None and seen >= limit):
+                return
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    # --- writes -------------------------------------------------------------------------------
+    def put(self, item: dict[str, Any], *, if_absent: bool = False, expected_version: int | None = None) -> bool:
+        """Write an item. `if_absent`: only when no item has this key (→ False if one exists).
+        `expected_version`: only when the stored `version` equals it (0 = absent) — otherwise
+        ConcurrentUpdate, so read-modify-write never loses an update."""
+        kwargs: dict[str, Any] = {"Item": to_ddb(item)}
+        if if_absent:
+            kwargs["ConditionExpression"] = Attr("pk").not_exists()
+        elif expected_version is not None:
+            kwargs["ConditionExpression"] = (
+                Attr("pk").not_exists() if expected_version == 0 else Attr("version").eq(expected_version)
+            )
+        self.calls += 1
+        try:
+            self.table.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            if if_absent:
+                return False
+            raise ConcurrentUpdate(f"{item['pk']}/{item['sk']} changed meanwhile") from None
+        return True
+
+    def put_many(self, items: list[dict[str, Any]]) -> None:
+        with self.table.batch_writer() as batch:
+            for item in items:
+                self.calls += 1
+                batch.put_item(Item=to_ddb(item))
+
+    def update_fields(self, pk: str, sk: str, fields: dict[str, Any], *, remove: list[str] | None = None,
+                      must_exist: bool = True) -> bool:
+        """Set (and remove) top-level attributes without a read; False when the item is absent."""
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": to_ddb(v) for i, v in enumerate(fields.values())}
+        expr = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))) if fields else ""
+        if remove:
+            names.update({f"#r{i}": k for i, k in enumerate(remove)})
+            expr += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        kwargs: dict[str, Any] = {"Key": {"pk": pk, "sk": sk}, "UpdateExpression": expr.strip(),
+                                  "ExpressionAttributeNames": names}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if must_exist:
+            kwargs["ConditionExpression"] = Attr("pk").exists()
+        self.calls += 1
+        try:
+            self.table.update_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def add_counter(self, pk: str, sk: str, field: str, amount: int, *, ttl_seconds: int | None = None) -> int:
+        """Atomic counter; returns the new value."""
+        expr = "ADD #f :n"
+        values: dict[str, Any] = {":n": amount}
+        names = {"#f": field}
+        if ttl_seconds:
+            expr += " SET expires_at = if_not_exists(expires_at, :exp)"
+            values[":exp"] = int(time.time()) + ttl_seconds
+        self.calls += 1
+        reply = self.table.update_item(
+            Key={"pk": pk, "sk": sk}, UpdateExpression=expr, ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values, ReturnValues="UPDATED_NEW",
+        )
+        return int(reply["Attributes"][field])
+
+    def delete(self, pk: str, sk: str) -> None:
+        self.calls += 1
+        self.table.delete_item(Key={"pk": pk, "sk": sk})
+
+
+def is_expired(item: dict[str, Any], now: float | None = None) -> bool:
+    """DynamoDB deletes TTL items late (and moto never): always check the expiry in code."""
+    exp = item.get("expires_at")
+    return exp is not None and float(exp) <= (now if now is not None else time.time())
