@@ -1,0 +1,577 @@
+"""UIS Data API v2.0 client: JSON-RPC 2.0 over httpx, one request per call.
+
+Quirks handled here (see shared/reference/uis-api.md):
+- every request carries an `id` (UIS rejects requests without one) and the token inside `params`;
+  batch arrays are rejected by UIS, so there is no batching at the JSON-RPC level — batching happens
+  inside methods that take lists (`upload.deals_history`, `create.deal_contacts`);
+- errors are switched on `error.data.mnemonic` and become the named exceptions of `connector.errors`;
+- every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports;
+  `limit_exceeded` is waited out in-process only when the reset is short (`RetryPolicy.max_wait`),
+  otherwise `UisLimitExceeded` (retryable) goes up so the queue or the next schedule tries later;
+- date-times are zone-less account-local `YYYY-MM-DD hh:mm:ss`; the client only formats naive datetimes
+  and refuses aware ones, so the caller converts with the integration's zone first.
+The access token never appears in a log line, an exception or the client's repr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+
+import httpx
+
+from connector.errors import (
+    UisAuthFailed,
+    UisError,
+    UisForbidden,
+    UisLimitExceeded,
+    UisUnavailable,
+    UisValidationError,
+)
+from connector.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+MAX_UPLOAD_ROWS = 1000  # upload.deals_history
+MAX_CONTACTS = 1000  # create|update.deal_contacts
+PAGE_SIZE = 1000  # UIS's default `limit`
+MAX_PAGE_SIZE = 10000  # UIS's maximum `limit`
+
+# Reports can be slow on wide ranges; connect fast so a dead route fails within the Lambda budget.
+TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
+HEADERS = {"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"}
+
+_AUTH_MNEMONICS = frozenset(
+    {"access_token_expired", "access_token_blocked", "access_token_invalid", "auth_error", "login_failed"}
+)
+_FORBIDDEN_MNEMONICS = frozenset({"ip_not_whitelisted", "forbidden"})
+_VALIDATION_MNEMONICS = frozenset(
+    {
+        "required_parameter_missed",
+        "invalid_parameter_value",
+        "entity_not_found",
+        "duplicate_entity",
+        "invalid_date_time",
+        "data_limit_exceeded",
+        "date_interval_limit_reached",
+    }
+)
+_AUTH_CODE, _FORBIDDEN_CODE, _PARAMS_CODE, _LIMIT_CODE = -32001, -32003, -32602, -32029
+# component disabled / account inactive: not healed by a retry within seconds
+_ACCOUNT_STATE_CODES = frozenset({-32008, -32009})
+# fixed-length budget windows, used to project a stale `*_reset` onto the next window boundary
+_MINUTE, _DAY = 60.0, 86400.0
+
+_ROW_FIELD = re.compile(r"^deals\[(\d+)\]")
+
+
+def failed_row_index(error: UisError) -> int | None:
+    """The 0-based index of the `upload.deals_history` row a validation error names, if it names one.
+
+    UIS is expected to name the row as `deals[<i>].<field>`; when `field` is absent or does not name a
+    row the uploader cannot tell which deal broke the batch and must narrow it down itself.
+    """
+    match = _ROW_FIELD.match(error.field or "")
+    return int(match.group(1)) if match else None
+
+
+def format_date_time(value: datetime | date) -> str:
+    """UIS's `YYYY-MM-DD hh:mm:ss`, from a naive account-local datetime (a date means its midnight)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            raise ValueError("UIS date-times are zone-less local times: convert to the account zone first")
+        return value.strftime(DATE_TIME_FORMAT)
+    return value.strftime("%Y-%m-%d 00:00:00")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return format_date_time(value)
+    raise TypeError(f"not JSON serialisable for UIS: {type(value).__name__}")
+
+
+def _retry_in_call(exc: BaseException) -> bool:
+    """What the RetryPolicy may retry inside this invocation (the policy still caps server waits)."""
+    if isinstance(exc, UisLimitExceeded):
+        return True
+    if isinstance(exc, UisUnavailable):
+        return exc.rpc_code not in _ACCOUNT_STATE_CODES
+    return False
+
+
+_http_lock = threading.Lock()
+_http: httpx.Client | None = None
+
+
+def shared_http() -> httpx.Client:
+    """One pooled httpx client per container, reused across invocations (connection keep-alive)."""
+    global _http
+    with _http_lock:
+        if _http is None:
+            _http = httpx.Client(timeout=TIMEOUT, headers=HEADERS)
+        return _http
+
+
+class UisClient:
+    """One UIS account (Data API URL + access token)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        access_token: str,
+        *,
+        http: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not access_token:
+            raise ValueError("UIS access token is empty")
+        self.api_url = api_url
+        self._token = access_token
+        self._http = http if http is not None else shared_http()
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        # last `metadata.limits` seen and when (by `clock`), to turn `*_reset` into a wait later
+        self.limits: dict[str, Any] | None = None
+        self._limits_at: float | None = None
+        self.last_metadata: dict[str, Any] = {}
+        # points spent by this client: UIS charges one per successful call
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"UisClient(api_url={self.api_url!r})"
+
+    # --- transport -------------------------------------------------------------------------------
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call one Data API method; return its `result` (`data` + `metadata`)."""
+        body = dict(params or {})
+        return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call)
+
+    def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        # a fresh id per attempt: a retried request is a new JSON-RPC request
+        envelope = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": {**params, "access_token": self._token},
+        }
+        content = json.dumps(envelope, ensure_ascii=False, default=_json_default).encode("utf-8")
+        try:
+            response = self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
+        except httpx.HTTPError as exc:
+            log.warning("UIS %s transport error: %s", method, type(exc).__name__)
+            raise UisUnavailable(
+                f"UIS {method}: transport error ({type(exc).__name__})", mnemonic="transport_error"
+            ) from None
+        if response.status_code >= 500:
+            raise UisUnavailable(f"UIS {method}: HTTP {response.status_code}", mnemonic="http_error")
+        try:
+            payload = response.json()
+        except ValueError:
+            if response.status_code == 429:
+                raise UisLimitExceeded(
+                    f"UIS {method}: HTTP 429", mnemonic="limit_exceeded", reset_after=self._reset_after()
+                ) from None
+            raise UisError(
+                f"UIS {method}: HTTP {response.status_code} with a non-JSON body", mnemonic="bad_response"
+            ) from None
+        if not isinstance(payload, dict):
+            raise UisError(f"UIS {method}: unexpected reply shape", mnemonic="bad_response")
+        if payload.get("error") is not None:
+            raise self._error(method, payload["error"])
+        result = payload.get("result")
+        if not isinstance(result, dict):
+            raise UisError(f"UIS {method}: reply without result", mnemonic="bad_response")
+        metadata = result.get("metadata")
+        self.last_metadata = metadata if isinstance(metadata, dict) else {}
+        self._remember_limits(self.last_metadata.get("limits"))
+        with self._lock:
+            self.calls += 1
+        return result
+
+    # --- errors and limits -----------------------------------------------------------------------
+    def _error(self, method: str, error: Any) -> UisError:
+        error = error if isinstance(error, dict) else {"message": str(error)}
+        code = error.get("code")
+        rpc_code = code if isinstance(code, int) else None
+        raw_data = error.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        mnemonic = data.get("mnemonic")
+        field = data.get("field")
+        meta = data.get("metadata")
+        self._remember_limits((meta.get("limits") if isinstance(meta, dict) else None) or data.get("limits"))
+        message = self._scrub(str(error.get("message") or ""))
+        text = f"UIS {method} failed: {mnemonic or rpc_code}: {message}"
+        if field:
+            text += f" (field {field})"
+        kwargs: dict[str, Any] = {
+            "mnemonic": mnemonic,
+            "rpc_code": rpc_code,
+            "field": field if isinstance(field, str) else None,
+            "value": self._scrub(data.get("value")),
+            "params": self._scrub(data.get("params")),
+        }
+        log.warning("UIS %s error %s %s field=%s", method, rpc_code, mnemonic, kwargs["field"])
+        if mnemonic == "limit_exceeded" or rpc_code == _LIMIT_CODE:
+            return UisLimitExceeded(text, reset_after=self._reset_after(), **kwargs)
+        if mnemonic in _AUTH_MNEMONICS or rpc_code == _AUTH_CODE:
+            return UisAuthFailed(text, **kwargs)
+        if mnemonic in _FORBIDDEN_MNEMONICS or rpc_code == _FORBIDDEN_CODE:
+            return UisForbidden(text, **kwargs)
+        if rpc_code in _ACCOUNT_STATE_CODES:
+            return UisUnavailable(text, **kwargs)
+        if mnemonic in _VALIDATION_MNEMONICS or rpc_code == _PARAMS_CODE:
+            return UisValidationError(text, **kwargs)
+        # -32700/-32600/-32601/-32099: our request is wrong; retrying will not help
+        return UisError(text, **kwargs)
+
+    def _scrub(self, value: Any) -> Any:
+        """Drop the token from anything UIS echoes back (an invalid-token error may quote it)."""
+        if isinstance(value, str):
+            return value.replace(self._token, "***")
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items() if k != "access_token"}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def _remember_limits(self, limits: Any) -> None:
+        # `get.tags` answers `"limits": {}`: keep the last complete picture instead
+        if isinstance(limits, dict) and limits:
+            self.limits = dict(limits)
+            self._limits_at = self._clock()
+
+    def _reset_after(self) -> float | None:
+        """Seconds until the exhausted budget resets, from the last `metadata.limits` seen.
+
+        The day budget when it is out, else the minute budget (another container may have spent it).
+        None when no limits were ever seen: the RetryPolicy then backs off with jitter.
+        """
+        if not self.limits or self._limits_at is None:
+            return None
+        day_out = _as_float(self.limits.get("day_remaining"), 1.0) <= 0
+        key, period = ("day_reset", _DAY) if day_out else ("minute_reset", _MINUTE)
+        reset = _as_float(self.limits.get(key), None)
+        if reset is None:
+            return None
+        left = reset - (self._clock() - self._limits_at)
+        if left < 0:
+            # the reported window has already rolled over: wait for the next boundary
+            left %= period
+        return max(left, 0.0)
+
+    # --- look-ups and auth -----------------------------------------------------------------------
+    def check_auth(self) -> None:
+        """One cheap call that proves the URL, token, IP allow-list and rights (integration creation)."""
+        self.call("get.sites", {"limit": 1, "fields": ["id"]})
+
+    def get_sites(self) -> list[dict[str, Any]]:
+        return list(self._iter_pages("get.sites", {"fields": ["id", "domain_name", "name"]}))
+
+    def get_chat_channels(self) -> list[dict[str, Any]]:
+        return list(self._iter_pages("get.chat_channels", {"fields": ["id", "name", "type", "status"]}))
+
+    def get_tags(self) -> list[dict[str, Any]]:
+        return list(self._iter_pages("get.tags", {"fields": ["id", "name"]}))
+
+    def get_employees(self) -> list[dict[str, Any]]:
+        return list(self._iter_pages("get.employees", {}))
+
+    def set_tag_communications(
+        self,
+        communication_id: int,
+        communication_type: Literal["chat", "offline_message", "call", "goal"],
+        tag_id: int,
+    ) -> dict[str, Any]:
+        return self.call(
+            "set.tag_communications",
+            {"communication_id": communication_id, "communication_type": communication_type, "tag_id": tag_id},
+        )
+
+    # --- sales funnels ---------------------------------------------------------------------------
+    def get_sales_funnels(self, ext_id: str | None = None) -> list[dict[str, Any]]:
+        """`get.sales_funnel`: funnels with `stages` [{stage_ext_id, stage_name, stage_status, stage_order}]."""
+        params: dict[str, Any] = {}
+        if ext_id is not None:
+            params["filter"] = {"field": "ext_id", "operator": "=", "value": ext_id}
+        return list(self._iter_pages("get.sales_funnel", params))
+
+    def create_sales_funnel(
+        self,
+        ext_id: str,
+        name: str,
+        *,
+        success: Mapping[str, Any],
+        failed: Mapping[str, Any],
+        in_process: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """`create.sales_funnel`: exactly one success and one failed stage, 1–100 in-process stages."""
+        stages = {"success": dict(success), "failed": dict(failed), "in_process": [dict(s) for s in in_process]}
+        return self._data(self.call("create.sales_funnel", {"ext_id": ext_id, "name": name, "stages": stages}))
+
+    def update_sales_funnel(self, ext_id: str, name: str) -> dict[str, Any]:
+        return self._data(self.call("update.sales_funnel", {"ext_id": ext_id, "name": name}))
+
+    def delete_sales_funnel(self, ext_id: str) -> dict[str, Any]:
+        """Only allowed by UIS while the funnel holds no deals."""
+        return self._data(self.call("delete.sales_funnel", {"ext_id": ext_id}))
+
+    def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> dict[str, Any]:
+        """`create.sales_funnel_stages`: one in-process stage (order ≤ 10000)."""
+        params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id, "name": name, "order": order}
+        return self._data(self.call("create.sales_funnel_stages", params))
+
+    def update_sales_funnel_stage(
+        self, funnel_ext_id: str, ext_id: str, *, name: str | None = None, order: int | None = None
+    ) -> dict[str, Any]:
+        """`update.sales_funnel_stages`: rename any stage; `order` applies to in-process stages only."""
+        params: dict[str, Any] = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
+        if name is not None:
+            params["name"] = name
+        if order is not None:
+            params["order"] = order
+        return self._data(self.call("update.sales_funnel_stages", params))
+
+    def delete_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str) -> dict[str, Any]:
+        params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
+        return self._data(self.call("delete.sales_funnel_stages", params))
+
+    # --- deal contacts, employees, user fields ---------------------------------------------------
+    def create_deal_contacts(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """`create.deal_contacts`: ≤1000 contacts {ext_id, name, created_date_time?, phone_numbers?, emails?}."""
+        return self._data(self.call("create.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
+
+    def update_deal_contacts(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """`update.deal_contacts`: UIS replaces each contact's phone and e-mail lists whole."""
+        return self._data(self.call("update.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
+
+    def create_deal_employee(self, ext_id: str, name: str) -> dict[str, Any]:
+        return self._data(self.call("create.deal_employees", {"ext_id": ext_id, "name": name}))
+
+    def create_deal_user_field(
+        self, ext_id: str, name: str, data_type: Literal["string", "numeric"] = "string"
+    ) -> dict[str, Any]:
+        params = {"ext_id": ext_id, "name": name, "data_type": data_type}
+        return self._data(self.call("create.deal_user_field", params))
+
+    def get_deal_user_fields(self) -> list[dict[str, Any]]:
+        return list(self._iter_pages("get.deal_user_fields", {}))
+
+    # --- deals -----------------------------------------------------------------------------------
+    def upload_deals_history(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """`upload.deals_history`: ≤1000 stage-transition rows, all or nothing.
+
+        A `UisValidationError` names the offending row in `field` as `deals[<i>].<name>` when UIS says
+        which one (`failed_row_index`); nothing of the call is stored in that case.
+        """
+        return self._data(self.call("upload.deals_history", {"deals": _bounded(rows, MAX_UPLOAD_ROWS)}))
+
+    def get_deals_history(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """One page of `get.deals_history` (one row per stage of each deal, `is_generated` included)."""
+        return self._page("get.deals_history", _list_params(filter, fields), limit, offset)
+
+    def iter_deals_history(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        return self._iter_pages("get.deals_history", _list_params(filter, fields), limit)
+
+    def deals_in_processing(self) -> int:
+        """`get.deals_in_processing`: how many uploaded deals UIS has not processed yet."""
+        data = self.call("get.deals_in_processing", {}).get("data") or {}
+        return int(data.get("count") or 0) if isinstance(data, dict) else 0
+
+    def delete_deal(self, ext_id: str) -> dict[str, Any]:
+        return self._data(self.call("delete.deals", {"ext_id": ext_id}))
+
+    # --- reports ---------------------------------------------------------------------------------
+    def get_chats_report(
+        self,
+        date_from: datetime,
+        date_till: datetime,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
+
+    def iter_chats_report(
+        self,
+        date_from: datetime,
+        date_till: datetime,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        return self._iter_pages("get.chats_report", _report_params(date_from, date_till, filter, fields), limit)
+
+    def get_chat_messages_report(
+        self,
+        *,
+        chat_id: int | None = None,
+        chat_ids: Sequence[int] | None = None,
+        date_from: datetime | None = None,
+        date_till: datetime | None = None,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
+        return self._page("get.chat_messages_report", params, limit, offset)
+
+    def iter_chat_messages_report(
+        self,
+        *,
+        chat_id: int | None = None,
+        chat_ids: Sequence[int] | None = None,
+        date_from: datetime | None = None,
+        date_till: datetime | None = None,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
+        return self._iter_pages("get.chat_messages_report", params, limit)
+
+    def get_offline_messages_report(
+        self,
+        date_from: datetime,
+        date_till: datetime,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        params = _report_params(date_from, date_till, filter, fields)
+        return self._page("get.offline_messages_report", params, limit, offset)
+
+    def iter_offline_messages_report(
+        self,
+        date_from: datetime,
+        date_till: datetime,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = PAGE_SIZE,
+    ) -> Iterator[dict[str, Any]]:
+        params = _report_params(date_from, date_till, filter, fields)
+        return self._iter_pages("get.offline_messages_report", params, limit)
+
+    # --- paging ----------------------------------------------------------------------------------
+    def _page(self, method: str, params: Mapping[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}")
+        data = self.call(method, {**params, "limit": limit, "offset": offset}).get("data")
+        return list(data) if isinstance(data, list) else []
+
+    def _iter_pages(self, method: str, params: Mapping[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Page with limit/offset until a page comes back shorter than `limit` (each page costs a point)."""
+        offset = 0
+        while True:
+            rows = self._page(method, params, limit, offset)
+            yield from rows
+            if len(rows) < limit:
+                return
+            offset += limit
+
+    @staticmethod
+    def _data(result: Mapping[str, Any]) -> dict[str, Any]:
+        data = result.get("data")
+        return dict(data) if isinstance(data, dict) else {}
+
+
+def _as_float(value: Any, default: float | None) -> Any:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def _bounded(items: Sequence[Mapping[str, Any]], most: int) -> list[dict[str, Any]]:
+    # UIS refuses the whole call above its per-call maximum: fail here, before spending a point
+    if len(items) > most:
+        raise ValueError(f"at most {most} items per call, got {len(items)}")
+    return [dict(item) for item in items]
+
+
+def _list_params(filter: Mapping[str, Any] | None, fields: Sequence[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if filter:
+        params["filter"] = dict(filter)
+    if fields:
+        params["fields"] = list(fields)
+    return params
+
+
+def _report_params(
+    date_from: datetime, date_till: datetime, filter: Mapping[str, Any] | None, fields: Sequence[str] | None
+) -> dict[str, Any]:
+    if date_till < date_from:
+        raise ValueError("date_till is before date_from")
+    return {
+        "date_from": format_date_time(date_from),
+        "date_till": format_date_time(date_till),
+        **_list_params(filter, fields),
+    }
+
+
+def _messages_params(
+    chat_id: int | None,
+    chat_ids: Sequence[int] | None,
+    date_from: datetime | None,
+    date_till: datetime | None,
+    filter: Mapping[str, Any] | None,
+    fields: Sequence[str] | None,
+) -> dict[str, Any]:
+    params = _list_params(filter, fields)
+    if chat_id is not None:
+        params["chat_id"] = chat_id
+    elif chat_ids:
+        params["chat_ids"] = list(chat_ids)
+    elif date_from is not None and date_till is not None:
+        params.update(_report_params(date_from, date_till, None, None))
+    else:
+        raise ValueError("get.chat_messages_report needs chat_id, chat_ids or date_from + date_till")
+    return params
+
+
+# --- one client per account per container -------------------------------------------------------
+_clients: dict[tuple[str, str], UisClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(api_url: str, access_token: str, *, http: httpx.Client | None = None) -> UisClient:
+    """The container's client for this account, so `limits` and `calls` accumulate across invocations.
+
+    Keyed by URL and a digest of the token: a rotated token gets a new client, and the raw token
+    is not kept as a dictionary key.
+    """
+    key = (api_url, hashlib.sha256(access_token.encode("utf-8")).hexdigest())
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = UisClient(api_url, access_token, http=http)
+        return client
