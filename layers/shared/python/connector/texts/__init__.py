@@ -1,0 +1,1 @@
+"""Text communications (UIS chats and site requests → AlfaCRM leads, comments, tasks)."""
