@@ -1,0 +1,366 @@
+"""AlfaCRM records as pydantic models: AlfaCRM's loose types are coerced here, once, at the edge.
+
+What arrives (see `../shared/reference/alfacrm-api.md`): numbers as strings (`"145"`, `"575.00"`), booleans as
+0/1/"0"/"1", dates as `dd.mm.yyyy` or `YYYY-MM-DD`, date-times as zone-less `YYYY-MM-DD HH:MM:SS`
+(account-local), `[]` where an object is meant, and `""` where nothing is meant. The rules downstream see
+clean Python types. Unknown fields are kept (`extra="allow"`): accounts differ and AlfaCRM adds fields.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+CUSTOM_PREFIX = "custom_"
+
+# MySQL-backed apps emit zero dates for "no date"; they mean None, not year 0.
+_ZERO_DATES = {"0000-00-00", "00.00.0000", "0000-00-00 00:00:00"}
+_DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d")
+_DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M")
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def to_int(value: Any) -> int | None:
+    """`145`, `"145"`, `"145.0"`, `True` → int; `None`/`""` → None."""
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal) and value == int(value):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            number = to_decimal(text)
+            if number is not None and number == int(number):
+                return int(number)
+    raise ValueError(f"not an integer: {value!r}")
+
+
+def to_bool(value: Any) -> bool | None:
+    """0/1, "0"/"1", true/false (any case) → bool; `None`/`""` → None."""
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """Money: `"575.00"`, `575`, `575.5` → Decimal (floats via str, so 0.1 stays 0.1)."""
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "").replace("\u00a0", "")
+        # a decimal comma appears in hand-typed values ("1044,50")
+        if "," in text and "." not in text:
+            text = text.replace(",", ".")
+        try:
+            return Decimal(text)
+        except InvalidOperation:
+            pass
+    raise ValueError(f"not a number: {value!r}")
+
+
+def to_date(value: Any) -> date | None:
+    """`dd.mm.yyyy` or `YYYY-MM-DD` (a date-time string keeps its date part)."""
+    if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt in _DATE_FORMATS:
+            try:
+                return datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+        moment = to_datetime(text)
+        if moment is not None:
+            return moment.date()
+    raise ValueError(f"not a date: {value!r}")
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """Zone-less `YYYY-MM-DD HH:MM:SS` (account-local) → naive datetime; a bare date → midnight."""
+    if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt in _DATETIME_FORMATS:
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+        for fmt in _DATE_FORMATS:
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+    raise ValueError(f"not a date-time: {value!r}")
+
+
+def to_str(value: Any) -> str | None:
+    if _blank(value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def to_list(value: Any) -> list[Any]:
+    """None/""/[] → []; a scalar → [scalar] (single values appear where a list is documented)."""
+    if _blank(value):
+        return []
+    if isinstance(value, list | tuple):
+        return [item for item in value if not _blank(item)]
+    if isinstance(value, dict):
+        # PHP serialises a list with holes as an object {"0": ..., "2": ...}
+        return [item for item in value.values() if not _blank(item)]
+    return [value]
+
+
+def to_map(value: Any) -> dict[str, Any]:
+    """PHP's json_encode turns an empty array into `[]`: an empty object may arrive as a list."""
+    if _blank(value) or value == []:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError(f"not an object: {value!r}")
+
+
+OptInt = Annotated[int | None, BeforeValidator(to_int)]
+OptBool = Annotated[bool | None, BeforeValidator(to_bool)]
+OptDecimal = Annotated[Decimal | None, BeforeValidator(to_decimal)]
+OptDate = Annotated[date | None, BeforeValidator(to_date)]
+OptDateTime = Annotated[datetime | None, BeforeValidator(to_datetime)]
+OptStr = Annotated[str | None, BeforeValidator(to_str)]
+IntList = Annotated[list[int], BeforeValidator(lambda v: [to_int(item) for item in to_list(v)])]
+StrList = Annotated[list[str], BeforeValidator(lambda v: [str(item).strip() for item in to_list(v)])]
+Map = Annotated[dict[str, Any], BeforeValidator(to_map)]
+
+
+class AlfaModel(BaseModel):
+    """Base: keep unknown fields, accept field names as sent."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+def _collect_custom(data: Any) -> Any:
+    """Move the flat `custom_<code>` keys into `custom` (codes differ per account)."""
+    if not isinstance(data, dict):
+        return data
+    custom = {key: value for key, value in data.items() if key.startswith(CUSTOM_PREFIX)}
+    if not custom:
+        return data
+    rest = {key: value for key, value in data.items() if not key.startswith(CUSTOM_PREFIX)}
+    rest["custom"] = {**to_map(rest.get("custom")), **custom}
+    return rest
+
+
+class Customer(AlfaModel):
+    """A lead (`is_study` false) or a client (`is_study` true)."""
+
+    id: int
+    name: OptStr = None
+    is_study: Annotated[bool, BeforeValidator(lambda v: bool(to_bool(v)))] = False
+    study_status_id: OptInt = None
+    lead_status_id: OptInt = None
+    lead_source_id: OptInt = None
+    lead_reject_id: OptInt = None
+    customer_reject_id: OptInt = None
+    assigned_id: OptInt = None
+    legal_type: OptInt = None
+    legal_name: OptStr = None
+    branch_ids: IntList = Field(default_factory=list)
+    teacher_ids: IntList = Field(default_factory=list)
+    phone: StrList = Field(default_factory=list)
+    email: StrList = Field(default_factory=list)
+    web: StrList = Field(default_factory=list)
+    addr: StrList = Field(default_factory=list)
+    note: OptStr = None
+    dob: OptDate = None
+    balance: OptDecimal = None
+    paid_count: OptInt = None
+    paid_till: OptDate = None
+    created_at: OptDateTime = None
+    updated_at: OptDateTime = None
+    # The archive flag's name in a customer record is not documented (the filter is `removed`).
+    removed: OptBool = Field(default=None, validation_alias=AliasChoices("removed", "is_removed", "is_archived"))
+    custom: Map = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_custom(cls, data: Any) -> Any:
+        return _collect_custom(data)
+
+    @property
+    def is_lead(self) -> bool:
+        return not self.is_study
+
+    @property
+    def is_archived(self) -> bool:
+        return bool(self.removed)
+
+
+class Pay(AlfaModel):
+    """A payment. `pay_type_id` meanings (income, refund…) differ per account: read them, do not assume."""
+
+    id: int
+    branch_id: OptInt = None
+    customer_id: OptInt = None
+    income: Annotated[Decimal, BeforeValidator(lambda v: to_decimal(v) or Decimal(0))] = Decimal(0)
+    document_date: OptDate = None
+    pay_type_id: OptInt = None
+    pay_account_id: OptInt = None
+    pay_item_id: OptInt = None
+    teacher_id: OptInt = None
+    commodity_id: OptInt = None
+    payer_name: OptStr = None
+    note: OptStr = None
+    # webhook captures name it `confirmed`; the REST record `is_confirmed`
+    is_confirmed: OptBool = Field(default=None, validation_alias=AliasChoices("is_confirmed", "confirmed"))
+    custom: Map = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_custom(cls, data: Any) -> Any:
+        return _collect_custom(data)
+
+
+class LeadStatus(AlfaModel):
+    """A stage of AlfaCRM's sales funnel; `weight` orders the stages."""
+
+    id: int
+    name: str = ""
+    is_enabled: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
+    weight: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+
+
+class LeadSource(AlfaModel):
+    id: int
+    code: OptStr = None
+    name: str = ""
+    is_enabled: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
+    weight: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+
+
+class Branch(AlfaModel):
+    id: int
+    name: str = ""
+    is_active: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
+    subject_ids: IntList = Field(default_factory=list)
+    weight: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+
+
+class Teacher(AlfaModel):
+    """Only `id` and `name` are documented; the rest is kept as extra fields."""
+
+    id: int
+    name: str = ""
+    branch_ids: IntList = Field(default_factory=list)
+    is_active: OptBool = None
+
+
+class User(AlfaModel):
+    """An AlfaCRM user (manager, administrator, the API user): `assigned_id`, task executors, `user_id`."""
+
+    id: int
+    name: str = ""
+    email: OptStr = None
+    is_active: OptBool = None
+
+
+class Communication(AlfaModel):
+    """A comment (or call, message…) on a customer, group or task."""
+
+    id: int
+    type_id: OptInt = None
+    class_: OptStr = Field(default=None, validation_alias=AliasChoices("class", "class_"))
+    related_id: OptInt = None
+    user_id: OptInt = None
+    added: OptDateTime = None
+    comment: str = ""
+
+
+class LogEntry(AlfaModel):
+    """One row of `log/index`: a change AlfaCRM recorded (a webhook that may never have arrived)."""
+
+    id: OptInt = None
+    entity: str
+    entity_id: Annotated[int, BeforeValidator(to_int)]
+    user_id: OptInt = None
+    event: str
+    fields_old: Map = Field(default_factory=dict)
+    fields_new: Map = Field(default_factory=dict)
+    date_time: OptDateTime = Field(default=None, validation_alias=AliasChoices("date_time", "datetime"))
+
+
+class IndexPage(BaseModel):
+    """The reply of any `index` action. Pages start at 0 and hold 50 items whatever size is asked."""
+
+    total: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+    count: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+    page: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
+    items: Annotated[list[dict[str, Any]], BeforeValidator(to_list)] = Field(default_factory=list)
+
+
+class ModelEnvelope(BaseModel):
+    """The reply of `create`/`update`/`delete`; success=false or errors can come with HTTP 200."""
+
+    success: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
+    errors: Any = None
+    model: Map = Field(default_factory=dict)
+
+
+class WebhookEvent(AlfaModel):
+    """An AlfaCRM trigger body. On `update` only changed fields are present: re-read before acting."""
+
+    branch_id: OptInt = None
+    event: Annotated[Literal["create", "update", "delete"], BeforeValidator(lambda v: str(v).strip().lower())]
+    entity: str
+    entity_id: Annotated[int, BeforeValidator(to_int)]
+    fields_old: Map = Field(default_factory=dict)
+    fields_new: Map = Field(default_factory=dict)
+    fields_rel: Map = Field(default_factory=dict)
+    user_id: OptInt = None
+    datetime: OptDateTime = None
+
+    def branch_for(self, default: int) -> int:
+        """Old captures carry `fields_new.branch_id` only; fall back to the integration's branch."""
+        for candidate in (self.branch_id, self.fields_new.get("branch_id"), self.fields_old.get("branch_id")):
+            try:
+                branch = to_int(candidate)
+            except ValueError:
+                continue
+            if branch:
+                return branch
+        return default
