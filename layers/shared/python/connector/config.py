@@ -16,6 +16,8 @@ class Environment(BaseModel):
     idempotency_table: str = Field(default="IdempotencyTable")
     deal_events_queue_url: str = ""
     text_events_queue_url: str = ""
+    deal_events_dlq_url: str = ""
+    text_events_dlq_url: str = ""
     secrets_prefix: str = "alfacrm-uis"
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
@@ -31,6 +33,8 @@ def env() -> Environment:
         idempotency_table=e.get("IDEMPOTENCY_TABLE", "IdempotencyTable"),
         deal_events_queue_url=e.get("DEAL_EVENTS_QUEUE_URL", ""),
         text_events_queue_url=e.get("TEXT_EVENTS_QUEUE_URL", ""),
+        deal_events_dlq_url=e.get("DEAL_EVENTS_DLQ_URL", ""),
+        text_events_dlq_url=e.get("TEXT_EVENTS_DLQ_URL", ""),
         secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
         admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
         admin_token=e.get("ADMIN_TOKEN", ""),

@@ -32,7 +32,7 @@ def send(queue_url: str, body: dict[str, Any]) -> str:
 def send_many(queue_url: str, bodies: list[dict[str, Any]]) -> int:
     sent = 0
     for start in range(0, len(bodies), 10):
-        chunk = bodies[start:start + 10]
+        chunk = bodies[start : start + 10]
         entries = [{"Id": str(i), "MessageBody": json.dumps(b, ensure_ascii=False)} for i, b in enumerate(chunk)]
         reply = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
         if reply.get("Failed"):
@@ -49,15 +49,32 @@ def send_text_event(body: dict[str, Any]) -> str:
     return send(env().text_events_queue_url, body)
 
 
-def redrive_dlq(dlq_url: str, target_url: str, *, max_messages: int = 1000) -> int:
-    """Move messages from a dead-letter queue back to its source queue (admin replay)."""
+def redrive_dlq(dlq_url: str, target_url: str, *, integration_id: str | None = None, max_messages: int = 1000) -> int:
+    """Move dead letters back to their source queue (admin replay).
+
+    With `integration_id`, only that integration's messages move; the others are made visible again
+    at once for their own replay.
+    """
     moved = 0
-    while moved < max_messages:
-        reply = _sqs().receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    seen = 0
+    while seen < max_messages:
+        reply = _sqs().receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30
+        )
         messages = reply.get("Messages", [])
         if not messages:
             break
         for m in messages:
+            seen += 1
+            try:
+                owner = json.loads(m["Body"]).get("integration_id")
+            except (ValueError, AttributeError):
+                owner = None
+            if integration_id is not None and owner != integration_id:
+                _sqs().change_message_visibility(
+                    QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
+                continue
             _sqs().send_message(QueueUrl=target_url, MessageBody=m["Body"])
             _sqs().delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
             moved += 1

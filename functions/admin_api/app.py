@@ -1,0 +1,133 @@
+"""Admin API (contract.md): integrations, settings, look-ups, deals view, parked items and replay."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector.admin import Admin
+from connector.errors import ConnectorError
+from connector.http import check_bearer, error_response, json_reply, public_base_url
+from connector.observability import logger, metrics, tracer
+from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
+
+app = APIGatewayRestResolver(enable_validation=True)
+_admin: Admin | None = None
+
+IntegrationId = Annotated[str, Path(description="Integration id", pattern=r"^[0-9a-f]{1,64}$")]
+AlfaLookup = Annotated[
+    str, Path(description="lead-statuses | lead-sources | branches | users | teachers | customer-fields")
+]
+UisLookup = Annotated[str, Path(description="sites | chat-channels | tags")]
+
+
+def admin() -> Admin:
+    global _admin
+    if _admin is None:
+        _admin = Admin()
+    return _admin
+
+
+def require_bearer(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[dict[str, Any]]:
+    try:
+        check_bearer(app.current_event.headers)
+    except ConnectorError as exc:
+        return error_response(exc)
+    return next_middleware(app)
+
+
+app.use(middlewares=[require_bearer])
+
+
+@app.exception_handler(ConnectorError)
+def _domain_error(exc: ConnectorError) -> Response[dict[str, Any]]:
+    if exc.retryable:
+        logger.warning("upstream failure", extra={"code": exc.code, "reason": exc.message})
+    return error_response(exc)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    if loc and loc[0] in {"body", "query", "path"}:
+        loc = loc[1:]
+    path = json_path(loc) or "body"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return json_reply(422, {"error": {"code": "validation_failed", "message": f"{path}: {msg}", "field": path}})
+
+
+@app.post("/integrations", summary="Create an integration (both logins are tried first)")
+def create_integration(body: Annotated[CreateIntegrationInput, Body(embed=False)]) -> Response[dict[str, Any]]:
+    raw = app.current_event.json_body
+    return json_reply(201, admin().create_integration(raw, public_base_url(app.current_event.raw_event)))
+
+
+@app.get("/integrations", summary="List integrations (no secrets)")
+def list_integrations() -> dict[str, Any]:
+    return admin().list_integrations()
+
+
+@app.get("/integrations/<integration_id>", summary="One integration (no secrets) with UIS points spent")
+def get_integration(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().get_integration(integration_id)
+
+
+@app.get("/integrations/<integration_id>/webhooks", summary="The two webhook URLs (with their secrets)")
+def get_webhooks(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().webhooks(integration_id, public_base_url(app.current_event.raw_event))
+
+
+@app.put("/integrations/<integration_id>/settings", summary="Replace the settings document")
+def put_settings(integration_id: IntegrationId, body: Annotated[SettingsDocument, Body(embed=False)]) -> dict[str, Any]:
+    return admin().put_settings(integration_id, app.current_event.json_body)
+
+
+@app.post("/integrations/<integration_id>/activate", summary="Activate (creates the UIS funnels)")
+def activate(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().set_active(integration_id, True)
+
+
+@app.post("/integrations/<integration_id>/deactivate", summary="Deactivate (webhooks still answer 200)")
+def deactivate(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().set_active(integration_id, False)
+
+
+@app.get("/integrations/<integration_id>/alfacrm/<name>", summary="AlfaCRM look-ups for the settings form")
+def alfacrm_lookup(integration_id: IntegrationId, name: AlfaLookup) -> dict[str, Any]:
+    return admin().alfacrm_lookup(integration_id, name)
+
+
+@app.get("/integrations/<integration_id>/uis/<name>", summary="UIS look-ups for the settings form")
+def uis_lookup(integration_id: IntegrationId, name: UisLookup) -> dict[str, Any]:
+    return admin().uis_lookup(integration_id, name)
+
+
+@app.get("/integrations/<integration_id>/deals", summary="Deals as uploaded to UIS")
+def deals(
+    integration_id: IntegrationId,
+    funnel: Annotated[str | None, Query(description="first_sale | upsell")] = None,
+) -> dict[str, Any]:
+    return admin().deals(integration_id, funnel)
+
+
+@app.get("/integrations/<integration_id>/parked", summary="Items that failed for a reason a retry won't fix")
+def parked(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().parked(integration_id)
+
+
+@app.post("/integrations/<integration_id>/replay", summary="Re-drive parked items and dead letters")
+def replay(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().replay(integration_id)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,52 @@
+"""HTTP edge helpers shared by the API handlers: error replies, auth, the public base URL."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+
+from connector.admin import error_reply
+from connector.errors import ConnectorError, Unauthorized
+from connector.secrets import admin_token
+
+
+def json_reply(status: int, body: Any) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body, ensure_ascii=False, default=str),
+    )
+
+
+def error_response(exc: ConnectorError) -> Response:
+    status, body = error_reply(exc)
+    return json_reply(status, body)
+
+
+def check_bearer(headers: dict[str, str] | None) -> None:
+    """Constant-time bearer check; no token configured means nobody gets in."""
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    auth = lowered.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    expected = admin_token()
+    if scheme.lower() != "bearer" or not token or not expected:
+        raise Unauthorized("missing or malformed bearer token")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("invalid bearer token")
+
+
+def public_base_url(event: dict[str, Any]) -> str:
+    """The URL the caller reached us at, for the webhook URLs we hand out."""
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    ctx = event.get("requestContext") or {}
+    host = headers.get("host") or ctx.get("domainName") or "localhost"
+    local = host.startswith(("127.0.0.1", "localhost", "[::1]"))
+    proto = headers.get("x-forwarded-proto") or ("http" if local else "https")
+    base = f"{proto}://{host}"
+    stage = ctx.get("stage")
+    if host.endswith(".amazonaws.com") and stage and stage != "$default":
+        base += f"/{stage}"
+    return base
