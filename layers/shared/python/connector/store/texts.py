@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from connector.errors import ConcurrentUpdate
 from connector.store.base import DynamoTable, int_pk
 
 
@@ -38,3 +39,112 @@ class TextStore:
         if not item:
             return None
         return {"communication_id": item["communication_id"], "communication_type": item["communication_type"]}
+
+    # ==============================================================================================
+    # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, chat-start marks.
+    # Kept in their own sort keys (`WM#<name>`, `CHAT#<id>#lost_task`, `CHAT#<id>#started`) so these
+    # writes never race the text worker's read-modify-write of `CHAT#<id>`.
+    # ==============================================================================================
+    def get_watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
+        """The `WM#<name>` item (with `version`), or None before the first successful run."""
+        item = self.t.get(int_pk(integration_id), f"WM#{name}")
+        if item is None:
+            return None
+        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+
+    def put_watermark(self, integration_id: str, name: str, value: dict[str, Any], *, expected_version: int) -> int:
+        """Write `WM#<name>` only if nobody moved it since it was read (0 = absent); → the new version.
+
+        Raises ConcurrentUpdate when another run wrote first: that run's watermark stands.
+        """
+        version = expected_version + 1
+        fields = {k: v for k, v in value.items() if k not in {"pk", "sk", "version"}}
+        self.t.put(
+            {"pk": int_pk(integration_id), "sk": f"WM#{name}", **fields, "version": version},
+            expected_version=expected_version,
+        )
+        return version
+
+    def lost_task(self, integration_id: str, chat_id: int) -> dict[str, Any] | None:
+        item = self.t.get(int_pk(integration_id), f"CHAT#{chat_id}#lost_task")
+        return {k: v for k, v in item.items() if k not in {"pk", "sk"}} if item else None
+
+    def claim_lost_task(
+        self, integration_id: str, chat_id: int, *, token: str, now: float, stale_after: float
+    ) -> tuple[str, dict[str, Any]]:
+        """Claim the right to create this chat's lost-chat task → (`claimed`|`done`|`busy`, item).
+
+        `claimed`: the caller must create the task, then `update_lost_task(... state="done")`.
+        `done`: a task exists (its id is in the item). `busy`: another worker holds a fresh claim.
+        A claim older than `stale_after` seconds, or one released after a failure, is taken over.
+        """
+        pk, sk = int_pk(integration_id), f"CHAT#{chat_id}#lost_task"
+        fresh = {
+            "state": "claimed",
+            "token": token,
+            "claimed_at": now,
+            "attempts": 1,
+            "expires_at": int(now) + _LOST_TASK_TTL,
+        }
+        if self.t.put({"pk": pk, "sk": sk, **fresh, "version": 1}, if_absent=True):
+            return "claimed", {**fresh, "version": 1}
+        item = self.lost_task(integration_id, chat_id) or {}
+        state = item.get("state")
+        if state == "done":
+            return "done", item
+        if state in {"claimed", "sending"} and now - float(item.get("claimed_at") or 0) < stale_after:
+            return "busy", item
+        taken = {
+            **item,
+            "state": "claimed",
+            "token": token,
+            "claimed_at": now,
+            "attempts": int(item.get("attempts") or 0) + 1,
+            "taken_over": state,
+        }
+        try:
+            version = self._put_lost_task(pk, sk, taken, int(item.get("version") or 0))
+        except ConcurrentUpdate:
+            return "busy", item
+        return "claimed", {**taken, "version": version}
+
+    def update_lost_task(
+        self, integration_id: str, chat_id: int, claim: dict[str, Any], **changes: Any
+    ) -> dict[str, Any]:
+        """Move a claim on (`sending`, `done`, `released`); ConcurrentUpdate if it was taken over meanwhile."""
+        pk, sk = int_pk(integration_id), f"CHAT#{chat_id}#lost_task"
+        item = {**claim, **changes}
+        version = self._put_lost_task(pk, sk, item, int(claim["version"]))
+        return {**item, "version": version}
+
+    def _put_lost_task(self, pk: str, sk: str, item: dict[str, Any], expected_version: int) -> int:
+        version = expected_version + 1
+        body = {k: v for k, v in item.items() if k not in {"pk", "sk", "version"}}
+        self.t.put({"pk": pk, "sk": sk, **body, "version": version}, expected_version=expected_version)
+        return version
+
+    def started_chats(self, integration_id: str, chat_ids: list[int]) -> set[int]:
+        """Which of these chats the poller already announced (`chat_started` sent)."""
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, f"CHAT#{cid}#started") for cid in chat_ids])
+        return {int(i["chat_id"]) for i in items}
+
+    def mark_started(self, integration_id: str, chat_ids: list[int], *, at: float) -> None:
+        """Remember that `chat_started` went out for these chats (kept as long as a late status can arrive)."""
+        pk = int_pk(integration_id)
+        self.t.put_many(
+            [
+                {
+                    "pk": pk,
+                    "sk": f"CHAT#{cid}#started",
+                    "chat_id": cid,
+                    "sent_at": int(at),
+                    "expires_at": int(at) + _LOST_TASK_TTL,
+                }
+                for cid in chat_ids
+            ]
+        )
+
+
+# a lost chat's notification or report row older than this is never acted on again (window ≤ 3 months)
+_LOST_TASK_TTL = 120 * 86400
