@@ -1,0 +1,74 @@
+# One entry point for everything: `make demo` then `make test` work on a fresh clone (they set up first).
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PY := .venv/bin/python
+SAM := .venv-sam/bin/sam
+# `sam build` without a container needs a Python of the runtime's exact minor version on PATH.
+PY313_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) $(wildcard /root/.pyenv/versions/3.13*/bin))
+SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
+
+.PHONY: help setup setup-sam run demo test lint bench build validate deploy openapi uv clean
+
+help:
+	@echo "setup      app venv (.venv) with uv"
+	@echo "setup-sam  aws-sam-cli in its own venv (.venv-sam)"
+	@echo "run        local stack on http://127.0.0.1:$${PORT:-3000} (PORT, ADMIN_TOKEN, SANDBOX=0|1)"
+	@echo "demo       drive both flows end to end against the local stack and print the results"
+	@echo "test       pytest"
+	@echo "lint       ruff check, ruff format --check, mypy (layer), cfn-lint"
+	@echo "bench      benchmark"
+	@echo "build      sam build (python3.13 on PATH, no container)"
+	@echo "validate   sam validate --lint"
+	@echo "deploy     sam deploy (samconfig.toml)"
+	@echo "openapi    regenerate the OpenAPI document"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+# The stamp makes test/demo/run depend on an up-to-date venv without re-syncing every time.
+.venv/.stamp: pyproject.toml uv.lock | uv
+	PATH="$$HOME/.local/bin:$$PATH" uv sync --frozen --python 3.11
+	@touch $@
+
+setup: .venv/.stamp
+
+.venv-sam/.stamp: | uv
+	PATH="$$HOME/.local/bin:$$PATH" uv venv --allow-existing .venv-sam --python 3.13
+	PATH="$$HOME/.local/bin:$$PATH" uv pip install --python .venv-sam aws-sam-cli
+	@touch $@
+
+setup-sam: .venv-sam/.stamp
+
+run: .venv/.stamp
+	$(PY) -m tools.localstack
+
+demo: .venv/.stamp
+	$(PY) -m tools.demo
+
+test: .venv/.stamp
+	.venv/bin/pytest
+
+lint: .venv/.stamp
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/cfn-lint template.yaml
+
+bench: .venv/.stamp
+	$(PY) -m tools.bench
+
+openapi: .venv/.stamp
+	$(PY) -m tools.openapi
+
+build: .venv-sam/.stamp
+	$(SAM_ENV) $(SAM) build
+
+validate: .venv-sam/.stamp
+	$(SAM_ENV) $(SAM) validate --lint
+
+deploy: build
+	$(SAM_ENV) $(SAM) deploy
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
