@@ -41,10 +41,13 @@ class TextStore:
         return {"communication_id": item["communication_id"], "communication_type": item["communication_type"]}
 
     # ==============================================================================================
-    # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, chat-start marks.
-    # Kept in their own sort keys (`WM#<name>`, `CHAT#<id>#lost_task`, `CHAT#<id>#started`) so these
-    # writes never race the text worker's read-modify-write of `CHAT#<id>`.
+    # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, poller marks.
+    # Kept in their own sort keys (`WM#<name>`, `CHAT#<id>#lost_task`, `CHAT#<id>#polled_<kind>`) so
+    # these writes never race the text worker's writes to `CHAT#<id>`.
     # ==============================================================================================
+    # a lost chat's claim and the poller's marks outlive any window the poller re-reads (≤ 3 months)
+    CHAT_MARK_TTL = 120 * 86400
+
     def get_watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
         """The `WM#<name>` item (with `version`), or None before the first successful run."""
         item = self.t.get(int_pk(integration_id), f"WM#{name}")
@@ -84,7 +87,7 @@ class TextStore:
             "token": token,
             "claimed_at": now,
             "attempts": 1,
-            "expires_at": int(now) + _LOST_TASK_TTL,
+            "expires_at": int(now) + self.CHAT_MARK_TTL,
         }
         if self.t.put({"pk": pk, "sk": sk, **fresh, "version": 1}, if_absent=True):
             return "claimed", {**fresh, "version": 1}
@@ -123,28 +126,30 @@ class TextStore:
         self.t.put({"pk": pk, "sk": sk, **body, "version": version}, expected_version=expected_version)
         return version
 
-    def started_chats(self, integration_id: str, chat_ids: list[int]) -> set[int]:
-        """Which of these chats the poller already announced (`chat_started` sent)."""
+    def lost_tasks_done(self, integration_id: str, chat_ids: list[int]) -> set[int]:
+        """Which of these chats already have their lost-chat task."""
         pk = int_pk(integration_id)
-        items = self.t.batch_get([(pk, f"CHAT#{cid}#started") for cid in chat_ids])
+        items = self.t.batch_get([(pk, f"CHAT#{cid}#lost_task") for cid in chat_ids])
+        return {int(i["sk"].split("#")[1]) for i in items if i.get("state") == "done"}
+
+    def polled_chats(self, integration_id: str, kind: str, chat_ids: list[int]) -> set[int]:
+        """Which of these chats the poller already announced as `kind` (`started`, `lost`)."""
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, f"CHAT#{cid}#polled_{kind}") for cid in chat_ids])
         return {int(i["chat_id"]) for i in items}
 
-    def mark_started(self, integration_id: str, chat_ids: list[int], *, at: float) -> None:
-        """Remember that `chat_started` went out for these chats (kept as long as a late status can arrive)."""
+    def mark_polled(self, integration_id: str, kind: str, chat_ids: list[int], *, at: float) -> None:
+        """Remember that the poller sent this `kind` of event for these chats."""
         pk = int_pk(integration_id)
         self.t.put_many(
             [
                 {
                     "pk": pk,
-                    "sk": f"CHAT#{cid}#started",
+                    "sk": f"CHAT#{cid}#polled_{kind}",
                     "chat_id": cid,
                     "sent_at": int(at),
-                    "expires_at": int(at) + _LOST_TASK_TTL,
+                    "expires_at": int(at) + self.CHAT_MARK_TTL,
                 }
                 for cid in chat_ids
             ]
         )
-
-
-# a lost chat's notification or report row older than this is never acted on again (window ≤ 3 months)
-_LOST_TASK_TTL = 120 * 86400
