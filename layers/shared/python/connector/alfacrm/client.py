@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -224,6 +225,12 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max((moment - datetime.now(moment.tzinfo)).total_seconds(), 0.0)
 
 
+def _wait_in_message(message: str) -> float | None:
+    """The seconds in AlfaCRM's 429 text ("Please try in 1 second"); None → the policy's jittered backoff."""
+    match = re.search(r"try in (\d+(?:\.\d+)?) sec", message, flags=re.IGNORECASE)
+    return float(match.group(1)) if match else None
+
+
 def _body(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -321,7 +328,9 @@ class AlfaCrmClient:
             raise AlfaCrmNotFound(f"AlfaCRM: {what} not found (404 {message})".rstrip())
         if status == 429:
             exc = AlfaCrmUnavailable(f"AlfaCRM rate limit on {what} (429 {message})".rstrip())
-            exc.retry_after = _retry_after(response)  # type: ignore[attr-defined]
+            # RetryPolicy waits this long when set; AlfaCRM says "Please try in 1 second" in the body
+            wait = _retry_after(response)
+            exc.retry_after = wait if wait is not None else _wait_in_message(message)  # type: ignore[attr-defined]
             raise exc
         if status >= 500:
             raise AlfaCrmUnavailable(f"AlfaCRM server error on {what} ({status} {message})".rstrip())
