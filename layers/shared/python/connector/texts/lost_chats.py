@@ -1,0 +1,260 @@
+"""Lost chats → one AlfaCRM task each ("Создавать задачу по потерянному чату").
+
+Two sources report a lost chat: UIS's `lost_chat` notification (through the text worker) and the chat
+poller (a `lost` row in `get.chats_report`, for notifications that never came). Whichever comes first,
+and however often, the chat gets exactly one task. The `CHAT#<chat_id>#lost_task` item carries a claim:
+
+    absent ──claim──▶ claimed ──before the HTTP call──▶ sending ──task created──▶ done
+                         │                               │
+                         └──── error: released ◀─────────┘   (a later report claims it again)
+
+- `done` → nothing to do. A fresh `claimed`/`sending` held by someone else → `LostChatTaskBusy`
+  (retryable: the SQS message comes back after its visibility timeout; the poller keeps its
+  watermark before that chat and looks again next run).
+- A claim older than `STALE_AFTER` is taken over: its holder is dead (every Lambda that creates tasks
+  times out long before that).
+- A crash between "AlfaCRM created the task" and "we wrote done" is the one window that could create a
+  second task. It is milliseconds wide (one DynamoDB write), and the takeover of a claim left in
+  `sending` first looks for the task in AlfaCRM (same title, our `Чат UIS №<id>` marker in its text)
+  before creating one. We choose at-least-once over at-most-once: a missing task loses a customer,
+  a duplicate task costs a manager one click.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from connector.errors import AlfaCrmError, ConcurrentUpdate, ConnectorError
+from connector.observability import logger
+from connector.texts.customers import find_customer
+from connector.texts.models import ChatFacts
+from connector.texts.rules import chat_passes_filters
+from connector.texts.templates import render_title, title_values
+from connector.timeutil import utc_to_local, utcnow
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
+    from connector.ports import ClientFactory
+    from connector.settings import Integration
+    from connector.store import Store
+    from connector.store.texts import TextStore
+
+STALE_AFTER = 15 * 60.0  # seconds; the longest function that creates tasks times out well before
+RECOVERY_PAGES = 2  # AlfaCRM pages (50 tasks each) searched for a task a dead holder may have created
+
+
+class LostChatTaskBusy(ConnectorError):
+    """Another worker holds a fresh claim on this chat's task: try again later."""
+
+    code = "lost_chat_task_busy"
+    retryable = True
+
+
+def marker(chat_id: int) -> str:
+    """The line that ties a task to its chat (searched for when a dead holder's claim is taken over)."""
+    return f"Чат UIS №{chat_id}"
+
+
+def task_text(chat: ChatFacts, tz: str | None) -> str:
+    """The task's body: the chat's details a manager needs to call the visitor back."""
+    values = title_values(chat, tz)
+    lines = ["Посетитель не дождался ответа в чате (потерянный чат UIS)."]
+    for label, key in (
+        ("Имя", "visitor_name"),
+        ("Телефон", "visitor_phone"),
+        ("E-mail", "visitor_email"),
+        ("Сайт", "site"),
+        ("Канал", "channel"),
+        ("Начало чата", "started_at"),
+        ("Оператор", "operator"),
+        ("Теги", "tags"),
+    ):
+        if values[key]:
+            lines.append(f"{label}: {values[key]}")
+    ids = marker(chat.chat_id)
+    if chat.communication_id is not None:
+        ids += f", коммуникация {chat.communication_id}"
+    lines.append(ids)
+    return "\n".join(lines)
+
+
+def task_applies(integration: Integration, chat: ChatFacts) -> tuple[bool, str]:
+    """Should this lost chat get a task at all? (→ (yes/no, why not))."""
+    if not integration.active:
+        return False, "integration inactive"
+    chats = integration.settings.texts.chats
+    if not chats.enabled:
+        return False, "chats off"
+    if not chats.lost_chat_task.enabled:
+        return False, "lost-chat task off"
+    return chat_passes_filters(chats.filters, chat)
+
+
+class LostChatTasks:
+    """The use case behind `handle_lost_chat`, with its clock injectable for the stale-claim tests."""
+
+    def __init__(self, store: Store, clients: ClientFactory, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.texts = cast("TextStore", store.texts)
+        self.clients = clients
+        self.clock = clock
+
+    def handle(self, integration: Integration, chat: ChatFacts) -> str:
+        """→ what happened: `created`, `recovered`, `done` (already had a task) or `skipped: <why>`."""
+        ok, why = task_applies(integration, chat)
+        if not ok:
+            logger.info(
+                "lost chat: no task", extra={"integration_id": integration.id, "chat_id": chat.chat_id, "reason": why}
+            )
+            return f"skipped: {why}"
+        state, claim = self.texts.claim_lost_task(
+            integration.id, chat.chat_id, token=uuid.uuid4().hex, now=self.clock(), stale_after=STALE_AFTER
+        )
+        if state == "done":
+            return "done"
+        if state == "busy":
+            raise LostChatTaskBusy(f"chat {chat.chat_id}: another worker is creating its task")
+        try:
+            return self._create(integration, chat, claim)
+        except Exception as exc:
+            self._release(integration, chat, claim, exc)
+            raise
+
+    def _create(self, integration: Integration, chat: ChatFacts, claim: dict[str, Any]) -> str:
+        settings = integration.settings.texts
+        task = settings.chats.lost_chat_task
+        branch_id = settings.branch_id or integration.alfacrm.branch_id
+        client = self.clients.alfacrm(integration)
+        title = render_title(task.title, chat, integration.timezone)
+        # the previous holder may have reached AlfaCRM: it died in `sending`, or its call timed out there
+        if claim.get("taken_over") == "sending" or claim.get("was_sending"):
+            found = self._find_existing(client, branch_id, title, chat.chat_id)
+            if found is not None:
+                self.texts.update_lost_task(
+                    integration.id,
+                    chat.chat_id,
+                    claim,
+                    state="done",
+                    task_id=found,
+                    done_at=int(self.clock()),
+                    recovered=True,
+                )
+                logger.warning(
+                    "lost chat: task found after a takeover, not created again",
+                    extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": found},
+                )
+                return "recovered"
+        customer = None
+        if chat.visitor_phone or chat.visitor_email:
+            customer = find_customer(
+                client,
+                branch_id=branch_id,
+                phone=chat.visitor_phone,
+                email=chat.visitor_email,
+                region=integration.phone_region,
+            )
+        due = utc_to_local(utcnow() + timedelta(hours=task.due_hours), integration.timezone).date()
+        claim = self.texts.update_lost_task(
+            integration.id, chat.chat_id, claim, state="sending", customer_id=customer.id if customer else None
+        )
+        created = client.create_task(
+            branch_id=branch_id,
+            title=title,
+            text=task_text(chat, integration.timezone),
+            customer_ids=[customer.id] if customer else [],
+            assigned_ids=list(task.assigned_ids),
+            due_date=due,
+        )
+        task_id = _int(created.get("id"))
+        try:
+            self.texts.update_lost_task(
+                integration.id, chat.chat_id, claim, state="done", task_id=task_id, done_at=int(self.clock())
+            )
+        except ConcurrentUpdate:
+            # our claim went stale and someone took it over while AlfaCRM answered: theirs decides now
+            logger.warning(
+                "lost chat: claim taken over while creating the task",
+                extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": task_id},
+            )
+        logger.info(
+            "lost chat: task created",
+            extra={
+                "integration_id": integration.id,
+                "chat_id": chat.chat_id,
+                "task_id": task_id,
+                "customer_found": customer is not None,
+            },
+        )
+        return "created"
+
+    def _find_existing(self, client: AlfaCrmClient, branch_id: int, title: str, chat_id: int) -> int | None:
+        """A task a dead holder created for this chat: our marker in its text (AlfaCRM may ignore the filter)."""
+        wanted = marker(chat_id)
+        for page in range(RECOVERY_PAGES):
+            reply = client.index("task", {"title": title}, branch_id=branch_id, page=page)
+            for item in reply.items:
+                if wanted in str(item.get("text") or "").splitlines():
+                    return _int(item.get("id"))
+            if len(reply.items) == 0 or (page + 1) * 50 >= (reply.total or 0):
+                return None
+        return None
+
+    def _release(self, integration: Integration, chat: ChatFacts, claim: dict[str, Any], exc: Exception) -> None:
+        """Free the claim so the next report (SQS retry, replay, next poll) tries again at once."""
+        error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
+        try:
+            current = self.texts.lost_task(integration.id, chat.chat_id) or {}
+            if current.get("token") != claim.get("token") or current.get("state") == "done":
+                return
+            self.texts.update_lost_task(
+                integration.id,
+                chat.chat_id,
+                current,
+                state="released",
+                error=error[:500],
+                released_at=int(self.clock()),
+                was_sending=current.get("state") == "sending" or current.get("was_sending"),
+            )
+        except Exception:  # the claim simply goes stale instead; never hide the original error
+            logger.exception("lost chat: could not release the claim", extra={"chat_id": chat.chat_id})
+        logger.warning(
+            "lost chat: task not created",
+            extra={
+                "integration_id": integration.id,
+                "chat_id": chat.chat_id,
+                "error": error[:300],
+                "retryable": bool(getattr(exc, "retryable", False)),
+                "alfacrm": isinstance(exc, AlfaCrmError),
+            },
+        )
+
+
+def handle_lost_chat(
+    integration: Integration, chat: ChatFacts, *, store: Store | None = None, clients: ClientFactory | None = None
+) -> None:
+    """Create the one AlfaCRM task for this lost chat (if the settings ask for it and the filters pass).
+
+    Called by the text worker for `lost_chat` notifications and by the chat poller for `lost` report rows.
+    Raises `LostChatTaskBusy` (retryable) when another worker is creating it right now, and the AlfaCRM
+    client's errors when AlfaCRM refuses or is unavailable (the claim is released first).
+    """
+    if store is None:
+        from connector.store import default_store
+
+        store = default_store()
+    if clients is None:
+        from connector.ports import default_clients
+
+        clients = default_clients
+    LostChatTasks(store, clients).handle(integration, chat)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,461 @@
+"""The chat poller: chat starts (UIS sends no notification for them) and lost chats whose notification
+never came, read from `get.chats_report` on a schedule (ScheduleV2 `ChatPollSchedule`, every 5 minutes).
+
+Per ACTIVE integration that needs it — chats on AND (lost-chat task on OR leads created on chat start);
+the others cost nothing, not even a client — and only when its interval (`texts.chats.poll_interval_minutes`,
+stretched when the UIS day budget runs low) has passed since its last poll:
+
+1. read `get.chats_report` for [watermark − overlap, now] (overlap: a chat read as `new` that turned
+   `lost` afterwards is read again), capped at the API's 3-month interval, paging with limit/offset;
+2. put on the text queue, as the intake would have (source `poller`, the report row as payload):
+   `lost_chat` for each lost chat not yet announced — the text worker then does what the missing
+   notification would have done (lead per `create_lead.on`, transcript, and the task through
+   `connector.texts.lost_chats.handle_lost_chat`, whose claim keeps it to one task whoever reports
+   first); `chat_started` for each other chat not yet announced, when leads are created on chat start
+   (finished chats too: a chat that started and ended between two polls still started);
+3. move the watermark (a conditional write on `WM#chats`): to the end of the window, but never past the
+   start of a chat still `new`/`active` (its later `lost` is caught without a wide overlap); a run that
+   fails leaves it where it was.
+
+Why enqueue rather than create tasks here: the worker's `lost_chat` path already knows the order of
+lead → transcript → task (so the task links the lead it just created) and has SQS retries, the DLQ and
+parking; the poller stays a cheap reader that finishes within its timeout even after an outage.
+
+UIS points (each successful call costs one; `metadata.limits` reports the budget):
+- at the defaults (schedule every 5 minutes, interval 5) an integration is polled 288 times a day, one
+  call each (a page holds 1000 chats): 288 points. The poller's own day allowance is
+  max(300, 1440 / interval + 12) points — 300 at the defaults — and a poll never spends past it
+  (its pages are capped by what is left); past it, polling waits for the next day (the watermark
+  stays, so nothing is missed, only delayed).
+- the account's day budget is shared with the deal uploads: below `stretch_ratio` of the day limit
+  the interval doubles, below half of that it is ×4, and at or below the reserve (20 % of the day
+  limit, at least `reserve_points`) the poller makes no call at all until the budget resets.
+Points spent are recorded per integration per day (`BUDGET#<day>`, purpose `poller`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.observability import logger
+from connector.texts.models import ChatFacts
+from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
+
+if TYPE_CHECKING:
+    from connector.ports import ClientFactory
+    from connector.settings import Integration
+    from connector.store import Store
+    from connector.store.texts import TextStore
+    from connector.uis.client import UisClient
+
+WATERMARK = "chats"
+OPEN_STATUSES = frozenset({"new", "active"})
+DAY_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    overlap: timedelta = timedelta(minutes=10)  # re-read this much before the watermark (late statuses)
+    first_lookback: timedelta = timedelta(hours=1)  # the first poll of an integration does not backfill history
+    # UIS refuses report intervals over 3 months; 89 days is under every "3 months"
+    max_window: timedelta = timedelta(days=89)
+    min_window: timedelta = timedelta(minutes=15)  # a window too big for the page cap halves down to this
+    open_chat_horizon: timedelta = timedelta(hours=6)  # an open chat holds the watermark back at most this much
+    page_size: int = 1000  # UIS's default `limit` (max 10000)
+    max_pages: int = 10  # per poll, also bounded by the day allowance
+    day_points_floor: int = 300  # the poller's own allowance per integration per day, at least
+    reserve_ratio: float = 0.2  # of the account's day limit, kept for the deal uploads
+    reserve_points: int = 150
+    stretch_ratio: float = 0.5  # below this share of the day limit the interval doubles (×4 below half of it)
+    schedule_slack: timedelta = timedelta(seconds=45)  # EventBridge fires a little early or late
+    deadline_margin_ms: int = 15_000  # stop starting polls when the Lambda has less than this left
+
+
+def needs_polling(integration: Integration) -> bool:
+    """Chats on, and something to do: a lost-chat task, or leads created when a chat starts."""
+    chats = integration.settings.texts.chats
+    lead_on_start = chats.create_lead.enabled and chats.create_lead.on == "chat_started"
+    return integration.active and chats.enabled and (chats.lost_chat_task.enabled or lead_on_start)
+
+
+def day_allowance(interval_minutes: int, policy: PollPolicy) -> int:
+    """The poller's points per integration per day: one call per poll at the interval, plus a little."""
+    return max(policy.day_points_floor, DAY_MINUTES // max(interval_minutes, 1) + 12)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the account's day budget allows now: poll at all, and at what stretch of the interval."""
+
+    allowed: bool
+    stretch: int
+    reason: str
+
+
+def budget_from_limits(limits: dict[str, Any] | None, policy: PollPolicy) -> Budget:
+    """`limits` as UIS reported them (`day_limit`, `day_remaining`), or None when unknown."""
+    if not limits:
+        return Budget(True, 1, "budget unknown")
+    try:
+        day_limit = float(limits["day_limit"])
+        remaining = float(limits["day_remaining"])
+    except (KeyError, TypeError, ValueError):
+        return Budget(True, 1, "budget unknown")
+    if day_limit <= 0:
+        return Budget(True, 1, "budget unknown")
+    reserve = max(policy.reserve_ratio * day_limit, float(policy.reserve_points))
+    if remaining <= reserve:
+        return Budget(
+            False, 0, f"UIS day budget low ({int(remaining)} of {int(day_limit)} left, reserve {int(reserve)})"
+        )
+    share = remaining / day_limit
+    if share < policy.stretch_ratio / 2:
+        return Budget(True, 4, f"UIS day budget at {share:.0%}: interval ×4")
+    if share < policy.stretch_ratio:
+        return Budget(True, 2, f"UIS day budget at {share:.0%}: interval ×2")
+    return Budget(True, 1, "budget ok")
+
+
+def stored_limits(state: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The last limits this poller saw, while they still describe today's budget (until `day_reset`)."""
+    limits = state.get("limits")
+    if not isinstance(limits, dict):
+        return None
+    try:
+        seen = from_iso(str(limits["seen_at"]))
+        reset_at = seen + timedelta(seconds=float(limits.get("day_reset") or 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return limits if now < reset_at else None
+
+
+@dataclass
+class PollResult:
+    integration_id: str
+    status: str  # polled | not_needed | not_due | budget | allowance | failed | conflict | no_time
+    reason: str = ""
+    points: int = 0
+    chats: int = 0
+    lost_events: int = 0
+    started_events: int = 0
+    window: tuple[str, str] | None = None
+    truncated: bool = False
+
+
+@dataclass
+class RunSummary:
+    integrations: int = 0
+    results: list[PollResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        for r in self.results:
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+        return {
+            "integrations": self.integrations,
+            "by_status": by_status,
+            "uis_points": sum(r.points for r in self.results),
+            "chats_read": sum(r.chats for r in self.results),
+            "lost_chat_events": sum(r.lost_events for r in self.results),
+            "chat_started_events": sum(r.started_events for r in self.results),
+            "polls": [
+                {
+                    "integration_id": r.integration_id,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "points": r.points,
+                    "window": list(r.window) if r.window else None,
+                }
+                for r in self.results
+                if r.status not in {"not_needed", "not_due"}
+            ],
+        }
+
+
+def _send_text_events(bodies: list[dict[str, Any]]) -> int:
+    from connector import queues
+    from connector.config import env
+
+    return queues.send_many(env().text_events_queue_url, bodies)
+
+
+class ChatPoller:
+    def __init__(
+        self,
+        store: Store,
+        clients: ClientFactory,
+        *,
+        send_events: Callable[[list[dict[str, Any]]], int] = _send_text_events,
+        clock: Callable[[], datetime] = utcnow,
+        policy: PollPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.texts = cast("TextStore", store.texts)
+        self.clients = clients
+        self.send_events = send_events
+        self.clock = clock
+        self.policy = policy or PollPolicy()
+
+    # --- one scheduled run ------------------------------------------------------------------------
+    def run(self, *, remaining_ms: Callable[[], int] | None = None) -> RunSummary:
+        """Poll every integration that is due; the most overdue first, so a short run is still fair."""
+        summary = RunSummary()
+        # IntegrationStore has a method named `list`, which confuses its annotations for type checkers
+        integrations = cast("list[Integration]", self.store.integrations.list_active())
+        summary.integrations = len(integrations)
+        states = {}
+        for integration in integrations:
+            if not needs_polling(integration):
+                summary.results.append(PollResult(integration.id, "not_needed"))
+                continue
+            states[integration.id] = (integration, self.texts.get_watermark(integration.id, WATERMARK) or {})
+        order = sorted(states.values(), key=lambda pair: str(pair[1].get("last_poll_at") or ""))
+        for integration, state in order:
+            if remaining_ms is not None and remaining_ms() < self.policy.deadline_margin_ms:
+                summary.results.append(PollResult(integration.id, "no_time", "the run is out of time"))
+                continue
+            try:
+                summary.results.append(self.poll(integration, state))
+            except Exception as exc:  # one integration's fault (secrets, SQS) must not starve the others
+                logger.exception("chat poll crashed; watermark kept", extra={"integration_id": integration.id})
+                summary.results.append(PollResult(integration.id, "failed", type(exc).__name__))
+        return summary
+
+    # --- one integration --------------------------------------------------------------------------
+    def poll(self, integration: Integration, state: dict[str, Any] | None = None) -> PollResult:
+        """Poll one integration if it is due and the budget allows; never raises for one integration."""
+        if state is None:
+            state = self.texts.get_watermark(integration.id, WATERMARK) or {}
+        now = self.clock()
+        interval = integration.settings.texts.chats.poll_interval_minutes
+        budget = budget_from_limits(stored_limits(state, now), self.policy)
+        if not budget.allowed:
+            return PollResult(integration.id, "budget", budget.reason)
+        if not self._due(state, now, interval * budget.stretch):
+            return PollResult(integration.id, "not_due")
+        day = now.date().isoformat()
+        spent = self.store.integrations.points(integration.id, day).get("poller", 0)
+        allowance = day_allowance(interval, self.policy)
+        if spent >= allowance:
+            return PollResult(integration.id, "allowance", f"poller spent {spent} of {allowance} points today")
+        uis = self.clients.uis(integration)
+        # this container's client may have seen fresher limits (another call of this account)
+        live = budget_from_limits(uis.limits, self.policy)
+        if not live.allowed:
+            self._save_limits(integration, state, uis, now)
+            return PollResult(integration.id, "budget", live.reason)
+        if live.stretch > budget.stretch and not self._due(state, now, interval * live.stretch):
+            return PollResult(integration.id, "not_due", live.reason)
+        before = uis.calls
+        result = PollResult(integration.id, "polled")
+        try:
+            self._poll(integration, state, uis, now, min(self.policy.max_pages, allowance - spent), result)
+        except ConcurrentUpdate:
+            result.status, result.reason = "conflict", "another run moved the watermark first"
+        except ConnectorError as exc:
+            result.status, result.reason = "failed", exc.message
+            logger.warning(
+                "chat poll failed; watermark kept",
+                extra={"integration_id": integration.id, "error": exc.message, "code": exc.code},
+            )
+            self._save_limits(integration, state, uis, now, error=exc.message)
+        finally:
+            result.points = uis.calls - before
+            if result.points:
+                self.store.integrations.add_points(integration.id, day, result.points, purpose="poller")
+        return result
+
+    def _due(self, state: dict[str, Any], now: datetime, minutes: int) -> bool:
+        last = state.get("last_poll_at")
+        if not last:
+            return True
+        return now - from_iso(str(last)) >= timedelta(minutes=minutes) - self.policy.schedule_slack
+
+    def _poll(
+        self,
+        integration: Integration,
+        state: dict[str, Any],
+        uis: UisClient,
+        now: datetime,
+        max_pages: int,
+        result: PollResult,
+    ) -> None:
+        p = self.policy
+        tz = integration.timezone
+        watermark = from_iso(str(state["watermark"])) if state.get("watermark") else now - p.first_lookback
+        start = watermark - p.overlap
+        span = timedelta(seconds=float(state.get("span_seconds") or p.max_window.total_seconds()))
+        till = min(now, start + min(span, p.max_window))
+        result.window = (to_iso(start), to_iso(till))
+        rows, complete = self._read(uis, utc_to_local(start, tz), utc_to_local(till, tz), max_pages)
+        result.chats = len(rows)
+        result.truncated = not complete
+        chats = self._facts(rows, tz)
+        self._announce(integration, chats, rows, now, result)
+
+        if complete:
+            new_mark = till
+            # an open chat may still turn lost: keep it inside the next window (within the horizon)
+            open_starts = [
+                c.started_at
+                for c in chats.values()
+                if c.status in OPEN_STATUSES and c.started_at and c.started_at >= now - p.open_chat_horizon
+            ]
+            if open_starts:
+                new_mark = min(new_mark, min(open_starts))
+            new_mark = max(new_mark, watermark)
+            next_span = min(span * 2, p.max_window)
+        else:
+            # more chats than this poll may read: keep the watermark and try a shorter window next time
+            new_mark = watermark
+            next_span = max((till - start) / 2, p.min_window)
+        self.texts.put_watermark(
+            integration.id,
+            WATERMARK,
+            {
+                "watermark": to_iso(new_mark),
+                "last_poll_at": to_iso(now),
+                "span_seconds": int(next_span.total_seconds()),
+                "limits": self._limits_snapshot(uis, now),
+                "last_window": list(result.window),
+                "last_error": None,
+            },
+            expected_version=int(state.get("version") or 0),
+        )
+        logger.info(
+            "chat poll",
+            extra={
+                "integration_id": integration.id,
+                "window": list(result.window),
+                "chats": result.chats,
+                "lost_events": result.lost_events,
+                "started_events": result.started_events,
+                "complete": complete,
+                "watermark": to_iso(new_mark),
+            },
+        )
+
+    def _read(
+        self, uis: UisClient, date_from: datetime, date_till: datetime, max_pages: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Page through the report; → (rows, whether the window was read to its end)."""
+        rows: list[dict[str, Any]] = []
+        size = self.policy.page_size
+        for page in range(max(max_pages, 0)):
+            chunk = uis.get_chats_report(date_from, date_till, limit=size, offset=page * size)
+            rows.extend(chunk)
+            if len(chunk) < size:
+                return rows, True
+        return rows, False
+
+    @staticmethod
+    def _facts(rows: list[dict[str, Any]], tz: str | None) -> dict[int, ChatFacts]:
+        out: dict[int, ChatFacts] = {}
+        for row in rows:
+            try:
+                facts = ChatFacts.from_report_row(row, tz)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("chat poll: unreadable report row skipped", extra={"row_id": row.get("id")})
+                continue
+            out[facts.chat_id] = facts
+        return out
+
+    def _announce(
+        self,
+        integration: Integration,
+        chats: dict[int, ChatFacts],
+        rows: list[dict[str, Any]],
+        now: datetime,
+        result: PollResult,
+    ) -> None:
+        """Send `lost_chat` / `chat_started` for chats not announced before; mark them after sending.
+
+        Marked only after the queue took them: a crash in between re-sends next poll, and the text
+        worker is idempotent per chat; the other order could lose an event for good.
+        """
+        settings = integration.settings.texts.chats
+        lead_on_start = settings.create_lead.enabled and settings.create_lead.on == "chat_started"
+        lost_ids = [cid for cid, c in chats.items() if c.status == "lost" and settings.lost_chat_task.enabled]
+        start_ids = [cid for cid in chats if cid not in set(lost_ids)] if lead_on_start else []
+        if lost_ids:
+            already = self.texts.polled_chats(integration.id, "lost", lost_ids)
+            already |= self.texts.lost_tasks_done(integration.id, [c for c in lost_ids if c not in already])
+            lost_ids = [c for c in lost_ids if c not in already]
+        if start_ids:
+            already = self.texts.polled_chats(integration.id, "started", start_ids)
+            start_ids = [c for c in start_ids if c not in already]
+        by_id = {int(r["id"]): r for r in rows if str(r.get("id") or "").isdigit()}
+        received = to_iso(now)
+        for kind, event, ids in (("lost", "lost_chat", lost_ids), ("started", "chat_started", start_ids)):
+            if not ids:
+                continue
+            bodies = [
+                {
+                    "integration_id": integration.id,
+                    "received_at": received,
+                    "source": "poller",
+                    "event": event,
+                    "method": "POST",
+                    "payload": by_id[cid],
+                }
+                for cid in ids
+            ]
+            self.send_events(bodies)
+            self.texts.mark_polled(integration.id, kind, ids, at=now.timestamp())
+            if kind == "lost":
+                result.lost_events = len(ids)
+            else:
+                result.started_events = len(ids)
+
+    # --- limits ------------------------------------------------------------------------------------
+    @staticmethod
+    def _limits_snapshot(uis: UisClient, now: datetime) -> dict[str, Any] | None:
+        if not uis.limits:
+            return None
+        keep = ("day_limit", "day_remaining", "day_reset", "minute_limit", "minute_remaining")
+        return {**{k: uis.limits.get(k) for k in keep}, "seen_at": to_iso(now)}
+
+    def _save_limits(
+        self,
+        integration: Integration,
+        state: dict[str, Any],
+        uis: UisClient,
+        now: datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Keep what UIS said about the budget (and the error) without moving the watermark."""
+        snapshot = self._limits_snapshot(uis, now)
+        if snapshot is None and error is None:
+            return
+        value = {**state, "limits": snapshot or state.get("limits"), "last_error": error}
+        # on ConcurrentUpdate another run wrote a newer state: its limits are at least as fresh
+        with contextlib.suppress(ConcurrentUpdate):
+            self.texts.put_watermark(integration.id, WATERMARK, value, expected_version=int(state.get("version") or 0))
+
+
+def poll_chats(
+    *,
+    store: Store | None = None,
+    clients: ClientFactory | None = None,
+    remaining_ms: Callable[[], int] | None = None,
+) -> dict[str, Any]:
+    """The scheduled use case: one run over every integration → a summary for the handler's return."""
+    if store is None:
+        from connector.store import default_store
+
+        store = default_store()
+    if clients is None:
+        from connector.ports import default_clients
+
+        clients = default_clients
+    started = time.monotonic()
+    summary = ChatPoller(store, clients).run(remaining_ms=remaining_ms).as_dict()
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    return summary
