@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.admin import Admin
 from connector.errors import ConnectorError
-from connector.http import check_bearer, error_response, json_reply, public_base_url
+from connector.http import bearer_denied, error_response, json_reply, public_base_url
 from connector.observability import logger, metrics, tracer
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
 
@@ -31,17 +30,6 @@ def admin() -> Admin:
     if _admin is None:
         _admin = Admin()
     return _admin
-
-
-def require_bearer(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[dict[str, Any]]:
-    try:
-        check_bearer(app.current_event.headers)
-    except ConnectorError as exc:
-        return error_response(exc)
-    return next_middleware(app)
-
-
-app.use(middlewares=[require_bearer])
 
 
 @app.exception_handler(ConnectorError)
@@ -130,4 +118,8 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
+    denied = bearer_denied(event)
+    if denied is not None:
+        return denied
     return app.resolve(event, context)

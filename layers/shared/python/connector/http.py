@@ -13,15 +13,12 @@ from connector.errors import ConnectorError, Unauthorized
 from connector.secrets import admin_token
 
 
-def json_reply(status: int, body: Any) -> Response:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(body, ensure_ascii=False, default=str),
-    )
+def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+    # the resolver serialises the dict (and validates it against the route's declared return type)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-def error_response(exc: ConnectorError) -> Response:
+def error_response(exc: ConnectorError) -> Response[dict[str, Any]]:
     status, body = error_reply(exc)
     return json_reply(status, body)
 
@@ -36,6 +33,21 @@ def check_bearer(headers: dict[str, str] | None) -> None:
         raise Unauthorized("missing or malformed bearer token")
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise Unauthorized("invalid bearer token")
+
+
+def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
+    try:
+        check_bearer(event.get("headers"))
+    except Unauthorized as exc:
+        status, body = error_reply(exc)
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
+            "body": json.dumps(body),
+            "isBase64Encoded": False,
+        }
+    return None
 
 
 def public_base_url(event: dict[str, Any]) -> str:

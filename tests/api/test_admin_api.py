@@ -1,0 +1,215 @@
+"""Admin API through its Lambda handler: auth, integrations, settings validation, look-ups, no secrets out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.api.builders import api_event, reply_json
+from tests.conftest import ADMIN_TOKEN
+from tests.handlers import load_handler
+from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL
+from tools.sandboxes.uis import DEFAULT_TOKEN
+
+admin_api = load_handler("admin_api")
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+
+
+def call(ctx, method, path, body=None, headers=AUTH, query=None):
+    reply = admin_api(api_event(method, path, body=body, headers=headers, query=query), ctx)
+    return reply["statusCode"], reply_json(reply)
+
+
+def create_body(sb, **over):
+    body = {
+        "name": "Школа №1",
+        "alfacrm": {"hostname": sb["alfacrm_url"], "email": DEFAULT_EMAIL, "api_key": DEFAULT_API_KEY, "branch_id": 1},
+        "uis": {"api_url": sb["uis_url"], "access_token": DEFAULT_TOKEN},
+        "timezone": "Europe/Moscow",
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            body[section][field] = value
+        else:
+            body[section] = value
+    return body
+
+
+@pytest.fixture()
+def integration(served_sandboxes, lambda_context):
+    status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+    assert status == 201, body
+    return body
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}, {"Authorization": f"Token {ADMIN_TOKEN}"}],
+)
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/integrations"), ("POST", "/integrations"), ("PUT", "/integrations/abc/settings")]
+)
+def test_every_admin_route_needs_the_bearer_token(lambda_context, headers, method, path):
+    """Given no or a wrong token, when any admin route is called (even with a bad body), then 401 and no detail."""
+    status, body = call(lambda_context, method, path, body={"junk": 1}, headers=headers)
+    assert status == 401
+    assert body["error"]["code"] == "unauthorized"
+
+
+def test_create_integration_logs_in_to_both_and_returns_webhook_urls_without_secrets(
+    served_sandboxes, lambda_context, secretsmanager
+):
+    status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+    assert status == 201
+    assert body["active"] is False
+    hooks = body["webhooks"]
+    assert hooks["alfacrm"].startswith(
+        f"https://abc123.execute-api.eu-central-1.amazonaws.com/prod/hooks/alfacrm/{body['id']}/"
+    )
+    secret = hooks["alfacrm"].rsplit("/", 1)[1]
+    assert len(secret) >= 22  # ≥128 bits of URL-safe base64
+    assert hooks["uis"].rsplit("/", 1)[1] != secret
+
+    status, shown = call(lambda_context, "GET", f"/integrations/{body['id']}")
+    assert status == 200
+    text = json.dumps(shown)
+    for leaked in (DEFAULT_API_KEY, DEFAULT_TOKEN, secret, "secret_hash", "secret_id"):
+        assert leaked not in text
+    assert shown["alfacrm"] == {"hostname": served_sandboxes["alfacrm_url"], "email": DEFAULT_EMAIL, "branch_id": 1}
+
+    listed = call(lambda_context, "GET", "/integrations")[1]["items"]
+    assert [i["id"] for i in listed] == [body["id"]]
+    assert DEFAULT_API_KEY not in json.dumps(listed)
+    # the credentials went to Secrets Manager, nowhere else
+    stored = secretsmanager.get_secret_value(SecretId=f"test/integrations/{body['id']}")["SecretString"]
+    assert DEFAULT_API_KEY in stored and DEFAULT_TOKEN in stored
+
+
+def test_webhook_urls_can_be_shown_again(integration, lambda_context):
+    status, hooks = call(lambda_context, "GET", f"/integrations/{integration['id']}/webhooks")
+    assert status == 200
+    assert hooks == integration["webhooks"]
+
+
+@pytest.mark.parametrize(
+    "override, code, field",
+    [
+        ({"alfacrm__api_key": "wrong-key"}, "alfacrm_auth_failed", "alfacrm"),
+        ({"uis__access_token": "wrong-token"}, "uis_auth_failed", "uis"),
+        ({"alfacrm__branch_id": 0}, "validation_failed", "alfacrm.branch_id"),
+        ({"timezone": "Mars/Olympus"}, "validation_failed", "timezone"),
+        ({"alfacrm__email": None}, "validation_failed", "alfacrm.email"),
+    ],
+)
+def test_create_integration_refuses_bad_input_naming_the_field(served_sandboxes, lambda_context, override, code, field):
+    status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes, **override))
+    assert status == 422
+    assert body["error"]["code"] == code
+    assert body["error"]["field"] == field
+    assert "wrong-key" not in json.dumps(body)
+    assert call(lambda_context, "GET", "/integrations")[1]["items"] == []
+
+
+def test_create_refuses_malformed_json(lambda_context):
+    reply = admin_api(api_event("POST", "/integrations", raw=b"{oops", headers=AUTH), lambda_context)
+    assert reply["statusCode"] in (400, 422)
+    assert "error" in reply_json(reply)
+
+
+def test_settings_are_validated_against_alfacrm_and_stored(integration, served_sandboxes, lambda_context):
+    iid = integration["id"]
+    statuses = call(lambda_context, "GET", f"/integrations/{iid}/alfacrm/lead-statuses")[1]["items"]
+    names = {s["name"]: s["id"] for s in statuses}
+    assert len(statuses) >= 5
+    success = [s["id"] for s in statuses if "Оплат" in s["name"]] or [statuses[-1]["id"]]
+
+    bad = {"deals": {"first_sale": {"success_status_ids": [999], "failure_status_ids": []}}}
+    status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", bad)
+    assert status == 422
+    assert body["error"]["field"] == "deals.first_sale.success_status_ids"
+    assert "999" in body["error"]["message"]
+
+    bad_title = {"texts": {"chats": {"lost_chat_task": {"enabled": True, "title": "Чат {nobody}"}}}}
+    status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", bad_title)
+    assert status == 422
+    assert body["error"]["field"] == "texts.chats.lost_chat_task.title"
+
+    bad_field = {
+        "texts": {
+            "requests": {"enabled": True, "extra_fields": [{"source": "utm_source", "target": "custom_nothing_here"}]}
+        }
+    }
+    status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", bad_field)
+    assert status == 422
+    assert body["error"]["field"] == "texts.requests.extra_fields[0].target"
+
+    good = {
+        "deals": {"first_sale": {"success_status_ids": success, "failure_status_ids": []}},
+        "texts": {
+            "requests": {
+                "enabled": True,
+                "filters": {"sites": ["school.ru"]},
+                "extra_fields": [{"source": "utm_source", "target": "custom_utm_source"}],
+            }
+        },
+    }
+    status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", good)
+    assert status == 200, body
+    assert body["deals"]["first_sale"]["success_status_ids"] == success
+    assert names  # look-up returned named statuses
+    shown = call(lambda_context, "GET", f"/integrations/{iid}")[1]
+    assert shown["settings"]["texts"]["requests"]["filters"]["sites"] == ["school.ru"]
+
+
+def test_unknown_settings_key_is_named(integration, lambda_context):
+    status, body = call(
+        lambda_context, "PUT", f"/integrations/{integration['id']}/settings", {"deals": {"enabeld": True}}
+    )
+    assert status == 422
+    assert body["error"]["field"] == "deals.enabeld"
+
+
+def test_lookups_from_both_systems(integration, lambda_context):
+    iid = integration["id"]
+    branches = call(lambda_context, "GET", f"/integrations/{iid}/alfacrm/branches")[1]["items"]
+    assert {"Центральный", "Северный"} <= {b["name"] for b in branches}
+    fields = call(lambda_context, "GET", f"/integrations/{iid}/alfacrm/customer-fields")[1]["items"]
+    assert "custom_utm_source" in fields and "phone" in fields
+    sites = call(lambda_context, "GET", f"/integrations/{iid}/uis/sites")[1]["items"]
+    assert "school.ru" in {s.get("domain_name") for s in sites}
+    channels = call(lambda_context, "GET", f"/integrations/{iid}/uis/chat-channels")[1]["items"]
+    assert "whatsapp" in {c.get("type") for c in channels}
+    tags = call(lambda_context, "GET", f"/integrations/{iid}/uis/tags")[1]["items"]
+    assert "Лид" in {t.get("name") for t in tags}
+    status, body = call(lambda_context, "GET", f"/integrations/{iid}/uis/nothing")
+    assert status == 404
+
+
+def test_unknown_integration_is_404(lambda_context):
+    status, body = call(lambda_context, "GET", "/integrations/deadbeef")
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
+
+
+def test_parked_is_empty_for_a_new_integration(integration, lambda_context):
+    status, body = call(lambda_context, "GET", f"/integrations/{integration['id']}/parked")
+    assert (status, body) == (200, {"items": []})
+
+
+def test_deactivate_then_webhooks_are_acknowledged_not_queued(integration, lambda_context, sqs, queue_urls):
+    iid = integration["id"]
+    assert call(lambda_context, "POST", f"/integrations/{iid}/deactivate") == (200, {"active": False})
+    hook = load_handler("alfacrm_webhook")
+    path = integration["webhooks"]["alfacrm"].split("/prod", 1)[1]
+    body = {
+        "event": "create",
+        "entity": "Customer",
+        "entity_id": 5,
+        "fields_old": [],
+        "fields_new": [],
+        "datetime": "2026-11-25 10:00:00",
+    }
+    reply = hook(api_event("POST", path, body=body), lambda_context)
+    assert reply["statusCode"] == 200 and reply_json(reply)["queued"] is False
