@@ -209,9 +209,53 @@ def test_given_the_network_fails_when_calling_then_unavailable_without_real_slee
     client = AlfaCrmClient(
         "school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY, http=http, retry=RetryPolicy(sleep=clock.sleep), rps=0
     )
-    with pytest.raises(AlfaCrmUnavailable, match="timed out"):
+    with pytest.raises(AlfaCrmUnavailable, match="ConnectTimeout"):
         client.login()
     assert client.calls == RetryPolicy().attempts
+
+
+def test_given_a_create_hits_a_server_error_when_sent_then_it_is_not_repeated_so_no_duplicate_lead(
+    sandbox, make_client, clock
+):
+    # Given a 5xx on the create (AlfaCRM may or may not have saved the lead)
+    client = make_client(sandbox, rps=0)
+    client.branches()
+    before = len(sandbox.customers)
+    sandbox.fail_next(500, count=1)
+
+    # When / Then: one attempt, a retryable error for the worker, who re-checks before trying again
+    with pytest.raises(AlfaCrmUnavailable) as caught:
+        client.create_customer({"name": "Лид из чата", "phone": ["+79990000002"]}, branch_id=1)
+    assert caught.value.retryable and clock.sleeps == []
+    assert sandbox.stats["customer/create"] == 0 and len(sandbox.customers) == before
+
+
+def test_given_a_create_is_throttled_when_sent_then_it_is_repeated_and_exactly_one_lead_exists(sandbox, client):
+    sandbox.fail_next(429, count=1)
+    lead = client.create_customer({"name": "Лид из чата", "phone": ["+79990000003"]}, branch_id=1)
+    assert [c.id for c in client.find_customers(branch_id=1, phone="+79990000003")] == [lead.id]
+
+
+def test_given_a_create_whose_answer_is_lost_when_sent_then_it_is_not_repeated(clock):
+    sent: list[str] = []
+
+    def lost_answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        if request.url.path.endswith("auth/login"):
+            return httpx.Response(200, json={"token": "b" * 32})
+        raise httpx.ReadTimeout("read timed out", request=request)
+
+    client = AlfaCrmClient(
+        "school.s20.online",
+        DEFAULT_EMAIL,
+        DEFAULT_API_KEY,
+        http=httpx.Client(transport=httpx.MockTransport(lost_answer)),
+        retry=RetryPolicy(sleep=clock.sleep),
+        rps=0,
+    )
+    with pytest.raises(AlfaCrmUnavailable, match="ReadTimeout"):
+        client.add_comment(1, "Текст", branch_id=1)
+    assert sent == ["/v2api/auth/login", "/v2api/1/communication/create"]
 
 
 # --- URLs, paging, query strings ------------------------------------------------------------------------------

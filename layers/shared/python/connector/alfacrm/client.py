@@ -231,6 +231,16 @@ def _wait_in_message(message: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _ambiguous(exc: AlfaCrmUnavailable) -> AlfaCrmUnavailable:
+    """Mark a failure after which AlfaCRM may or may not have applied the request."""
+    exc.ambiguous = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _certainly_not_applied(exc: BaseException) -> bool:
+    return bool(getattr(exc, "retryable", False)) and not getattr(exc, "ambiguous", False)
+
+
 def _body(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -309,10 +319,12 @@ class AlfaCrmClient:
         self.calls += 1
         try:
             return self.http.post(url, json=body, params=dict(query) if query else None, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise AlfaCrmUnavailable(f"AlfaCRM timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # the request never reached AlfaCRM: safe to repeat, even a create
             raise AlfaCrmUnavailable(f"AlfaCRM unreachable ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            # sent, but no answer (read timeout, dropped connection): AlfaCRM may have applied it
+            raise _ambiguous(AlfaCrmUnavailable(f"AlfaCRM did not answer ({type(exc).__name__})")) from None
 
     def _check(self, response: httpx.Response, what: str) -> Any:
         """Map an HTTP reply to its JSON body or a named error (401 is handled by the caller)."""
@@ -333,7 +345,8 @@ class AlfaCrmClient:
             exc.retry_after = wait if wait is not None else _wait_in_message(message)  # type: ignore[attr-defined]
             raise exc
         if status >= 500:
-            raise AlfaCrmUnavailable(f"AlfaCRM server error on {what} ({status} {message})".rstrip())
+            # a 5xx (or a gateway timeout) does not say whether the write was committed
+            raise _ambiguous(AlfaCrmUnavailable(f"AlfaCRM server error on {what} ({status} {message})".rstrip()))
         if status in (400, 422):
             errors = body.get("errors") if isinstance(body, Mapping) else None
             if errors:
@@ -394,8 +407,14 @@ class AlfaCrmClient:
         *,
         branch_id: int | None,
         query: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
     ) -> Any:
-        """POST `{base}/{branch}/{entity}/{action}?{query}` with retries; → the JSON body."""
+        """POST `{base}/{branch}/{entity}/{action}?{query}` with retries; → the JSON body.
+
+        A non-idempotent call (`create`) is repeated only after failures that prove it was not applied
+        (429, connection refused, 401): after a 5xx or a lost answer it raises AlfaCrmUnavailable at once,
+        so a retry never creates a second lead, comment or task; the caller re-checks before trying again.
+        """
         url = self._url(entity, action, branch_id)
         what = f"{entity}/{action}"
         payload = dict(body or {})
@@ -412,7 +431,9 @@ class AlfaCrmClient:
                     raise AlfaCrmAuthFailed(f"AlfaCRM rejected a fresh token on {what} (401)")
             return self._check(response, what)
 
-        return self._retry.run(attempt)
+        if idempotent:
+            return self._retry.run(attempt)
+        return self._retry.run(attempt, is_retryable=_certainly_not_applied)
 
     # --- generic actions -----------------------------------------------------------------------------------
     def index(
@@ -466,9 +487,16 @@ class AlfaCrmClient:
         return None
 
     def _write(
-        self, entity: str, action: str, fields: Mapping[str, Any], *, branch_id: int | None, query: Mapping[str, Any]
+        self,
+        entity: str,
+        action: str,
+        fields: Mapping[str, Any],
+        *,
+        branch_id: int | None,
+        query: Mapping[str, Any],
+        idempotent: bool = True,
     ) -> dict[str, Any]:
-        reply = self.request(entity, action, fields, branch_id=branch_id, query=query)
+        reply = self.request(entity, action, fields, branch_id=branch_id, query=query, idempotent=idempotent)
         model = reply.get("model") if isinstance(reply, Mapping) else None
         return dict(model) if isinstance(model, Mapping) else {}
 
@@ -481,7 +509,7 @@ class AlfaCrmClient:
         query: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """→ the created model (a dict as AlfaCRM returned it)."""
-        return self._write(entity, "create", fields, branch_id=branch_id, query=query or {})
+        return self._write(entity, "create", fields, branch_id=branch_id, query=query or {}, idempotent=False)
 
     def update(
         self,
