@@ -183,7 +183,7 @@ def test_lookups_from_both_systems(integration, lambda_context):
     assert "whatsapp" in {c.get("type") for c in channels}
     tags = call(lambda_context, "GET", f"/integrations/{iid}/uis/tags")[1]["items"]
     assert "Лид" in {t.get("name") for t in tags}
-    status, body = call(lambda_context, "GET", f"/integrations/{iid}/uis/nothing")
+    status, _ = call(lambda_context, "GET", f"/integrations/{iid}/uis/nothing")
     assert status == 404
 
 
