@@ -44,6 +44,38 @@ class ChatFacts(BaseModel):
     messages: list[dict[str, Any]] | None = None  # as in get.chat_messages_report, when known
     # every other parameter UIS gave (utm_*, campaign_name, search_query…) for extra-field mapping
     params: dict[str, Any] = Field(default_factory=dict)
+    # True once the facts come from (or were merged with) a `get.chats_report` row: a None then means
+    # "UIS has no such value", not "the notification did not say"; enrichment is never needed again.
+    complete: bool = False
+    # fact names the notification carried, even empty ("visitor_phone", "site_domain_name", "tags"…)
+    provided: set[str] = Field(default_factory=set)
+
+    def knows(self, name: str) -> bool:
+        """Is the value of this fact known (possibly known to be empty)?"""
+        return self.complete or name in self.provided or getattr(self, name, None) not in (None, [])
+
+    @property
+    def has_contacts(self) -> bool:
+        return bool(self.visitor_phone or self.visitor_email)
+
+    def merged_with_report(self, report: ChatFacts) -> ChatFacts:
+        """These (notification) facts completed by a report row: the row fills what is missing; the
+        notification's own messages, status and parameters stay (they are the newer word)."""
+        data = self.model_dump()
+        for name, value in report.model_dump().items():
+            if name in {"params", "tags", "messages", "provided", "complete"}:
+                continue
+            if data.get(name) in (None, "") and value not in (None, ""):
+                data[name] = value
+        data["tags"] = _merge_tags(report.tags, self.tags)
+        data["params"] = {**report.params, **self.params}
+        data["messages"] = self.messages if self.messages is not None else report.messages
+        data["complete"] = True
+        return ChatFacts.model_validate(data)
+
+    def for_store(self) -> dict[str, Any]:
+        """What is kept between events of one chat (no messages: the transcript is read at the end)."""
+        return self.model_dump(mode="json", exclude={"messages"})
 
     @property
     def finished(self) -> bool:
@@ -102,11 +134,13 @@ class ChatFacts(BaseModel):
             channel_name=row.get("chat_channel_name") or None,
             visitor_id=_int(row.get("visitor_id")),
             visitor_name=row.get("visitor_name") or None,
-            visitor_phone=row.get("visitor_phone_number") or None,
+            # the report types the phone as a number
+            visitor_phone=_str(row.get("visitor_phone_number")),
             visitor_email=row.get("visitor_email") or None,
             employee_full_name=row.get("employee_full_name") or None,
             tags=[Tag(id=_str(t.get("tag_id")), name=t.get("tag_name")) for t in row.get("tags") or []],
             params={k: v for k, v in row.items() if k not in known and v not in (None, "")},
+            complete=True,
         )
 
 
@@ -129,6 +163,42 @@ class RequestFacts(BaseModel):
     text: str | None = None
     tags: list[Tag] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
+    complete: bool = False  # as for ChatFacts: merged with a `get.offline_messages_report` row
+    provided: set[str] = Field(default_factory=set)
+
+    def knows(self, name: str) -> bool:
+        return self.complete or name in self.provided or getattr(self, name, None) not in (None, [])
+
+    @property
+    def has_contacts(self) -> bool:
+        return bool(self.visitor_phone or self.visitor_email)
+
+    def merged_with_report(self, row: dict[str, Any], tz: str | None) -> RequestFacts:
+        """Completed by a `get.offline_messages_report` row; the notification's own values stay."""
+        report = {
+            "offline_message_id": _int(row.get("id")),
+            "communication_id": _int(row.get("communication_id")),
+            "created_at": parse_local(row["date_time"], tz) if row.get("date_time") else None,
+            "form_type": row.get("form_type") or None,
+            "form_name": row.get("form_name") or None,
+            "site_id": _int(row.get("site_id")),
+            "site_domain_name": row.get("site_domain_name") or None,
+            "visitor_id": _int(row.get("visitor_id")),
+            "visitor_name": row.get("visitor_name") or None,
+            "visitor_phone": _str(row.get("visitor_phone_number")),
+            "visitor_email": row.get("visitor_email") or None,
+            "text": row.get("text") or None,
+        }
+        data = self.model_dump()
+        for name, value in report.items():
+            if data.get(name) in (None, "") and value not in (None, ""):
+                data[name] = value
+        row_tags = [Tag(id=_str(t.get("tag_id")), name=t.get("tag_name")) for t in row.get("tags") or []]
+        data["tags"] = _merge_tags(row_tags, self.tags)
+        skip = {"id", "tags", "date_time", "text", "visitor_phone_number", *report}
+        data["params"] = {**{k: v for k, v in row.items() if k not in skip and v not in (None, "")}, **self.params}
+        data["complete"] = True
+        return RequestFacts.model_validate(data)
 
     @property
     def key(self) -> str:
@@ -155,6 +225,19 @@ class RequestFacts(BaseModel):
         if name in direct and direct[name] is not None:
             return direct[name]
         return self.params.get(name)
+
+
+def _merge_tags(base: list[Tag], extra: list[Tag]) -> list[Tag]:
+    """Tags of both, once each (matched by id, else by name); names filled in from either side."""
+    out = [tag.model_copy() for tag in base]
+    for tag in extra:
+        same = next((t for t in out if (tag.id and t.id == tag.id) or (tag.name and t.matches(tag.name))), None)
+        if same is None:
+            out.append(tag.model_copy())
+        else:
+            same.id = same.id or tag.id
+            same.name = same.name or tag.name
+    return out
 
 
 def _int(value: Any) -> int | None:
