@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from connector.errors import AlfaCrmError, ConcurrentUpdate, ConnectorError
@@ -34,7 +34,7 @@ from connector.texts.customers import find_customer
 from connector.texts.models import ChatFacts
 from connector.texts.rules import chat_passes_filters
 from connector.texts.templates import render_title, title_values
-from connector.timeutil import utc_to_local, utcnow
+from connector.timeutil import utc_to_local
 
 if TYPE_CHECKING:
     from connector.alfacrm.client import AlfaCrmClient
@@ -157,7 +157,12 @@ class LostChatTasks:
                 email=chat.visitor_email,
                 region=integration.phone_region,
             )
-        due = utc_to_local(utcnow() + timedelta(hours=task.due_hours), integration.timezone).date()
+        if customer is not None and not chat.visitor_name:
+            # `get.chats_report` has no visitor name (only notifications carry it): the customer's is the best
+            chat = chat.model_copy(update={"visitor_name": customer.name})
+            title = render_title(task.title, chat, integration.timezone)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        due = utc_to_local(now + timedelta(hours=task.due_hours), integration.timezone).date()
         claim = self.texts.update_lost_task(
             integration.id, chat.chat_id, claim, state="sending", customer_id=customer.id if customer else None
         )
@@ -197,7 +202,8 @@ class LostChatTasks:
         for page in range(RECOVERY_PAGES):
             reply = client.index("task", {"title": title}, branch_id=branch_id, page=page)
             for item in reply.items:
-                if wanted in str(item.get("text") or "").splitlines():
+                lines = str(item.get("text") or "").splitlines()
+                if any(line == wanted or line.startswith(wanted + ",") for line in lines):
                     return _int(item.get("id"))
             if len(reply.items) == 0 or (page + 1) * 50 >= (reply.total or 0):
                 return None

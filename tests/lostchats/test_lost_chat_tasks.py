@@ -1,0 +1,150 @@
+"""Exactly one AlfaCRM task per lost chat, whichever source reports it and however often."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from tests.lostchats.conftest import MANAGER_IDS, World, settings_doc
+
+ANNA_PHONE = "79161234567"  # the AlfaCRM sandbox holds "Смирнова Анна Сергеевна" with +7(916)123-45-67
+
+
+def lost_chat(world: World, *, notify: bool, **spec: object) -> int:
+    spec.setdefault("visitor_name", "Анна")
+    spec.setdefault("visitor_phone_number", ANNA_PHONE)
+    spec.setdefault("chat_channel_id", 302)  # WhatsApp школы
+    chat = world.uis.start_chat(**spec)
+    world.advance(2)
+    world.uis.lose_chat(chat["id"], notify=notify)
+    return int(chat["id"])
+
+
+def test_notification_only_creates_one_task_linked_assigned_and_due(world: World) -> None:
+    # Given an integration with lost-chat tasks, and a known customer who lost a chat (UIS notified)
+    integration = world.integration()
+    chat_id = lost_chat(world, notify=True)
+    # When the notification reaches the worker
+    assert world.deliver_notifications(integration) == ["created"]
+    # Then AlfaCRM holds one task: the rendered title, the customer, the managers, due tomorrow, branch 1
+    [task] = world.alfacrm_tasks()
+    assert task["title"] == f"Потерянный чат: Анна {ANNA_PHONE} (WhatsApp школы)"
+    anna = next(c for c in world.alfacrm.state()["customers"] if "Смирнова" in c["name"])
+    assert task["customer_ids"] == [anna["id"]]
+    assert task["assigned_ids"] == MANAGER_IDS
+    assert task["branch_ids"] == [1]
+    assert task["due_date"] in {"15.03.2025", "2025-03-15", str(date(2025, 3, 15))}
+    assert f"Чат UIS №{chat_id}" in task["text"]
+    assert "Канал: WhatsApp школы" in task["text"]
+
+
+def test_the_same_notification_three_times_makes_one_task(world: World) -> None:
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    sent = list(world.outbox.sent)
+    world.outbox.sent.extend(sent * 2)  # UIS (or the intake's redelivery) repeats it twice more
+    assert world.deliver_notifications(integration) == ["created", "done", "done"]
+    assert len(world.alfacrm_tasks()) == 1
+
+
+def test_poller_only_creates_one_task(world: World) -> None:
+    # Given a lost chat whose notification never came
+    integration = world.integration()
+    chat_id = lost_chat(world, notify=False)
+    # When the poller runs (twice: the second run re-reads the overlap) and the worker drains the queue
+    world.poll()
+    world.advance(5)
+    world.poll()
+    assert world.drain_queue(integration) == ["created"]
+    # Then one task, one lost_chat event
+    # (the report has no visitor name: the customer found by phone gives it)
+    assert [t["title"] for t in world.alfacrm_tasks()] == [
+        f"Потерянный чат: Смирнова Анна Сергеевна {ANNA_PHONE} (WhatsApp школы)"
+    ]
+    assert [e["payload"]["id"] for e in world.queued("lost_chat")] == [chat_id]
+
+
+def test_notification_first_then_poller_makes_one_task(world: World) -> None:
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    world.deliver_notifications(integration)
+    world.poll()
+    world.drain_queue(integration)
+    # the poller saw the task done and announced nothing
+    assert world.queued("lost_chat")[1:] == []
+    assert len(world.alfacrm_tasks()) == 1
+
+
+def test_poller_first_then_late_notification_makes_one_task(world: World) -> None:
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    late = list(world.outbox.sent)
+    world.outbox.sent.clear()
+    world.poll()
+    assert world.drain_queue(integration) == ["created"]
+    world.outbox.sent.extend(late)  # the notification arrives after all
+    assert world.deliver_notifications(integration) == ["done"]
+    assert len(world.alfacrm_tasks()) == 1
+
+
+def test_a_lost_chat_outside_the_channel_filter_creates_nothing(world: World) -> None:
+    # Given tasks only for the site widget, and a chat lost on WhatsApp
+    integration = world.integration(settings_doc(filters={"sites": [], "channels": ["comagic"], "tags": []}))
+    lost_chat(world, notify=True)
+    # When both sources report it
+    outcomes = world.deliver_notifications(integration)
+    world.poll()
+    outcomes += world.drain_queue(integration)
+    # Then no task
+    assert all(o.startswith("skipped: channel") for o in outcomes) and outcomes
+    assert world.alfacrm_tasks() == []
+
+
+def test_an_unknown_visitor_gets_a_task_without_a_customer(world: World) -> None:
+    integration = world.integration(settings_doc(create_lead={"enabled": False, "on": "chat_finished", "tags": []}))
+    lost_chat(world, notify=True, visitor_name=None, visitor_phone_number="79990001122")
+    world.deliver_notifications(integration)
+    [task] = world.alfacrm_tasks()
+    assert task["customer_ids"] == []
+    assert task["title"] == "Потерянный чат: 79990001122 (WhatsApp школы)"
+
+
+def test_a_claim_held_by_a_live_worker_defers_and_a_dead_ones_is_taken_over(world: World) -> None:
+    # Given a worker that claimed the chat's task and died before calling AlfaCRM
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    chat_id = world.uis.state()["chats"][-1]["id"]
+    texts = world.store.texts
+    texts.claim_lost_task(integration.id, chat_id, token="dead", now=world.clock.epoch(), stale_after=900)
+    sent = list(world.outbox.sent)
+    # When the notification is handled while that claim is fresh, Then it is deferred (retryable)
+    from connector.texts.lost_chats import LostChatTaskBusy
+
+    try:
+        world.deliver_notifications(integration)
+        raise AssertionError("a fresh claim must defer")
+    except LostChatTaskBusy as busy:
+        assert busy.retryable
+    assert world.alfacrm_tasks() == []
+    # When it comes back after the claim went stale, Then the task is created once
+    world.advance(16)
+    world.outbox.sent[:] = sent
+    assert world.deliver_notifications(integration) == ["created"]
+    assert len(world.alfacrm_tasks()) == 1
+
+
+def test_a_holder_that_died_after_creating_the_task_is_not_repeated(world: World) -> None:
+    # Given a worker that created the task in AlfaCRM and died before recording it (claim left "sending")
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    sent = list(world.outbox.sent)
+    assert world.deliver_notifications(integration) == ["created"]
+    chat_id = world.uis.state()["chats"][-1]["id"]
+    texts = world.store.texts
+    done = texts.lost_task(integration.id, chat_id)
+    texts.update_lost_task(integration.id, chat_id, done, state="sending", claimed_at=world.clock.epoch())
+    # When the notification is redelivered after the claim went stale
+    world.advance(16)
+    world.outbox.sent[:] = sent
+    # Then the task is found in AlfaCRM and not created again
+    assert world.deliver_notifications(integration) == ["recovered"]
+    assert len(world.alfacrm_tasks()) == 1
