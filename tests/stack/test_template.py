@@ -1,0 +1,173 @@
+"""template.yaml: lint-clean, and the moto resources the tests run on are the ones it declares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools.localstack.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = {
+    "AdminApiFunction": "admin_api",
+    "AlfaCrmWebhookFunction": "alfacrm_webhook",
+    "UisWebhookFunction": "uis_webhook",
+    "DealWorkerFunction": "deal_worker",
+    "DealUploaderFunction": "deal_uploader",
+    "TextWorkerFunction": "text_worker",
+    "ChatPollerFunction": "chat_poller",
+    "ReconcilerFunction": "reconciler",
+}
+GLOBAL_ENV = {
+    "STATE_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "DEAL_EVENTS_QUEUE_URL",
+    "TEXT_EVENTS_QUEUE_URL",
+    "SECRETS_PREFIX",
+    "ADMIN_TOKEN_SECRET_ID",
+    "ALLOW_INSECURE_HOSTS",
+    "ALFACRM_RPS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_LOG_LEVEL",
+}
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    from cfnlint.api import lint_file
+
+    matches = lint_file(ROOT / "template.yaml")
+    assert [str(m) for m in matches] == []
+
+
+def test_state_table_in_moto_has_the_template_keys_gsi_and_ttl(dynamodb, table_names) -> None:
+    table = dynamodb.describe_table(TableName=table_names["StateTable"])["Table"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    [gsi] = table["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "gsi1"
+    assert gsi["KeySchema"] == [
+        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+    ]
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    ttl = dynamodb.describe_time_to_live(TableName=table_names["StateTable"])["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+
+
+def test_idempotency_table_in_moto_is_the_powertools_layout(dynamodb, table_names) -> None:
+    table = dynamodb.describe_table(TableName=table_names["IdempotencyTable"])["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    ttl = dynamodb.describe_time_to_live(TableName=table_names["IdempotencyTable"])["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expiration"
+
+
+@pytest.mark.parametrize("queue, dlq", [("DealEventsQueue", "DealEventsDLQ"), ("TextEventsQueue", "TextEventsDLQ")])
+def test_event_queues_redrive_to_their_dlq_after_five_receives(sqs, queue_urls, queue, dlq) -> None:
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_urls[queue], AttributeNames=["All"])["Attributes"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=queue_urls[dlq], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
+
+
+def test_environment_seen_by_handlers_names_the_created_resources(table_names, queue_urls) -> None:
+    import os
+
+    assert os.environ["STATE_TABLE"] == table_names["StateTable"]
+    assert os.environ["IDEMPOTENCY_TABLE"] == table_names["IdempotencyTable"]
+    assert os.environ["DEAL_EVENTS_QUEUE_URL"] == queue_urls["DealEventsQueue"]
+    assert os.environ["TEXT_EVENTS_QUEUE_URL"] == queue_urls["TextEventsQueue"]
+    assert os.environ["DEAL_EVENTS_DLQ_URL"] == queue_urls["DealEventsDLQ"]
+    assert os.environ["ALLOW_INSECURE_HOSTS"] == "true"
+
+
+# ------------------------------------------------------------------------------- what the template declares
+@pytest.fixture(scope="module")
+def tpl() -> Template:
+    return Template.load(ROOT / "template.yaml")
+
+
+def test_the_eight_functions_live_where_internals_says(tpl: Template) -> None:
+    assert {lid: fn.code_uri for lid, fn in tpl.functions.items()} == {
+        lid: f"functions/{name}/" for lid, name in FUNCTIONS.items()
+    }
+    assert {fn.handler for fn in tpl.functions.values()} == {"app.lambda_handler"}
+    assert set(tpl.data["Globals"]["Function"]["Environment"]["Variables"]) >= GLOBAL_ENV
+    assert tpl.data["Globals"]["Function"]["Runtime"] == "python3.13"
+
+
+def test_routes(tpl: Template) -> None:
+    routes = {(r.method, r.path, r.function_id) for r in tpl.routes}
+    assert routes == {
+        ("ANY", "/integrations", "AdminApiFunction"),
+        ("ANY", "/integrations/{proxy+}", "AdminApiFunction"),
+        ("POST", "/hooks/alfacrm/{id}/{secret}", "AlfaCrmWebhookFunction"),
+        ("POST", "/hooks/uis/{id}/{secret}", "UisWebhookFunction"),
+        ("GET", "/hooks/uis/{id}/{secret}", "UisWebhookFunction"),
+    }
+
+
+def test_queue_sources_report_partial_failures_and_cap_concurrency(tpl: Template) -> None:
+    sources = {s.queue_id: s for s in tpl.sqs_sources}
+    assert {q: s.function_id for q, s in sources.items()} == {
+        "DealEventsQueue": "DealWorkerFunction",
+        "TextEventsQueue": "TextWorkerFunction",
+    }
+    for source in sources.values():
+        assert source.batch_size == 10
+        assert source.report_batch_item_failures
+        assert source.max_concurrency == 2
+        visibility = tpl.queues[source.queue_id]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * tpl.functions[source.function_id].timeout
+
+
+def test_schedules_have_retries_and_a_dead_letter_queue(tpl: Template) -> None:
+    schedules = {s.event_name: (s.function_id, s.expression) for s in tpl.schedules}
+    assert schedules == {
+        "DealUploadSchedule": ("DealUploaderFunction", "rate(1 minute)"),
+        "ChatPollSchedule": ("ChatPollerFunction", "rate(5 minutes)"),
+        "ReconcileSchedule": ("ReconcilerFunction", "rate(1 hour)"),
+    }
+    for schedule in tpl.schedules:
+        props = tpl.resources[schedule.function_id]["Properties"]["Events"][schedule.event_name]["Properties"]
+        assert "RetryPolicy" in props
+        assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SchedulesDLQ", "Arn"]}}
+
+
+def test_every_function_has_a_log_group_with_retention_and_an_errors_alarm(tpl: Template) -> None:
+    log_groups = tpl.of_type("AWS::Logs::LogGroup").values()
+    alarms = tpl.of_type("AWS::CloudWatch::Alarm").values()
+    for lid in FUNCTIONS:
+        [group] = [
+            g for g in log_groups if g["Properties"].get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{lid}}}"}
+        ]
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        errors = [
+            a
+            for a in alarms
+            if a["Properties"].get("MetricName") == "Errors"
+            and a["Properties"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": lid}}]
+        ]
+        assert len(errors) == 1
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    dlq_alarms = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms
+        if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+    }
+    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ"}
+
+
+def test_secret_permissions_stay_under_the_stack_prefix(tpl: Template) -> None:
+    for lid in tpl.functions:
+        for policy in tpl.resources[lid]["Properties"].get("Policies", []):
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if any(a.startswith("secretsmanager:") for a in actions):
+                    assert statement["Resource"]["Fn::Sub"].endswith(":secret:${AWS::StackName}/*"), lid
+                    if lid != "AdminApiFunction":
+                        assert actions == ["secretsmanager:GetSecretValue"], lid
