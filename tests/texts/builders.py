@@ -5,10 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def message(event: str | None, payload: dict[str, Any], *, method: str = "POST", source: str = "notification",
-            iid: str = "int1", received_at: str = "2025-03-14T09:00:00Z") -> dict[str, Any]:
-    return {"integration_id": iid, "received_at": received_at, "source": source, "event": event,
-            "method": method, "payload": payload}
+def message(
+    event: str | None,
+    payload: dict[str, Any],
+    *,
+    method: str = "POST",
+    source: str = "notification",
+    iid: str = "int1",
+    received_at: str = "2025-03-14T09:00:00Z",
+) -> dict[str, Any]:
+    return {
+        "integration_id": iid,
+        "received_at": received_at,
+        "source": source,
+        "event": event,
+        "method": method,
+        "payload": payload,
+    }
 
 
 def offline_message_post(**over: Any) -> dict[str, Any]:
@@ -60,8 +73,12 @@ def chat_finished_post(**over: Any) -> dict[str, Any]:
         "tag_ids": [501],
         "messages": [
             {"date_time": "2025-03-14 12:01:00", "source": "visitor", "text": "Здравствуйте"},
-            {"date_time": "2025-03-14 12:02:00", "source": "operator", "employee_full_name": "Анна Смирнова",
-             "text": "Добрый день!"},
+            {
+                "date_time": "2025-03-14 12:02:00",
+                "source": "operator",
+                "employee_full_name": "Анна Смирнова",
+                "text": "Добрый день!",
+            },
         ],
         "employee_full_name": "Анна Смирнова",
         "visitor_info": {"visitor_name": "Павел", "visitor_id": 3000077},

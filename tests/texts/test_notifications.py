@@ -14,8 +14,19 @@ def test_every_spelling_of_nothing_is_none(value):
     assert clean(value) is None
 
 
-@pytest.mark.parametrize(("value", "expected"), [(777, 777), ("777", 777), (" 777 ", 777), (777.0, 777),
-                                                 ("777.0", 777), ("abc", None), (True, None), ("{{chat_id}}", None)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (777, 777),
+        ("777", 777),
+        (" 777 ", 777),
+        (777.0, 777),
+        ("777.0", 777),
+        ("abc", None),
+        (True, None),
+        ("{{chat_id}}", None),
+    ],
+)
 def test_ids_as_numbers_or_strings(value, expected):
     assert as_int(value) == expected
 
@@ -55,9 +66,18 @@ def test_offline_message_post_nested_visitor_is_flattened():
 
 def test_get_query_form_with_stringified_ids_and_empty_values():
     # Given a GET notification: every value a string, absent ones empty
-    payload = {"notification_name": "Чат", "chat_id": "777", "communication_id": "90000077", "tag_ids": "501,503",
-               "messages": "", "visitor_name": "", "visitor_id": "3000077", "status": "succeed",
-               "site_domain_name": "school.ru", "utm_source": ""}
+    payload = {
+        "notification_name": "Чат",
+        "chat_id": "777",
+        "communication_id": "90000077",
+        "tag_ids": "501,503",
+        "messages": "",
+        "visitor_name": "",
+        "visitor_id": "3000077",
+        "status": "succeed",
+        "site_domain_name": "school.ru",
+        "utm_source": "",
+    }
     chat = parse_message(message("chat_finished", payload, method="GET")).chat_facts("Europe/Moscow")
     assert (chat.chat_id, chat.communication_id, chat.visitor_id) == (777, 90000077, 3000077)
     assert [t.id for t in chat.tags] == ["501", "503"]
@@ -93,9 +113,17 @@ def test_chat_finished_post_gives_chat_facts():
 
 
 def test_poller_report_row_is_complete():
-    row = {"id": 5000001, "communication_id": 9, "date_time": "2025-03-14 12:00:00", "status": "new",
-           "site_id": 17001, "site_domain_name": "school.ru", "chat_channel_type": "whatsapp",
-           "visitor_phone_number": 79161234567, "tags": []}
+    row = {
+        "id": 5000001,
+        "communication_id": 9,
+        "date_time": "2025-03-14 12:00:00",
+        "status": "new",
+        "site_id": 17001,
+        "site_domain_name": "school.ru",
+        "chat_channel_type": "whatsapp",
+        "visitor_phone_number": 79161234567,
+        "tags": [],
+    }
     chat = parse_message(message("chat_started", row, source="poller")).chat_facts("Europe/Moscow")
     assert chat.complete and chat.visitor_phone == "79161234567" and chat.channel_type == "whatsapp"
 

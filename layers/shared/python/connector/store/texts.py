@@ -1,12 +1,19 @@
-"""Text-communication state: communication → customer links, chat and request progress, watermarks."""
+"""Text-communication state: communication → customer links, chat and request progress (claimed steps)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
 
 from connector.errors import ConcurrentUpdate
-from connector.store.base import DynamoTable, int_pk
+from connector.store.base import DynamoTable, from_ddb, int_pk, to_ddb
+
+PROGRESS_TTL_SECONDS = 180 * 86400  # a notification later than this is not expected; keeps the table bounded
+# A claim older than this belongs to a dead worker: the text worker times out at 60 s (template.yaml).
+STALE_CLAIM_SECONDS = 150.0
 
 
 class TextStore:
@@ -39,6 +46,88 @@ class TextStore:
         if not item:
             return None
         return {"communication_id": item["communication_id"], "communication_type": item["communication_type"]}
+
+    # --- chat and request progress ----------------------------------------------------------------
+    # One item per chat (`CHAT#<chat_id>`) and per request (`REQ#<key>`): the facts learned so far, the
+    # AlfaCRM customer it is attached to, and one attribute per AlfaCRM write ("step": lead, transcript,
+    # comment). A step is claimed with a conditional write before the AlfaCRM call and marked done after
+    # it, so a redelivered event never repeats a finished write, and a claim whose worker died (older than
+    # `stale_after`) can be taken over — the new owner is told (`retaken`) so it checks AlfaCRM first.
+
+    def progress(self, integration_id: str, item: str) -> dict[str, Any]:
+        """The progress item (`CHAT#777`, `REQ#om5`), or {} when nothing was recorded yet."""
+        return self.t.get(int_pk(integration_id), item) or {}
+
+    def remember(self, integration_id: str, item: str, fields: dict[str, Any]) -> None:
+        """Set attributes of a progress item (created when absent), e.g. `facts`, `customer_id`."""
+        self.t.update_fields(
+            int_pk(integration_id),
+            item,
+            {**fields, "expires_at": int(time.time()) + PROGRESS_TTL_SECONDS},
+            must_exist=False,
+        )
+
+    def claim_step(
+        self,
+        integration_id: str,
+        item: str,
+        step: str,
+        *,
+        stale_after: float = STALE_CLAIM_SECONDS,
+        now: float | None = None,
+    ) -> StepClaim:
+        """Claim `step` of `item` before its AlfaCRM write: claimed, already done (with its result), or busy."""
+        now = time.time() if now is None else now
+        attr = f"step_{step}"
+        self.t.calls += 1
+        try:
+            reply = self.t.table.update_item(
+                Key={"pk": int_pk(integration_id), "sk": item},
+                UpdateExpression="SET #s = :claim, expires_at = :exp",
+                ConditionExpression=(
+                    "attribute_not_exists(#s) OR #s.#state = :failed OR (#s.#state = :claimed AND #s.#at < :stale)"
+                ),
+                ExpressionAttributeNames={"#s": attr, "#state": "state", "#at": "at"},
+                ExpressionAttributeValues={
+                    ":claim": {"state": "claimed", "at": to_ddb(now)},
+                    ":failed": "failed",
+                    ":claimed": "claimed",
+                    ":stale": to_ddb(now - stale_after),
+                    ":exp": int(now) + PROGRESS_TTL_SECONDS,
+                },
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            old = from_ddb(exc.response.get("Item") or {})
+            if not old:
+                # older boto3/moto without ReturnValuesOnConditionCheckFailure: read it
+                old = self.progress(integration_id, item)
+            state = old.get(attr) or {}
+            if state.get("state") == "done":
+                return StepClaim("done", result=state.get("result"))
+            return StepClaim("busy")
+        previous = from_ddb((reply.get("Attributes") or {}).get(attr) or {})
+        return StepClaim("claimed", retaken=bool(previous), previous_error=previous.get("error"))
+
+    def finish_step(self, integration_id: str, item: str, step: str, result: Any = None) -> None:
+        self.t.update_fields(
+            int_pk(integration_id),
+            item,
+            {f"step_{step}": {"state": "done", "at": int(time.time()), "result": result}},
+            must_exist=False,
+        )
+
+    def fail_step(self, integration_id: str, item: str, step: str, error: str) -> None:
+        """The write failed: the next delivery may claim it at once (and will check AlfaCRM first)."""
+        self.t.update_fields(
+            int_pk(integration_id),
+            item,
+            {f"step_{step}": {"state": "failed", "at": int(time.time()), "error": error[:500]}},
+            must_exist=False,
+        )
 
     # ==============================================================================================
     # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, poller marks.
@@ -153,3 +242,11 @@ class TextStore:
                 for cid in chat_ids
             ]
         )
+
+
+@dataclass(frozen=True)
+class StepClaim:
+    status: Literal["claimed", "done", "busy"]
+    result: Any = None
+    retaken: bool = False  # an earlier attempt claimed this step: its write may have happened
+    previous_error: str | None = None

@@ -1,0 +1,30 @@
+"""Text worker: UIS notifications (and poller / Chat API events) from SQS → AlfaCRM leads, comments, tasks.
+
+Each record is one text event. A record fails (and SQS retries it, then the DLQ takes it) only for errors a
+later attempt may fix; the use case parks everything else and the record succeeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector.observability import logger, metrics, tracer
+from connector.texts.worker import handle_text_event
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    outcome = handle_text_event(record.body)
+    metrics.add_metric(name=f"TextEvents{outcome.status.capitalize()}", unit="Count", value=1)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

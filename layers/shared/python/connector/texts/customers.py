@@ -1,0 +1,123 @@
+"""Finding and creating AlfaCRM customers for UIS chats and requests.
+
+De-duplication (architecture.md, "Text rules"): by E.164 phone first, then by e-mail, across leads and
+clients, archived included (the client's `find_customers` passes `is_study=2, removed=1` and verifies each
+candidate on our side, since AlfaCRM's own phone matching is unknown). `branch_ids` is merged, never
+replaced: AlfaCRM's `update` replaces the whole list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from connector.phones import to_e164
+from connector.settings import LeadDefaults
+from connector.texts.rules import FieldValue, fields_for_existing, fields_for_new_lead
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
+    from connector.alfacrm.models import Customer
+
+
+def _pick(found: list[Customer]) -> Customer | None:
+    """Several matches: the active one before the archived, then the oldest (the first the school knew)."""
+    if not found:
+        return None
+    return sorted(found, key=lambda c: (c.is_archived, c.id))[0]
+
+
+def find_customer(
+    client: AlfaCrmClient, *, branch_id: int, phone: str | None, email: str | None, region: str = "RU"
+) -> Customer | None:
+    """The customer (lead or client, archived included) with this phone, else with this e-mail.
+
+    `+7(916)123-45-67`, `89161234567` and `+79161234567` are the same number (compared as E.164).
+    """
+    if phone and phone.strip():
+        found = _pick(client.find_customers(branch_id=branch_id, phone=phone, region=region))
+        if found is not None:
+            return found
+    if email and email.strip():
+        return _pick(client.find_customers(branch_id=branch_id, email=email.strip(), region=region))
+    return None
+
+
+@dataclass(frozen=True)
+class NewLead:
+    """What a new lead is made of (before the account's extra fields)."""
+
+    name: str
+    phone: str | None
+    email: str | None
+    branch_id: int
+    defaults: LeadDefaults
+    extra: tuple[FieldValue, ...] = ()
+
+    def fields(self, region: str = "RU") -> dict[str, Any]:
+        """The `customer/create` body: a lead (`is_study` 0), a person (`legal_type` 1), in the branch."""
+        body: dict[str, Any] = fields_for_new_lead(self.extra)
+        body.update({"name": self.name, "is_study": 0, "legal_type": 1, "branch_ids": [self.branch_id]})
+        if self.phone:
+            phones = [to_e164(self.phone, region) or self.phone.strip()]
+            body["phone"] = phones + [p for p in body.get("phone", []) if to_e164(p, region) not in phones]
+        if self.email:
+            emails = [self.email.strip()]
+            body["email"] = emails + [e for e in body.get("email", []) if e.lower() != self.email.strip().lower()]
+        for name in ("lead_status_id", "lead_source_id", "assigned_id"):
+            value = getattr(self.defaults, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+
+@dataclass(frozen=True)
+class LeadResult:
+    customer: Customer
+    created: bool
+
+
+def create_lead(client: AlfaCrmClient, lead: NewLead, *, region: str = "RU") -> Customer:
+    """Create the lead; an AlfaCRM 200-with-errors reply raises AlfaCrmValidationError with AlfaCRM's words."""
+    return client.create_customer(lead.fields(region), lead.branch_id)
+
+
+def find_or_create_lead(client: AlfaCrmClient, lead: NewLead, *, region: str = "RU", search: bool = True) -> LeadResult:
+    """The existing customer with the lead's phone/e-mail (extra fields applied), else a new lead.
+
+    `search=False` is for visitors without contact data: each such chat is a new lead by design.
+    """
+    if search:
+        existing = find_customer(client, branch_id=lead.branch_id, phone=lead.phone, email=lead.email, region=region)
+        if existing is not None:
+            return LeadResult(apply_extra_fields(client, existing, lead.extra, branch_id=lead.branch_id), False)
+    return LeadResult(create_lead(client, lead, region=region), True)
+
+
+def current_values(customer: Customer) -> dict[str, Any]:
+    """The customer's fields by AlfaCRM name (custom ones as `custom_<code>`), to judge "empty"."""
+    values: dict[str, Any] = customer.model_dump(exclude={"custom"})
+    values.update(customer.model_extra or {})
+    values.update({(k if k.startswith("custom_") else f"custom_{k}"): v for k, v in customer.custom.items()})
+    return values
+
+
+def apply_extra_fields(
+    client: AlfaCrmClient, customer: Customer, extra: tuple[FieldValue, ...] | list[FieldValue], *, branch_id: int
+) -> Customer:
+    """Write mapped fields on an existing customer: only `update_always` ones or those still empty.
+
+    No call when nothing changes. The update goes through the customer's own branch when it is not in
+    ours (AlfaCRM addresses a record through a branch it belongs to).
+    """
+    updates = fields_for_existing(extra, current_values(customer))
+    if not updates:
+        return customer
+    return client.update_customer(customer.id, updates, customer_branch(customer, branch_id))
+
+
+def customer_branch(customer: Customer, branch_id: int) -> int:
+    """The branch to address this customer through: ours when it belongs to it, else its first one."""
+    if not customer.branch_ids or branch_id in customer.branch_ids:
+        return branch_id
+    return customer.branch_ids[0]

@@ -1,0 +1,360 @@
+"""Chats → AlfaCRM: filters, the lead on the configured event, the transcript at the end, once."""
+
+from __future__ import annotations
+
+import pytest
+from connector.texts.transcript import MAX_PART_BYTES
+from connector.uis.notifications import parse_message
+
+from tests.texts.builders import chat_finished_post, message
+from tests.texts.conftest import World, texts_settings
+
+
+def chat_settings(on: str = "chat_finished", tags=(), **chats):
+    chats.setdefault("create_lead", {"enabled": True, "on": on, "tags": list(tags)})
+    return texts_settings(chats=chats)
+
+
+def open_chat(
+    world: World,
+    *,
+    channel: str = "comagic",
+    phone: str | None = "79261230001",
+    name="Павел",
+    text: str = "Здравствуйте, есть места?",
+    site_id: int = 17001,
+) -> int:
+    chat = world.uis.start_chat(
+        chat_channel_type=channel, site_id=site_id, visitor_name=name, visitor_phone_number=phone, message=text
+    )
+    world.uis.take_chat(chat["id"], employee_id=11)
+    world.uis.post_message(chat["id"], "Да, в субботу в 11:00", source="operator")
+    return int(chat["id"])
+
+
+def poller_event(world: World, chat_id: int, event: str = "chat_started") -> dict:
+    """What the chat poller enqueues: the chats_report row as payload."""
+    row = world.uis._chat_row(world.uis.chats[chat_id])
+    return message(event, row, source="poller")
+
+
+def test_chat_finished_creates_the_lead_and_posts_the_transcript(world: World):
+    # Given chats on, a lead on chat end, UIS notifying chat_finished with its default body (no phone in it)
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    chat_id = open_chat(world)
+    # When the chat ends
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    # Then the lead (phone from the chats report: one UIS call), and the transcript on its card
+    [lead] = world.new_customers()
+    assert lead["name"] == "Павел" and lead["phone"] == ["+79261230001"] and lead["lead_source_id"] == 2
+    [transcript] = world.comments(lead["id"])
+    assert transcript.startswith("Переписка в чате на сайте")
+    assert "Здравствуйте, есть места?" in transcript and "Да, в субботу в 11:00" in transcript
+    assert outcome.uis_calls == 1
+    link = world.store.texts.customer_link("int1", lead["id"])
+    assert link == {"communication_id": world.uis.chats[chat_id]["communication_id"], "communication_type": "chat"}
+
+
+def test_no_uis_call_when_the_notification_has_everything(world: World):
+    # Given the user added the phone and channel to the notification body; messages come as a list
+    world.integration(chat_settings())
+    world.notify("chat_finished", extra_params=["visitor_phone_number", "chat_channel_type"], messages_as_list=True)
+    chat_id = open_chat(world)
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    assert outcome.uis_calls == 0 and outcome.lead_created
+    assert world.uis.state()["points_spent"] == 0
+
+
+def test_lead_on_chat_started_then_transcript_at_the_end(world: World):
+    # Given leads on chat start (the poller announces starts), UIS notifying chat_finished
+    world.integration(chat_settings(on="chat_started"))
+    world.notify("chat_finished")
+    chat_id = open_chat(world)
+    # When the poller's chat_started arrives
+    started = world.run(poller_event(world, chat_id))
+    # Then the lead exists already, with no comment yet (the chat is going on) and no UIS call
+    [lead] = world.new_customers()
+    assert started.lead_created and started.uis_calls == 0 and world.comments(lead["id"]) == []
+    # When the chat ends
+    world.uis.post_message(chat_id, "Спасибо, запишите меня", source="visitor")
+    world.uis.finish_chat(chat_id)
+    [finished] = world.deliver()
+    # Then the transcript goes to that lead, no second lead, no UIS call (facts were kept from the start)
+    assert world.new_customers() == [lead] or len(world.new_customers()) == 1
+    [transcript] = world.comments(lead["id"])
+    assert "Спасибо, запишите меня" in transcript
+    assert not finished.lead_created and finished.uis_calls == 0
+
+
+def test_chat_started_does_nothing_when_leads_are_made_at_the_end(world: World):
+    world.integration(chat_settings(on="chat_finished"))
+    chat_id = open_chat(world)
+    outcome = world.run(poller_event(world, chat_id))
+    assert outcome.status == "skipped" and world.new_customers() == [] and outcome.uis_calls == 0
+
+
+def test_lead_on_tag_set(world: World):
+    # Given leads when the tag "Целевой" (by name) is set, UIS notifying set_mark with chat_id added
+    world.integration(chat_settings(on="tag_set", tags=["Целевой"]))
+    world.notify("set_mark", "unset_mark", "chat_finished", extra_params=["chat_id"])
+    chat_id = open_chat(world)
+    # When another tag is set: no lead
+    world.uis.tag_chat(chat_id, 502)
+    [other] = world.deliver()
+    assert other.status == "skipped" and world.new_customers() == []
+    # When the listed tag is set: the lead
+    world.uis.tag_chat(chat_id, 504)
+    [listed] = world.deliver()
+    [lead] = world.new_customers()
+    assert listed.lead_created and world.comments(lead["id"]) == []
+    # and at the end the transcript lands on it
+    world.uis.finish_chat(chat_id)
+    world.deliver()
+    assert len(world.new_customers()) == 1 and len(world.comments(lead["id"])) == 1
+
+
+def test_chat_finished_without_the_listed_tag_creates_no_lead(world: World):
+    world.integration(chat_settings(on="tag_set", tags=["504"]))
+    world.notify("chat_finished")
+    chat_id = open_chat(world)
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    assert world.new_customers() == [] and outcome.status in {"skipped", "done"}
+
+
+def test_repeat_chat_from_a_known_phone_reuses_the_customer(world: World):
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    first = open_chat(world, phone="+7 926 123-00-01")
+    world.uis.finish_chat(first)
+    world.deliver()
+    second = open_chat(world, phone="89261230001", text="Это снова я")
+    world.uis.finish_chat(second)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert not outcome.lead_created and outcome.customer_id == lead["id"]
+    assert len(world.comments(lead["id"])) == 2 and "Это снова я" in world.comments(lead["id"])[1]
+
+
+@pytest.mark.parametrize(
+    ("channels", "passes"), [([], True), (["whatsapp"], True), (["302"], True), (["telegram", "comagic"], False)]
+)
+def test_channel_filter_by_type_or_id(world: World, channels, passes):
+    world.integration(chat_settings(filters={"sites": [], "channels": channels, "tags": []}))
+    world.notify("chat_finished")
+    chat_id = open_chat(world, channel="whatsapp")
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    assert (len(world.new_customers()) == 1) is passes
+    assert outcome.uis_calls == 1
+
+
+@pytest.mark.parametrize(
+    ("sites", "passes"), [([], True), (["camp.school.ru"], True), (["17002"], True), (["school.ru"], False)]
+)
+def test_chat_site_filter(world: World, sites, passes):
+    world.integration(chat_settings(filters={"sites": sites, "channels": [], "tags": []}))
+    world.notify("chat_finished")
+    chat_id = open_chat(world, site_id=17002)
+    world.uis.finish_chat(chat_id)
+    world.deliver()
+    assert (len(world.new_customers()) == 1) is passes
+
+
+@pytest.mark.parametrize(("tags", "passes"), [([], True), (["Лид"], True), (["501"], True), (["Спам"], False)])
+def test_chat_tag_filter_by_id_or_name(world: World, tags, passes):
+    world.integration(chat_settings(filters={"sites": [], "channels": [], "tags": tags}))
+    world.notify("chat_finished")
+    chat_id = open_chat(world)
+    world.uis.tag_chat(chat_id, 501)
+    world.uis.finish_chat(chat_id)
+    world.deliver()
+    assert (len(world.new_customers()) == 1) is passes
+
+
+def test_chats_off_do_nothing(world: World):
+    world.integration(chat_settings(enabled=False))
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    [outcome] = world.deliver()
+    assert outcome.status == "skipped" and world.new_customers() == [] and outcome.uis_calls == 0
+
+
+def test_visitor_without_contacts_and_the_setting_off_gets_no_lead(world: World):
+    world.integration(chat_settings(without_contacts=False))
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world, phone=None, name=None))
+    [outcome] = world.deliver()
+    assert world.new_customers() == [] and "no phone or e-mail" in outcome.reason
+
+
+def test_visitors_without_contacts_get_a_new_lead_per_chat_when_on(world: World):
+    world.integration(chat_settings(without_contacts=True))
+    world.notify("chat_finished")
+    first = open_chat(world, channel="whatsapp", phone=None, name=None)
+    world.uis.finish_chat(first)
+    second = open_chat(world, channel="whatsapp", phone=None, name=None)
+    world.uis.finish_chat(second)
+    world.deliver()
+    leads = world.new_customers()
+    visitors = [world.uis.chats[c]["visitor_id"] for c in (first, second)]
+    assert sorted(lead["name"] for lead in leads) == sorted(f"Чат WhatsApp, посетитель {v}" for v in visitors)
+    assert all(lead["phone"] == [] and len(world.comments(lead["id"])) == 1 for lead in leads)
+
+
+def test_transcript_only_when_the_chat_has_ended(world: World):
+    # Given a lead on tag set; a tag set mid-chat
+    world.integration(chat_settings(on="tag_set", tags=["Лид"]))
+    world.notify("set_mark", extra_params=["chat_id"])
+    chat_id = open_chat(world)
+    world.uis.tag_chat(chat_id, 501)
+    world.deliver()
+    [lead] = world.new_customers()
+    # Then no transcript while the chat goes on
+    assert world.comments(lead["id"]) == []
+
+
+def test_long_transcript_is_split_and_nothing_is_lost(world: World):
+    world.integration(chat_settings())
+    world.notify("chat_finished", messages_as_list=True)
+    chat_id = open_chat(world)
+    sentences = [f"Сообщение номер {i}: расскажите подробнее про группу для детей {i} лет." for i in range(80)]
+    for i, text in enumerate(sentences):
+        world.uis.post_message(chat_id, text, source="visitor" if i % 2 else "operator")
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    parts = world.comments(lead["id"])
+    assert len(parts) > 1 and outcome.comments == len(parts)
+    assert all(len(p.encode()) <= MAX_PART_BYTES for p in parts)
+    assert [p.splitlines()[0] for p in parts] == [f"(часть {k}/{len(parts)})" for k in range(1, len(parts) + 1)]
+    joined = "\n".join(p.split("\n", 1)[1] for p in parts)
+    assert all(text in joined for text in sentences)
+
+
+def test_duplicate_chat_finished_three_times_one_lead_one_transcript(world: World):
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    outcomes = world.deliver(times=3)
+    [lead] = world.new_customers()
+    assert len(world.comments(lead["id"])) == 1
+    assert [o.status for o in outcomes] == ["done", "skipped", "skipped"]
+    assert sum(o.uis_calls for o in outcomes) == 1
+
+
+def test_chat_get_form_with_stringified_ids_and_comma_tags(world: World):
+    world.integration(chat_settings(filters={"sites": [], "channels": [], "tags": ["Лид"]}))
+    world.notify("chat_finished", method="GET", stringify_ids=True)
+    chat_id = open_chat(world)
+    world.uis.tag_chat(chat_id, 501)
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert outcome.status == "done" and "Да, в субботу в 11:00" in world.comments(lead["id"])[0]
+
+
+def test_lost_chat_creates_the_lead_posts_messages_and_hands_over_the_task(world: World):
+    # Given a lead on chat end and the lost-chat task on
+    world.integration(
+        chat_settings(
+            lost_chat_task={
+                "enabled": True,
+                "title": "Потерянный чат: {visitor_name}",
+                "assigned_ids": [1],
+                "due_hours": 24,
+            }
+        )
+    )
+    world.notify("lost_chat")
+    chat = world.uis.start_chat(
+        chat_channel_type="whatsapp",
+        visitor_name="Олеся",
+        visitor_phone_number="79261239999",
+        message="Ответьте, пожалуйста",
+    )
+    # When nobody answers
+    world.uis.lose_chat(chat["id"])
+    [outcome] = world.deliver()
+    # Then the lead, the visitor's message on it, and one task from the lost-chat module
+    [lead] = world.new_customers()
+    assert "Ответьте, пожалуйста" in world.comments(lead["id"])[0]
+    tasks = [t for t in world.alfacrm.state()["tasks"] if "Олеся" in t["title"]]
+    assert len(tasks) == 1 and outcome.uis_calls == 1
+
+
+def test_uis_unavailable_fails_the_record_for_a_retry(world: World):
+    from connector.errors import UisUnavailable
+
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    [msg] = world.messages()
+    world.uis.fail("http", count=1, method="get.chats_report")
+    with pytest.raises(UisUnavailable):
+        world.run(msg)
+    assert world.new_customers() == []
+    # the retry succeeds and makes exactly one lead
+    assert world.run(msg).lead_created and len(world.new_customers()) == 1
+
+
+def test_alfacrm_unavailable_during_the_transcript_retries_without_duplicates(world: World):
+    from connector.errors import AlfaCrmUnavailable
+
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    [msg] = world.messages()
+    worker = world.worker()
+    # the comment call fails (lead created before it)
+    calls = {"n": 0}
+    original = world.clients._alfacrm.add_comment
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise AlfaCrmUnavailable("AlfaCRM server error on communication/create (502)")
+        return original(*args, **kwargs)
+
+    world.clients._alfacrm.add_comment = flaky  # type: ignore[method-assign]
+    with pytest.raises(AlfaCrmUnavailable):
+        worker.handle(msg)
+    again = world.worker().handle(msg)
+    [lead] = world.new_customers()
+    assert not again.lead_created and len(world.comments(lead["id"])) == 1
+
+
+def test_stale_claim_after_a_crash_finds_the_lead_instead_of_creating_another(world: World):
+    # Given a worker that created the lead and died before recording it (the claim stays "claimed")
+    integration = world.integration(chat_settings())
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    [msg] = world.messages()
+    chat = parse_message(msg).chat_facts("Europe/Moscow")
+    world.store.texts.claim_step("int1", f"CHAT#{chat.chat_id}", "lead", now=world.clock.epoch())
+    world.alfacrm.ui_create_customer({"name": "Павел", "phone": ["+79261230001"], "is_study": 0}, branch_id=1)
+    # When the message comes back after the claim went stale
+    world.clock.advance(600)
+    outcome = world.run(msg)
+    # Then the lead is found, not created again
+    assert len(world.new_customers()) == 1 and not outcome.lead_created and integration.active
+
+
+def test_unparseable_event_is_parked_not_retried(world: World):
+    world.integration(chat_settings())
+    outcome = world.run(message(None, {"foo": "bar"}))
+    assert outcome.status == "parked"
+    [parked] = world.store.integrations.parked("int1")
+    assert "add ?event=" in parked["error"]
+
+
+def test_builders_shape_is_what_uis_sends(world: World):
+    # Given the default POST body from the builders (a chat that never reached the report)
+    world.integration(chat_settings())
+    from connector.errors import UisUnavailable
+
+    with pytest.raises(UisUnavailable):  # not in the report yet → retried later, not dropped
+        world.run(message("chat_finished", chat_finished_post(chat_id=424242)))

@@ -1,0 +1,208 @@
+"""Site requests (заявки) → AlfaCRM: filters, find or create the lead, the comment, extra fields, once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.texts.conftest import World, texts_settings
+
+
+def request_settings(**requests):
+    return texts_settings(requests=requests)
+
+
+def submit(world: World, **spec):
+    spec.setdefault("visitor_name", "Ирина Ковалёва")
+    spec.setdefault("visitor_phone_number", "79261234501")
+    spec.setdefault("visitor_email", "irina@example.ru")
+    spec.setdefault("text", "Хочу на пробный урок")
+    world.uis.submit_request(**spec)
+    return world.deliver()
+
+
+def test_request_creates_a_lead_with_defaults_fields_and_a_comment(world: World):
+    # Given requests on, create_lead on, a mapped UTM field, UIS notifying by POST (utm_source added)
+    world.integration(request_settings(extra_fields=[{"source": "utm_source", "target": "custom_utm_source"}]))
+    world.notify("offline_message", extra_params=["utm_source"])
+    # When a visitor submits a form
+    [outcome] = submit(world, utm_source="yandex")
+    # Then one lead in branch 1 with the lead defaults, the visitor's contacts and the mapped field
+    [lead] = world.new_customers()
+    assert outcome.status == "done" and outcome.lead_created and outcome.uis_calls == 0
+    assert lead["name"] == "Ирина Ковалёва" and lead["is_study"] == 0 and lead["branch_ids"] == [1]
+    assert (lead["lead_status_id"], lead["lead_source_id"]) == (1, 2)
+    assert lead["phone"] == ["+79261234501"] and lead["email"] == ["irina@example.ru"]
+    assert lead["custom_utm_source"] == "yandex"
+    # and the request text, site, campaign and UTM on the card
+    [comment] = world.comments(lead["id"])
+    assert comment.startswith("Заявка с сайта school.ru")
+    assert "Сообщение: Хочу на пробный урок" in comment and "Рекламная кампания: Яндекс Директ" in comment
+    assert "UTM: utm_source=yandex" in comment
+    # and the link the deals side reads
+    assert world.store.texts.customer_link("int1", lead["id"])["communication_type"] == "offline_message"
+
+
+def test_request_without_a_name_is_named_after_the_site(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_name=None)
+    [lead] = world.new_customers()
+    assert lead["name"] == "Заявка с сайта school.ru"
+
+
+@pytest.mark.parametrize("phone", ["+7(916)123-45-67", "89161234567", "79161234567"])
+def test_request_from_a_known_phone_comments_on_the_existing_client(world: World, phone: str):
+    # Given AlfaCRM holds a client with +7(916)123-45-67
+    world.integration(request_settings())
+    world.notify("offline_message")
+    # When a request comes with the same number in another mask
+    [outcome] = submit(world, visitor_phone_number=phone, visitor_email=None)
+    # Then no new lead: the comment lands on the client's card
+    assert world.new_customers() == [] and not outcome.lead_created
+    assert any("Хочу на пробный урок" in c for c in world.comments(1))
+    # and no link: the connector did not create that customer
+    assert world.store.texts.customer_link("int1", 1) is None
+
+
+def test_request_found_by_email_when_the_phone_is_unknown(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="79990000001", visitor_email="ANNA.SMIRNOVA@example.ru")
+    assert world.new_customers() == []
+    assert any("Хочу на пробный урок" in c for c in world.comments(1))
+
+
+def test_archived_lead_is_found_not_duplicated(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 903 555-12-34", visitor_email=None)
+    assert world.new_customers() == []
+    assert any("Хочу на пробный урок" in c for c in world.comments(4))
+
+
+def test_requests_off_do_nothing(world: World):
+    world.integration(request_settings(enabled=False))
+    world.notify("offline_message")
+    [outcome] = submit(world)
+    assert outcome.status == "skipped" and world.new_customers() == []
+
+
+def test_inactive_integration_does_nothing(world: World):
+    world.integration(request_settings(), active=False)
+    world.notify("offline_message")
+    [outcome] = submit(world)
+    assert (outcome.status, outcome.reason) == ("skipped", "integration inactive")
+    assert world.new_customers() == [] and world.alfacrm.stats.get("requests", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("sites", "passes"),
+    [([], True), (["school.ru"], True), (["17001"], True), (["camp.school.ru"], False), (["17002", "other.ru"], False)],
+)
+def test_site_filter_by_domain_or_id(world: World, sites, passes):
+    world.integration(request_settings(filters={"sites": sites, "form_types": []}))
+    world.notify("offline_message")
+    [outcome] = submit(world)
+    assert (len(world.new_customers()) == 1) is passes
+    if not passes:
+        assert "site" in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("form_types", "passes"), [([], True), (["custom"], True), (["standard", "custom"], True), (["standard"], False)]
+)
+def test_request_type_filter(world: World, form_types, passes):
+    # Given a request-type filter: the default body has no form_type, so UIS is asked once (and only then)
+    world.integration(request_settings(filters={"sites": [], "form_types": form_types}))
+    world.notify("offline_message")
+    [outcome] = submit(world, form_type="custom")
+    assert (len(world.new_customers()) == 1) is passes
+    assert outcome.uis_calls == (1 if form_types else 0)
+
+
+def test_filters_and_across_lists(world: World):
+    world.integration(request_settings(filters={"sites": ["school.ru"], "form_types": ["standard"]}))
+    world.notify("offline_message")
+    [outcome] = submit(world, form_type="custom")
+    assert outcome.status == "skipped" and world.new_customers() == []
+
+
+def test_create_lead_off_comments_existing_only(world: World):
+    world.integration(request_settings(create_lead=False))
+    world.notify("offline_message")
+    [unknown] = submit(world)
+    [known] = submit(world, visitor_phone_number="89161234567", text="Вопрос по расписанию")
+    assert unknown.status == "skipped" and "create_lead is off" in unknown.reason
+    assert world.new_customers() == []
+    assert any("Вопрос по расписанию" in c for c in world.comments(1)) and known.status == "done"
+
+
+def test_duplicates_make_one_lead_and_one_comment(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message")
+    # When UIS's notification is delivered three times
+    world.uis.submit_request(visitor_name="Ирина", visitor_phone_number="79261234509", text="Запишите")
+    outcomes = world.deliver(times=3)
+    # Then one lead, one comment
+    [lead] = world.new_customers()
+    [comment] = world.comments(lead["id"])
+    assert "Запишите" in comment
+    assert [o.status for o in outcomes] == ["done", "skipped", "skipped"]
+    # a duplicate costs no AlfaCRM and no UIS call
+    assert outcomes[1].alfacrm_calls == 0 and outcomes[1].uis_calls == 0
+
+
+def test_get_form_with_stringified_values(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message", method="GET")
+    [outcome] = submit(world, visitor_phone_number="79261234502")
+    [lead] = world.new_customers()
+    assert outcome.status == "done" and lead["phone"] == ["+79261234502"]
+    assert "Хочу на пробный урок" in world.comments(lead["id"])[0]
+
+
+def test_event_inferred_when_the_url_does_not_name_it(world: World):
+    world.integration(request_settings())
+    world.notify("offline_message", name_event=False, stringify_ids=True)
+    [outcome] = submit(world)
+    assert outcome.event == "offline_message" and len(world.new_customers()) == 1
+
+
+def test_update_always_on_and_off_on_an_existing_customer(world: World):
+    # Given a known client whose custom_utm_source is "yandex" and custom_child_age is "10", note empty
+    world.integration(
+        request_settings(
+            extra_fields=[
+                {"source": "utm_source", "target": "custom_utm_source", "update_always": True},
+                {"source": "campaign_name", "target": "custom_child_age", "update_always": False},
+                {"source": "search_query", "target": "note", "update_always": False},
+            ]
+        )
+    )
+    world.notify("offline_message", extra_params=["utm_source"])
+    # When a request from that client arrives
+    submit(world, visitor_phone_number="+7 916 123 45 67", utm_source="google", search_query="курсы")
+    client = world.customer(1)
+    # Then update-always overwrites, the filled field stays, the empty field is filled
+    assert client["custom_utm_source"] == "google"
+    assert client["custom_child_age"] == "10"
+    assert client["note"] == "курсы"
+    assert client["branch_ids"] == [1]
+
+
+def test_alfacrm_refusing_the_lead_is_reported_and_parked(world: World):
+    # Given an account where a lead needs a field the connector does not send
+    world.alfacrm.configure({"required_customer_fields": ("name", "dob")})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    # When a request arrives
+    [outcome] = submit(world)
+    # Then nothing is created, the record succeeds, and the event is parked with AlfaCRM's own words
+    assert outcome.status == "parked" and world.new_customers() == []
+    [parked] = world.store.integrations.parked("int1")
+    assert parked["kind"] == "text_event" and parked["key"].startswith("om")
+    assert "dob" in parked["error"] and "Необходимо заполнить" in parked["error"]
+    assert parked["payload"]["event"] == "offline_message"
+    # and once the account is fixed, replaying it creates the lead
+    world.alfacrm.configure({"required_customer_fields": ("name",)})
+    assert world.run(parked["payload"]).lead_created
