@@ -1,0 +1,32 @@
+"""Deal worker: AlfaCRM Customer/Pay webhooks from SQS → customer snapshots → deals marked for upload.
+
+Each record is one webhook (`{"integration_id", "received_at", "event"}`). A record fails (SQS retries it,
+then the DLQ takes it) only for errors a later attempt may fix; the use case parks what AlfaCRM refuses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector.deals.worker import handle_deal_event
+from connector.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    outcome = handle_deal_event(json.loads(record.body))
+    logger.info("deal event", extra={"status": outcome.status, "reason": outcome.reason, "deals": outcome.changed})
+    metrics.add_metric(name=f"DealEvents{outcome.status.capitalize()}", unit="Count", value=1)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

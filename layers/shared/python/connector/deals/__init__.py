@@ -1,0 +1,1 @@
+"""Deals (AlfaCRM → UIS): pure rules, funnel sync, the deal worker and uploader use cases, views."""

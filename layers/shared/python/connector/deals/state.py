@@ -1,0 +1,114 @@
+"""What the deals side keeps in DynamoDB, as typed models (the store (de)serialises them, rules compute them).
+
+Times are UTC ISO strings (`2025-03-03T07:00:00Z`, second precision), so they sort as text and survive
+DynamoDB unchanged; money is a decimal string (`"4500.00"`), never a float.
+
+- `CustomerSnapshot` (`CUST#<id>`): everything one AlfaCRM customer's deals are derived from — the facts
+  the webhooks reported (with AlfaCRM's times), the last re-read, and a summary of the customer's payments.
+- `DealRecord` (`DEAL#<funnel>#<ext_id>`): one UIS deal — the stage path computed from the snapshot, the
+  rows UIS has already received, and the upload state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FactKind = Literal["new", "old"]
+UploadState = Literal["pending", "uploaded", "parked"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Fact(_State):
+    """A tracked field's value as one AlfaCRM event reported it.
+
+    `new`: the field became `value` at `at` (from `fields_new`); `old`: it was `value` just before `at`
+    (from `fields_old`). Facts are a set: the same delivery twice adds nothing, and any delivery order
+    yields the same set — which is what makes shuffled deliveries converge.
+    """
+
+    at: str
+    value: Any = None
+    kind: FactKind = "new"
+
+
+class Step(_State):
+    """One stage transition: the deal entered `stage` at `at` (UTC ISO)."""
+
+    stage: str
+    at: str
+
+
+class PayInfo(_State):
+    """A payment, as far as deals care."""
+
+    id: int
+    customer_id: int | None = None
+    income: str = "0"
+    document_date: str | None = None  # ISO date
+    teacher_id: int | None = None
+    branch_id: int | None = None
+    confirmed: bool | None = None
+    created_at: str  # the earliest AlfaCRM event time seen for this payment (its creation, normally)
+    confirmed_at: str | None = None  # the earliest event that reported it confirmed
+    deleted_at: str | None = None  # the delete event's time
+    gone_at: str | None = None  # a re-read found no such payment (its delete event may be lost or late)
+    income_at: str | None = None  # when the income last changed (an edit re-sends the revenue)
+    read_at: str | None = None
+    fields_at: dict[str, str] = Field(default_factory=dict)  # when each value was learnt (see rules)
+    seen: list[str] = Field(default_factory=list)
+
+    @property
+    def removed_at(self) -> str | None:
+        return self.deleted_at or self.gone_at
+
+
+class CustomerSnapshot(_State):
+    customer_id: int
+    facts: dict[str, list[Fact]] = Field(default_factory=dict)
+    # the last re-read of the tracked fields and when (wall clock, UTC) it was made
+    current: dict[str, Any] = Field(default_factory=dict)
+    # which tracked fields the re-read told (DynamoDB drops None map values, so `current` alone cannot say)
+    current_keys: list[str] = Field(default_factory=list)
+    read_at: str | None = None
+    name: str | None = None
+    phones: list[str] = Field(default_factory=list)
+    emails: list[str] = Field(default_factory=list)
+    teacher_ids: list[int] = Field(default_factory=list)
+    branch_ids: list[int] = Field(default_factory=list)
+    created_at: str | None = None  # AlfaCRM's `created_at`, converted to UTC
+    first_seen_at: str
+    deleted_at: str | None = None
+    seen: list[str] = Field(default_factory=list)  # event keys, for the reconciler's "already seen?"
+    pays: dict[str, PayInfo] = Field(default_factory=dict)
+    version: int = 0
+
+
+class DealRecord(_State):
+    funnel: str
+    ext_id: str
+    customer_id: int
+    pay_id: int | None = None
+    name: str
+    created_at: str
+    path: list[Step]  # computed from the snapshot, before merging with what UIS already has
+    uploaded: list[Step] = Field(default_factory=list)  # the rows UIS has received, in order
+    revenue: str | None = None
+    contact_ext_id: str
+    communication_id: int | None = None
+    communication_type: str | None = None
+    user_fields: dict[str, str] = Field(default_factory=dict)
+    modified_at: str
+    uploaded_sig: str | None = None
+    upload_state: UploadState = "pending"
+    upload_error: str | None = None
+    source_version: int = 0  # the snapshot version this deal was computed from
+    version: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.funnel, self.ext_id

@@ -1,0 +1,344 @@
+"""The deal uploader's use case: flush each integration's pending deals to UIS in as few calls as possible.
+
+Per integration with pending deals:
+1. `ensure_funnels` (a DynamoDB read when nothing changed); a deal naming a stage UIS does not know forces
+   one real sync (a status added in AlfaCRM a minute ago), and is parked if the stage is still unknown;
+2. contacts: ONE `create.deal_contacts` for new ones and ONE `update.deal_contacts` for changed ones
+   (a hash per contact in `UIS#contact#<ext_id>` tells which);
+3. ONE `upload.deals_history` per ≤1000 rows, carrying per deal only the transitions UIS lacks (or the
+   current stage again, same stage time, for a change that does not move the stage).
+UIS takes a call all or nothing: a validation error parks only the offending deal (the row the error
+names, or found by bisection) and the rest is sent again. `limit_exceeded` (beyond what the client waits
+out) and transport errors stop the integration's flush and leave every pending mark for the next run.
+After a successful call each deal records what UIS now has; its pending mark is cleared only if the deal
+did not change meanwhile (conditional write), so a change made during the upload is uploaded next time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from connector.deals import rules
+from connector.deals.funnels import ensure_funnels
+from connector.deals.state import DealRecord, Step
+from connector.errors import ConcurrentUpdate, ConnectorError, UisError, UisValidationError
+from connector.observability import logger
+from connector.timeutil import utc_to_local, utcnow
+from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, failed_row_index
+
+if TYPE_CHECKING:
+    from connector.ports import ClientFactory
+    from connector.settings import Integration
+    from connector.store import Store
+    from connector.uis.client import UisClient
+
+WRITE_ATTEMPTS = 6
+MAX_PENDING_PER_FLUSH = 5000  # bounds one invocation; the rest waits for the next minute
+
+
+@dataclass
+class FlushReport:
+    """What one integration's flush did (also the uploader handler's reply, per integration)."""
+
+    integration_id: str
+    state: str = "idle"  # idle | uploaded | partial | deferred
+    deals: int = 0
+    rows: int = 0
+    uploaded: int = 0
+    parked: list[str] = field(default_factory=list)
+    points: int = 0  # UIS points spent (funnel sync included)
+    error: str | None = None
+
+
+@dataclass
+class _Item:
+    deal: DealRecord
+    steps: list[Step]
+    rows: list[dict[str, Any]]
+    merged: list[Step]
+    sig: str
+
+
+def flush_all(
+    *,
+    store: Store | None = None,
+    clients: ClientFactory | None = None,
+    integration_id: str | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> list[FlushReport]:
+    """Flush every active integration with deals enabled (or just `integration_id`, on demand)."""
+    from connector.ports import default_clients
+    from connector.store import default_store
+
+    store = store or default_store()
+    clients = clients or default_clients
+    if integration_id:
+        found = store.integrations.get(integration_id, fresh=True)
+        integrations = [found] if found else []
+    else:
+        integrations = store.integrations.list_active()
+    reports = []
+    for integration in integrations:
+        if not integration.active or not integration.settings.deals.enabled:
+            continue
+        try:
+            reports.append(flush_integration(integration, store=store, clients=clients, now=now))
+        except ConnectorError as exc:
+            # one integration's broken credentials or UIS outage must not hold up the others
+            logger.warning("deal flush failed", extra={"integration_id": integration.id, "code": exc.code})
+            reports.append(FlushReport(integration.id, state="deferred", error=exc.message))
+    return reports
+
+
+def flush_integration(
+    integration: Integration,
+    *,
+    store: Store,
+    clients: ClientFactory,
+    now: Callable[[], datetime] = utcnow,
+) -> FlushReport:
+    report = FlushReport(integration.id)
+    keys = store.deals.pending_keys(integration.id, limit=MAX_PENDING_PER_FLUSH)
+    if not keys:
+        return report
+    # the GSI is eventually consistent: read the deals themselves before deciding what UIS lacks
+    deals = [d for d in store.deals.get_deals(integration.id, keys).values() if d.upload_state == "pending"]
+    if not deals:
+        return report
+    sync = ensure_funnels(integration, store=store, clients=clients)
+    report.points += sync.points
+    if any(_unknown_stages(d, sync.known) for d in deals):
+        sync = ensure_funnels(integration, store=store, clients=clients, force=True)
+        report.points += sync.points
+    uis = clients.uis(integration)
+    spent_before = uis.calls
+    moment = now()
+    try:
+        ready: list[DealRecord] = []
+        for deal in deals:
+            unknown = _unknown_stages(deal, sync.known)
+            if unknown:
+                _park(
+                    store, integration, deal, f"stage {unknown[0]} is not in UIS funnel {deal.funnel}", "unknown_stage"
+                )
+                report.parked.append(f"{deal.funnel}#{deal.ext_id}")
+            else:
+                ready.append(deal)
+        without_contact = _sync_contacts(integration, ready, store=store, uis=uis, now=moment, report=report)
+        items = [_plan(integration, d, now=moment, with_contact=d.contact_ext_id not in without_contact) for d in ready]
+        items = [i for i in items if i.rows]
+        report.deals = len(items)
+        report.rows = sum(len(i.rows) for i in items)
+        for chunk in _chunks(items):
+            _send(integration, chunk, store=store, uis=uis, report=report)
+        report.state = "uploaded" if not report.parked else "partial"
+    except UisError as exc:
+        # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
+        report.state = "deferred"
+        report.error = exc.message
+        logger.warning("deal upload deferred", extra={"integration_id": integration.id, "code": exc.code})
+    finally:
+        spent = uis.calls - spent_before
+        if spent:
+            day = utc_to_local(moment, integration.timezone).date().isoformat()
+            store.integrations.add_points(integration.id, day, spent, purpose="deals")
+        report.points += spent
+    return report
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+def _unknown_stages(deal: DealRecord, known: dict[str, set[str]]) -> list[str]:
+    stages = known.get(deal.funnel, set())
+    return [s.stage for s in rules.rows_to_send(deal, force=True) if s.stage not in stages]
+
+
+def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_contact: bool) -> _Item:
+    # an admin replay marks a fully uploaded deal pending: send its current row again
+    force = not rules.needs_upload(deal)
+    steps = rules.rows_to_send(deal, force=force)
+    rows = rules.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
+    return _Item(deal=deal, steps=steps, rows=rows, merged=rules.history(deal), sig=rules.signature(deal))
+
+
+def _chunks(items: list[_Item]) -> list[list[_Item]]:
+    """≤1000 rows per call; a deal's rows never straddle two calls (they must arrive in order)."""
+    chunks: list[list[_Item]] = []
+    current: list[_Item] = []
+    size = 0
+    for item in items:
+        rows = item.rows[-MAX_UPLOAD_ROWS:]  # a deal with >1000 new transitions: the latest ones
+        item.rows = rows
+        if current and size + len(rows) > MAX_UPLOAD_ROWS:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(rows)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+# --- contacts --------------------------------------------------------------------------------------------
+def _sync_contacts(
+    integration: Integration,
+    deals: list[DealRecord],
+    *,
+    store: Store,
+    uis: UisClient,
+    now: datetime,
+    report: FlushReport,
+) -> set[str]:
+    """Create new and update changed contacts; → contact ext_ids UIS refused (their deals go without one)."""
+    customer_ids = sorted({d.customer_id for d in deals})
+    if not customer_ids:
+        return set()
+    snaps = store.deals.get_customers(integration.id, customer_ids)
+    contacts = {
+        rules.contact_ext_id(cid): rules.contact_payload(
+            snap, region=integration.phone_region, tz=integration.timezone, now=now
+        )
+        for cid, snap in snaps.items()
+    }
+    missing = {rules.contact_ext_id(c) for c in customer_ids if c not in snaps}
+    known = store.deals.contact_hashes(integration.id, contacts)
+    new = [c for e, c in contacts.items() if e not in known]
+    changed = [c for e, c in contacts.items() if e in known and known[e] != rules.contact_hash(c)]
+    refused: set[str] = set(missing)
+    synced: dict[str, str] = {}
+    for batch, create in ((new, True), (changed, False)):
+        pending = list(batch)
+        while pending:
+            chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
+            done, moved, bad = _contacts_call(uis, chunk, create=create)
+            synced.update({c["ext_id"]: rules.contact_hash(c) for c in done})
+            refused |= bad
+            if moved:
+                # created earlier (sync state lost) → update them; not found on update → create them
+                (changed if create else new).extend(moved)
+    if synced:
+        store.deals.put_contact_hashes(integration.id, synced)
+    if refused - missing:
+        logger.warning("uis refused contacts", extra={"integration_id": integration.id, "count": len(refused)})
+    return refused
+
+
+def _contacts_call(
+    uis: UisClient, contacts: list[dict[str, Any]], *, create: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """One create/update call, dropping what UIS names as bad and retrying the rest.
+
+    → (sent successfully, to move to the other call, refused ext_ids).
+    """
+    moved: list[dict[str, Any]] = []
+    refused: set[str] = set()
+    remaining = list(contacts)
+    while remaining:
+        try:
+            if create:
+                uis.create_deal_contacts(remaining)
+            else:
+                uis.update_deal_contacts(remaining)
+            return remaining, moved, refused
+        except UisValidationError as exc:
+            index = _contact_index(exc)
+            if index is None or index >= len(remaining):
+                # no contact named: send none of them rather than guess; their deals go without a contact
+                return [], moved, refused | {c["ext_id"] for c in remaining}
+            bad = remaining.pop(index)
+            wrong_call = exc.mnemonic == ("duplicate_entity" if create else "entity_not_found")
+            if wrong_call and str(exc.field or "").endswith(".ext_id"):
+                moved.append(bad)
+            else:
+                refused.add(bad["ext_id"])
+    return [], moved, refused
+
+
+def _contact_index(exc: UisError) -> int | None:
+    text = exc.field or ""
+    if not text.startswith("contacts["):
+        return None
+    try:
+        return int(text[len("contacts[") : text.index("]")])
+    except ValueError:
+        return None
+
+
+# --- upload ---------------------------------------------------------------------------------------------
+def _send(integration: Integration, items: list[_Item], *, store: Store, uis: UisClient, report: FlushReport) -> None:
+    """Upload these deals' rows in one call; on a validation error park the culprit and send the rest."""
+    while items:
+        rows = [row for item in items for row in item.rows]
+        try:
+            uis.upload_deals_history(rows)
+        except UisValidationError as exc:
+            index = failed_row_index(exc)
+            culprit = _owner(items, index) if index is not None else None
+            if culprit is None:
+                if len(items) == 1:
+                    culprit = items[0]
+                else:
+                    # UIS did not say which row: halve until the bad deal is alone
+                    middle = len(items) // 2
+                    _send(integration, items[:middle], store=store, uis=uis, report=report)
+                    _send(integration, items[middle:], store=store, uis=uis, report=report)
+                    return
+            _park(store, integration, culprit.deal, exc.message, exc.mnemonic or exc.code)
+            report.parked.append(f"{culprit.deal.funnel}#{culprit.deal.ext_id}")
+            items = [i for i in items if i is not culprit]
+            continue
+        for item in items:
+            _mark_uploaded(store, integration, item)
+        report.uploaded += len(items)
+        return
+
+
+def _owner(items: list[_Item], row_index: int) -> _Item | None:
+    seen = 0
+    for item in items:
+        seen += len(item.rows)
+        if row_index < seen:
+            return item
+    return None
+
+
+def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
+    """Record what UIS now has; stay pending if the deal changed since it was read (conditional write)."""
+    deal = item.deal
+    for _ in range(WRITE_ATTEMPTS):
+        updated = deal.model_copy(
+            update={"uploaded": list(item.merged), "uploaded_sig": item.sig, "upload_error": None}
+        )
+        updated.upload_state = "pending" if rules.needs_upload(updated) else "uploaded"
+        try:
+            store.deals.save_deal(integration.id, updated)
+            break
+        except ConcurrentUpdate:
+            fresh = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id)
+            if fresh is None:
+                return
+            deal = fresh
+    if item.deal.upload_error is not None:
+        store.integrations.unpark(integration.id, "deal", f"{deal.funnel}#{deal.ext_id}")
+
+
+def _park(store: Store, integration: Integration, deal: DealRecord, error: str, code: str) -> None:
+    """The deal leaves the upload queue with UIS's message, visible and replayable (`mark_pending`)."""
+    for _ in range(WRITE_ATTEMPTS):
+        try:
+            store.deals.save_deal(
+                integration.id, deal.model_copy(update={"upload_state": "parked", "upload_error": error})
+            )
+            break
+        except ConcurrentUpdate:
+            fresh = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id)
+            if fresh is None:
+                return
+            deal = fresh
+    key = f"{deal.funnel}#{deal.ext_id}"
+    store.integrations.park(
+        integration.id, "deal", key, payload={"funnel": deal.funnel, "ext_id": deal.ext_id}, error=error, code=code
+    )
+    logger.warning("deal parked", extra={"integration_id": integration.id, "deal": key, "code": code})

@@ -1,0 +1,258 @@
+"""The deal worker's use case: one AlfaCRM Customer or Pay event → customer snapshot → deals marked pending.
+
+Per event: the entity is re-read once from AlfaCRM through the branch the event names (deleted entities
+are not re-read), the event's facts and the re-read are folded into the customer snapshot with a
+conditional write (re-read and retried on a lost race), the customer's deals are recomputed and the
+changed ones written (also conditionally) with their pending mark. Look-ups come from the cache.
+
+Idempotent by construction: facts are a set and deals are a function of the snapshot, so a repeated
+delivery changes nothing and shuffled deliveries end in the same state.
+
+Loops: the deals side never writes to AlfaCRM, so no event can be an echo of our own write. Changes made
+by the connector's API user (the texts side creating leads) are ordinary customer changes and become deals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from connector.alfacrm.models import Customer, WebhookEvent, to_int
+from connector.deals import rules
+from connector.deals.lookups import Lookups
+from connector.deals.state import CustomerSnapshot, DealRecord
+from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError, ConcurrentUpdate
+from connector.observability import logger
+from connector.settings import Integration
+from connector.timeutil import to_iso, utcnow
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
+    from connector.ports import ClientFactory
+    from connector.store import Store
+
+ENTITIES = ("Customer", "Pay")
+WRITE_ATTEMPTS = 6
+
+
+@dataclass
+class Outcome:
+    """What one event did: `status` is done | skipped (integration off) | ignored | parked."""
+
+    status: str
+    reason: str = ""
+    changed: list[str] = field(default_factory=list)  # "<funnel>#<ext_id>" of deals written
+
+
+@dataclass
+class _Context:
+    integration: Integration
+    store: Store
+    alfacrm: AlfaCrmClient
+    lookups: Lookups
+    now: Callable[[], datetime]
+
+
+def handle_deal_event(
+    message: Mapping[str, Any],
+    *,
+    store: Store | None = None,
+    clients: ClientFactory | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> Outcome:
+    """Process one deal-events queue message `{"integration_id", "received_at", "event": {webhook}}`.
+
+    Raises retryable errors (AlfaCRM unavailable, a race lost too often) so SQS tries again; AlfaCRM
+    refusing the read (validation, not found) parks the message instead.
+    """
+    from connector.ports import default_clients
+    from connector.store import default_store
+
+    store = store or default_store()
+    clients = clients or default_clients
+    integration_id = str(message.get("integration_id") or "")
+    integration = store.integrations.get(integration_id) if integration_id else None
+    if integration is None or not integration.active or not integration.settings.deals.enabled:
+        return Outcome("skipped", "integration missing, inactive or deals disabled")
+    try:
+        event = WebhookEvent.model_validate(message.get("event"))
+    except ValidationError as exc:
+        _park(store, integration_id, message, f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}", "bad_event")
+        return Outcome("parked", "malformed event")
+    if event.entity not in ENTITIES:
+        return Outcome("ignored", f"entity {event.entity}")
+
+    alfacrm = clients.alfacrm(integration)
+    ctx = _Context(
+        integration=integration,
+        store=store,
+        alfacrm=alfacrm,
+        lookups=Lookups(integration, store=store, alfacrm=lambda: alfacrm),
+        now=now,
+    )
+    at = rules.event_time(event, message.get("received_at"), integration.timezone)
+    try:
+        snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
+    except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
+        _park(store, integration_id, message, exc.message, exc.code)
+        return Outcome("parked", exc.code)
+    if not snaps:
+        return Outcome("ignored", "payment without a customer")
+    changed: list[str] = []
+    for snap in snaps:
+        changed += refresh_deals(ctx, snap, at, branch_hint=event.branch_for(integration.alfacrm.branch_id))
+    return Outcome("done", changed=changed)
+
+
+def _park(store: Store, integration_id: str, message: Mapping[str, Any], error: str, code: str) -> None:
+    raw = message.get("event")
+    event: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{event.get('datetime')}"
+    store.integrations.park(integration_id, "deal_event", key, payload=dict(message), error=error, code=code)
+    logger.warning("deal event parked", extra={"integration_id": integration_id, "key": key, "code": code})
+
+
+# --- entities ------------------------------------------------------------------------------------------
+def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnapshot:
+    integration = ctx.integration
+    customer = None
+    if event.event != "delete":
+        customer = ctx.alfacrm.get_customer(event.entity_id, event.branch_for(integration.alfacrm.branch_id))
+    read_at = to_iso(ctx.now())
+
+    def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
+        base = current or rules.new_snapshot(event.entity_id, at)
+        return rules.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
+
+    snap, _ = ctx.store.deals.update_customer(integration.id, event.entity_id, change)
+    return snap
+
+
+def _pay_customer_id(event: WebhookEvent) -> int | None:
+    for fields in (event.fields_new, event.fields_old):
+        try:
+            found = to_int(fields.get("customer_id"))
+        except ValueError:
+            continue
+        if found:
+            return found
+    return None
+
+
+def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnapshot]:
+    integration = ctx.integration
+    branch = event.branch_for(integration.alfacrm.branch_id)
+    pay = None if event.event == "delete" else ctx.alfacrm.get_pay(event.entity_id, branch)
+    read_at = to_iso(ctx.now())
+    owner = ctx.store.deals.pay_owner(integration.id, event.entity_id)
+    customer_id = (pay.customer_id if pay is not None else None) or _pay_customer_id(event) or owner
+    if not customer_id:
+        return []  # a payment without a customer is not a deal
+    snaps: list[CustomerSnapshot] = []
+    if owner is not None and owner != customer_id:
+        # the payment was moved to another customer: it stops counting for the old one
+        old, _ = ctx.store.deals.update_customer(
+            integration.id,
+            owner,
+            lambda current: rules.detach_pay(current or rules.new_snapshot(owner, at), event.entity_id),
+        )
+        snaps.append(old)
+    if owner != customer_id:
+        ctx.store.deals.set_pay_owner(integration.id, event.entity_id, customer_id)
+
+    known = ctx.store.deals.get_customer(integration.id, customer_id)
+    first_sight: Customer | None = None
+    if known is None:
+        # the first event about this customer is a payment: read the customer once (contact, stage, name)
+        first_sight = ctx.alfacrm.get_customer(customer_id, branch)
+
+    def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
+        base = current or _first_snapshot(ctx, customer_id, first_sight, at=at, read_at=read_at)
+        return rules.observe_pay(base, event, pay, at=at, read_at=read_at)
+
+    snap, _ = ctx.store.deals.update_customer(integration.id, customer_id, change, current=known)
+    snaps.append(snap)
+    return snaps
+
+
+def _first_snapshot(
+    ctx: _Context, customer_id: int, customer: Customer | None, *, at: str, read_at: str
+) -> CustomerSnapshot:
+    """A snapshot for a customer known only through a payment: its state as read now."""
+    base = rules.new_snapshot(customer_id, at)
+    if customer is None:
+        return base
+    baseline = WebhookEvent(event="update", entity="Customer", entity_id=customer_id)
+    return rules.observe_customer(base, baseline, customer, at=at, read_at=read_at, tz=ctx.integration.timezone)
+
+
+# --- deals ---------------------------------------------------------------------------------------------
+def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint: int | None = None) -> list[str]:
+    """Recompute the customer's deals from the snapshot and write the changed ones (→ their keys)."""
+    integration = ctx.integration
+    settings = integration.settings.deals
+    link = ctx.store.texts.customer_link(integration.id, snap.customer_id)
+    pays = list(snap.pays.values())
+    directory = ctx.lookups.directory(
+        teacher_ids=[*snap.teacher_ids, *(p.teacher_id for p in pays if p.teacher_id)],
+        branch_ids=[*snap.branch_ids, *(p.branch_id for p in pays if p.branch_id)],
+        branch_hint=branch_hint,
+    )
+    drafts = {(d.funnel, d.ext_id): d for d in rules.derive_deals(snap, settings, directory, link)}
+    keys = set(drafts)
+    if settings.upsell.enabled:
+        keys |= {(rules.UPSELL, rules.upsell_ext_id(int(p))) for p in snap.pays}
+    existing = ctx.store.deals.get_deals(integration.id, keys)
+    changed: list[str] = []
+    for key, draft in drafts.items():
+
+        def apply(current: DealRecord | None, draft: rules.DealDraft = draft) -> DealRecord | None:
+            return rules.apply_draft(current, draft, at=at, source_version=snap.version)
+
+        if _write(ctx, key, existing.get(key), apply, snap.version):
+            changed.append(f"{key[0]}#{key[1]}")
+    for key, deal in existing.items():
+        if key in drafts or key[0] != rules.UPSELL:
+            continue
+        action, _ = rules.orphan(deal, at=at)
+        if action == "delete":
+            ctx.store.deals.delete_deal(integration.id, *key)
+            changed.append(f"{key[0]}#{key[1]}")
+        elif action == "update" and _write(ctx, key, deal, lambda current: _orphaned(current, at), snap.version):
+            changed.append(f"{key[0]}#{key[1]}")
+    return changed
+
+
+def _orphaned(current: DealRecord | None, at: str) -> DealRecord | None:
+    if current is None:
+        return None
+    action, updated = rules.orphan(current, at=at)
+    return updated if action == "update" else None
+
+
+def _write(
+    ctx: _Context,
+    key: tuple[str, str],
+    current: DealRecord | None,
+    compute: Callable[[DealRecord | None], DealRecord | None],
+    source_version: int,
+) -> bool:
+    """Write the recomputed deal conditionally; on a lost race re-read and recompute (→ whether written)."""
+    for _ in range(WRITE_ATTEMPTS):
+        if current is not None and current.source_version > source_version:
+            return False  # another worker already wrote this deal from a newer snapshot
+        updated = compute(current)
+        if updated is None:
+            return False
+        if current is not None:
+            updated = updated.model_copy(update={"version": current.version})
+        try:
+            ctx.store.deals.save_deal(ctx.integration.id, updated)
+            return True
+        except ConcurrentUpdate:
+            current = ctx.store.deals.get_deal(ctx.integration.id, *key)
+    raise ConcurrentUpdate(f"deal {key[0]}#{key[1]} kept changing")

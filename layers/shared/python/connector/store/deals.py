@@ -1,0 +1,196 @@
+"""Deal state in DynamoDB: customer snapshots, payment pointers, deals with their upload state, UIS sync
+state (funnels, user fields, contacts) and the reconciler's watermark. Keys: docs/internals.md.
+
+Read-modify-write items carry `version`; writes are conditional on it, so two workers on one customer
+never lose each other's facts (`update_customer` re-reads and retries on ConcurrentUpdate).
+A deal is pending while it carries `gsi1pk = PENDING#<integration_id>`: the uploader lists pending deals
+through the GSI and clears the mark with a conditional write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from connector.deals.state import CustomerSnapshot, DealRecord
+from connector.errors import ConcurrentUpdate
+from connector.store.base import DynamoTable, int_pk
+
+UPDATE_ATTEMPTS = 6
+_UNREAD = object()
+
+
+def _cust_sk(customer_id: int) -> str:
+    return f"CUST#{customer_id}"
+
+
+def _pay_sk(pay_id: int) -> str:
+    return f"PAY#{pay_id}"
+
+
+def _deal_sk(funnel: str, ext_id: str) -> str:
+    return f"DEAL#{funnel}#{ext_id}"
+
+
+def pending_pk(integration_id: str) -> str:
+    return f"PENDING#{integration_id}"
+
+
+class DealStore:
+    def __init__(self, table: DynamoTable) -> None:
+        self.t = table
+
+    # --- customer snapshots ------------------------------------------------------------------------
+    def get_customer(self, integration_id: str, customer_id: int) -> CustomerSnapshot | None:
+        item = self.t.get(int_pk(integration_id), _cust_sk(customer_id))
+        return CustomerSnapshot.model_validate(item) if item else None
+
+    def get_customers(self, integration_id: str, customer_ids: Iterable[int]) -> dict[int, CustomerSnapshot]:
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, _cust_sk(c)) for c in customer_ids])
+        snaps = [CustomerSnapshot.model_validate(i) for i in items]
+        return {s.customer_id: s for s in snaps}
+
+    def save_customer(self, integration_id: str, snapshot: CustomerSnapshot) -> CustomerSnapshot:
+        """Write the snapshot if nobody else did since it was read (→ the stored copy, version bumped)."""
+        saved = snapshot.model_copy(update={"version": snapshot.version + 1})
+        item = {"pk": int_pk(integration_id), "sk": _cust_sk(snapshot.customer_id), **saved.model_dump(mode="json")}
+        self.t.put(item, expected_version=snapshot.version)
+        return saved
+
+    def update_customer(
+        self,
+        integration_id: str,
+        customer_id: int,
+        change: Callable[[CustomerSnapshot | None], CustomerSnapshot],
+        *,
+        current: CustomerSnapshot | object | None = _UNREAD,
+    ) -> tuple[CustomerSnapshot, bool]:
+        """Read, change, write conditionally; on a lost race read again and re-apply (a few times).
+
+        `current`: the snapshot the caller has just read (saves the first read). → (the stored snapshot,
+        whether it was written). An unchanged snapshot is not written.
+        """
+        for attempt in range(UPDATE_ATTEMPTS):
+            if attempt > 0 or current is _UNREAD:
+                current = self.get_customer(integration_id, customer_id)
+            assert current is None or isinstance(current, CustomerSnapshot)
+            updated = change(current)
+            if current is not None and _same(current, updated):
+                return current, False
+            try:
+                return self.save_customer(integration_id, updated.model_copy(update={"version": _v(current)})), True
+            except ConcurrentUpdate:
+                if attempt == UPDATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # --- payment → customer pointers --------------------------------------------------------------
+    def pay_owner(self, integration_id: str, pay_id: int) -> int | None:
+        item = self.t.get(int_pk(integration_id), _pay_sk(pay_id))
+        return int(item["customer_id"]) if item and item.get("customer_id") is not None else None
+
+    def pay_owners(self, integration_id: str, pay_ids: Iterable[int]) -> dict[int, int]:
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, _pay_sk(p)) for p in pay_ids])
+        return {int(i["pay_id"]): int(i["customer_id"]) for i in items if i.get("customer_id") is not None}
+
+    def set_pay_owner(self, integration_id: str, pay_id: int, customer_id: int) -> None:
+        # last writer wins on purpose: the owner comes from a fresh AlfaCRM read either way
+        self.t.put({"pk": int_pk(integration_id), "sk": _pay_sk(pay_id), "pay_id": pay_id, "customer_id": customer_id})
+
+    # --- deals --------------------------------------------------------------------------------------
+    def get_deal(self, integration_id: str, funnel: str, ext_id: str) -> DealRecord | None:
+        item = self.t.get(int_pk(integration_id), _deal_sk(funnel, ext_id))
+        return DealRecord.model_validate(item) if item else None
+
+    def get_deals(self, integration_id: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DealRecord]:
+        """Consistent batch read (the uploader must see the latest `uploaded` rows, not a stale GSI copy)."""
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, _deal_sk(f, e)) for f, e in keys])
+        deals = [DealRecord.model_validate(i) for i in items]
+        return {d.key: d for d in deals}
+
+    def save_deal(self, integration_id: str, deal: DealRecord) -> DealRecord:
+        """Conditional on `deal.version` (0 = must not exist); marks/unmarks pending from `upload_state`."""
+        saved = deal.model_copy(update={"version": deal.version + 1})
+        item: dict[str, Any] = {
+            "pk": int_pk(integration_id),
+            "sk": _deal_sk(deal.funnel, deal.ext_id),
+            **saved.model_dump(mode="json"),
+            "updated_at": int(time.time()),
+        }
+        if saved.upload_state == "pending":
+            item["gsi1pk"] = pending_pk(integration_id)
+            item["gsi1sk"] = f"{deal.funnel}#{deal.ext_id}"
+        self.t.put(item, expected_version=deal.version)
+        return saved
+
+    def delete_deal(self, integration_id: str, funnel: str, ext_id: str) -> None:
+        self.t.delete(int_pk(integration_id), _deal_sk(funnel, ext_id))
+
+    def pending_keys(self, integration_id: str, *, limit: int | None = None) -> list[tuple[str, str]]:
+        out = []
+        for item in self.t.query_gsi(pending_pk(integration_id), limit=limit):
+            funnel, _, ext_id = str(item["gsi1sk"]).partition("#")
+            out.append((funnel, ext_id))
+        return out
+
+    def mark_pending(self, integration_id: str, funnel: str, ext_id: str) -> bool:
+        """Queue the deal for the next upload (admin replay of a parked deal). False if there is no such deal.
+
+        The version is bumped so an upload in flight cannot clear this mark.
+        """
+        for _ in range(UPDATE_ATTEMPTS):
+            deal = self.get_deal(integration_id, funnel, ext_id)
+            if deal is None:
+                return False
+            try:
+                self.save_deal(integration_id, deal.model_copy(update={"upload_state": "pending"}))
+                return True
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"deal {funnel}#{ext_id} kept changing")
+
+    def list_deals(self, integration_id: str, funnel: str | None = None) -> list[DealRecord]:
+        prefix = f"DEAL#{funnel}#" if funnel else "DEAL#"
+        return [DealRecord.model_validate(i) for i in self.t.query(int_pk(integration_id), prefix)]
+
+    # --- UIS sync state -------------------------------------------------------------------------------
+    def sync_items(self, integration_id: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """`UIS#<name>` items (`funnel#first_sale`, `field#teacher`, …) in one read."""
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, f"UIS#{n}") for n in names])
+        return {str(i["sk"]).removeprefix("UIS#"): i for i in items}
+
+    def put_sync(self, integration_id: str, name: str, value: dict[str, Any]) -> None:
+        self.t.put({**value, "pk": int_pk(integration_id), "sk": f"UIS#{name}", "synced_at": int(time.time())})
+
+    def contact_hashes(self, integration_id: str, ext_ids: Iterable[str]) -> dict[str, str]:
+        items = self.sync_items(integration_id, [f"contact#{e}" for e in ext_ids])
+        return {name.removeprefix("contact#"): str(i.get("hash")) for name, i in items.items()}
+
+    def put_contact_hashes(self, integration_id: str, hashes: dict[str, str]) -> None:
+        pk = int_pk(integration_id)
+        now = int(time.time())
+        self.t.put_many([{"pk": pk, "sk": f"UIS#contact#{e}", "hash": h, "synced_at": now} for e, h in hashes.items()])
+
+    # --- watermarks ------------------------------------------------------------------------------------
+    def watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
+        item = self.t.get(int_pk(integration_id), f"WM#{name}")
+        if not item:
+            return None
+        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+
+    def set_watermark(self, integration_id: str, name: str, value: dict[str, Any]) -> None:
+        self.t.put({**value, "pk": int_pk(integration_id), "sk": f"WM#{name}", "updated_at": int(time.time())})
+
+
+def _v(snapshot: CustomerSnapshot | None) -> int:
+    return snapshot.version if snapshot is not None else 0
+
+
+def _same(a: CustomerSnapshot, b: CustomerSnapshot) -> bool:
+    return a.model_dump(exclude={"version"}) == b.model_dump(exclude={"version"})
