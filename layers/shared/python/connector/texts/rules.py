@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connector.settings import ChatFilters, ChatsSettings, ExtraField, RequestFilters
+from connector.settings import ChatFilters, ChatsSettings, ExtraField, RequestFilters, RequestsSettings
 from connector.texts.models import ChatFacts, RequestFacts, Tag
 from connector.timeutil import utc_to_local
 
@@ -131,12 +131,21 @@ def chat_missing(chats: ChatsSettings, chat: ChatFacts, *, wants_customer: bool)
         missing.append("tags")
     if wants_customer and not chat.has_contacts and not (chat.knows("visitor_phone") and chat.knows("visitor_email")):
         missing.append("contacts")
+    if wants_customer and _unknown_sources(chats.extra_fields, chat):
+        missing.append("extra_fields")
     return missing
 
 
-def request_missing(filters: RequestFilters, req: RequestFacts) -> list[str]:
+def _unknown_sources(mappings: Iterable[ExtraField], facts: ChatFacts | RequestFacts) -> list[str]:
+    """Mapped UIS parameters the notification did not carry at all (the default bodies lack UTM for
+    requests, phone and channel for chats): the report has them."""
+    return [m.source for m in mappings if facts.param(m.source) in (None, "") and not facts.knows(m.source)]
+
+
+def request_missing(settings: RequestsSettings, req: RequestFacts) -> list[str]:
     if req.complete:
         return []
+    filters = settings.filters
     missing: list[str] = []
     if (
         filters.sites
@@ -148,6 +157,8 @@ def request_missing(filters: RequestFilters, req: RequestFacts) -> list[str]:
         missing.append("form_type")
     if not req.has_contacts and not (req.knows("visitor_phone") or req.knows("visitor_email")):
         missing.append("contacts")
+    if _unknown_sources(settings.extra_fields, req):
+        missing.append("extra_fields")
     return missing
 
 

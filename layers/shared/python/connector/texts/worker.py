@@ -205,7 +205,7 @@ class TextWorker:
         if _done(progress, "comment"):
             ev.outcome.customer_id = progress.get("customer_id")
             return ev.skip("already handled (duplicate delivery)")
-        if rules.request_missing(settings.filters, req):
+        if rules.request_missing(settings, req):
             req = ev.uis.complete_request(req)
         ok, why = rules.request_passes_filters(settings.filters, req)
         if not ok:

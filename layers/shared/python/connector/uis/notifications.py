@@ -313,6 +313,7 @@ class Notification(BaseModel):
             provided.add("visitor_email")
         if "tag_ids" in p or "tags" in p:
             provided.add("tags")
+        provided |= {k for k, v in p.items() if not _is_placeholder(v)}
         status = as_str(_pick(p, "status"))
         if status is None and self.event == "lost_chat":
             status = "lost"
@@ -364,6 +365,7 @@ class Notification(BaseModel):
             "tags",
         }
         provided = {name for name in ("site_domain_name", "site_id", "form_type") if _provided(p, name)}
+        provided |= {k for k, v in p.items() if not _is_placeholder(v)}
         if _provided(p, "visitor_phone"):
             provided.add("visitor_phone")
         if _provided(p, "visitor_email"):
