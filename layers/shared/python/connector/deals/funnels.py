@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from connector.deals import rules
@@ -54,6 +55,7 @@ def ensure_funnels(
     clients: ClientFactory,
     force: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], datetime] = utcnow,
 ) -> FunnelSync:
     """Make the UIS funnels and user fields match AlfaCRM and the settings (see the module doc).
 
@@ -104,7 +106,7 @@ def ensure_funnels(
         if uis is not None:
             result.points += uis.calls
             if result.points:
-                day = utc_to_local(utcnow(), integration.timezone).date().isoformat()
+                day = utc_to_local(now(), integration.timezone).date().isoformat()
                 store.integrations.add_points(integration.id, day, result.points, purpose="deals")
     _memo[integration.id] = (clock(), wanted_hash, {k: set(v) for k, v in result.known.items()})
     if result.changed:

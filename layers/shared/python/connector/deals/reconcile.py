@@ -103,7 +103,7 @@ def reconcile_integration(
     report = ReconcileReport(integration.id)
     alfacrm = clients.alfacrm(integration)
     Lookups(integration, store=store, alfacrm=lambda: alfacrm).lead_statuses(refresh=True)
-    report.funnels_changed = ensure_funnels(integration, store=store, clients=clients).changed
+    report.funnels_changed = ensure_funnels(integration, store=store, clients=clients, now=now).changed
 
     branch = integration.alfacrm.branch_id
     marks = dict(store.deals.watermark(integration.id, WATERMARK) or {})

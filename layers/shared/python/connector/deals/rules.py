@@ -146,7 +146,14 @@ def observe_customer(
     snap.seen = _remember(snap.seen, event_key(event))
     snap.first_seen_at = min(snap.first_seen_at, at)
     if event.event == "delete":
-        snap.facts["removed"] = _add_fact(snap.facts.get("removed", []), Fact(at=at, value=True, kind="new"))
+        # deletion ends the deal like archiving; just before it the customer was as fields_old says
+        found, raw = _pick(event.fields_old, TRACKED["removed"])
+        try:
+            before = bool(to_bool(raw)) if found else False
+        except ValueError:
+            before = False
+        facts = _add_fact(snap.facts.get("removed", []), Fact(at=at, value=before, kind="old"))
+        snap.facts["removed"] = _add_fact(facts, Fact(at=at, value=True, kind="new"))
         snap.deleted_at = _min_time(snap.deleted_at, at)
     else:
         for name, aliases in TRACKED.items():

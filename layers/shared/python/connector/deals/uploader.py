@@ -108,15 +108,16 @@ def flush_integration(
     deals = [d for d in store.deals.get_deals(integration.id, keys).values() if d.upload_state == "pending"]
     if not deals:
         return report
-    sync = ensure_funnels(integration, store=store, clients=clients)
-    report.points += sync.points
-    if any(_unknown_stages(d, sync.known) for d in deals):
-        sync = ensure_funnels(integration, store=store, clients=clients, force=True)
-        report.points += sync.points
     uis = clients.uis(integration)
-    spent_before = uis.calls
     moment = now()
+    spent_before: int | None = None
     try:
+        sync = ensure_funnels(integration, store=store, clients=clients, now=now)
+        report.points += sync.points
+        if any(_unknown_stages(d, sync.known) for d in deals):
+            sync = ensure_funnels(integration, store=store, clients=clients, force=True, now=now)
+            report.points += sync.points
+        spent_before = uis.calls  # ensure_funnels counted its own points
         ready: list[DealRecord] = []
         for deal in deals:
             unknown = _unknown_stages(deal, sync.known)
@@ -141,7 +142,7 @@ def flush_integration(
         report.error = exc.message
         logger.warning("deal upload deferred", extra={"integration_id": integration.id, "code": exc.code})
     finally:
-        spent = uis.calls - spent_before
+        spent = uis.calls - spent_before if spent_before is not None else 0
         if spent:
             day = utc_to_local(moment, integration.timezone).date().isoformat()
             store.integrations.add_points(integration.id, day, spent, purpose="deals")

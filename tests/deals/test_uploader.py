@@ -1,0 +1,266 @@
+"""The uploader against the UIS sandbox: what UIS ends up holding, call by call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from connector.deals import rules
+from connector.deals.state import Fact
+from connector.deals.views import deals_view
+from connector.errors import UisValidationError
+from connector.store.base import int_pk
+from connector.uis.client import UisClient
+
+from tests.deals.builders import INTEGRATION_ID, utc
+from tests.deals.conftest import UIS_TOKEN, UIS_URL
+
+
+def uis_path(uis, ext_id):
+    return [
+        (p["stage_ext_id"], p["modified_stage_date_time"]) for p in uis.deals[ext_id]["path"] if not p["is_generated"]
+    ]
+
+
+def calls(uis, method):
+    return sum(1 for c in uis.rpc_log if c["method"] == method)
+
+
+def school_day(alfacrm, captured, deliver, clock):
+    """Two leads (one converts and pays twice, one fails), all delivered to the worker."""
+    anna = alfacrm.ui_create_customer(
+        {
+            "name": "Анна Смирнова",
+            "is_study": 0,
+            "lead_status_id": 1,
+            "phone": ["8 (916) 123-45-67"],
+            "teacher_ids": [1],
+        }
+    )
+    boris = alfacrm.ui_create_customer({"name": "Борис", "is_study": 0, "lead_status_id": 1, "email": ["b@example.ru"]})
+    clock.advance(3600)
+    alfacrm.ui_update_customer(anna["id"], {"lead_status_id": 3})
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 5})
+    clock.advance(3600)
+    alfacrm.ui_update_customer(anna["id"], {"is_study": 1})
+    alfacrm.ui_create_pay({"customer_id": anna["id"], "income": "4500", "teacher_id": 1})
+    clock.advance(600)
+    extra = alfacrm.ui_create_pay(
+        {"customer_id": anna["id"], "income": "1200", "teacher_id": 2, "document_date": "2025-03-04"}
+    )
+    clock.advance(600)
+    for body in captured.take():
+        deliver(body)
+    return anna, boris, extra
+
+
+def test_a_flush_creates_funnels_fields_contacts_and_uploads_each_transition_once(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    # When the uploader flushes
+    report = flush()
+    # Then UIS has both funnels, the user fields, the contacts, and every deal's path with AlfaCRM's times
+    assert report.state == "uploaded" and report.parked == []
+    assert set(uis.funnels) == {"first_sale", "upsell"}
+    assert set(uis.user_fields) == {"teacher", "branch"}
+    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["+79161234567"]
+    assert uis.contacts[f"customer-{boris['id']}"]["emails"] == ["b@example.ru"]
+    assert uis_path(uis, f"customer-{anna['id']}") == [
+        ("1", "2025-03-03 09:00:00"),
+        ("3", "2025-03-03 10:00:00"),
+        ("success", "2025-03-03 11:00:00"),
+    ]
+    assert uis_path(uis, f"customer-{boris['id']}") == [("1", "2025-03-03 09:00:00"), ("failed", "2025-03-03 10:00:00")]
+    assert uis.deals[f"customer-{anna['id']}"]["revenue"] == 4500
+    upsell = uis.deals[f"pay-{extra['id']}"]
+    assert uis_path(uis, f"pay-{extra['id']}") == [("new", "2025-03-03 11:10:00"), ("paid", "2025-03-03 11:10:00")]
+    assert upsell["revenue"] == 1200 and upsell["user_fields"]["teacher"] == "Волков Игорь Петрович"
+    assert upsell["user_fields"]["branch"] == "Центральный"
+    # in one call each
+    assert (calls(uis, "create.deal_contacts"), calls(uis, "upload.deals_history")) == (1, 1)
+    # And the deals read as uploaded, the points are counted
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"uploaded"}
+    day = store.integrations.points(INTEGRATION_ID, "2025-03-03")
+    assert day["deals"] == uis.points_spent == report.points
+    # And a second flush with nothing pending costs nothing
+    spent = uis.points_spent
+    assert flush().state == "idle" and uis.points_spent == spent
+
+
+def test_later_changes_send_only_what_uis_lacks(alfacrm, captured, deliver, flush, uis, clock):
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    # When Boris comes back to an in-process status and Anna's extra payment is corrected
+    clock.advance(3600)
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
+    alfacrm.ui_update_pay(extra["id"], {"income": "1300"})
+    alfacrm.ui_update_customer(anna["id"], {"phone": ["+7 916 123-45-67", "+7 903 555-12-34"]})
+    for body in captured.take():
+        deliver(body)
+    uploads_before = calls(uis, "upload.deals_history")
+    report = flush()
+    # Then one upload carries Boris's new transition and Anna's payment row again with its stage time
+    assert report.rows == 2 and calls(uis, "upload.deals_history") == uploads_before + 1
+    assert uis_path(uis, f"customer-{boris['id']}")[-1] == ("2", "2025-03-03 12:20:00")
+    assert uis_path(uis, f"pay-{extra['id']}") == [("new", "2025-03-03 11:10:00"), ("paid", "2025-03-03 11:10:00")]
+    assert uis.deals[f"pay-{extra['id']}"]["revenue"] == 1300
+    assert uis.deals[f"pay-{extra['id']}"]["modified_date_time"] == "2025-03-03 12:20:00"
+    # And only the changed contact is updated, in one call
+    assert calls(uis, "update.deal_contacts") == 1
+    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["+79161234567", "+79035551234"]
+
+
+def test_a_deal_uis_refuses_is_parked_and_the_others_are_uploaded(alfacrm, captured, deliver, flush, uis, clock, store):
+    # Given UIS already holds a later stage for one deal (uploaded by someone else)
+    anna, boris, _extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    uis.deals[f"customer-{boris['id']}"]["path"][-1]["modified_stage_date_time"] = "2025-03-09 10:00:00"
+    clock.advance(3600)
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
+    alfacrm.ui_update_customer(anna["id"], {"name": "Анна С. Смирнова"})
+    for body in captured.take():
+        deliver(body)
+    # When the uploader flushes
+    report = flush()
+    # Then Boris is parked with UIS's message, visible and replayable; Anna's change is uploaded
+    assert report.parked == [f"first_sale#customer-{boris['id']}"]
+    views = {d["ext_id"]: d for d in deals_view(store, INTEGRATION_ID)}
+    assert views[f"customer-{boris['id']}"]["upload"]["state"] == "parked"
+    assert "earlier" in views[f"customer-{boris['id']}"]["upload"]["error"]
+    assert views[f"customer-{anna['id']}"]["upload"] == {"state": "uploaded", "error": None}
+    assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна С. Смирнова"
+    parked = store.integrations.parked(INTEGRATION_ID)
+    assert [(p["kind"], p["key"], p["payload"]) for p in parked] == [
+        ("deal", f"first_sale#customer-{boris['id']}", {"funnel": "first_sale", "ext_id": f"customer-{boris['id']}"})
+    ]
+    # And after UIS's copy is fixed, a replay uploads it and clears the parked item
+    uis.deals[f"customer-{boris['id']}"]["path"][-1]["modified_stage_date_time"] = "2025-03-03 10:00:00"
+    assert store.deals.mark_pending(INTEGRATION_ID, "first_sale", f"customer-{boris['id']}")
+    assert flush().parked == []
+    assert uis_path(uis, f"customer-{boris['id']}")[-1] == ("2", "2025-03-03 12:20:00")
+    assert store.integrations.parked(INTEGRATION_ID) == []
+
+
+class UnnamedRowErrors(UisClient):
+    """A UIS whose validation errors do not say which row broke the call."""
+
+    def upload_deals_history(self, rows):
+        try:
+            return super().upload_deals_history(rows)
+        except UisValidationError as exc:
+            raise UisValidationError(exc.message, mnemonic=exc.mnemonic, rpc_code=exc.rpc_code) from None
+
+
+def test_without_a_row_index_the_bad_deal_is_found_by_bisection(
+    alfacrm, captured, deliver, flush, uis, clock, store, clients
+):
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    clients.uis_client = UnnamedRowErrors(UIS_URL, UIS_TOKEN, http=clients.uis_client._http, clock=clock.monotonic)
+    uis.deals[f"customer-{boris['id']}"]["path"][-1]["modified_stage_date_time"] = "2025-03-09 10:00:00"
+    clock.advance(60)
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
+    alfacrm.ui_update_pay(extra["id"], {"income": "1250"})
+    alfacrm.ui_update_customer(anna["id"], {"name": "Анна Смирнова-Ли"})
+    for body in captured.take():
+        deliver(body)
+    report = flush()
+    assert report.parked == [f"first_sale#customer-{boris['id']}"]
+    assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна Смирнова-Ли"
+    assert uis.deals[f"pay-{extra['id']}"]["revenue"] == 1250
+
+
+def test_limit_exceeded_leaves_everything_pending_for_the_next_run(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    school_day(alfacrm, captured, deliver, clock)
+    uis.fail("limit_exceeded", count=10, method="upload.deals_history")
+    report = flush()
+    assert report.state == "deferred" and "limit" in (report.error or "")
+    assert uis.deals == {}
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"pending"}
+    uis._failures.clear()
+    assert flush().state == "uploaded" and len(uis.deals) == 3
+
+
+def test_transport_errors_leave_the_pending_marks(alfacrm, captured, deliver, flush, uis, clock, store):
+    school_day(alfacrm, captured, deliver, clock)
+    uis.fail("http", count=3, http_status=502)  # every attempt of the first call
+    assert flush().state == "deferred"
+    assert len(store.deals.pending_keys(INTEGRATION_ID)) == 3
+    assert flush().state == "uploaded"
+    assert store.deals.pending_keys(INTEGRATION_ID) == []
+
+
+def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush, uis, store, integration, clock):
+    # Given 350 leads, each with three transitions (1050 rows), written straight into the store
+    settings = integration.settings.deals
+    pk = int_pk(INTEGRATION_ID)
+    items = []
+    for cid in range(1, 351):
+        snap = rules.new_snapshot(cid, utc("2025-03-01 09:00:00"))
+        snap.name = f"Ученик {cid}"
+        snap.facts["lead_status_id"] = [
+            Fact(at=utc("2025-03-01 09:00:00"), value=1),
+            Fact(at=utc("2025-03-01 10:00:00"), value=2),
+            Fact(at=utc("2025-03-01 11:00:00"), value=3),
+        ]
+        draft = rules.derive_deals(snap, settings, rules.Directory())[0]
+        deal = rules.apply_draft(None, draft, at=utc("2025-03-01 11:00:00"), source_version=1)
+        items.append({"pk": pk, "sk": f"CUST#{cid}", **snap.model_dump(mode="json")})
+        items.append(
+            {
+                "pk": pk,
+                "sk": f"DEAL#first_sale#{deal.ext_id}",
+                **deal.model_dump(mode="json"),
+                "gsi1pk": f"PENDING#{INTEGRATION_ID}",
+                "gsi1sk": f"first_sale#{deal.ext_id}",
+            }
+        )
+    store.table.put_many(items)
+    # When the uploader flushes
+    report = flush()
+    # Then two upload calls carried the 1050 rows and every deal has its three stages
+    assert report.rows == 1050 and calls(uis, "upload.deals_history") == 2
+    assert len(uis.deals) == 350
+    assert all(len(uis_path(uis, f"customer-{cid}")) == 3 for cid in (1, 175, 350))
+    assert calls(uis, "create.deal_contacts") == 1
+
+
+def test_an_unknown_stage_forces_a_funnel_sync_first(alfacrm, captured, deliver, flush, uis, clock):
+    # Given the funnels are synced, then the school adds a status in AlfaCRM
+    lead = alfacrm.ui_create_customer({"name": "Вера", "is_study": 0, "lead_status_id": 1})
+    for body in captured.take():
+        deliver(body)
+    flush()
+    alfacrm.lookups["lead-status"][9] = {"id": 9, "name": "Ждёт звонка", "is_enabled": 1, "weight": 2}
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 9})
+    for body in captured.take():
+        deliver(body)
+    # When the uploader flushes
+    report = flush()
+    # Then the stage exists in UIS and the deal reached it
+    assert report.parked == []
+    assert "9" in uis.funnels["first_sale"]["stages"]
+    assert uis.funnels["first_sale"]["stages"]["9"]["name"] == "Ждёт звонка"
+    assert uis_path(uis, f"customer-{lead['id']}")[-1][0] == "9"
+
+
+def test_views_follow_the_contract(alfacrm, captured, deliver, flush, uis, clock, store):
+    school_day(alfacrm, captured, deliver, clock)
+    flush()
+    views = deals_view(store, INTEGRATION_ID, "upsell")
+    assert len(views) == 1
+    assert set(views[0]) == {
+        "ext_id",
+        "funnel",
+        "stage",
+        "revenue",
+        "contact_ext_id",
+        "communication_id",
+        "history",
+        "upload",
+    }
+    assert views[0]["history"][0] == {"stage": "new", "at": utc("2025-03-03 11:10:00")}
+    assert datetime.fromisoformat(views[0]["history"][0]["at"].replace("Z", "+00:00")).tzinfo == UTC
+    assert [d["funnel"] for d in deals_view(store, INTEGRATION_ID)][:1] == ["first_sale"]

@@ -1,0 +1,192 @@
+"""The deal worker against moto and the AlfaCRM sandbox: what a manager does in AlfaCRM becomes the deals
+`GET /integrations/{id}/deals` shows."""
+
+from __future__ import annotations
+
+import random
+
+from connector.deals import rules
+from connector.deals.views import deals_view
+
+from tests.api.builders import stored_integration
+from tests.deals.builders import INTEGRATION_ID, utc, webhook
+from tests.deals.conftest import DEAL_SETTINGS
+
+
+def history(view):
+    return [(h["stage"], h["at"]) for h in view["history"]]
+
+
+def by_id(store, integration_id=INTEGRATION_ID, funnel=None):
+    return {d["ext_id"]: d for d in deals_view(store, integration_id, funnel)}
+
+
+def test_a_lead_moving_through_statuses_becomes_a_first_sale_deal(alfacrm, captured, deliver, store, clock):
+    # Given a manager creates a lead and moves it through two statuses
+    lead = alfacrm.ui_create_customer(
+        {"name": "Петров Илья", "is_study": 0, "lead_status_id": 1, "phone": ["89161234567"]}
+    )
+    clock.advance(3600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2})
+    clock.advance(1800)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 3})
+    # When the deal worker processes the three webhooks
+    outcomes = [deliver(body) for body in captured.take()]
+    # Then the deal shows the path with AlfaCRM's times and waits for upload
+    assert [o.status for o in outcomes] == ["done"] * 3
+    deal = by_id(store)[f"customer-{lead['id']}"]
+    assert history(deal) == [
+        ("1", utc("2025-03-03 09:00:00")),
+        ("2", utc("2025-03-03 10:00:00")),
+        ("3", utc("2025-03-03 10:30:00")),
+    ]
+    assert deal["upload"] == {"state": "pending", "error": None}
+    assert deal["funnel"] == "first_sale" and deal["contact_ext_id"] == f"customer-{lead['id']}"
+
+
+def test_each_ordinary_event_costs_one_alfacrm_read(alfacrm, captured, deliver, clients):
+    lead = alfacrm.ui_create_customer({"name": "Петров Илья", "is_study": 0, "lead_status_id": 1})
+    deliver(captured.take()[0])  # warms the look-up cache (teachers, branches) and logs in
+    for status in (2, 3, 7):
+        alfacrm.ui_update_customer(lead["id"], {"lead_status_id": status})
+        before = alfacrm.stats["requests"]
+        deliver(captured.take()[0])
+        assert alfacrm.stats["requests"] - before == 1
+
+
+def test_the_same_delivery_three_times_changes_nothing_after_the_first(alfacrm, captured, deliver, store):
+    lead = alfacrm.ui_create_customer({"name": "Петров Илья", "is_study": 0, "lead_status_id": 1})
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2})
+    bodies = captured.take()
+    first = [deliver(b) for b in bodies]
+    snapshot = store.deals.get_customer(INTEGRATION_ID, lead["id"])
+    view = by_id(store)
+    for _ in range(2):
+        repeated = [deliver(b) for b in bodies]
+        assert [o.changed for o in repeated] == [[], []]
+    assert all(o.changed for o in first)
+    assert store.deals.get_customer(INTEGRATION_ID, lead["id"]) == snapshot
+    assert by_id(store) == view
+
+
+def test_shuffled_deliveries_end_in_the_same_deals_as_ordered_ones(alfacrm, captured, deliver, store, clock):
+    # Given a school day: leads moving, one failing, two converting, payments, an extra payment, a deletion
+    a = alfacrm.ui_create_customer({"name": "Анна", "is_study": 0, "lead_status_id": 1, "teacher_ids": [1]})
+    b = alfacrm.ui_create_customer({"name": "Борис", "is_study": 0, "lead_status_id": 1})
+    clock.advance(600)
+    alfacrm.ui_update_customer(a["id"], {"lead_status_id": 3})
+    alfacrm.ui_update_customer(b["id"], {"lead_status_id": 5})
+    clock.advance(600)
+    alfacrm.ui_update_customer(a["id"], {"is_study": 1})
+    first = alfacrm.ui_create_pay({"customer_id": a["id"], "income": "4500", "teacher_id": 1})
+    clock.advance(600)
+    extra = alfacrm.ui_create_pay({"customer_id": a["id"], "income": "1200", "document_date": "2025-03-04"})
+    wrong = alfacrm.ui_create_pay({"customer_id": a["id"], "income": "700", "document_date": "2025-03-05"})
+    clock.advance(60)
+    alfacrm.ui_delete_pay(wrong["id"])
+    bodies = captured.take()
+    # When one integration gets them in order and another shuffled, with duplicates
+    stored_integration(store, integration_id="shuffled", settings=DEAL_SETTINGS)
+    for body in bodies:
+        deliver(body)
+    shuffled = bodies * 2
+    random.Random(7).shuffle(shuffled)
+    for body in shuffled:
+        deliver(body, integration_id="shuffled")
+    # Then both hold the same deals
+    ordered, mixed = by_id(store), by_id(store, "shuffled")
+    assert ordered == mixed
+    assert [s for s, _ in history(ordered[f"customer-{a['id']}"])] == ["1", "3", "success"]
+    assert [s for s, _ in history(ordered[f"customer-{b['id']}"])] == ["1", "failed"]
+    assert ordered[f"customer-{a['id']}"]["revenue"] == 4500
+    assert [s for s, _ in history(ordered[f"pay-{extra['id']}"])] == ["new", "paid"]
+    assert [s for s, _ in history(ordered[f"pay-{wrong['id']}"])] == ["new", "paid", "cancelled"]
+    assert f"pay-{first['id']}" not in ordered
+
+
+def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
+    # Given two workers read the same snapshot version
+    t0, t1 = utc("2025-03-03 10:00:00"), utc("2025-03-03 11:00:00")
+    create = rules.WebhookEvent.model_validate(webhook("Customer", 7, "create", new={"lead_status_id": 1}))
+    update = rules.WebhookEvent.model_validate(
+        webhook("Customer", 7, new={"lead_status_id": 2}, old={"lead_status_id": 1}, at="2025-03-03 11:00:00")
+    )
+    raced = []
+
+    def first_worker(current):
+        if not raced:  # the other worker writes between our read and our write
+            raced.append(True)
+            store.deals.update_customer(
+                INTEGRATION_ID,
+                7,
+                lambda c: rules.observe_customer(
+                    c or rules.new_snapshot(7, t1), update, None, at=t1, read_at=t0, tz="Europe/Moscow"
+                ),
+            )
+        base = current or rules.new_snapshot(7, t0)
+        return rules.observe_customer(base, create, None, at=t0, read_at=t0, tz="Europe/Moscow")
+
+    # When the first worker's conditional write loses the race
+    snap, written = store.deals.update_customer(INTEGRATION_ID, 7, first_worker)
+    # Then it re-read and re-applied: both events' facts are kept
+    assert written and snap.version == 2
+    assert sorted((f.at, f.value, f.kind) for f in snap.facts["lead_status_id"]) == [
+        (t0, 1, "new"),
+        (t1, 1, "old"),
+        (t1, 2, "new"),
+    ]
+
+
+def test_a_pay_webhook_without_branch_id_is_reread_through_the_branch_in_its_fields(alfacrm, captured, deliver, store):
+    # Given a client of the second branch and an old-style webhook that names the branch only in fields_new
+    client = alfacrm.ui_create_customer({"name": "Ким Олег", "is_study": 1}, branch_id=2)
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "3000"}, branch_id=2)
+    bodies = captured.take()
+    pay_body = {k: v for k, v in bodies[1].items() if k != "branch_id"}
+    assert pay_body["fields_new"]["branch_id"] == 2
+    # When the worker handles the payment first (the customer's own webhook is late)
+    outcome = deliver(pay_body)
+    # Then the payment and the customer were read through branch 2 and the first sale carries the revenue
+    assert outcome.status == "done"
+    deal = by_id(store)[f"customer-{client['id']}"]
+    assert deal["revenue"] == 3000 and deal["stage"] == "success"
+
+
+def test_customers_created_by_the_connectors_api_user_are_deals(alfacrm, captured, deliver, store):
+    lead = alfacrm.ui_create_customer({"name": "Из чата", "is_study": 0, "lead_status_id": 1}, user_id=3)
+    body = captured.take()[0]
+    assert body["user_id"] == 3
+    assert deliver(body).status == "done"
+    assert f"customer-{lead['id']}" in by_id(store)
+
+
+def test_other_entities_and_switched_off_integrations_do_nothing(alfacrm, captured, deliver, store):
+    assert deliver(webhook("Communication", 11, "create", new={"comment": "Перезвонить"})).status == "ignored"
+    stored_integration(store, integration_id="inactive", active=False, settings=DEAL_SETTINGS)
+    stored_integration(store, integration_id="no-deals", settings={"deals": {"enabled": False}})
+    lead = alfacrm.ui_create_customer({"name": "Петров", "is_study": 0})
+    body = captured.take()[0]
+    assert deliver(body, integration_id="inactive").status == "skipped"
+    assert deliver(body, integration_id="no-deals").status == "skipped"
+    assert deliver(body, integration_id="unknown").status == "skipped"
+    assert by_id(store, "inactive") == {} and by_id(store, "no-deals") == {}
+    assert lead["id"]
+
+
+def test_what_alfacrm_refuses_is_parked_and_transient_failures_are_raised(alfacrm, captured, deliver, store):
+    import pytest
+    from connector.errors import AlfaCrmUnavailable
+
+    # Given a webhook naming a branch AlfaCRM does not have (404 on the re-read)
+    lead = alfacrm.ui_create_customer({"name": "Петров", "is_study": 0})
+    body = {**captured.take()[0], "branch_id": 99}
+    # Then it is parked with the message kept for a replay
+    assert deliver(body).status == "parked"
+    parked = store.integrations.parked(INTEGRATION_ID)
+    assert [(p["kind"], p["payload"]["event"]["entity_id"]) for p in parked] == [("deal_event", lead["id"])]
+    # And AlfaCRM being down is raised, so SQS redelivers the record
+    alfacrm.fail_next(503, count=10)
+    with pytest.raises(AlfaCrmUnavailable):
+        deliver({**body, "branch_id": 1})
+    # And a body that is not an AlfaCRM webhook is parked too
+    assert deliver({"hello": "world"}).status == "parked"
