@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,6 +65,10 @@ def moto_endpoint() -> str:
         if _moto_endpoint is None:
             from moto.server import ThreadedMotoServer
 
+            # werkzeug logs every request (moto's, the API's) to stderr unless its logger is configured
+            werkzeug_log = logging.getLogger("werkzeug")
+            if werkzeug_log.level == logging.NOTSET:
+                werkzeug_log.setLevel(logging.WARNING)
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             server.start()
             host, port = server.get_host_and_port()
@@ -151,6 +156,21 @@ class FunctionRuntime:
 
 
 # ------------------------------------------------------------------------------------------- the stack
+@dataclass
+class RunningSandbox:
+    """A sandbox object (state, control methods for tests) and the server it is reachable on."""
+
+    sandbox: Any
+    served: Any  # tools.sandboxes.common.ServedApp
+
+    @property
+    def url(self) -> str:
+        return str(self.served.url)
+
+    def stop(self) -> None:
+        self.served.stop()
+
+
 class LocalStack:
     """Serve the template's functions on 127.0.0.1 against moto; see docs in contract.md (Local stack).
 
@@ -197,7 +217,7 @@ class LocalStack:
         self.queue_arns: dict[str, str] = {}
         self.secret_arns: dict[str, str] = {}
         self.functions: dict[str, FunctionRuntime] = {}
-        self.sandboxes: dict[str, Any] = {}  # name → ServedApp
+        self.sandboxes: dict[str, RunningSandbox] = {}  # "alfacrm", "uis"
         self.demo: dict[str, Any] | None = None
 
         self._stop = threading.Event()
@@ -357,10 +377,7 @@ class LocalStack:
         for offset, (name, cls) in enumerate((("alfacrm", AlfaCrmSandbox), ("uis", UisSandbox)), start=1):
             port = self.port + offset if self.port else 0
             sandbox = cls()
-            app = getattr(sandbox, "app", sandbox)
-            served = ServedApp(app, port=port).start()
-            served.sandbox = sandbox
-            self.sandboxes[name] = served
+            self.sandboxes[name] = RunningSandbox(sandbox, ServedApp(sandbox.app, port=port).start())
 
     def _setup_demo(self) -> None:
         from tools.localstack.demo_setup import setup_demo
@@ -392,8 +409,12 @@ class LocalStack:
         attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         return sum(int(attrs.get(name, 0)) for name in names)
 
+    def _drained_sources(self) -> list[SqsSource]:
+        """Queues with a loaded consumer: one whose handler file is missing would never drain (warned at start)."""
+        return [s for s in self.template.sqs_sources if self.functions[s.function_id].handler is not None]
+
     def is_idle(self) -> bool:
-        """No handler running and every drained queue empty (dead-letter queues are not drained: excluded).
+        """No handler running and every drained queue empty (dead-letter queues have no consumer: excluded).
 
         The invocation generation is read before and after the queue check: a handler that enqueued a
         message and finished in between would otherwise make an empty-looking snapshot.
@@ -402,7 +423,7 @@ class LocalStack:
             busy, generation = self._busy, self._generation
         if busy:
             return False
-        for source in self.template.sqs_sources:
+        for source in self._drained_sources():
             if self._queue_depth(self.queue_urls[source.queue_id]):
                 return False
         with self._busy_lock:
@@ -415,7 +436,7 @@ class LocalStack:
             if self.is_idle():
                 return
             time.sleep(0.05)
-        depths = {s.queue_id: self._queue_depth(self.queue_urls[s.queue_id]) for s in self.template.sqs_sources}
+        depths = {s.queue_id: self._queue_depth(self.queue_urls[s.queue_id]) for s in self._drained_sources()}
         raise TimeoutError(f"local stack not idle after {timeout}s: busy={self._busy} queues={depths}")
 
     # ---------------------------------------------------------------- schedules
