@@ -70,8 +70,19 @@ def mask(value: Any, key: str | None = None) -> Any:
 
 
 class MaskingFormatter(LambdaPowertoolsFormatter):
-    _RESERVED: ClassVar[set[str]] = {"level", "location", "timestamp", "service", "sampling_rate", "xray_trace_id", "function_name",
-                 "function_request_id", "function_arn", "function_memory_size", "cold_start"}
+    _RESERVED: ClassVar[set[str]] = {
+        "level",
+        "location",
+        "timestamp",
+        "service",
+        "sampling_rate",
+        "xray_trace_id",
+        "function_name",
+        "function_request_id",
+        "function_arn",
+        "function_memory_size",
+        "cold_start",
+    }
 
     def serialize(self, log: dict[str, Any]) -> str:
         masked = {k: (v if k in self._RESERVED else mask(v, k)) for k, v in log.items()}

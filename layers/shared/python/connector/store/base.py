@@ -102,7 +102,9 @@ class DynamoTable:
             cond = cond & Key("sk").begins_with(sk_prefix)
         yield from self._paged({"KeyConditionExpression": cond, "ScanIndexForward": forward}, limit)
 
-    def query_gsi(self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def query_gsi(
+        self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         cond = Key("gsi1pk").eq(gsi1pk)
         if sk_prefix:
             cond = cond & Key("gsi1sk").begins_with(sk_prefix)
@@ -151,8 +153,9 @@ class DynamoTable:
                 self.calls += 1
                 batch.put_item(Item=to_ddb(item))
 
-    def update_fields(self, pk: str, sk: str, fields: dict[str, Any], *, remove: list[str] | None = None,
-                      must_exist: bool = True) -> bool:
+    def update_fields(
+        self, pk: str, sk: str, fields: dict[str, Any], *, remove: list[str] | None = None, must_exist: bool = True
+    ) -> bool:
         """Set (and remove) top-level attributes without a read; False when the item is absent."""
         names = {f"#f{i}": k for i, k in enumerate(fields)}
         values = {f":v{i}": to_ddb(v) for i, v in enumerate(fields.values())}
@@ -160,8 +163,11 @@ class DynamoTable:
         if remove:
             names.update({f"#r{i}": k for i, k in enumerate(remove)})
             expr += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        kwargs: dict[str, Any] = {"Key": {"pk": pk, "sk": sk}, "UpdateExpression": expr.strip(),
-                                  "ExpressionAttributeNames": names}
+        kwargs: dict[str, Any] = {
+            "Key": {"pk": pk, "sk": sk},
+            "UpdateExpression": expr.strip(),
+            "ExpressionAttributeNames": names,
+        }
         if values:
             kwargs["ExpressionAttributeValues"] = values
         if must_exist:
@@ -185,8 +191,11 @@ class DynamoTable:
             values[":exp"] = int(time.time()) + ttl_seconds
         self.calls += 1
         reply = self.table.update_item(
-            Key={"pk": pk, "sk": sk}, UpdateExpression=expr, ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values, ReturnValues="UPDATED_NEW",
+            Key={"pk": pk, "sk": sk},
+            UpdateExpression=expr,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="UPDATED_NEW",
         )
         return int(reply["Attributes"][field])
 
