@@ -7,6 +7,8 @@ SAM := .venv-sam/bin/sam
 # `sam build` without a container needs a Python of the runtime's exact minor version on PATH.
 PY313_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) $(wildcard /root/.pyenv/versions/3.13*/bin))
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
+# An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
+PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
 .PHONY: help setup setup-sam run demo test lint bench build validate deploy openapi uv clean
 
@@ -34,7 +36,7 @@ uv:
 setup: .venv/.stamp
 
 .venv-sam/.stamp: | uv
-	PATH="$$HOME/.local/bin:$$PATH" uv venv --allow-existing .venv-sam --python 3.13
+	PATH="$$HOME/.local/bin:$$PATH" uv venv --allow-existing .venv-sam --python $(PY313)
 	PATH="$$HOME/.local/bin:$$PATH" uv pip install --python .venv-sam aws-sam-cli
 	@touch $@
 
