@@ -76,6 +76,19 @@ Resources:
         TickSchedule:
           Type: ScheduleV2
           Properties: {ScheduleExpression: rate(1 hour)}
+  BoomFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: boom/
+      Events:
+        BoomSchedule:
+          Type: ScheduleV2
+          Properties: {ScheduleExpression: "cron(0 3 * * ? *)"}
+"""
+
+BOOM = """
+def lambda_handler(event, context):
+    raise ValueError("nothing to flush")
 """
 
 ECHO = """
@@ -132,6 +145,7 @@ def stack(tmp_path: Path):
     write(tmp_path / "echo" / "app.py", ECHO)
     write(tmp_path / "worker" / "app.py", WORKER)
     write(tmp_path / "tick" / "app.py", TICK)
+    write(tmp_path / "boom" / "app.py", BOOM)
     local = LocalStack(
         tmp_path / "template.yaml",
         stack_name="unit",
@@ -223,7 +237,7 @@ def test_environment_is_resolved_from_the_template_with_local_overrides(stack: L
 def test_health_lists_the_functions(stack: LocalStack) -> None:
     reply = httpx.get(f"{stack.url}/health")
     assert reply.status_code == 200
-    assert reply.json()["functions"] == ["EchoFunction", "TickFunction", "WorkerFunction"]
+    assert reply.json()["functions"] == ["BoomFunction", "EchoFunction", "TickFunction", "WorkerFunction"]
 
 
 # ------------------------------------------------------------------------------------------- queues
@@ -274,14 +288,22 @@ def test_schedule_runs_on_demand_by_event_name_or_function_id(stack: LocalStack)
     assert httpx.post(f"{stack.url}/_local/schedules/Nope").status_code == 404
 
 
+def test_a_failing_scheduled_handler_answers_500_with_the_error(stack: LocalStack) -> None:
+    reply = httpx.post(f"{stack.url}/_local/schedules/BoomSchedule")
+    assert reply.status_code == 500
+    assert reply.json()["error"] == {"code": "handler_failed", "message": "ValueError: nothing to flush"}
+    # cron() schedules are not timed locally, only run on demand
+    assert stack.find_schedule("BoomSchedule").interval_seconds is None
+
+
 def test_schedules_fire_on_their_rate(tmp_path: Path) -> None:
     fast = TEMPLATE.replace("rate(1 hour)", "rate(1 minute)")
     write(tmp_path / "template.yaml", fast)
-    for name, code in (("echo", ECHO), ("worker", WORKER), ("tick", TICK)):
+    for name, code in (("echo", ECHO), ("worker", WORKER), ("tick", TICK), ("boom", BOOM)):
         write(tmp_path / name / "app.py", code)
     local = LocalStack(tmp_path / "template.yaml", stack_name="unit", extra_env={"OUT_DIR": str(tmp_path)})
     fired: list[Any] = []
-    schedule = local.template.schedules[0]
+    [schedule] = [s for s in local.template.schedules if s.event_name == "TickSchedule"]
     assert schedule.interval_seconds == 60
     # Shorten the wait rather than sleeping a minute: the timer loop is what is under test.
     object.__setattr__(schedule, "interval_seconds", 0.2)
@@ -304,7 +326,7 @@ def test_stop_restores_the_environment(tmp_path: Path) -> None:
 
     before = dict(os.environ)
     write(tmp_path / "template.yaml", TEMPLATE)
-    for name, code in (("echo", ECHO), ("worker", WORKER), ("tick", TICK)):
+    for name, code in (("echo", ECHO), ("worker", WORKER), ("tick", TICK), ("boom", BOOM)):
         write(tmp_path / name / "app.py", code)
     with LocalStack(tmp_path / "template.yaml", stack_name="unit", extra_env={"OUT_DIR": str(tmp_path)}):
         assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")

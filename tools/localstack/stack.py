@@ -556,7 +556,13 @@ class LocalStack:
             except KeyError:
                 known = [s.event_name for s in self.template.schedules]
                 return _json({"error": {"code": "unknown_schedule", "message": f"{name}; known: {known}"}}, 404)
-            return _json(self.invoke_schedule(name))
+            try:
+                return _json(self.invoke_schedule(name))
+            except Exception as exc:
+                # A JSON reply, not API Gateway's bare 502: this route is local-only and the caller is a test
+                # or a developer who wants to know what broke.
+                self.say(f"schedule {name} failed:\n{traceback.format_exc()}")
+                return _json({"error": {"code": "handler_failed", "message": f"{type(exc).__name__}: {exc}"}}, 500)
         # The execute-api URL carries the stage (/v1/hooks/...); accept it so URLs built either way work.
         if path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :]
