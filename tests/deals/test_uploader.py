@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from connector.deals import rules
 from connector.deals.state import Fact
 from connector.deals.views import deals_view
 from connector.errors import UisValidationError
 from connector.store.base import int_pk
+from connector.timeutil import to_iso
 from connector.uis.client import UisClient
 
 from tests.deals.builders import INTEGRATION_ID, utc
@@ -192,27 +193,28 @@ def test_transport_errors_leave_the_pending_marks(alfacrm, captured, deliver, fl
     assert store.deals.pending_keys(INTEGRATION_ID) == []
 
 
-def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush, uis, store, integration, clock):
-    # Given 350 leads, each with three transitions (1050 rows), written straight into the store
+def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush, uis, store, integration):
+    # Given 11 leads that went back and forth between two statuses 100 times each (1100 rows to send)
     settings = integration.settings.deals
     pk = int_pk(INTEGRATION_ID)
     items = []
-    for cid in range(1, 351):
-        snap = rules.new_snapshot(cid, utc("2025-03-01 09:00:00"))
+    start = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+    for cid in range(1, 12):
+        snap = rules.new_snapshot(cid, to_iso(start))
         snap.name = f"Ученик {cid}"
         snap.facts["lead_status_id"] = [
-            Fact(at=utc("2025-03-01 09:00:00"), value=1),
-            Fact(at=utc("2025-03-01 10:00:00"), value=2),
-            Fact(at=utc("2025-03-01 11:00:00"), value=3),
+            Fact(at=to_iso(start + timedelta(minutes=i)), value=1 + i % 2) for i in range(100)
         ]
         draft = rules.derive_deals(snap, settings, rules.Directory())[0]
-        deal = rules.apply_draft(None, draft, at=utc("2025-03-01 11:00:00"), source_version=1)
+        deal = rules.apply_draft(None, draft, at=to_iso(start), source_version=1)
+        assert deal is not None and len(deal.path) == 100
         items.append({"pk": pk, "sk": f"CUST#{cid}", **snap.model_dump(mode="json")})
         items.append(
             {
                 "pk": pk,
                 "sk": f"DEAL#first_sale#{deal.ext_id}",
                 **deal.model_dump(mode="json"),
+                "version": 1,  # as save_deal would have written it
                 "gsi1pk": f"PENDING#{INTEGRATION_ID}",
                 "gsi1sk": f"first_sale#{deal.ext_id}",
             }
@@ -220,10 +222,10 @@ def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush,
     store.table.put_many(items)
     # When the uploader flushes
     report = flush()
-    # Then two upload calls carried the 1050 rows and every deal has its three stages
-    assert report.rows == 1050 and calls(uis, "upload.deals_history") == 2
-    assert len(uis.deals) == 350
-    assert all(len(uis_path(uis, f"customer-{cid}")) == 3 for cid in (1, 175, 350))
+    # Then two upload calls carried the rows, no deal split across them, and UIS has every transition
+    assert report.rows == 1100 and calls(uis, "upload.deals_history") == 2
+    assert len(uis.deals) == 11
+    assert all(len(uis_path(uis, f"customer-{cid}")) == 100 for cid in range(1, 12))
     assert calls(uis, "create.deal_contacts") == 1
 
 

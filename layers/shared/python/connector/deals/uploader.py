@@ -321,6 +321,8 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
             if fresh is None:
                 return
             deal = fresh
+    else:
+        raise ConcurrentUpdate(f"deal {deal.funnel}#{deal.ext_id} kept changing while marked uploaded")
     if item.deal.upload_error is not None:
         store.integrations.unpark(integration.id, "deal", f"{deal.funnel}#{deal.ext_id}")
 
@@ -338,6 +340,8 @@ def _park(store: Store, integration: Integration, deal: DealRecord, error: str, 
             if fresh is None:
                 return
             deal = fresh
+    else:
+        raise ConcurrentUpdate(f"deal {deal.funnel}#{deal.ext_id} kept changing while parked")
     key = f"{deal.funnel}#{deal.ext_id}"
     store.integrations.park(
         integration.id, "deal", key, payload={"funnel": deal.funnel, "ext_id": deal.ext_id}, error=error, code=code
