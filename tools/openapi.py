@@ -54,10 +54,12 @@ def build() -> dict[str, Any]:
         else:
             for ops in doc.get("paths", {}).values():
                 for op in ops.values():
-                    op.setdefault("responses", {}).update({
-                        "400": {"description": "Malformed or oversized body (the reason is in error.message)"},
-                        "404": {"description": "Unknown integration or wrong secret; nothing stored"},
-                    })
+                    op.setdefault("responses", {}).update(
+                        {
+                            "400": {"description": "Malformed or oversized body (the reason is in error.message)"},
+                            "404": {"description": "Unknown integration or wrong secret; nothing stored"},
+                        }
+                    )
         if not merged:
             merged = doc
             continue

@@ -136,7 +136,7 @@ class Admin:
         return {**integration.public(), "uis_points": self.store.integrations.recent_points(integration_id)}
 
     def list_integrations(self) -> dict[str, Any]:
-        return {"items": [i.public() for i in self.store.integrations.list()]}
+        return {"items": [i.public() for i in self.store.integrations.all()]}
 
     # --- settings -----------------------------------------------------------------------------
     def put_settings(self, integration_id: str, body: Any) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class MaskingFormatter(LambdaPowertoolsFormatter):
         "cold_start",
     }
 
-    def serialize(self, log: dict[str, Any]) -> str:
+    def serialize(self, log: Any) -> str:
         masked = {k: (v if k in self._RESERVED else mask(v, k)) for k, v in log.items()}
         if isinstance(log.get("message"), str):
             masked["message"] = mask_text(log["message"])

@@ -57,7 +57,7 @@ def store_credentials(integration_id: str, creds: Credentials) -> str:
 def credentials(secret_id: str) -> Credentials:
     hit = _cache.get(secret_id)
     if hit and time.monotonic() - hit[0] < CACHE_SECONDS:
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]  # type: ignore[no-any-return,unused-ignore]
     try:
         raw = _sm().get_secret_value(SecretId=secret_id)["SecretString"]
     except ClientError as exc:

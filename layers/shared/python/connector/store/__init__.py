@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import cached_property
 
 from connector.store.base import DynamoTable
+from connector.store.deals import DealStore
 from connector.store.integrations import IntegrationStore
+from connector.store.texts import TextStore
 
 
 class Store:
@@ -17,15 +19,11 @@ class Store:
         return IntegrationStore(self.table)
 
     @cached_property
-    def deals(self):  # type: ignore[no-untyped-def]  # -> DealStore (connector.store.deals)
-        from connector.store.deals import DealStore
-
+    def deals(self) -> DealStore:
         return DealStore(self.table)
 
     @cached_property
-    def texts(self):  # type: ignore[no-untyped-def]  # -> TextStore (connector.store.texts)
-        from connector.store.texts import TextStore
-
+    def texts(self) -> TextStore:
         return TextStore(self.table)
 
     @property

@@ -97,7 +97,7 @@ class DynamoTable:
     def query(
         self, pk: str, sk_prefix: str | None = None, *, limit: int | None = None, forward: bool = True
     ) -> Iterator[dict[str, Any]]:
-        cond = Key("pk").eq(pk)
+        cond: Any = Key("pk").eq(pk)
         if sk_prefix:
             cond = cond & Key("sk").begins_with(sk_prefix)
         yield from self._paged({"KeyConditionExpression": cond, "ScanIndexForward": forward}, limit)
@@ -105,7 +105,7 @@ class DynamoTable:
     def query_gsi(
         self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        cond = Key("gsi1pk").eq(gsi1pk)
+        cond: Any = Key("gsi1pk").eq(gsi1pk)
         if sk_prefix:
             cond = cond & Key("gsi1sk").begins_with(sk_prefix)
         yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)

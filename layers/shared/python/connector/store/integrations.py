@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -22,8 +23,14 @@ class IntegrationStore:
 
     # --- integrations -------------------------------------------------------------------------
     def create(self, integration: Integration) -> None:
-        item = {"pk": int_pk(integration.id), "sk": META, "gsi1pk": "INTEGRATIONS", "gsi1sk": integration.id,
-                "version": 1, **integration.model_dump(mode="json")}
+        item = {
+            "pk": int_pk(integration.id),
+            "sk": META,
+            "gsi1pk": "INTEGRATIONS",
+            "gsi1sk": integration.id,
+            "version": 1,
+            **integration.model_dump(mode="json"),
+        }
         self.t.put(item, if_absent=True)
         self._memo.pop(integration.id, None)
 
@@ -40,11 +47,11 @@ class IntegrationStore:
         self._memo[integration_id] = (now, integration)
         return integration
 
-    def list(self) -> list[Integration]:
+    def all(self) -> list[Integration]:
         return [Integration.model_validate(i) for i in self.t.query_gsi("INTEGRATIONS")]
 
     def list_active(self) -> list[Integration]:
-        return [i for i in self.list() if i.active]
+        return [i for i in self.all() if i.active]
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": settings.model_dump(mode="json")})
@@ -78,17 +85,26 @@ class IntegrationStore:
         self._lookups.pop((integration_id, name), None)
 
     # --- parked items ---------------------------------------------------------------------------
-    def park(self, integration_id: str, kind: str, key: str, *, payload: Any, error: str,
-             code: str | None = None) -> None:
+    def park(
+        self, integration_id: str, kind: str, key: str, *, payload: Any, error: str, code: str | None = None
+    ) -> None:
         """Something that failed for a reason a retry will not fix: visible and replayable."""
-        self.t.put({
-            "pk": int_pk(integration_id), "sk": f"PARKED#{kind}#{key}",
-            "gsi1pk": f"PARKED#{integration_id}", "gsi1sk": f"{kind}#{key}",
-            "kind": kind, "key": key, "payload": payload, "error": error, "code": code,
-            "parked_at": int(time.time()),
-        })
+        self.t.put(
+            {
+                "pk": int_pk(integration_id),
+                "sk": f"PARKED#{kind}#{key}",
+                "gsi1pk": f"PARKED#{integration_id}",
+                "gsi1sk": f"{kind}#{key}",
+                "kind": kind,
+                "key": key,
+                "payload": payload,
+                "error": error,
+                "code": code,
+                "parked_at": int(time.time()),
+            }
+        )
 
-    def parked(self, integration_id: str) -> list[dict[str, Any]]:
+    def parked(self, integration_id: str) -> builtins.list[dict[str, Any]]:
         return [
             {k: i.get(k) for k in ("kind", "key", "payload", "error", "code", "parked_at")}
             for i in self.t.query_gsi(f"PARKED#{integration_id}")
@@ -99,8 +115,7 @@ class IntegrationStore:
 
     # --- UIS points spent per day -----------------------------------------------------------------
     def add_points(self, integration_id: str, day: str, points: int, purpose: str = "total") -> int:
-        return self.t.add_counter(int_pk(integration_id), f"BUDGET#{day}", purpose, points,
-                                  ttl_seconds=90 * 86400)
+        return self.t.add_counter(int_pk(integration_id), f"BUDGET#{day}", purpose, points, ttl_seconds=90 * 86400)
 
     def points(self, integration_id: str, day: str) -> dict[str, int]:
         item = self.t.get(int_pk(integration_id), f"BUDGET#{day}", consistent=False) or {}
