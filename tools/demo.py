@@ -1,0 +1,201 @@
+"""`make demo`: both flows end to end on the local stack with the sandboxes, no accounts needed.
+
+Deals part (here): a school day entered through the AlfaCRM sandbox's manager "UI" routes — leads moving
+through statuses, one failing, two converting to clients, payments, an extra payment, a payment deleted —
+whose webhooks reach the local stack; then `DealUploadSchedule` fires and the deals the UIS sandbox now holds
+are printed per funnel. Texts part: `tools.demo_texts.run(stack)`, when present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tools.sandboxes.alfacrm import local_now
+
+Out = Callable[[str], None]
+
+
+def _ui(http: httpx.Client, route: str, body: dict[str, Any], **query: Any) -> dict[str, Any]:
+    reply = http.post(f"/_sandbox/ui/{route}", json=body, params={k: v for k, v in query.items() if v is not None})
+    if reply.status_code >= 300:
+        raise RuntimeError(f"AlfaCRM sandbox {route} answered {reply.status_code}: {reply.text[:300]}")
+    model: dict[str, Any] = reply.json()["model"]
+    return model
+
+
+class ShiftedClock:
+    """The AlfaCRM sandbox's account-local time, started hours ago and moved forward between the managers'
+    actions, so the day's changes get the minutes and hours apart they would really have. It also runs in
+    real time, so the sandbox's per-second burst limit behaves as usual."""
+
+    def __init__(self, hours_ago: float) -> None:
+        self.offset = timedelta(hours=-hours_ago)
+
+    def __call__(self) -> datetime:
+        return local_now() + self.offset
+
+    def advance(self, minutes: float) -> None:
+        self.offset += timedelta(minutes=minutes)
+
+
+def school_day(alfacrm_url: str, advance: Callable[[float], None] = lambda minutes: None) -> dict[str, int]:
+    """What the school's managers do in AlfaCRM today (each action fires AlfaCRM's webhook)."""
+    with httpx.Client(base_url=alfacrm_url, timeout=30) as http:
+        daria = _ui(
+            http,
+            "customer/create",
+            {
+                "name": "Кузнецова Дарья",
+                "is_study": 0,
+                "lead_status_id": 1,
+                "phone": ["+7 (916) 555-01-01"],
+                "email": ["daria@example.ru"],
+                "teacher_ids": [1],
+            },
+        )
+        artem = _ui(
+            http,
+            "customer/create",
+            {"name": "Морозов Артём", "is_study": 0, "lead_status_id": 1, "phone": ["89035550202"]},
+        )
+        sofia = _ui(
+            http,
+            "customer/create",
+            {
+                "name": "Новикова Софья",
+                "is_study": 0,
+                "lead_status_id": 1,
+                "phone": ["8 (926) 555-03-03"],
+                "teacher_ids": [3],
+            },
+            branch_id=2,
+        )
+        kirill = _ui(http, "customer/create", {"name": "Белов Кирилл", "is_study": 0, "phone": ["+79165550404"]})
+        for status in (2, 3, 7):
+            advance(45)
+            _ui(http, "customer/update", {"lead_status_id": status}, id=daria["id"])
+        for status in (2, 5):
+            advance(20)
+            _ui(http, "customer/update", {"lead_status_id": status}, id=artem["id"])
+        advance(30)
+        _ui(http, "customer/update", {"lead_status_id": 3}, id=sofia["id"])
+        advance(60)
+        _ui(http, "customer/update", {"is_study": 1}, id=daria["id"])
+        advance(15)
+        _ui(http, "customer/update", {"is_study": 1}, id=sofia["id"])
+        advance(10)
+        _ui(
+            http,
+            "pay/create",
+            {"customer_id": daria["id"], "income": "6000", "teacher_id": 1, "note": "Абонемент, 8 занятий"},
+        )
+        advance(90)
+        _ui(
+            http,
+            "pay/create",
+            {"customer_id": daria["id"], "income": "3500", "teacher_id": 2, "note": "Доп. занятия по грамматике"},
+        )
+        advance(20)
+        _ui(http, "pay/create", {"customer_id": sofia["id"], "income": "4800", "teacher_id": 3}, branch_id=2)
+        advance(5)
+        wrong = _ui(http, "pay/create", {"customer_id": sofia["id"], "income": "1500"}, branch_id=2)
+        advance(3)
+        _ui(http, "pay/delete", {}, id=wrong["id"])
+    return {"daria": daria["id"], "artem": artem["id"], "sofia": sofia["id"], "kirill": kirill["id"]}
+
+
+def deals_table(uis_state: dict[str, Any]) -> list[str]:
+    """The UIS sandbox's deals per funnel, as a reader would want to see them."""
+    funnels = {f["ext_id"]: f for f in uis_state["funnels"]}
+    lines: list[str] = []
+    for funnel_id in ("first_sale", "upsell"):
+        funnel = funnels.get(funnel_id)
+        deals = [d for d in uis_state["deals"] if d["sales_funnel_ext_id"] == funnel_id]
+        if funnel is None:
+            continue
+        names = {ext: stage["name"] for ext, stage in funnel["stages"].items()}
+        lines.append("")
+        lines.append(f"UIS funnel «{funnel['name']}» ({funnel_id}): {len(deals)} deals")
+        header = f"  {'deal':<40} {'stage':<20} {'revenue':>8}  {'teacher':<26} {'branch':<12} path"
+        lines.append(header)
+        lines.append("  " + "-" * (len(header) + 20))
+        for deal in sorted(deals, key=lambda d: d["ext_id"]):
+            path = " → ".join(
+                names.get(p["stage_ext_id"], p["stage_ext_id"]) for p in deal["path"] if not p["is_generated"]
+            )
+            revenue = "" if deal.get("revenue") is None else f"{deal['revenue']:g}"
+            fields = deal.get("user_fields") or {}
+            lines.append(
+                f"  {deal['name'][:40]:<40} {names.get(deal['stage_ext_id'], deal['stage_ext_id'])[:20]:<20} "
+                f"{revenue:>8}  {(fields.get('teacher') or '')[:26]:<26} {(fields.get('branch') or '')[:12]:<12} {path}"
+            )
+    return lines
+
+
+def run_deals_demo(stack: Any, out: Out = print) -> dict[str, Any]:
+    alfacrm_url, uis_url = stack.sandboxes["alfacrm"].url, stack.sandboxes["uis"].url
+    out("")
+    out("== Deals: AlfaCRM → UIS ==")
+    out("A school day in AlfaCRM: 4 leads, statuses, 2 conversions, payments, an extra payment, a deleted payment")
+    started = time.monotonic()
+    clock = ShiftedClock(hours_ago=7)
+    stack.sandboxes["alfacrm"].sandbox.clock = clock
+    ids = school_day(alfacrm_url, clock.advance)
+    stack.wait_idle(timeout=120)
+    out(f"AlfaCRM webhooks processed by the deal worker in {time.monotonic() - started:.1f}s")
+    reply = httpx.post(f"{stack.url}/_local/schedules/DealUploadSchedule", timeout=120)
+    reply.raise_for_status()
+    for report in reply.json().get("result", reply.json()).get("integrations", []):
+        out(
+            f"Uploader: {report['deals']} deals, {report['rows']} rows, {report['points']} UIS points, "
+            f"state {report['state']}" + (f", parked {report['parked']}" if report["parked"] else "")
+        )
+    state = httpx.get(f"{uis_url}/_sandbox/state", timeout=30).json()
+    for line in deals_table(state):
+        out(line)
+    return {"customers": ids, "deals": len(state["deals"])}
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    # metrics are switched off for the console; Powertools then warns on every invocation
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    # AlfaCRM is asked for ≤5 requests/s; the sandbox answers bursts above that with 429 like the real one
+    os.environ.setdefault("ALFACRM_RPS", "4")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on the console
+    from tools.localstack import LocalStack
+
+    stack = LocalStack(
+        sandbox=True,
+        run_schedules=False,
+        out=lambda line: None,
+        extra_env={"ALFACRM_RPS": os.environ["ALFACRM_RPS"], "POWERTOOLS_LOG_LEVEL": "WARNING"},
+    )
+    stack.start()
+    try:
+        print(f"local stack {stack.url}, demo integration {stack.demo['id'] if stack.demo else '?'}")
+        run_deals_demo(stack)
+        try:
+            texts = importlib.import_module("tools.demo_texts")
+        except ModuleNotFoundError:
+            texts = None
+        if texts is not None:
+            texts.run(stack)
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
