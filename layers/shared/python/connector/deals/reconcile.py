@@ -74,9 +74,7 @@ def reconcile_all(
     clients = clients or default_clients
     send = send or _queue_sender
     reports = []
-    # annotated: IntegrationStore's `list` method shadows the builtin in its own annotations
-    active: list[Integration] = store.integrations.list_active()
-    for integration in active:
+    for integration in store.integrations.list_active():
         if not integration.settings.deals.enabled:
             continue
         try:
