@@ -6,7 +6,7 @@ from functools import cached_property
 
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
-from connector.store.integrations import IntegrationStore
+from connector.store.integrations import IntegrationStore, clear_memo
 from connector.store.texts import TextStore
 
 
@@ -45,3 +45,4 @@ def default_store() -> Store:
 def reset_default_store() -> None:
     global _default
     _default = None
+    clear_memo()

@@ -11,6 +11,15 @@ from connector.store.base import DynamoTable, int_pk, is_expired
 
 META = "META"
 
+# Process-wide, so a write through any Store instance invalidates every reader in this container (the
+# local stack runs all functions in one process). Across Lambda containers a change shows within
+# `memory_ttl` seconds.
+_MEMO: dict[tuple[str, str], tuple[float, Integration]] = {}
+
+
+def clear_memo() -> None:
+    _MEMO.clear()
+
 
 class IntegrationStore:
     """Integration records are read on every event: keep them in memory for a few seconds."""
@@ -18,7 +27,6 @@ class IntegrationStore:
     def __init__(self, table: DynamoTable, *, memory_ttl: float = 10.0) -> None:
         self.t = table
         self.memory_ttl = memory_ttl
-        self._memo: dict[str, tuple[float, Integration]] = {}
         self._lookups: dict[tuple[str, str], tuple[float, Any]] = {}
 
     # --- integrations -------------------------------------------------------------------------
@@ -32,19 +40,19 @@ class IntegrationStore:
             **integration.model_dump(mode="json"),
         }
         self.t.put(item, if_absent=True)
-        self._memo.pop(integration.id, None)
+        _MEMO.pop((self.t.name, integration.id), None)
 
     def get(self, integration_id: str, *, fresh: bool = False) -> Integration | None:
         now = time.monotonic()
-        hit = self._memo.get(integration_id)
+        hit = _MEMO.get((self.t.name, integration_id))
         if hit and not fresh and now - hit[0] < self.memory_ttl:
             return hit[1]
         item = self.t.get(int_pk(integration_id), META)
         if item is None:
-            self._memo.pop(integration_id, None)
+            _MEMO.pop((self.t.name, integration_id), None)
             return None
         integration = Integration.model_validate(item)
-        self._memo[integration_id] = (now, integration)
+        _MEMO[(self.t.name, integration_id)] = (now, integration)
         return integration
 
     def all(self) -> list[Integration]:
@@ -55,11 +63,11 @@ class IntegrationStore:
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": settings.model_dump(mode="json")})
-        self._memo.pop(integration_id, None)
+        _MEMO.pop((self.t.name, integration_id), None)
 
     def set_active(self, integration_id: str, active: bool) -> bool:
         done = self.t.update_fields(int_pk(integration_id), META, {"active": active})
-        self._memo.pop(integration_id, None)
+        _MEMO.pop((self.t.name, integration_id), None)
         return done
 
     # --- look-up cache (DynamoDB + memory) --------------------------------------------------------
