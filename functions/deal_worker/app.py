@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from connector.deals.worker import handle_deal_event
+from connector.deals.worker import DEAL_EVENT_IDEMPOTENCY, handle_deal_event_once
 from connector.observability import logger, metrics, tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -20,7 +20,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
-    outcome = handle_deal_event(json.loads(record.body))
+    outcome = handle_deal_event_once(json.loads(record.body))
     logger.info("deal event", extra={"status": outcome.status, "reason": outcome.reason, "deals": outcome.changed})
     metrics.add_metric(name=f"DealEvents{outcome.status.capitalize()}", unit="Count", value=1)
 
@@ -29,4 +29,5 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    DEAL_EVENT_IDEMPOTENCY.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -261,9 +261,10 @@ class Admin:
             if kind == "deal":
                 self.store.deals.mark_pending(integration_id, payload["funnel"], payload["ext_id"])
             elif kind == "deal_event":
-                queues.send(e.deal_events_queue_url, payload)
+                # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
+                queues.send(e.deal_events_queue_url, {**payload, "replay": pysecrets.token_hex(8)})
             elif kind == "text_event":
-                queues.send(e.text_events_queue_url, payload)
+                queues.send(e.text_events_queue_url, {**payload, "replay": pysecrets.token_hex(8)})
             else:
                 continue
             self.store.integrations.unpark(integration_id, kind, key)
