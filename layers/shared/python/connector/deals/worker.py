@@ -120,12 +120,18 @@ DEAL_EVENT_IDEMPOTENCY = IdempotencyConfig(
 _once: Callable[..., dict[str, Any]] | None = None
 
 
-def _run_as_dict(message: Mapping[str, Any]) -> dict[str, Any]:
-    outcome = handle_deal_event(message)
+def _run_as_dict(message: Mapping[str, Any], **ports: Any) -> dict[str, Any]:
+    outcome = handle_deal_event(message, **ports)
     return {"status": outcome.status, "reason": outcome.reason, "changed": outcome.changed}
 
 
-def handle_deal_event_once(message: Mapping[str, Any]) -> Outcome:
+def handle_deal_event_once(
+    message: Mapping[str, Any],
+    *,
+    store: Store | None = None,
+    clients: ClientFactory | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> Outcome:
     """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table)."""
     global _once
     if _once is None:
@@ -134,7 +140,7 @@ def handle_deal_event_once(message: Mapping[str, Any]) -> Outcome:
         _once = idempotent_function(
             data_keyword_argument="message", persistence_store=persistence_layer(), config=DEAL_EVENT_IDEMPOTENCY
         )(_run_as_dict)
-    result = _once(message=dict(message))
+    result = _once(message=dict(message), store=store, clients=clients, now=now)
     return Outcome(result["status"], result.get("reason") or "", changed=list(result.get("changed") or []))
 
 
