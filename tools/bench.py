@@ -54,8 +54,7 @@ class AwsCalls:
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def full_stack(leads: int = 20, requests: int = 10, chats: int = 10) -> dict[str, Any]:
