@@ -6,6 +6,7 @@ import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector import queues
 from connector import secrets as secret_store
@@ -27,6 +28,7 @@ from connector.settings import (
     Integration,
     SettingsDocument,
     check_alfacrm_hostname,
+    check_uis_api_url,
     parse_create_input,
     parse_settings,
     resolve_is_public,
@@ -68,9 +70,12 @@ class Admin:
             raise ValidationFailed(
                 f"alfacrm.hostname: '{hostname}' does not resolve to public addresses only", field="alfacrm.hostname"
             )
-        api_url = data.uis.api_url.rstrip("/")
-        if not self.allow_insecure_hosts and not api_url.startswith("https://"):
-            raise ValidationFailed("uis.api_url: must be an https URL", field="uis.api_url")
+        api_url = check_uis_api_url(data.uis.api_url, allow_insecure=self.allow_insecure_hosts)
+        uis_host = urlsplit(api_url).hostname or ""
+        if not self.allow_insecure_hosts and not self.check_dns(uis_host):
+            raise ValidationFailed(
+                f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
+            )
         try:
             self.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
         except AlfaCrmError as exc:
@@ -105,7 +110,12 @@ class Admin:
             alfacrm_webhook_secret_hash=hash_secret(alfa_secret),
             uis_webhook_secret_hash=hash_secret(uis_secret),
         )
-        self.store.integrations.create(integration)
+        try:
+            self.store.integrations.create(integration)
+        except Exception:
+            # nothing partial: the credentials go when the record could not be written
+            secret_store.delete_credentials(secret_id)
+            raise
         return {
             "id": integration_id,
             "webhooks": self._webhooks(base_url, integration_id, alfa_secret, uis_secret),

@@ -316,6 +316,37 @@ def parse_create_input(doc: Any) -> CreateIntegrationInput:
 _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
+def check_uis_api_url(url: str, *, allow_insecure: bool) -> str:
+    """The UIS Data API URL: https on a public DNS name outside the local stack (the same rules as AlfaCRM)."""
+    raw = url.strip().rstrip("/")
+    parts = urlsplit(raw)
+    field = "uis.api_url"
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise UnsafeHostname(f"{field}: '{raw}' is not an http(s) URL", field=field)
+    if allow_insecure:
+        return raw
+    if parts.scheme != "https" or parts.port not in (None, 443) or parts.username or parts.password:
+        raise UnsafeHostname(f"{field}: must be an https URL without port or credentials", field=field)
+    _check_public_name(parts.hostname, field)
+    return raw
+
+
+def _check_public_name(host: str, field: str) -> str:
+    host = host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise UnsafeHostname(f"{field}: IP addresses are not allowed, use a domain name", field=field)
+    if not _HOST_RE.match(host) or host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
+        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
+    return host
+
+
+_PRIVATE_SUFFIXES = (".local", ".localhost", ".internal", ".lan", ".home", ".corp")
+
+
 def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
     """Return the hostname to store, or raise UnsafeHostname.
 
@@ -338,18 +369,7 @@ def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
         if parts.port is not None or (parts.path not in {"", "/"}) or parts.query:
             raise UnsafeHostname(f"{field}: give the host name only, without port or path", field=field)
         host = parts.hostname or ""
-    host = host.lower().rstrip(".")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        pass
-    else:
-        raise UnsafeHostname(f"{field}: IP addresses are not allowed, use the account's domain name", field=field)
-    if not _HOST_RE.match(host):
-        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
-    if host == "localhost" or host.endswith((".local", ".localhost", ".internal", ".lan", ".home", ".corp")):
-        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
-    return host
+    return _check_public_name(host, field)
 
 
 def resolve_is_public(host: str) -> bool:
