@@ -3,7 +3,9 @@
 Deals part (here): a school day entered through the AlfaCRM sandbox's manager "UI" routes — leads moving
 through statuses, one failing, two converting to clients, payments, an extra payment, a payment deleted —
 whose webhooks reach the local stack; then `DealUploadSchedule` fires and the deals the UIS sandbox now holds
-are printed per funnel. Texts part: `tools.demo_texts.run(stack)`, when present.
+are printed per funnel. Texts part: `tools.demo_texts.run(stack)`, when present. Last, `DealUploadSchedule`
+fires again and the first-sale deals of the leads the connector created from UIS communications are printed
+with the communication UIS attributes them to.
 """
 
 from __future__ import annotations
@@ -153,6 +155,14 @@ def run_deals_demo(stack: Any, out: Out = print) -> dict[str, Any]:
     ids = school_day(alfacrm_url, clock.advance)
     stack.wait_idle(timeout=120)
     out(f"AlfaCRM webhooks processed by the deal worker in {time.monotonic() - started:.1f}s")
+    _upload(stack, out)
+    state = httpx.get(f"{uis_url}/_sandbox/state", timeout=30).json()
+    for line in deals_table(state):
+        out(line)
+    return {"customers": ids, "deals": len(state["deals"])}
+
+
+def _upload(stack: Any, out: Out) -> None:
     reply = httpx.post(f"{stack.url}/_local/schedules/DealUploadSchedule", timeout=120)
     reply.raise_for_status()
     for report in reply.json().get("result", reply.json()).get("integrations", []):
@@ -160,10 +170,35 @@ def run_deals_demo(stack: Any, out: Out = print) -> dict[str, Any]:
             f"Uploader: {report['deals']} deals, {report['rows']} rows, {report['points']} UIS points, "
             f"state {report['state']}" + (f", parked {report['parked']}" if report["parked"] else "")
         )
-    state = httpx.get(f"{uis_url}/_sandbox/state", timeout=30).json()
-    for line in deals_table(state):
-        out(line)
-    return {"customers": ids, "deals": len(state["deals"])}
+
+
+def communication_deals(stack: Any, customers: dict[int, str], out: Out = print) -> list[dict[str, Any]]:
+    """Upload once more; print the first-sale deals of `customers` (id → name: the leads the connector
+    created from UIS chats and requests) with the UIS communication each deal carries."""
+    out("")
+    out("== Сделки UIS по лидам из коммуникаций UIS ==")
+    stack.wait_idle(timeout=60)
+    _upload(stack, out)
+    state = httpx.get(f"{stack.sandboxes['uis'].url}/_sandbox/state", timeout=30).json()
+    by_ext = {d["ext_id"]: d for d in state["deals"] if d["sales_funnel_ext_id"] == "first_sale"}
+    rows: list[dict[str, Any]] = []
+    out(f"  {'лид AlfaCRM':<44} {'сделка UIS':<14} communication_id / type")
+    for customer_id, name in sorted(customers.items()):
+        deal = by_ext.get(f"customer-{customer_id}")
+        label = f"#{customer_id} {name}"
+        if deal is None:
+            out(f"  {label[:44]:<44} {'—':<14} (сделки нет)")
+            continue
+        rows.append(deal)
+        comm = (
+            f"{deal['communication_id']} / {deal['communication_type']}"
+            if deal.get("communication_id") is not None
+            else "— (без коммуникации)"
+        )
+        out(f"  {label[:44]:<44} {deal['ext_id']:<14} {comm}")
+    carried = sum(d.get("communication_id") is not None for d in rows)
+    out(f"Итого: сделок {len(rows)} из {len(customers)}, с коммуникацией UIS {carried}.")
+    return rows
 
 
 def main() -> int:
@@ -191,7 +226,11 @@ def main() -> int:
         except ModuleNotFoundError:
             texts = None
         if texts is not None:
-            texts.run(stack)
+            result = texts.run(stack) or {}
+            leads = [*(result.get("created") or []), *((result.get("lost") or {}).get("created") or [])]
+            created = {int(c["id"]): str(c["name"]) for c in leads}
+            if created:
+                communication_deals(stack, created)
     finally:
         stack.stop()
     return 0

@@ -4,6 +4,10 @@ Called by tools/demo.py after the deals part with the running local stack (`run(
 through the sandboxes' scenario routes over HTTP, the way UIS would produce it: the UIS sandbox sends its
 notifications to the demo integration's webhook, the local stack queues them, the text worker writes to
 the AlfaCRM sandbox. Then the leads, comments and fields are read back from the AlfaCRM sandbox's state.
+
+Last, a lost chat whose `lost_chat` notification never arrives: the chat poller (`ChatPollSchedule`, fired
+by hand) finds it in `get.chats_report` and the text worker creates the AlfaCRM task; a second poll creates
+no second task.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 import httpx
 
 KNOWN_CLIENT_PHONE = "89161234567"  # the AlfaCRM sandbox's seeded client +7(916)123-45-67, spelled otherwise
+LOST_CHAT_PHONE = "79037770303"
 
 
 def _post(http: httpx.Client, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -122,4 +127,84 @@ def run(stack: Any, out: Any = None) -> dict[str, Any]:
         _print_customer(customer, comments.get(customer["id"], []), say, created=customer["id"] not in known_ids)
     created = [c for c in touched if c["id"] not in known_ids]
     say(f"Итого: новых лидов {len(created)}, новых комментариев {sum(len(v) for v in comments.values())}.")
-    return {"created": created, "comments": comments}
+    lost = lost_chat(stack, say)
+    return {"created": created, "comments": comments, "lost": lost}
+
+
+def _poll(stack: Any) -> dict[str, Any]:
+    """Fire `ChatPollSchedule` now (the local stack's route) and wait until the text worker is done."""
+    reply = httpx.post(f"{stack.url}/_local/schedules/ChatPollSchedule", timeout=120)
+    reply.raise_for_status()
+    stack.wait_idle(timeout=60)
+    summary: dict[str, Any] = reply.json()
+    return summary
+
+
+POLL_STATUS = {
+    "polled": "опрошено",
+    "not_due": "пропуск: интервал опроса ещё не прошёл",
+    "budget": "пропуск: мало баллов UIS",
+    "allowance": "пропуск: дневной лимит опроса",
+    "failed": "ошибка",
+}
+
+
+def _poll_line(summary: dict[str, Any]) -> str:
+    statuses = ", ".join(POLL_STATUS.get(k, k) for k in sorted(summary.get("by_status") or {})) or "—"
+    if not summary.get("polls"):
+        return statuses
+    return (
+        f"{statuses}: прочитано чатов {summary.get('chats_read', 0)}, "
+        f"событий lost_chat {summary.get('lost_chat_events', 0)}, баллов UIS {summary.get('uis_points', 0)}"
+    )
+
+
+def lost_chat(stack: Any, say: Any) -> dict[str, Any]:
+    """A chat nobody answered whose notification is lost; the poller catches it → one AlfaCRM task."""
+    uis_url, alfacrm_url = stack.sandboxes["uis"].url, stack.sandboxes["alfacrm"].url
+    before = _state(alfacrm_url)
+    known_tasks = {t["id"] for t in before["tasks"]}
+    known_customers = {c["id"] for c in before["customers"]}
+    say("")
+    say(f"4) Потерянный чат на сайте (Ольга, {LOST_CHAT_PHONE}): никто не ответил, уведомление lost_chat не пришло")
+    with httpx.Client(base_url=uis_url, timeout=30) as http:
+        chat = _post(
+            http,
+            "/_sandbox/chats",
+            {
+                "chat_channel_type": "comagic",
+                "site_id": 17001,
+                "visitor_name": "Ольга",
+                "visitor_phone_number": LOST_CHAT_PHONE,
+                "message": "Добрый вечер! Сколько стоит индивидуальное занятие?",
+            },
+        )
+        _post(http, f"/_sandbox/chats/{chat['id']}/lose?notify=0")
+    stack.wait_idle(timeout=30)
+    if [t for t in _state(alfacrm_url)["tasks"] if t["id"] not in known_tasks]:
+        raise RuntimeError("a task appeared before the poller ran: the lost_chat notification was not lost")
+    say(f"   Планировщик ChatPollSchedule → {_poll_line(_poll(stack))}")
+
+    after = _state(alfacrm_url)
+    customers = {c["id"]: c for c in after["customers"]}
+    tasks = [t for t in after["tasks"] if t["id"] not in known_tasks]
+    say("")
+    say(f"Задачи AlfaCRM по потерянным чатам: {len(tasks)}")
+    for task in tasks:
+        who = ", ".join(
+            f"#{cid} {customers[cid]['name']}" if cid in customers else f"#{cid}"
+            for cid in task.get("customer_ids") or []
+        )
+        say(f"  задача #{task['id']}: «{task['title']}»")
+        say(f"     клиент: {who or '—'}; срок: {task.get('due_date') or '—'}; филиал {task.get('branch_ids')}")
+        for line in str(task.get("text") or "").splitlines():
+            say(f"       | {line}")
+        if "Ольга" not in task["title"]:
+            say("     (имени «Ольга» нет в строке get.chats_report: {visitor_name} = имя, данное лиду)")
+
+    say("")
+    say(f"   Планировщик ChatPollSchedule ещё раз → {_poll_line(_poll(stack))}")
+    again = [t for t in _state(alfacrm_url)["tasks"] if t["id"] not in known_tasks]
+    say(f"   задач по потерянным чатам после повторного опроса: {len(again)} (было {len(tasks)})")
+    created = [c for c in after["customers"] if c["id"] not in known_customers]
+    return {"chat_id": chat["id"], "tasks": tasks, "tasks_after_second_poll": len(again), "created": created}

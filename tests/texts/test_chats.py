@@ -51,7 +51,11 @@ def test_chat_finished_creates_the_lead_and_posts_the_transcript(world: World):
     assert lead["name"] == "Павел" and lead["phone"] == ["+79261230001"] and lead["lead_source_id"] == 2
     [transcript] = world.comments(lead["id"])
     assert transcript.startswith("Переписка в чате на сайте")
-    assert "Здравствуйте, есть места?" in transcript and "Да, в субботу в 11:00" in transcript
+    # UIS's text log read back with the authors a manager expects: the visitor by name, the operator by full name
+    assert [line.split("] ", 1)[1] for line in transcript.splitlines()[1:]] == [
+        "Посетитель (Павел): Здравствуйте, есть места?",
+        f"{world.uis.employees[11]['full_name']}: Да, в субботу в 11:00",
+    ]
     assert outcome.uis_calls == 1
     link = world.store.texts.customer_link("int1", lead["id"])
     assert link == {"communication_id": world.uis.chats[chat_id]["communication_id"], "communication_type": "chat"}

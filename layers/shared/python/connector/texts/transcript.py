@@ -8,6 +8,7 @@ is never split again. Cuts fall between messages, then between words; nothing is
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,12 @@ SOURCE_LABELS = {
     "bot": "Чат-бот",
     "form_text": "Форма",
 }
+OPERATOR_SOURCES = frozenset({"operator", "employee"})
+
+# one line of UIS's text log ("Текст переписки" in a notification whose `messages` is not a list):
+# "<yyyy-mm-dd hh:mm[:ss]> <employee_full_name or source>: <text>"; lines that do not match (the
+# continuation of a multi-line message) are kept as written
+_LOG_LINE = re.compile(r"^(?P<when>\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\s+(?P<who>[^:]+?):(?:\s(?P<text>.*))?$")
 
 
 def _nbytes(text: str) -> int:
@@ -50,15 +57,38 @@ def _time(value: Any, tz: str | None) -> str | None:
         return text
 
 
+def _visitor(chat: ChatFacts) -> str:
+    label = SOURCE_LABELS["visitor"]
+    return f"{label} ({chat.visitor_name})" if chat.visitor_name else label
+
+
+def _label(source: str, chat: ChatFacts, name: Any = None) -> str:
+    """Who wrote a message, as a manager reads it: "Посетитель (Павел)", the operator's full name,
+    "Система", "Чат-бот"…; an unknown source as UIS wrote it."""
+    key = source.strip().lower()
+    if key == "visitor":
+        return _visitor(chat)
+    if key in OPERATOR_SOURCES or (not key and name):
+        return str(name).strip() if name else SOURCE_LABELS["operator"]
+    return SOURCE_LABELS.get(key, source.strip())
+
+
 def _who(message: dict[str, Any], chat: ChatFacts) -> str:
-    source = str(message.get("source") or message.get("author") or message.get("from") or "").lower()
-    label = SOURCE_LABELS.get(source, source.capitalize() if source else "")
+    source = str(message.get("source") or message.get("author") or message.get("from") or "")
     name = message.get("employee_full_name") or message.get("operator_name")
-    if source in {"operator", "employee"} and name:
-        return f"{label} {name}"
-    if source == "visitor" and chat.visitor_name:
-        return f"{label} {chat.visitor_name}"
-    return label or (str(name) if name else "—")
+    return _label(source, chat, name) or "—"
+
+
+def _log_line(line: str, chat: ChatFacts, tz: str | None) -> str:
+    """A line of UIS's text log in the same shape as a structured message; other lines unchanged."""
+    match = _LOG_LINE.match(line.strip())
+    if match is None:
+        return line
+    who = match["who"].strip()
+    # the log names an operator by full name and everyone else by source
+    label = _label(who, chat) if who.lower() in SOURCE_LABELS else who
+    when = _time(match["when"], tz)
+    return f"[{when}] {label}: {(match['text'] or '').strip()}"
 
 
 def _files(message: dict[str, Any]) -> list[str]:
@@ -88,7 +118,7 @@ def render(chat: ChatFacts, messages: list[dict[str, Any]], tz: str | None) -> s
     lines = [head]
     for message in messages:
         if message.get("raw"):
-            lines.append(str(message.get("text") or ""))
+            lines.append(_log_line(str(message.get("text") or ""), chat, tz))
             continue
         when = _time(message.get("date_time") or message.get("created_at") or message.get("time"), tz)
         text = str(message.get("text") or message.get("message") or "").strip()
