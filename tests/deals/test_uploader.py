@@ -266,3 +266,23 @@ def test_views_follow_the_contract(alfacrm, captured, deliver, flush, uis, clock
     assert views[0]["history"][0] == {"stage": "new", "at": utc("2025-03-03 11:10:00")}
     assert datetime.fromisoformat(views[0]["history"][0]["at"].replace("Z", "+00:00")).tzinfo == UTC
     assert [d["funnel"] for d in deals_view(store, INTEGRATION_ID)][:1] == ["first_sale"]
+
+
+def test_a_lead_linked_to_its_uis_chat_after_its_deal_was_built_reaches_uis_with_that_chat(
+    alfacrm, captured, deliver, flush, uis, store
+):
+    """Given the connector created a lead from a UIS chat and AlfaCRM's create webhook was processed before
+    the text worker stored the link (the webhook fires during the create call), when the uploader flushes,
+    then UIS receives the first-sale deal with the chat as its communication."""
+    lead = alfacrm.ui_create_customer({"name": "Павел", "is_study": 0, "lead_status_id": 1, "phone": ["89265550101"]})
+    for body in captured.take():
+        deliver(body)
+    assert deals_view(store, INTEGRATION_ID, "first_sale")[0]["communication_id"] is None
+    store.texts.link_customer(INTEGRATION_ID, lead["id"], 90000004, "chat")
+
+    flush()
+
+    sent = uis.deals[f"customer-{lead['id']}"]
+    assert (sent["communication_id"], sent["communication_type"]) == (90000004, "chat")
+    [shown] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert shown["communication_id"] == 90000004 and shown["upload"]["state"] == "uploaded"

@@ -128,6 +128,7 @@ def flush_integration(
                 report.parked.append(f"{deal.funnel}#{deal.ext_id}")
             else:
                 ready.append(deal)
+        ready = _attach_communications(integration, ready, store=store)
         without_contact = _sync_contacts(integration, ready, store=store, uis=uis, now=moment, report=report)
         items = [_plan(integration, d, now=moment, with_contact=d.contact_ext_id not in without_contact) for d in ready]
         items = [i for i in items if i.rows]
@@ -151,6 +152,27 @@ def flush_integration(
 
 
 # --- planning ---------------------------------------------------------------------------------------------
+def _attach_communications(integration: Integration, deals: list[DealRecord], *, store: Store) -> list[DealRecord]:
+    """Give first-sale deals the UIS communication their lead came from, when it was linked after they were built.
+
+    The text worker links a lead it created only once AlfaCRM has answered the create, but AlfaCRM fires the
+    Customer webhook during that call: the deal worker may build the deal before the link exists. One batch
+    read per flush closes that gap before UIS first sees the deal (the saved deal keeps the link).
+    """
+    lacking = [d for d in deals if d.funnel == rules.FIRST_SALE and d.communication_id is None]
+    if not lacking:
+        return deals
+    links = store.texts.customer_links(integration.id, [d.customer_id for d in lacking])
+    if not links:
+        return deals
+    lacking_keys = {d.key for d in lacking}
+    out = []
+    for deal in deals:
+        link = links.get(deal.customer_id) if deal.key in lacking_keys else None
+        out.append(deal.model_copy(update=link) if link else deal)
+    return out
+
+
 def _unknown_stages(deal: DealRecord, known: dict[str, set[str]]) -> list[str]:
     stages = known.get(deal.funnel, set())
     return [s.stage for s in rules.rows_to_send(deal, force=True) if s.stage not in stages]

@@ -42,10 +42,23 @@ class TextStore:
 
     def customer_link(self, integration_id: str, customer_id: int) -> dict[str, Any] | None:
         """`{"communication_id": int, "communication_type": "chat"|"offline_message"}` or None."""
-        item = self.t.get(int_pk(integration_id), f"CUSTCOMM#{customer_id}", consistent=False)
+        # consistent: the text worker writes the link just after AlfaCRM's create, whose webhook races it here
+        item = self.t.get(int_pk(integration_id), f"CUSTCOMM#{customer_id}")
         if not item:
             return None
         return {"communication_id": item["communication_id"], "communication_type": item["communication_type"]}
+
+    def customer_links(self, integration_id: str, customer_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """`customer_link` for many customers in one batch read (the uploader, once per flush)."""
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, f"CUSTCOMM#{cid}") for cid in dict.fromkeys(customer_ids)])
+        return {
+            int(i["sk"].removeprefix("CUSTCOMM#")): {
+                "communication_id": i["communication_id"],
+                "communication_type": i["communication_type"],
+            }
+            for i in items
+        }
 
     # --- chat and request progress ----------------------------------------------------------------
     # One item per chat (`CHAT#<chat_id>`) and per request (`REQ#<key>`): the facts learned so far, the
