@@ -362,3 +362,44 @@ def test_builders_shape_is_what_uis_sends(world: World):
 
     with pytest.raises(UisUnavailable):  # not in the report yet → retried later, not dropped
         world.run(message("chat_finished", chat_finished_post(chat_id=424242)))
+
+
+def test_tag_set_after_the_chat_ended_creates_the_lead_with_the_transcript(world: World):
+    # Given leads when the tag "Целевой" is set; operators often tag a chat after closing it
+    world.integration(chat_settings(on="tag_set", tags=["Целевой"]))
+    world.notify("set_mark", "chat_finished", extra_params=["chat_id"])
+    chat_id = open_chat(world)
+    # When the chat ends untagged (no lead yet: the tag is not set), and then the tag is set
+    world.uis.finish_chat(chat_id)
+    [ended] = world.deliver()
+    assert world.new_customers() == [] and ended.status in {"skipped", "done"}
+    world.uis.tag_chat(chat_id, 504)
+    world.deliver()
+    # Then the lead exists and holds the transcript of the ended chat, once
+    [lead] = world.new_customers()
+    [transcript] = world.comments(lead["id"])
+    assert "Да, в субботу в 11:00" in transcript
+    # and a repeated set_mark adds nothing
+    world.uis.untag_chat(chat_id, 504)
+    world.uis.tag_chat(chat_id, 504)
+    world.deliver()
+    assert len(world.new_customers()) == 1 and len(world.comments(lead["id"])) == 1
+
+
+def test_lost_chat_task_is_linked_to_the_lead_made_for_a_visitor_without_contacts(world: World):
+    # Given leads for visitors without contacts, and the lost-chat task on
+    world.integration(
+        chat_settings(
+            without_contacts=True,
+            lost_chat_task={"enabled": True, "title": "Потерянный чат {chat_id}", "assigned_ids": [1], "due_hours": 2},
+        )
+    )
+    world.notify("lost_chat")
+    chat = world.uis.start_chat(chat_channel_type="whatsapp", visitor_name=None, visitor_phone_number=None)
+    # When the chat is lost (nobody answered a visitor who left no phone or e-mail)
+    world.uis.lose_chat(chat["id"])
+    world.deliver()
+    # Then the new lead, and one task linked to that lead (a manager opens the task and sees whom to contact)
+    [lead] = world.new_customers()
+    [task] = [t for t in world.alfacrm.state()["tasks"] if t["title"] == f"Потерянный чат {chat['id']}"]
+    assert task["customer_ids"] == [lead["id"]]

@@ -38,6 +38,7 @@ from connector.timeutil import utc_to_local
 
 if TYPE_CHECKING:
     from connector.alfacrm.client import AlfaCrmClient
+    from connector.alfacrm.models import Customer
     from connector.ports import ClientFactory
     from connector.settings import Integration
     from connector.store import Store
@@ -103,8 +104,19 @@ class LostChatTasks:
         self.clients = clients
         self.clock = clock
 
-    def handle(self, integration: Integration, chat: ChatFacts) -> str:
-        """→ what happened: `created`, `recovered`, `done` (already had a task) or `skipped: <why>`."""
+    def handle(
+        self,
+        integration: Integration,
+        chat: ChatFacts,
+        *,
+        customer_id: int | None = None,
+        customer_branch_id: int | None = None,
+    ) -> str:
+        """→ what happened: `created`, `recovered`, `done` (already had a task) or `skipped: <why>`.
+
+        `customer_id`: the AlfaCRM customer the text worker attached this chat to (found or just created —
+        a lead for a visitor without contacts cannot be found again by phone or e-mail); the task links it.
+        """
         ok, why = task_applies(integration, chat)
         if not ok:
             logger.info(
@@ -119,12 +131,19 @@ class LostChatTasks:
         if state == "busy":
             raise LostChatTaskBusy(f"chat {chat.chat_id}: another worker is creating its task")
         try:
-            return self._create(integration, chat, claim)
+            return self._create(integration, chat, claim, customer_id, customer_branch_id)
         except Exception as exc:
             self._release(integration, chat, claim, exc)
             raise
 
-    def _create(self, integration: Integration, chat: ChatFacts, claim: dict[str, Any]) -> str:
+    def _create(
+        self,
+        integration: Integration,
+        chat: ChatFacts,
+        claim: dict[str, Any],
+        customer_id: int | None = None,
+        customer_branch_id: int | None = None,
+    ) -> str:
         settings = integration.settings.texts
         task = settings.chats.lost_chat_task
         branch_id = settings.branch_id or integration.alfacrm.branch_id
@@ -148,8 +167,12 @@ class LostChatTasks:
                     extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": found},
                 )
                 return "recovered"
-        customer = None
-        if chat.visitor_phone or chat.visitor_email:
+        customer: Customer | None = None
+        if customer_id is not None:
+            # known already: read only for its name, when the chat lacks one
+            if not chat.visitor_name:
+                customer = client.get_customer(int(customer_id), customer_branch_id or branch_id)
+        elif chat.visitor_phone or chat.visitor_email:
             customer = find_customer(
                 client,
                 branch_id=branch_id,
@@ -163,14 +186,13 @@ class LostChatTasks:
             title = render_title(task.title, chat, integration.timezone)
         now = datetime.fromtimestamp(self.clock(), UTC)
         due = utc_to_local(now + timedelta(hours=task.due_hours), integration.timezone).date()
-        claim = self.texts.update_lost_task(
-            integration.id, chat.chat_id, claim, state="sending", customer_id=customer.id if customer else None
-        )
+        linked = int(customer_id) if customer_id is not None else (customer.id if customer else None)
+        claim = self.texts.update_lost_task(integration.id, chat.chat_id, claim, state="sending", customer_id=linked)
         created = client.create_task(
             branch_id=branch_id,
             title=title,
             text=task_text(chat, integration.timezone),
-            customer_ids=[customer.id] if customer else [],
+            customer_ids=[linked] if linked is not None else [],
             assigned_ids=list(task.assigned_ids),
             due_date=due,
         )
@@ -191,7 +213,7 @@ class LostChatTasks:
                 "integration_id": integration.id,
                 "chat_id": chat.chat_id,
                 "task_id": task_id,
-                "customer_found": customer is not None,
+                "customer_found": linked is not None,
             },
         )
         return "created"
@@ -240,7 +262,13 @@ class LostChatTasks:
 
 
 def handle_lost_chat(
-    integration: Integration, chat: ChatFacts, *, store: Store | None = None, clients: ClientFactory | None = None
+    integration: Integration,
+    chat: ChatFacts,
+    *,
+    store: Store | None = None,
+    clients: ClientFactory | None = None,
+    customer_id: int | None = None,
+    customer_branch_id: int | None = None,
 ) -> None:
     """Create the one AlfaCRM task for this lost chat (if the settings ask for it and the filters pass).
 
@@ -256,7 +284,9 @@ def handle_lost_chat(
         from connector.ports import default_clients
 
         clients = default_clients
-    LostChatTasks(store, clients).handle(integration, chat)
+    LostChatTasks(store, clients).handle(
+        integration, chat, customer_id=customer_id, customer_branch_id=customer_branch_id
+    )
 
 
 def _int(value: Any) -> int | None:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from connector.alfacrm.client import AlfaCrmClient
     from connector.alfacrm.models import Customer
     from connector.ports import ClientFactory
-    from connector.settings import Integration
+    from connector.settings import ChatsSettings, Integration
     from connector.store import Store
     from connector.store.texts import TextStore
 
@@ -251,7 +251,8 @@ class TextWorker:
             # an earlier event of this chat already read the report: no second call for the same facts
             chat = _with_mark(n, chat.merged_with_report(ChatFacts.model_validate(stored)))
         lost = n.event == "lost_chat"
-        plan = rules.chat_plan(settings, n.event, chat)
+        waiting = bool(progress.get("transcript_waiting"))
+        plan = _plan(settings, n.event, chat, waiting)
         if not plan.acts and not lost:
             return ev.skip(plan.reason)
         lead_left = plan.create_lead and progress.get("customer_id") is None
@@ -264,7 +265,7 @@ class TextWorker:
         if rules.chat_missing(settings, chat, wants_customer=wants_customer):
             chat = _with_mark(n, ev.uis.complete_chat(chat))
             self.texts.remember(ev.integration.id, item, {"facts": chat.for_store()})
-            plan = rules.chat_plan(settings, n.event, chat)
+            plan = _plan(settings, n.event, chat, waiting)
             if not plan.acts and not lost:
                 return ev.skip(plan.reason)
         elif chat.complete and not stored:
@@ -284,7 +285,7 @@ class TextWorker:
 
         if plan.transcript and customer_id is not None and not _done(progress, "transcript"):
             messages = chat.messages
-            if messages is None and (n.event == "chat_finished" or ev.uis.calls == 0):
+            if messages is None and (n.event == "chat_finished" or waiting or ev.uis.calls == 0):
                 messages = ev.uis.messages(chat.chat_id)
             if messages:
                 self._post_once(
@@ -294,11 +295,21 @@ class TextWorker:
                 ev.note("no messages to post")
         elif plan.transcript and customer_id is None:
             ev.note("transcript not posted: the chat has no AlfaCRM customer")
+            if not waiting:
+                # the chat has ended: a lead a later event makes (a tag set after the end) gets the transcript
+                self.texts.remember(ev.integration.id, item, {"transcript_waiting": True})
 
         if lost:
             from connector.texts.lost_chats import handle_lost_chat  # issue #5's module, loaded when needed
 
-            handle_lost_chat(ev.integration, chat, store=self.store, clients=self.clients)
+            handle_lost_chat(
+                ev.integration,
+                chat,
+                store=self.store,
+                clients=self.clients,
+                customer_id=int(customer_id) if customer_id is not None else None,
+                customer_branch_id=int(branch) if branch is not None else None,
+            )
         if not ev.outcome.lead_created and not ev.outcome.comments:
             ev.outcome.reason = "; ".join(ev.outcome.notes) or "nothing left to write"
         return ev.finish()
@@ -433,6 +444,15 @@ class TextWorker:
             self.texts.fail_step(ev.integration.id, item, step, error)
             raise
         self.texts.finish_step(ev.integration.id, item, step, len(parts))
+
+
+def _plan(settings: ChatsSettings, event: str, chat: ChatFacts, waiting: bool) -> rules.ChatPlan:
+    """`rules.chat_plan`, plus the transcript of a chat that ended before it had a customer when this event
+    creates its lead (the transcript is still only ever posted for an ended chat)."""
+    plan = rules.chat_plan(settings, event, chat)
+    if waiting and plan.create_lead and not plan.transcript:
+        return rules.ChatPlan(True, True, plan.reason + "; the chat has ended: its transcript goes to the lead")
+    return plan
 
 
 def _done(progress: dict[str, Any], step: str) -> bool:
