@@ -36,7 +36,12 @@ def record(draft, at="2025-03-03T07:00:00Z"):
 def uploaded(deal: DealRecord) -> DealRecord:
     """The deal as it is once UIS has everything it holds now."""
     return deal.model_copy(
-        update={"uploaded": rules.history(deal), "uploaded_sig": rules.signature(deal), "upload_state": "uploaded"}
+        update={
+            "uploaded": rules.history(deal),
+            "uploaded_sig": rules.signature(deal),
+            "uploaded_contact_sig": deal.contact_sig,
+            "upload_state": "uploaded",
+        }
     )
 
 

@@ -286,3 +286,31 @@ def test_a_lead_linked_to_its_uis_chat_after_its_deal_was_built_reaches_uis_with
     assert (sent["communication_id"], sent["communication_type"]) == (90000004, "chat")
     [shown] = deals_view(store, INTEGRATION_ID, "first_sale")
     assert shown["communication_id"] == 90000004 and shown["upload"]["state"] == "uploaded"
+
+
+def test_a_phone_added_to_an_uploaded_customer_reaches_the_uis_contact(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """Given a lead whose deal and contact UIS already holds, when only its phones change in AlfaCRM, then the
+    next flush replaces the UIS contact's phone list with the full new list."""
+    lead = alfacrm.ui_create_customer({"name": "Лидия", "is_study": 0, "lead_status_id": 1, "phone": ["89161112233"]})
+    for body in captured.take():
+        deliver(body)
+    flush()
+    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79161112233"]
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"phone": ["89161112233", "+7 903 444-55-66"], "email": ["l@example.ru"]})
+    for body in captured.take():
+        deliver(body)
+    uploads_before = calls(uis, "upload.deals_history")
+
+    flush()
+
+    contact = uis.contacts[f"customer-{lead['id']}"]
+    assert contact["phone_numbers"] == ["+79161112233", "+79034445566"]
+    assert contact["emails"] == ["l@example.ru"]
+    # in one contacts call; the deal's rows are unchanged, so none is re-sent, and nothing stays pending
+    assert calls(uis, "update.deal_contacts") == 1
+    assert calls(uis, "upload.deals_history") == uploads_before
+    assert [d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)] == ["uploaded"]
+    assert store.deals.pending_keys(INTEGRATION_ID) == []

@@ -415,6 +415,7 @@ class DealDraft:
     communication_id: int | None
     communication_type: str | None
     user_fields: dict[str, str]
+    contact_sig: str | None = None
 
 
 def _pay_order(pay: PayInfo) -> tuple[str, int]:
@@ -432,6 +433,13 @@ def deal_payments(snap: CustomerSnapshot) -> list[PayInfo]:
 
 def customer_name(snap: CustomerSnapshot) -> str:
     return (snap.name or "").strip() or f"Клиент {snap.customer_id}"
+
+
+def contact_sig(snap: CustomerSnapshot) -> str:
+    """The customer's phones and e-mails as AlfaCRM holds them: when they change, the first-sale deal becomes
+    pending so the uploader replaces the UIS contact's lists (the name is the deal's name already)."""
+    raw = json.dumps([list(snap.phones), list(snap.emails)], ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def _fields(teacher: str, branch: str) -> dict[str, str]:
@@ -464,6 +472,7 @@ def derive_deals(
             communication_id=int(link["communication_id"]) if link else None,
             communication_type=str(link["communication_type"]) if link else None,
             user_fields=_fields(teachers, branches),
+            contact_sig=contact_sig(snap),
         )
     ]
     if not settings.upsell.enabled or first is None:
@@ -516,7 +525,17 @@ def history(deal: DealRecord) -> list[Step]:
 
 
 def needs_upload(deal: DealRecord) -> bool:
+    return needs_rows(deal) or contact_changed(deal)
+
+
+def needs_rows(deal: DealRecord) -> bool:
+    """UIS lacks a transition or a value its rows carry."""
     return len(history(deal)) > len(deal.uploaded) or signature(deal) != deal.uploaded_sig
+
+
+def contact_changed(deal: DealRecord) -> bool:
+    """The customer's phones or e-mails changed since the last upload: the contact (not the deal's rows) is due."""
+    return deal.contact_sig is not None and deal.contact_sig != deal.uploaded_contact_sig
 
 
 def _content(deal: DealRecord) -> tuple[Any, ...]:
@@ -530,6 +549,7 @@ def _content(deal: DealRecord) -> tuple[Any, ...]:
         deal.communication_type,
         sorted(deal.user_fields.items()),
         deal.customer_id,
+        deal.contact_sig,
     )
 
 
@@ -553,8 +573,10 @@ def apply_draft(existing: DealRecord | None, draft: DealDraft, *, at: str, sourc
         communication_id=draft.communication_id,
         communication_type=draft.communication_type,
         user_fields=dict(draft.user_fields),
+        contact_sig=draft.contact_sig,
         modified_at=existing.modified_at if existing else max(at, draft.path[-1].at),
         uploaded_sig=existing.uploaded_sig if existing else None,
+        uploaded_contact_sig=existing.uploaded_contact_sig if existing else None,
         upload_state=existing.upload_state if existing else "pending",
         upload_error=existing.upload_error if existing else None,
         source_version=max(source_version, existing.source_version if existing else 0),

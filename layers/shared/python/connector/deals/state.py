@@ -102,8 +102,10 @@ class DealRecord(_State):
     communication_id: int | None = None
     communication_type: str | None = None
     user_fields: dict[str, str] = Field(default_factory=dict)
+    contact_sig: str | None = None  # first sale: the customer's phones/e-mails (a change re-syncs the contact)
     modified_at: str
     uploaded_sig: str | None = None
+    uploaded_contact_sig: str | None = None  # `contact_sig` as of the last flush that synced the contact
     upload_state: UploadState = "pending"
     upload_error: str | None = None
     source_version: int = 0  # the snapshot version this deal was computed from

@@ -60,6 +60,7 @@ class _Item:
     rows: list[dict[str, Any]]
     merged: list[Step]
     sig: str
+    contact_sig: str | None = None
 
 
 def flush_all(
@@ -131,6 +132,10 @@ def flush_integration(
         ready = _attach_communications(integration, ready, store=store)
         without_contact = _sync_contacts(integration, ready, store=store, uis=uis, now=moment, report=report)
         items = [_plan(integration, d, now=moment, with_contact=d.contact_ext_id not in without_contact) for d in ready]
+        for item in items:
+            if not item.rows:
+                # only the contact changed (phones, e-mails): synced above, the deal's rows are as UIS has them
+                _mark_uploaded(store, integration, item)
         items = [i for i in items if i.rows]
         report.deals = len(items)
         report.rows = sum(len(i.rows) for i in items)
@@ -183,7 +188,14 @@ def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_con
     force = not rules.needs_upload(deal)
     steps = rules.rows_to_send(deal, force=force)
     rows = rules.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
-    return _Item(deal=deal, steps=steps, rows=rows, merged=rules.history(deal), sig=rules.signature(deal))
+    return _Item(
+        deal=deal,
+        steps=steps,
+        rows=rows,
+        merged=rules.history(deal),
+        sig=rules.signature(deal),
+        contact_sig=deal.contact_sig,
+    )
 
 
 def _chunks(items: list[_Item]) -> list[list[_Item]]:
@@ -332,7 +344,12 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
     deal = item.deal
     for _ in range(WRITE_ATTEMPTS):
         updated = deal.model_copy(
-            update={"uploaded": list(item.merged), "uploaded_sig": item.sig, "upload_error": None}
+            update={
+                "uploaded": list(item.merged),
+                "uploaded_sig": item.sig,
+                "uploaded_contact_sig": item.contact_sig,
+                "upload_error": None,
+            }
         )
         updated.upload_state = "pending" if rules.needs_upload(updated) else "uploaded"
         try:
