@@ -403,3 +403,43 @@ def test_lost_chat_task_is_linked_to_the_lead_made_for_a_visitor_without_contact
     [lead] = world.new_customers()
     [task] = [t for t in world.alfacrm.state()["tasks"] if t["title"] == f"Потерянный чат {chat['id']}"]
     assert task["customer_ids"] == [lead["id"]]
+
+
+def test_replayed_chat_without_contacts_never_lands_on_a_namesake(world: World):
+    # Given chats without contacts on; AlfaCRM holds a lead "Петров Илья" (with his phone) from elsewhere;
+    # and an account that refuses leads without a date of birth
+    world.alfacrm.configure({"required_customer_fields": ("name", "dob")})
+    world.integration(chat_settings(without_contacts=True))
+    world.notify("chat_finished")
+    chat_id = open_chat(world, phone=None, name="Петров Илья", text="Сколько стоит?")
+    world.uis.finish_chat(chat_id)
+    # When the chat's lead is refused (parked), the account is fixed and the event replayed
+    [refused] = world.deliver()
+    assert refused.status == "parked"
+    world.alfacrm.configure({"required_customer_fields": ("name",)})
+    [parked] = world.store.integrations.parked("int1")
+    replayed = world.run(parked["payload"])
+    # Then the visitor gets a lead of his own with the transcript; the namesake's card is untouched
+    [lead] = world.new_customers()
+    assert replayed.lead_created and lead["name"] == "Петров Илья" and lead["phone"] == []
+    assert "Сколько стоит?" in world.comments(lead["id"])[0]
+    namesake = next(c for c in world.customers() if c["name"] == "Петров Илья" and c["phone"])
+    assert world.comments(namesake["id"]) == []
+
+
+def test_stale_claim_for_a_visitor_without_contacts_finds_the_lead_it_created(world: World):
+    # Given a worker that created a contactless chat's lead and died before recording it
+    world.integration(chat_settings(without_contacts=True))
+    world.notify("chat_finished")
+    chat_id = open_chat(world, channel="whatsapp", phone=None, name=None)
+    world.uis.finish_chat(chat_id)
+    [msg] = world.messages()
+    world.store.texts.claim_step("int1", f"CHAT#{chat_id}", "lead", now=world.clock.epoch())
+    name = f"Чат WhatsApp, посетитель {world.uis.chats[chat_id]['visitor_id']}"
+    world.alfacrm.ui_create_customer({"name": name, "is_study": 0}, branch_id=1)
+    # When the message comes back after the claim went stale
+    world.clock.advance(600)
+    outcome = world.run(msg)
+    # Then that lead gets the transcript; no second lead
+    [lead] = world.new_customers()
+    assert not outcome.lead_created and lead["name"] == name and len(world.comments(lead["id"])) == 1

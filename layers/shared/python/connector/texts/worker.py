@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from connector.alfacrm.client import SEARCH_MAX_PAGES
+from connector.alfacrm.models import Customer as CustomerModel
 from connector.errors import BadRequest, ConcurrentUpdate, ConnectorError
 from connector.observability import logger
 from connector.texts import rules
@@ -416,12 +418,26 @@ class TextWorker:
             return find_customer(
                 ev.alfacrm, branch_id=ev.branch_id, phone=lead.phone, email=lead.email, region=ev.region
             )
-        # a visitor without contacts: the lead is known by its name (exact, verified on our side)
-        for item in ev.alfacrm.iter_all(
-            "customer", {"name": lead.name, "is_study": 2, "removed": 1}, branch_id=ev.branch_id
+        # A visitor without contacts: only the name can find the lead, and a name is shared by strangers
+        # (a client "Петров Илья" with his phone). The lead a dead attempt created is a lead with that exact
+        # name, no phone, no e-mail and nothing posted on it yet (the comment steps come after the lead):
+        # anything else is somebody else's card. Not found → a new lead (duplicates are accepted for
+        # visitors without contacts; a transcript on a stranger's card is not).
+        client = ev.alfacrm
+        for item in client.iter_all(
+            "customer",
+            {"name": lead.name, "is_study": 2, "removed": 1},
+            branch_id=ev.branch_id,
+            max_pages=SEARCH_MAX_PAGES,
         ):
-            if str(item.get("name") or "").strip() == lead.name:
-                return ev.alfacrm.get_customer(int(item["id"]), ev.branch_id)
+            if str(item.get("name") or "").strip() != lead.name:
+                continue
+            candidate = CustomerModel.model_validate(item)
+            if candidate.is_study or candidate.phone or candidate.email:
+                continue
+            if client.comments(candidate.id, branch_id=customer_branch(candidate, ev.branch_id)):
+                continue
+            return candidate
         return None
 
     def _post_once(self, ev: _Event, item: str, step: str, customer_id: int, branch_id: int, parts: list[str]) -> None:
