@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from connector.alfacrm.models import Customer
 from connector.deals import rules
 from connector.deals.state import DealRecord, Step
 
@@ -133,6 +134,28 @@ def test_a_lead_archived_in_progress_is_failed_but_an_archived_client_stays_won(
     body = webhook("Customer", 7, new={"removed": 1}, old={"removed": 0}, at="2025-06-01 09:00:00")
     snap = client.customer_event(body, customer(is_study=1, removed=1), "2025-06-01 09:00:01")
     assert [stage for stage, _ in path_of(snap)] == ["success"]
+
+
+def test_an_archived_lead_stays_failed_when_the_reread_record_has_no_archive_flag():
+    """The archive flag's name in a customer record is not documented: when the re-read record carries none,
+    the webhook's `removed` change still decides, and the deal UIS shows ends failed at the archiving."""
+    t = Timeline()
+    body = webhook("Customer", 7, "create", new={"name": "Петров Илья", "is_study": 0, "lead_status_id": 3})
+    t.customer_event(body, customer_without_flag(lead_status_id=3), "2025-03-03 10:00:01")
+    body = webhook("Customer", 7, new={"removed": 1, "lead_reject_id": 1}, old={"removed": 0}, at="2025-03-06 09:00:00")
+    snap = t.customer_event(body, customer_without_flag(lead_status_id=3), "2025-03-06 09:00:01")
+    deal = record(deals_of(snap)["customer-7"])
+    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=NOW)
+    assert [(r["stage_ext_id"], r["modified_stage_date_time"]) for r in rows] == [
+        ("3", "2025-03-03 10:00:00"),
+        ("failed", "2025-03-06 09:00:00"),
+    ]
+
+
+def customer_without_flag(**fields):
+    """A re-read customer record as a real account may return it: no archive flag under any name."""
+    record = customer(**fields).model_dump(mode="json", exclude={"removed", "custom"})
+    return Customer.model_validate(record)
 
 
 def test_a_deleted_lead_is_failed_at_the_deletion():

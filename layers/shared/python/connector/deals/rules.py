@@ -168,12 +168,12 @@ def observe_customer(
                 snap.facts[name] = _add_fact(snap.facts.get(name, []), Fact(at=at, value=value, kind=kind))
     fresh = snap.read_at is None or read_at >= snap.read_at
     if customer is not None and fresh:
-        snap.current = {
-            "is_study": bool(customer.is_study),
-            "lead_status_id": customer.lead_status_id,
-            "removed": bool(customer.removed),
-        }
-        snap.current_keys = sorted(TRACKED)
+        snap.current = {"is_study": bool(customer.is_study), "lead_status_id": customer.lead_status_id}
+        snap.current_keys = ["is_study", "lead_status_id"]
+        if customer.removed is not None:
+            # the archive flag's name in a record is not documented: a record without one tells nothing
+            snap.current["removed"] = bool(customer.removed)
+            snap.current_keys = sorted(TRACKED)
         snap.read_at = read_at
         snap.name = customer.name
         snap.phones = list(customer.phone)
