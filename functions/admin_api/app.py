@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.admin import Admin
 from connector.errors import ConnectorError
-from connector.http import bearer_denied, error_response, json_reply, public_base_url
+from connector.http import bearer_denied, error_body, error_response, json_reply, public_base_url, route_miss
 from connector.observability import logger, metrics, tracer
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
 
@@ -39,9 +40,18 @@ def _domain_error(exc: ConnectorError) -> Response[dict[str, Any]]:
     return error_response(exc)
 
 
+@app.not_found
+def _no_route(exc: NotFoundError) -> Response[Any]:
+    return route_miss(app)
+
+
 @app.exception_handler(RequestValidationError)
-def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+def _invalid_request(exc: RequestValidationError) -> Response[Any]:
     err = exc.errors()[0]
+    if err.get("type") == "json_invalid":
+        # not a bad field but a body that is not JSON at all: say so, and name no field
+        reason = (err.get("ctx") or {}).get("error") or "JSON decode error"
+        return error_body(400, "invalid_json", f"body is not valid JSON: {reason}")
     loc = tuple(err.get("loc", ()))
     if loc and loc[0] in {"body", "query", "path"}:
         loc = loc[1:]

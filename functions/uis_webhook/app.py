@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.errors import ConnectorError
-from connector.http import error_response, json_reply
+from connector.http import error_response, json_reply, route_miss
 from connector.intake import accept_uis
 from connector.observability import logger, metrics, tracer
 
@@ -20,6 +21,11 @@ app = APIGatewayRestResolver(enable_validation=True)
 def _domain_error(exc: ConnectorError) -> Response[dict[str, Any]]:
     logger.info("notification refused", extra={"code": exc.code, "reason": exc.message})
     return error_response(exc)
+
+
+@app.not_found
+def _no_route(exc: NotFoundError) -> Response[Any]:
+    return route_miss(app)
 
 
 def _accept(integration_id: str, secret: str) -> Response[dict[str, Any]]:

@@ -213,3 +213,74 @@ def test_deactivate_then_webhooks_are_acknowledged_not_queued(integration, lambd
     }
     reply = hook(api_event("POST", path, body=body), lambda_context)
     assert reply["statusCode"] == 200 and reply_json(reply)["queued"] is False
+
+
+def _is_contract_error(body):
+    """contract.md: every error is {"error": {"code": snake_case, "message": text, "field": path or null}}."""
+    err = body.get("error") if isinstance(body, dict) else None
+    return (
+        isinstance(err, dict)
+        and set(err) == {"code", "message", "field"}
+        and isinstance(err["code"], str)
+        and err["code"].replace("_", "").isalnum()
+        and err["code"] == err["code"].lower()
+        and isinstance(err["message"], str)
+        and err["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/integrations/abc/nothing-here"),
+        ("OPTIONS", "/integrations"),
+        ("DELETE", "/integrations/abc"),
+        ("PATCH", "/integrations/abc/settings"),
+    ],
+)
+def test_unknown_routes_and_methods_need_the_token_first(lambda_context, method, path):
+    """Given no token, when an unknown route or method is called, then 401 (nothing about the route leaks)."""
+    status, body = call(lambda_context, method, path, headers={})
+    assert status == 401
+    assert _is_contract_error(body) and body["error"]["code"] == "unauthorized"
+
+
+def test_unknown_route_is_404_in_the_contract_error_shape(lambda_context):
+    status, body = call(lambda_context, "GET", "/integrations/abc/nothing-here")
+    assert status == 404
+    assert _is_contract_error(body), body
+    assert body["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "/integrations", {"GET", "POST"}),
+        ("PATCH", "/integrations/abc/settings", {"PUT"}),
+        ("GET", "/integrations/abc/replay", {"POST"}),
+        ("OPTIONS", "/integrations/abc", {"GET"}),
+    ],
+)
+def test_wrong_method_on_a_known_route_is_405_naming_the_allowed_methods(lambda_context, method, path, allowed):
+    reply = admin_api(api_event(method, path, headers=AUTH), lambda_context)
+    body = reply_json(reply)
+    assert reply["statusCode"] == 405
+    assert _is_contract_error(body), body
+    assert body["error"]["code"] == "method_not_allowed"
+    # API Gateway REST (v1) replies carry headers in either map
+    headers = {k.lower(): v for k, v in (reply.get("headers") or {}).items()}
+    headers.update({k.lower(): ", ".join(v) for k, v in (reply.get("multiValueHeaders") or {}).items()})
+    assert set(headers["allow"].replace(" ", "").split(",")) == allowed
+
+
+@pytest.mark.parametrize("path", ["/integrations", "/integrations/abc/settings"])
+def test_malformed_json_is_400_saying_the_body_is_not_json(served_sandboxes, lambda_context, path):
+    method = "POST" if path == "/integrations" else "PUT"
+    reply = admin_api(api_event(method, path, raw=b'{"name": oops', headers=AUTH), lambda_context)
+    body = reply_json(reply)
+    assert reply["statusCode"] == 400
+    assert _is_contract_error(body), body
+    assert body["error"]["code"] == "invalid_json"
+    assert body["error"]["field"] is None
+    assert "JSON" in body["error"]["message"]
+    assert call(lambda_context, "GET", "/integrations")[1]["items"] == []

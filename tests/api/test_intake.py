@@ -169,3 +169,24 @@ def test_uis_secret_is_not_the_alfacrm_secret(store, sqs, queue_urls, lambda_con
     stored_integration(store)
     reply = uis_hook(api_event("POST", f"/hooks/uis/0a1b2c3d/{ALFA_SECRET}", body={"chat_id": 1}), lambda_context)
     assert reply["statusCode"] == 404
+
+
+@pytest.mark.parametrize(
+    "handler, method, path, status",
+    [
+        (alfacrm_hook, "GET", f"/hooks/alfacrm/0a1b2c3d/{ALFA_SECRET}", 405),
+        (alfacrm_hook, "POST", "/hooks/alfacrm/0a1b2c3d", 404),
+        (uis_hook, "DELETE", f"/hooks/uis/0a1b2c3d/{UIS_SECRET}", 405),
+    ],
+)
+def test_unknown_route_or_method_on_a_hook_answers_in_the_contract_error_shape(
+    store, sqs, queue_urls, lambda_context, handler, method, path, status
+):
+    stored_integration(store)
+    reply = handler(api_event(method, path, body={"event": "create"}), lambda_context)
+    body = reply_json(reply)
+    assert reply["statusCode"] == status
+    assert set(body["error"]) == {"code", "message", "field"}
+    assert body["error"]["code"] == ("not_found" if status == 404 else "method_not_allowed")
+    assert sqs.receive_message(QueueUrl=queue_urls["DealEventsQueue"]).get("Messages") is None
+    assert sqs.receive_message(QueueUrl=queue_urls["TextEventsQueue"]).get("Messages") is None

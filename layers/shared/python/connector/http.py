@@ -6,7 +6,7 @@ import hmac
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
 from connector.admin import error_reply
 from connector.errors import ConnectorError, Unauthorized
@@ -21,6 +21,33 @@ def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
 def error_response(exc: ConnectorError) -> Response[dict[str, Any]]:
     status, body = error_reply(exc)
     return json_reply(status, body)
+
+
+def error_body(status: int, code: str, message: str, field: str | None = None, **headers: str) -> Response[Any]:
+    """A reply in the contract's error shape for errors that are not domain exceptions (routing, JSON)."""
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
+    """No route matched: 405 (with `Allow`) when the path exists under other methods, else 404.
+
+    Powertools answers both with its own `{"statusCode", "message"}` body; the contract wants every 4xx
+    as `{"error": {...}}`. The resolver keeps its routes in private lists: read them defensively.
+    """
+    event = app.current_event
+    method = event.http_method.upper()
+    path = event.path
+    routes = [*getattr(app, "_static_routes", []), *getattr(app, "_dynamic_routes", [])]
+    allowed = sorted({r.method for r in routes if r.rule.match(path)})
+    if allowed:
+        return error_body(
+            405,
+            "method_not_allowed",
+            f"{method} is not allowed on {path}; allowed: {', '.join(allowed)}",
+            Allow=", ".join(allowed),
+        )
+    return error_body(404, "not_found", f"no route {method} {path}")
 
 
 def check_bearer(headers: dict[str, str] | None) -> None:
