@@ -71,3 +71,14 @@ def test_in_process_stack_on_the_session_moto_state(start_local_stack, state_tab
     assert reply.json() == {"items": []}
     stack.wait_idle(timeout=5)
     assert stack.table_names["StateTable"] == state_table.name
+
+
+@needs_admin
+def test_unknown_path_or_method_gets_the_templates_gateway_response(start_local_stack) -> None:
+    """Given the template's GatewayResponses, when a path or method no function serves is called, then the
+    reply is what API Gateway would send: 404 in the contract's error shape (not a bare 403)."""
+    stack = start_local_stack()
+    for method, path in (("GET", "/nowhere"), ("GET", "/hooks/alfacrm/abc/def"), ("DELETE", "/hooks/uis/a/b")):
+        reply = httpx.request(method, f"{stack.url}{path}")
+        assert reply.status_code == 404, (method, path)
+        assert reply.json() == {"error": {"code": "not_found", "message": "no such route", "field": None}}

@@ -179,6 +179,68 @@ def test_secret_permissions_stay_under_the_stack_prefix(tpl: Template) -> None:
             for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 if any(a.startswith("secretsmanager:") for a in actions):
-                    assert statement["Resource"]["Fn::Sub"].endswith(":secret:${AWS::StackName}/*"), lid
+                    resources = (
+                        statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    )
+                    for resource in resources:
+                        # the per-integration secrets (a name prefix), or the stack's own admin token secret
+                        assert resource == {"Ref": "AdminTokenSecret"} or resource["Fn::Sub"].endswith(
+                            ":secret:${AWS::StackName}/integrations/*"
+                        ), lid
                     if lid != "AdminApiFunction":
                         assert actions == ["secretsmanager:GetSecretValue"], lid
+
+
+def _policy_targets(tpl: Template, lid: str) -> set[tuple[str, str]]:
+    """(policy template or statement action, the resource it names) for one function."""
+    out: set[tuple[str, str]] = set()
+    for policy in tpl.resources[lid]["Properties"].get("Policies", []):
+        for name, args in policy.items():
+            if name == "Statement":
+                for st in args:
+                    actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                    res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                    out |= {(a, json.dumps(r, sort_keys=True)) for a in actions for r in res}
+            else:
+                out.add((name, json.dumps(args, sort_keys=True)))
+    return out
+
+
+def test_only_the_deal_worker_touches_the_idempotency_table(tpl: Template) -> None:
+    """Least privilege: the Powertools idempotency table is used by the deal worker alone."""
+    users = {
+        lid for lid in tpl.functions for _, target in _policy_targets(tpl, lid) if '"Ref": "IdempotencyTable"' in target
+    }
+    assert users == {"DealWorkerFunction"}
+
+
+def test_only_the_admin_api_can_read_the_admin_token(tpl: Template) -> None:
+    readers = {
+        lid
+        for lid in tpl.functions
+        for action, target in _policy_targets(tpl, lid)
+        if action == "secretsmanager:GetSecretValue"
+        and (target == json.dumps({"Ref": "AdminTokenSecret"}) or target.endswith('${AWS::StackName}/*"}'))
+    }
+    assert readers == {"AdminApiFunction"}
+
+
+def test_the_admin_api_can_redrive_both_dead_letter_queues(tpl: Template) -> None:
+    targets = _policy_targets(tpl, "AdminApiFunction")
+    for queue in ("DealEvents", "TextEvents"):
+        assert ("SQSPollerPolicy", json.dumps({"QueueName": {"Fn::GetAtt": [f"{queue}DLQ", "QueueName"]}})) in targets
+        assert (
+            "SQSSendMessagePolicy",
+            json.dumps({"QueueName": {"Fn::GetAtt": [f"{queue}Queue", "QueueName"]}}),
+        ) in targets
+
+
+def test_api_gateway_own_errors_use_the_contract_error_shape(tpl: Template) -> None:
+    """Unknown paths/methods (API Gateway's MISSING_AUTHENTICATION_TOKEN), throttling, too large, 5XX."""
+    [api] = tpl.of_type("AWS::Serverless::Api").values()
+    responses = api["Properties"]["GatewayResponses"]
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+    for kind in ("MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"):
+        body = responses[kind]["ResponseTemplates"]["application/json"]
+        rendered = json.loads(body.replace("$context.error.messageString", '"text"'))
+        assert set(rendered["error"]) == {"code", "message", "field"}, kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -152,6 +153,28 @@ def gateway_error(status: int, message: str) -> Response:
             else "MissingAuthenticationTokenException"
         },
     )
+
+
+# Which customisable gateway response covers each reply the local stack makes in API Gateway's name.
+_RESPONSE_TYPES = {403: "MISSING_AUTHENTICATION_TOKEN", 502: "INTEGRATION_FAILURE"}
+
+
+def templated_gateway_error(responses: dict[str, dict[str, Any]], status: int, message: str) -> Response:
+    """API Gateway's own reply as the template customises it (`GatewayResponses`), else its default.
+
+    The type's own entry wins, then DEFAULT_4XX / DEFAULT_5XX; `$context.error.messageString` (the quoted
+    message) is the only mapping variable rendered.
+    """
+    kind = _RESPONSE_TYPES.get(status)
+    custom = responses.get(kind or "") or responses.get("DEFAULT_4XX" if status < 500 else "DEFAULT_5XX")
+    if not custom:
+        return gateway_error(status, message)
+    template = (custom.get("ResponseTemplates") or {}).get("application/json")
+    code = int(custom.get("StatusCode") or status)
+    if template is None:
+        return gateway_error(code, message)
+    body = str(template).replace("$context.error.messageString", json.dumps(message))
+    return Response(body, status=code, content_type="application/json")
 
 
 def proxy_response(result: Any) -> Response:

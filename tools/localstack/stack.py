@@ -35,6 +35,7 @@ from tools.localstack.events import (
     proxy_response,
     schedule_event,
     sqs_record,
+    templated_gateway_error,
 )
 from tools.localstack.resources import (
     ACCOUNT_ID,
@@ -580,8 +581,8 @@ class LocalStack:
                     self.say(f"{route.function_id} raised on {request.method} {path}:\n{traceback.format_exc()}")
                     return gateway_error(502, "Internal server error")
                 return proxy_response(result)
-        # What API Gateway answers for an unknown path or method on a REST API.
-        return gateway_error(403, "Missing Authentication Token")
+        # What API Gateway answers for an unknown path or method on a REST API (as the template customises it).
+        return templated_gateway_error(self.template.gateway_responses, 403, "Missing Authentication Token")
 
 
 def _json(body: Any, status: int = 200) -> Response:

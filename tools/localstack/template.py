@@ -196,6 +196,13 @@ class Template:
                 return str(self.parameters.get(name, {}).get("Default", "local"))
         return "local"
 
+    @property
+    def gateway_responses(self) -> dict[str, dict[str, Any]]:
+        """`GatewayResponses` of the first AWS::Serverless::Api (API Gateway's own replies), by type."""
+        for res in self.of_type("AWS::Serverless::Api").values():
+            return dict((res.get("Properties") or {}).get("GatewayResponses") or {})
+        return {}
+
     def layer_paths(self, fn: Function) -> list[Path]:
         """Where each layer's Python code sits (Lambda mounts `<layer>/python` as /opt/python)."""
         paths = []
