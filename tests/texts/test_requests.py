@@ -206,3 +206,28 @@ def test_alfacrm_refusing_the_lead_is_reported_and_parked(world: World):
     # and once the account is fixed, replaying it creates the lead
     world.alfacrm.configure({"required_customer_fields": ("name",)})
     assert world.run(parked["payload"]).lead_created
+
+
+def test_branch_mapping_is_merged_into_branch_ids_never_replacing_them(world: World):
+    from tests.texts.builders import message, offline_message_post
+
+    # Given a mapping of the form's "branch" parameter (the school's branch 2) to branch_ids, update always
+    world.integration(
+        request_settings(extra_fields=[{"source": "branch", "target": "branch_ids", "update_always": True}])
+    )
+    # When a new visitor's request names branch 2
+    new = world.run(message("offline_message", offline_message_post(branch=2, offline_message_id=1)))
+    # Then the lead is in the configured branch and in branch 2
+    [lead] = world.new_customers()
+    assert new.lead_created and sorted(lead["branch_ids"]) == [1, 2]
+    # When a known client (branch 1 only) sends one naming branch 2 (as a string, as GET forms do)
+    known = world.run(
+        message(
+            "offline_message",
+            offline_message_post(
+                branch="2", offline_message_id=2, visitor_phone_number="89161234567", visitor_email=None
+            ),
+        )
+    )
+    # Then the client is in both branches: merged, nothing replaced
+    assert known.status == "done" and sorted(world.customer(1)["branch_ids"]) == [1, 2]

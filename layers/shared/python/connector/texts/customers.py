@@ -57,7 +57,10 @@ class NewLead:
     def fields(self, region: str = "RU") -> dict[str, Any]:
         """The `customer/create` body: a lead (`is_study` 0), a person (`legal_type` 1), in the branch."""
         body: dict[str, Any] = fields_for_new_lead(self.extra)
-        body.update({"name": self.name, "is_study": 0, "legal_type": 1, "branch_ids": [self.branch_id]})
+        mapped_branches = [b for b in body.get("branch_ids", []) if b != self.branch_id]
+        body.update(
+            {"name": self.name, "is_study": 0, "legal_type": 1, "branch_ids": [self.branch_id, *mapped_branches]}
+        )
         if self.phone:
             phones = [to_e164(self.phone, region) or self.phone.strip()]
             body["phone"] = phones + [p for p in body.get("phone", []) if to_e164(p, region) not in phones]

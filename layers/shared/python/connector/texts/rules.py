@@ -45,6 +45,8 @@ FORM_TYPE_LABELS = {
 
 # AlfaCRM customer fields that hold lists (a mapped value is added to the list, never replaces it).
 LIST_FIELDS = frozenset({"phone", "email", "web", "addr"})
+# ... and those holding ids (`branch_ids` is replaced whole by AlfaCRM's update: always merged here).
+ID_LIST_FIELDS = frozenset({"branch_ids", "teacher_ids"})
 
 
 # --- filters -------------------------------------------------------------------------------------------
@@ -289,11 +291,29 @@ def extra_field_values(mappings: Iterable[ExtraField], facts: ChatFacts | Reques
     return out
 
 
+def as_ids(value: Any) -> list[int]:
+    """A mapped value for an id-list field: `2`, `"2"`, `"2, 3"`, `[2, "3"]` → [2, 3] (non-ids dropped)."""
+    items = value if isinstance(value, list | tuple) else str(value).replace(";", ",").split(",")
+    out: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        if text.endswith(".0"):
+            text = text[:-2]
+        if text.isdigit() and int(text) not in out:
+            out.append(int(text))
+    return out
+
+
 def fields_for_new_lead(values: Iterable[FieldValue]) -> dict[str, Any]:
     """Extra fields in a lead's creation body (list fields as lists)."""
     fields: dict[str, Any] = {}
     for v in values:
-        if v.target in LIST_FIELDS:
+        if v.target in ID_LIST_FIELDS:
+            fields[v.target] = [
+                *fields.get(v.target, []),
+                *(i for i in as_ids(v.value) if i not in fields.get(v.target, [])),
+            ]
+        elif v.target in LIST_FIELDS:
             fields.setdefault(v.target, [])
             if str(v.value) not in fields[v.target]:
                 fields[v.target].append(str(v.value))
@@ -314,7 +334,12 @@ def fields_for_existing(values: Iterable[FieldValue], current: dict[str, Any]) -
         empty = have in (None, "", [], {})
         if not (v.update_always or empty):
             continue
-        if v.target in LIST_FIELDS:
+        if v.target in ID_LIST_FIELDS:
+            ids = as_ids(updates.get(v.target) or have or [])
+            merged = ids + [i for i in as_ids(v.value) if i not in ids]
+            if merged != ids:
+                updates[v.target] = merged
+        elif v.target in LIST_FIELDS:
             items = [str(x) for x in (updates.get(v.target) or have or [])]
             if str(v.value) not in items:
                 updates[v.target] = [*items, str(v.value)]
