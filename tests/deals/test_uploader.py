@@ -314,3 +314,27 @@ def test_a_phone_added_to_an_uploaded_customer_reaches_the_uis_contact(
     assert calls(uis, "upload.deals_history") == uploads_before
     assert [d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)] == ["uploaded"]
     assert store.deals.pending_keys(INTEGRATION_ID) == []
+
+
+def test_a_changed_contact_uis_no_longer_has_is_created_again_before_its_deal(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """Given a lead whose contact was removed in UIS after it was synced, when the lead changes in AlfaCRM
+    and the uploader flushes, then the contact is created again (update says "not found") and the deal's
+    new row arrives with it — nothing is parked."""
+    lead = alfacrm.ui_create_customer({"name": "Олег", "is_study": 0, "lead_status_id": 1, "phone": ["89161112200"]})
+    for body in captured.take():
+        deliver(body)
+    flush()
+    del uis.contacts[f"customer-{lead['id']}"]
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2, "phone": ["89161112201"]})
+    for body in captured.take():
+        deliver(body)
+
+    report = flush()
+
+    assert report.parked == []
+    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79161112201"]
+    assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:10:00")
+    assert uis.deals[f"customer-{lead['id']}"]["contact_ext_ids"] == [f"customer-{lead['id']}"]

@@ -243,16 +243,24 @@ def _sync_contacts(
     changed = [c for e, c in contacts.items() if e in known and known[e] != rules.contact_hash(c)]
     refused: set[str] = set(missing)
     synced: dict[str, str] = {}
-    for batch, create in ((new, True), (changed, False)):
-        pending = list(batch)
-        while pending:
-            chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
-            done, moved, bad = _contacts_call(uis, chunk, create=create)
-            synced.update({c["ext_id"]: rules.contact_hash(c) for c in done})
-            refused |= bad
-            if moved:
-                # created earlier (sync state lost) → update them; not found on update → create them
-                (changed if create else new).extend(moved)
+    queued = {True: new, False: changed}
+    moved_once: set[str] = set()
+    while queued[True] or queued[False]:
+        for create in (True, False):
+            pending, queued[create] = queued[create], []
+            while pending:
+                chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
+                done, moved, bad = _contacts_call(uis, chunk, create=create)
+                synced.update({c["ext_id"]: rules.contact_hash(c) for c in done})
+                refused |= bad
+                # created earlier (sync state lost) → update them; gone from UIS on update → create them again;
+                # once only, so a contact UIS bounces between the two calls ends refused, not in a loop
+                for contact in moved:
+                    if contact["ext_id"] in moved_once:
+                        refused.add(contact["ext_id"])
+                    else:
+                        moved_once.add(contact["ext_id"])
+                        queued[not create].append(contact)
     if synced:
         store.deals.put_contact_hashes(integration.id, synced)
     if refused - missing:
