@@ -443,3 +443,34 @@ def test_stale_claim_for_a_visitor_without_contacts_finds_the_lead_it_created(wo
     # Then that lead gets the transcript; no second lead
     [lead] = world.new_customers()
     assert not outcome.lead_created and lead["name"] == name and len(world.comments(lead["id"])) == 1
+
+
+def test_lead_made_from_a_chat_api_start_is_linked_to_the_chat_once_its_communication_is_known(world: World):
+    # Given leads on chat start, announced by a Chat API adapter callback (no communication_id in it)
+    world.integration(chat_settings(on="chat_started"))
+    world.notify("chat_finished")
+    chat_id = open_chat(world, phone="79261230042")
+    chat = world.uis.chats[chat_id]
+    started = world.run(
+        message(
+            "chat_started",
+            {
+                "chat_id": str(chat_id),
+                "visitor_id": str(chat["visitor_id"]),
+                "visitor_phone": "79261230042",
+                "channel_id": str(chat["chat_channel_id"]),
+                "initiator": "visitor",
+            },
+            source="chat_api",
+        )
+    )
+    [lead] = world.new_customers()
+    assert started.lead_created
+    # When the chat ends (UIS's notification names the chat's communication)
+    world.uis.finish_chat(chat_id)
+    world.deliver()
+    # Then the deals side can read the exact communication that made this lead
+    assert world.store.texts.customer_link("int1", lead["id"]) == {
+        "communication_id": chat["communication_id"],
+        "communication_type": "chat",
+    }

@@ -284,6 +284,10 @@ class TextWorker:
                 customer_id, branch = customer.id, customer_branch(customer, ev.branch_id)
                 self.texts.remember(ev.integration.id, item, {"customer_id": customer_id, "customer_branch_id": branch})
         ev.outcome.customer_id = customer_id
+        if progress.get("link_pending") and customer_id is not None and chat.communication_id is not None:
+            # our lead was made before UIS named the chat's communication (a Chat API start): link it now
+            self.texts.link_customer(ev.integration.id, int(customer_id), chat.communication_id, "chat")
+            self.texts.remember(ev.integration.id, item, {"link_pending": False})
 
         if plan.transcript and customer_id is not None and not _done(progress, "transcript"):
             messages = chat.messages
@@ -405,6 +409,9 @@ class TextWorker:
         if communication_id is not None:
             # the deals side puts this exact communication on the first-sale deal of a lead we created
             self.texts.link_customer(ev.integration.id, customer.id, communication_id, kind)
+        else:
+            # linked by a later event of this chat that names its communication
+            self.texts.remember(ev.integration.id, item, {"link_pending": True})
         ev.outcome.lead_created = created
         logger.info(
             "lead created" if created else "lead found after a retried claim",
