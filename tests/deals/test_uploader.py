@@ -338,3 +338,47 @@ def test_a_changed_contact_uis_no_longer_has_is_created_again_before_its_deal(
     assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79161112201"]
     assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:10:00")
     assert uis.deals[f"customer-{lead['id']}"]["contact_ext_ids"] == [f"customer-{lead['id']}"]
+
+
+class UploadRace(UisClient):
+    """A UIS call during which something else happens in AlfaCRM and reaches the deal worker."""
+
+    during_upload = None
+
+    def upload_deals_history(self, rows):
+        hook, self.during_upload = self.during_upload, None
+        if hook is not None:
+            hook()
+        return super().upload_deals_history(rows)
+
+
+def test_an_upsell_withdrawn_while_its_first_upload_is_in_flight_ends_cancelled_in_uis(
+    alfacrm, captured, deliver, flush, uis, clock, store, clients
+):
+    """Given a client's second payment is pending as an upsell deal, when the first payment is deleted while
+    the uploader's call carrying that upsell is in flight (so the second payment becomes the first sale),
+    then UIS, which received the upsell as paid, ends with it cancelled — its revenue is not counted twice."""
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    first = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    second = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "1500", "document_date": "2025-03-02"})
+    for body in captured.take():
+        deliver(body)
+    racing = UploadRace(UIS_URL, UIS_TOKEN, http=clients.uis_client._http, clock=clock.monotonic)
+    clients.uis_client = racing
+
+    def delete_first_payment():
+        clock.advance(60)
+        alfacrm.ui_delete_pay(first["id"])
+        for body in captured.take():
+            deliver(body)
+
+    racing.during_upload = delete_first_payment
+    flush()
+    assert uis_path(uis, f"pay-{second['id']}")[-1][0] == "paid"  # what the in-flight call carried
+
+    clock.advance(60)
+    flush()
+
+    assert uis_path(uis, f"pay-{second['id']}")[-1][0] == "cancelled"
+    assert uis.deals[f"customer-{client['id']}"]["revenue"] == 1500
+    assert store.deals.pending_keys(INTEGRATION_ID) == []

@@ -26,7 +26,7 @@ from connector.deals.funnels import ensure_funnels
 from connector.deals.state import DealRecord, Step
 from connector.errors import ConcurrentUpdate, ConnectorError, UisError, UisValidationError
 from connector.observability import logger
-from connector.timeutil import utc_to_local, utcnow
+from connector.timeutil import to_iso, utc_to_local, utcnow
 from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, failed_row_index
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class _Item:
     merged: list[Step]
     sig: str
     contact_sig: str | None = None
+    at: str = ""  # the flush's moment (UTC ISO)
 
 
 def flush_all(
@@ -195,6 +196,7 @@ def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_con
         merged=rules.history(deal),
         sig=rules.signature(deal),
         contact_sig=deal.contact_sig,
+        at=to_iso(now),
     )
 
 
@@ -348,8 +350,13 @@ def _owner(items: list[_Item], row_index: int) -> _Item | None:
 
 
 def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
-    """Record what UIS now has; stay pending if the deal changed since it was read (conditional write)."""
+    """Record what UIS now has; stay pending if the deal changed since it was read (conditional write).
+
+    The worker deletes an upsell deal UIS never received when its payment stops being an upsell; if that
+    happened while this upload carried the deal, UIS has it now: it is kept and taken to "cancelled".
+    """
     deal = item.deal
+    gone = False
     for _ in range(WRITE_ATTEMPTS):
         updated = deal.model_copy(
             update={
@@ -360,14 +367,18 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
             }
         )
         updated.upload_state = "pending" if rules.needs_upload(updated) else "uploaded"
+        if gone:
+            _, updated = rules.orphan(updated, at=item.at or updated.modified_at)
+            updated.version = 0  # re-created: only if the worker has not written it again meanwhile
         try:
             store.deals.save_deal(integration.id, updated)
             break
         except ConcurrentUpdate:
             fresh = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id)
-            if fresh is None:
+            if fresh is None and deal.funnel != rules.UPSELL:
                 return
-            deal = fresh
+            gone = fresh is None
+            deal = fresh or item.deal
     else:
         raise ConcurrentUpdate(f"deal {deal.funnel}#{deal.ext_id} kept changing while marked uploaded")
     if item.deal.upload_error is not None:
