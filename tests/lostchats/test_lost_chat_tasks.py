@@ -148,3 +148,25 @@ def test_a_holder_that_died_after_creating_the_task_is_not_repeated(world: World
     # Then the task is found in AlfaCRM and not created again
     assert world.deliver_notifications(integration) == ["recovered"]
     assert len(world.alfacrm_tasks()) == 1
+
+
+def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_not_repeated(world: World) -> None:
+    from connector.texts.models import ChatFacts
+
+    # Given a lost chat only the poller saw (its report row has no visitor name: the task took the customer's)
+    integration = world.integration()
+    chat_id = lost_chat(world, notify=False)
+    world.poll()
+    assert world.drain_queue(integration) == ["created"]
+    [task] = world.alfacrm_tasks()
+    assert "Смирнова Анна Сергеевна" in task["title"]
+    # and a holder that died right after AlfaCRM created it (the claim left in "sending")
+    texts = world.store.texts
+    done = texts.lost_task(integration.id, chat_id)
+    texts.update_lost_task(integration.id, chat_id, done, state="sending", claimed_at=world.clock.epoch())
+    # When the same report row is handled again after the claim went stale
+    world.advance(16)
+    row = next(r for r in world.report_rows() if r["id"] == chat_id)
+    outcome = world.tasks().handle(integration, ChatFacts.from_report_row(row, "Europe/Moscow"))
+    # Then the task is found in AlfaCRM, not created a second time
+    assert outcome == "recovered" and len(world.alfacrm_tasks()) == 1

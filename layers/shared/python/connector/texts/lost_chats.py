@@ -151,7 +151,12 @@ class LostChatTasks:
         title = render_title(task.title, chat, integration.timezone)
         # the previous holder may have reached AlfaCRM: it died in `sending`, or its call timed out there
         if claim.get("taken_over") == "sending" or claim.get("was_sending"):
-            found = self._find_existing(client, branch_id, title, chat.chat_id)
+            # the title it sent is kept in the claim (it may differ: a customer's name filled it in)
+            found = None
+            for sent_title in dict.fromkeys(t for t in (claim.get("title"), title) if t):
+                found = self._find_existing(client, branch_id, str(sent_title), chat.chat_id)
+                if found is not None:
+                    break
             if found is not None:
                 self.texts.update_lost_task(
                     integration.id,
@@ -187,7 +192,9 @@ class LostChatTasks:
         now = datetime.fromtimestamp(self.clock(), UTC)
         due = utc_to_local(now + timedelta(hours=task.due_hours), integration.timezone).date()
         linked = int(customer_id) if customer_id is not None else (customer.id if customer else None)
-        claim = self.texts.update_lost_task(integration.id, chat.chat_id, claim, state="sending", customer_id=linked)
+        claim = self.texts.update_lost_task(
+            integration.id, chat.chat_id, claim, state="sending", customer_id=linked, title=title
+        )
         created = client.create_task(
             branch_id=branch_id,
             title=title,
