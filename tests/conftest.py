@@ -64,6 +64,7 @@ def _test_environment() -> dict[str, str]:
             # No AlfaCRM spacing in tests: the limiter's own tests inject a fake clock; a real 2 req/s
             # would only make the suite slow (the benchmark and `make run` keep the template's value).
             "ALFACRM_RPS": "0",
+            "ALFACRM_ACCOUNT_RPS": "0",  # the shared account budget has its own tests (tests/test_ratelimit.py)
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "POWERTOOLS_TRACE_DISABLED": "1",
             # Pinned off: in dev mode the event handler answers exceptions with a traceback instead of

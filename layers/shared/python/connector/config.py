@@ -22,6 +22,8 @@ class Environment(BaseModel):
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
     allow_insecure_hosts: bool = False
+    # AlfaCRM requests per second per account, across all containers (0 = no shared limit)
+    alfacrm_account_rps: int = 4
     max_body_bytes: int = 256 * 1024
 
 
@@ -39,4 +41,5 @@ def env() -> Environment:
         admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
         admin_token=e.get("ADMIN_TOKEN", ""),
         allow_insecure_hosts=e.get("ALLOW_INSECURE_HOSTS", "false").lower() in {"1", "true", "yes"},
+        alfacrm_account_rps=int(e.get("ALFACRM_ACCOUNT_RPS", "4") or 0),
     )

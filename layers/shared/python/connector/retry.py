@@ -97,3 +97,13 @@ class RateLimiter:
         if delay > 0:
             self._sleep(delay)
         return max(delay, 0.0)
+
+
+class ChainedLimiter:
+    """Several limiters in turn: in-process spacing first, then the account-wide budget shared by containers."""
+
+    def __init__(self, *limiters: Any) -> None:
+        self.limiters = limiters
+
+    def acquire(self, key: Any) -> float:
+        return sum(float(limiter.acquire(key)) for limiter in self.limiters)

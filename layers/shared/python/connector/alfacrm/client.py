@@ -144,13 +144,17 @@ def reset_caches() -> None:
         http.close()
 
 
-def client_for(hostname: str, email: str, api_key: str) -> AlfaCrmClient:
-    """The container's client for one AlfaCRM account (token, limiter and pool are reused)."""
+def client_for(hostname: str, email: str, api_key: str, *, limiter: Any = None) -> AlfaCrmClient:
+    """The container's client for one AlfaCRM account (token, limiter and pool are reused).
+
+    `limiter` (with `acquire(account)`) replaces the in-process spacing, e.g. by a chain that adds the
+    account-wide budget shared across containers (connector.ports).
+    """
     key = (hostname, email, _fingerprint(api_key))
     with _state_lock:
         client = _clients.get(key)
     if client is None:
-        client = AlfaCrmClient(hostname, email, api_key)
+        client = AlfaCrmClient(hostname, email, api_key, limiter=limiter)
         with _state_lock:
             client = _clients.setdefault(key, client)
     return client
@@ -269,7 +273,7 @@ class AlfaCrmClient:
         http: httpx.Client | None = None,
         rps: float | None = None,
         retry: RetryPolicy | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hostname = hostname
