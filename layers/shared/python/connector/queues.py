@@ -52,8 +52,8 @@ def send_text_event(body: dict[str, Any]) -> str:
 def redrive_dlq(dlq_url: str, target_url: str, *, integration_id: str | None = None, max_messages: int = 1000) -> int:
     """Move dead letters back to their source queue (admin replay).
 
-    With `integration_id`, only that integration's messages move; the others are made visible again
-    at once for their own replay.
+    With `integration_id`, only that integration's messages move; the others stay in the queue (hidden
+    for the 30 s of this receive) for their own replay.
     """
     moved = 0
     seen = 0
@@ -71,9 +71,8 @@ def redrive_dlq(dlq_url: str, target_url: str, *, integration_id: str | None = N
             except (ValueError, AttributeError):
                 owner = None
             if integration_id is not None and owner != integration_id:
-                _sqs().change_message_visibility(
-                    QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
-                )
+                # another integration's dead letter: left hidden for this pass (it reappears after the
+                # receive's visibility timeout), so the loop never receives it twice
                 continue
             _sqs().send_message(QueueUrl=target_url, MessageBody=m["Body"])
             _sqs().delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
