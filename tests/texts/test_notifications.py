@@ -132,3 +132,16 @@ def test_poller_report_row_is_complete():
 def test_unreadable_messages_are_bad_requests(bad):
     with pytest.raises(BadRequest):
         parse_message(bad)
+
+
+def test_a_malformed_message_is_refused_without_echoing_personal_data():
+    # Given a queue message whose payload is not an object (its values hold a visitor's name and phone)
+    bad = {
+        "integration_id": "int1",
+        "payload": [{"visitor_name": "Ирина Ковалёва", "visitor_phone_number": "79261234501"}],
+    }
+    # When it is parsed, Then the refusal (logged and parked) names the field, not the visitor
+    with pytest.raises(BadRequest) as err:
+        parse_message(bad)
+    assert "payload" in err.value.message
+    assert "Ири" not in err.value.message and "7926" not in err.value.message

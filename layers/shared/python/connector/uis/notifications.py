@@ -18,7 +18,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.errors import BadRequest
 from connector.texts.models import ChatFacts, RequestFacts, Tag
@@ -438,8 +438,12 @@ def parse_message(message: dict[str, Any] | str | bytes) -> Notification:
         raise BadRequest("text event is not a JSON object")
     try:
         msg = TextMessage.model_validate(message)
-    except ValueError as exc:
-        raise BadRequest(f"text event is malformed: {exc}") from None
+    except ValidationError as exc:
+        # the field and the rule only: pydantic's own text echoes the input (visitors' names and phones)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise BadRequest(f"text event is malformed: {problems}") from None
     payload = msg.payload
     event = clean(msg.event)
     inferred = False
