@@ -268,6 +268,24 @@ def test_a_deleted_payment_is_cancelled():
     assert [(s.stage, s.at) for s in deals_of(snap)["pay-2"].path][-1] == ("cancelled", utc("2025-04-03 10:00:00"))
 
 
+def test_a_payment_a_later_reread_finds_again_is_not_cancelled():
+    """Given a payment's create webhook whose re-read found nothing (read too early, or through another branch),
+    when a later event's re-read finds the payment, then the upsell deal is paid again: only a delete
+    webhook or a fresher empty re-read cancels it."""
+    t = client_with_pays((pay(1), "2025-03-03 11:00:00"))
+    body = webhook("Pay", 2, "create", new={"customer_id": 7, "income": "2000"}, at="2025-04-01 12:00:00")
+    t.pay_event(body, None, "2025-04-01 12:00:01")
+    body = webhook("Pay", 2, new={"note": "за апрель"}, old={"note": ""}, at="2025-04-01 12:05:00")
+    snap = t.pay_event(body, pay(2, income="2000", document_date="01.04.2025"), "2025-04-01 12:05:01")
+    assert [s.stage for s in deals_of(snap)["pay-2"].path] == ["new", "paid"]
+    # and in the other order: the empty read, older than the one that found it, changes nothing
+    t = client_with_pays((pay(1), "2025-03-03 11:00:00"))
+    t.pay_event(body, pay(2, income="2000", document_date="01.04.2025"), "2025-04-01 12:05:01")
+    create = webhook("Pay", 2, "create", new={"customer_id": 7, "income": "2000"}, at="2025-04-01 12:00:00")
+    snap = t.pay_event(create, None, "2025-04-01 12:00:01")
+    assert [s.stage for s in deals_of(snap)["pay-2"].path] == ["new", "paid"]
+
+
 def test_deleting_the_first_payment_moves_the_revenue_to_the_next_one():
     t = client_with_pays(
         (pay(1, income="1000", document_date="03.03.2025"), "2025-03-03 11:00:00"),

@@ -225,7 +225,8 @@ def observe_pay(
             info.confirmed_at = _min_time(info.confirmed_at, at)
         if "income" in event.fields_new:
             info.income_at = max(info.income_at or at, at)
-        if pay is not None and (info.read_at is None or read_at >= info.read_at):
+        fresh = info.read_at is None or read_at >= info.read_at
+        if pay is not None and fresh:
             info.customer_id = pay.customer_id
             info.income = str(pay.income)
             info.document_date = pay.document_date.isoformat() if pay.document_date else None
@@ -234,8 +235,12 @@ def observe_pay(
             info.confirmed = pay.is_confirmed
             info.read_at = read_at
             info.fields_at = dict.fromkeys(_PAY_FILL, read_at)
+            info.gone_at = None  # found by the latest read: an earlier empty read was not a deletion
         elif pay is None:
-            info.gone_at = _min_time(info.gone_at, read_at)
+            if fresh:
+                # the latest read found nothing: deleted, its delete webhook lost or late
+                info.gone_at = info.gone_at or read_at
+                info.read_at = read_at
             _fill_from_fields(info, event.fields_new, at)
     if info.confirmed is None and info.confirmed_at is not None:
         info.confirmed = True
