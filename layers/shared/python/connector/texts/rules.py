@@ -218,14 +218,16 @@ def channel_label(chat: ChatFacts) -> str:
 
 
 def chat_lead_name(chat: ChatFacts) -> str:
-    """The visitor's name, else a name a manager recognises as a chat: "Чат WhatsApp, посетитель 12345"."""
-    if chat.visitor_name:
+    """The visitor's name; without a phone or e-mail a name a manager recognises as a chat (channel, visitor):
+    "Чат WhatsApp, посетитель 12345", or "Павел (чат WhatsApp, посетитель 12345)" when the visitor gave one."""
+    if chat.visitor_name and chat.has_contacts:
         return chat.visitor_name
     label = channel_label(chat)
     who = f"посетитель {chat.visitor_id}" if chat.visitor_id is not None else f"чат {chat.chat_id}"
-    if label == "на сайте" and chat.site_domain_name:
-        return f"Чат на сайте {chat.site_domain_name}, {who}"
-    return f"Чат {label}, {who}"
+    where = f"на сайте {chat.site_domain_name}" if label == "на сайте" and chat.site_domain_name else label
+    if chat.visitor_name:
+        return f"{chat.visitor_name} (чат {where}, {who})"
+    return f"Чат {where}, {who}"
 
 
 def request_lead_name(req: RequestFacts) -> str:
