@@ -96,3 +96,10 @@ def test_mask_keeps_ids_and_statuses():
         "status": "succeed",
         "visitor_phone_number": "***67",
     }
+
+
+def test_phones_given_as_numbers_are_masked_too():
+    assert mask({"visitor_phone_number": 79161234567, "chat_id": 5000003}) == {
+        "visitor_phone_number": "***67",
+        "chat_id": 5000003,
+    }

@@ -56,12 +56,14 @@ def mask(value: Any, key: str | None = None) -> Any:
         return {kk: mask(vv, str(kk)) for kk, vv in value.items()}
     if isinstance(value, list | tuple):
         return [mask(v, key) for v in value]
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool):
         return value
-    if k in _PHONE_KEYS:
+    if k in _PHONE_KEYS:  # UIS reports send phones as numbers too (79161234567)
         return mask_phone(value)
     if k in _EMAIL_KEYS:
         return mask_email(value)
+    if isinstance(value, int | float):
+        return value
     if k in _NAME_KEYS:
         return mask_name(value)
     if isinstance(value, str):
