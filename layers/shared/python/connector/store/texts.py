@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from connector.errors import ConcurrentUpdate
@@ -14,6 +16,10 @@ from connector.store.base import DynamoTable, from_ddb, int_pk, to_ddb
 PROGRESS_TTL_SECONDS = 180 * 86400  # a notification later than this is not expected; keeps the table bounded
 # A claim older than this belongs to a dead worker: the text worker times out at 60 s (template.yaml).
 STALE_CLAIM_SECONDS = 150.0
+# How long a per-contact lead claim holds, and how long a released one remembers the lead it made: far
+# longer than a find → claim gap, far shorter than a visitor's next message. Checked in code on every
+# claim (DynamoDB's TTL deletes late).
+CONTACT_CLAIM_SECONDS = 60
 
 
 class TextStore:
@@ -114,7 +120,7 @@ class TextStore:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            old = from_ddb(exc.response.get("Item") or {})
+            old = _old_item(exc)
             if not old:
                 # older boto3/moto without ReturnValuesOnConditionCheckFailure: read it
                 old = self.progress(integration_id, item)
@@ -141,6 +147,97 @@ class TextStore:
             {f"step_{step}": {"state": "failed", "at": int(time.time()), "error": error[:500]}},
             must_exist=False,
         )
+
+    # --- per-contact lead claims ---------------------------------------------------------------------
+    # `CHAT#`/`REQ#` claims are per communication: two chats, or a chat and a request, from one phone do
+    # not see each other and could both miss the customer and both create a lead. So the creation of a
+    # lead is also claimed per contact (`LEADCLAIM#<hash>`: the E.164 phone, else the e-mail) — only when
+    # a lead is about to be created, never for events that reuse a known customer. The key is a salted
+    # hash (no phone or e-mail in the table). Released with the lead's id for a short while, so a worker
+    # whose search ran just before that lead existed uses it instead of creating a second one.
+
+    @staticmethod
+    def contact_key(integration_id: str, contact: str) -> str:
+        digest = hashlib.sha256(f"{integration_id}\x00{contact}".encode()).hexdigest()
+        return f"LEADCLAIM#{digest[:40]}"
+
+    def claim_contact(
+        self,
+        integration_id: str,
+        contact: str,
+        owner: str,
+        *,
+        now: float | None = None,
+        hold_for: int = CONTACT_CLAIM_SECONDS,
+    ) -> ContactClaim:
+        """Claim the right to create the lead for this contact (E.164 phone or lower-cased e-mail).
+
+        `claimed`: create it, then `release_contact`. `busy`: another worker is creating one right now
+        (retry later: its lead will then be found). `created`: another worker has just created
+        `customer_id` for this contact. One conditional write.
+        """
+        now = time.time() if now is None else now
+        pk, sk = int_pk(integration_id), self.contact_key(integration_id, contact)
+        self.t.calls += 1
+        try:
+            self.t.table.put_item(
+                Item=to_ddb(
+                    {"pk": pk, "sk": sk, "state": "claimed", "owner": owner, "expires_at": int(now) + hold_for}
+                ),
+                # an expired claim (its worker died, or a released one grown old) is free again
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR #owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":now": int(now), ":owner": owner},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            old = _old_item(exc) or self.t.get(pk, sk) or {}
+            if old.get("state") == "created" and old.get("customer_id") is not None:
+                return ContactClaim("created", customer_id=int(old["customer_id"]))
+            return ContactClaim("busy")
+        return ContactClaim("claimed")
+
+    def release_contact(
+        self,
+        integration_id: str,
+        contact: str,
+        owner: str,
+        *,
+        customer_id: int | None = None,
+        now: float | None = None,
+        hold_for: int = CONTACT_CLAIM_SECONDS,
+    ) -> None:
+        """After the create: remember `customer_id` for a short while (one write). Without a customer
+        (the create failed): drop the claim if it is still ours, so the next attempt need not wait."""
+        now = time.time() if now is None else now
+        pk, sk = int_pk(integration_id), self.contact_key(integration_id, contact)
+        self.t.calls += 1
+        if customer_id is not None:
+            self.t.table.put_item(
+                Item=to_ddb(
+                    {
+                        "pk": pk,
+                        "sk": sk,
+                        "state": "created",
+                        "owner": owner,
+                        "customer_id": int(customer_id),
+                        "expires_at": int(now) + hold_for,
+                    }
+                )
+            )
+            return
+        try:
+            self.t.table.delete_item(
+                Key={"pk": pk, "sk": sk},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": owner},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     # ==============================================================================================
     # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, poller marks.
@@ -257,9 +354,23 @@ class TextStore:
         )
 
 
+def _old_item(exc: ClientError) -> dict[str, Any]:
+    """The item a failed condition returned (`ReturnValuesOnConditionCheckFailure`): the error carries it in
+    DynamoDB's wire format (`{"S": ...}`) even through the resource API, so it is deserialised here."""
+    raw: dict[str, Any] = cast("dict[str, Any]", exc.response.get("Item") or {})
+    deserializer = TypeDeserializer()
+    return {k: from_ddb(deserializer.deserialize(v)) for k, v in raw.items()}
+
+
 @dataclass(frozen=True)
 class StepClaim:
     status: Literal["claimed", "done", "busy"]
     result: Any = None
     retaken: bool = False  # an earlier attempt claimed this step: its write may have happened
     previous_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactClaim:
+    status: Literal["claimed", "busy", "created"]
+    customer_id: int | None = None  # `created`: the lead another worker has just made for this contact

@@ -7,7 +7,9 @@
 Every AlfaCRM write is a claimed step of the chat's `CHAT#<id>` or the request's `REQ#<key>` progress item
 (`TextStore.claim_step` before, `finish_step` after), so any number of deliveries make one lead and one
 comment. A step whose earlier attempt may have reached AlfaCRM (a stale claim, a timeout) is checked in
-AlfaCRM before it is written again.
+AlfaCRM before it is written again. Creating a lead is also claimed per visitor (`TextStore.claim_contact`,
+keyed by a hash of the E.164 phone, else the e-mail) for a minute, since two chats, or a chat and a request,
+of one visitor are different items: the second worker retries (busy) or uses the lead just made (created).
 
 Errors: retryable ones (AlfaCRM/UIS unavailable, UIS limits, a busy claim) propagate so SQS retries the
 record; anything a retry cannot fix (AlfaCRM refusing a lead, a malformed event) is parked with the
@@ -25,6 +27,7 @@ from connector.alfacrm.client import SEARCH_MAX_PAGES
 from connector.alfacrm.models import Customer as CustomerModel
 from connector.errors import BadRequest, ConcurrentUpdate, ConnectorError
 from connector.observability import logger
+from connector.phones import to_e164
 from connector.texts import rules
 from connector.texts.customers import (
     NewLead,
@@ -395,16 +398,37 @@ class TextWorker:
             if found is not None:
                 return found
             raise ConcurrentUpdate(f"{item}: lead {claim.result} recorded but not readable in AlfaCRM yet")
+        contact = _contact(lead, ev.region) if search else None
+        holding = False  # this worker holds the contact's lead claim
+        made_by_other = False  # another event from this contact has just created the lead
         try:
             customer = self._recover_lead(ev, lead, search=search) if claim.retaken else None
+            if customer is None and contact is not None:
+                # another chat/request of this visitor may be creating its lead right now (parallel batches)
+                held = self.texts.claim_contact(ev.integration.id, contact, owner=item, now=self.clock())
+                if held.status == "busy":
+                    raise ConcurrentUpdate(f"{item}: a lead for this visitor is being created by another event")
+                if held.status == "created":
+                    customer = self._made_by_other(ev, item, int(held.customer_id or 0), lead)
+                    made_by_other = True
+                holding = held.status == "claimed"
             created = customer is None
             if customer is None:
                 customer = create_lead(client, lead, region=ev.region)
         except Exception as exc:
             error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
             self.texts.fail_step(ev.integration.id, item, "lead", error)
+            if holding and contact is not None:
+                self.texts.release_contact(ev.integration.id, contact, owner=item, now=self.clock())
             raise
         self.texts.finish_step(ev.integration.id, item, "lead", customer.id)
+        if holding and contact is not None:
+            # kept for a minute with the lead's id: a worker whose search just missed it uses it
+            self.texts.release_contact(
+                ev.integration.id, contact, owner=item, customer_id=customer.id, now=self.clock()
+            )
+        if made_by_other:
+            return customer
         communication_id, kind = communication
         if communication_id is not None:
             # the deals side puts this exact communication on the first-sale deal of a lead we created
@@ -418,6 +442,17 @@ class TextWorker:
             extra={"integration_id": ev.integration.id, "customer_id": customer.id, "item": item},
         )
         return customer
+
+    def _made_by_other(self, ev: _Event, item: str, customer_id: int, lead: NewLead) -> Customer:
+        """The lead another event of this visitor created a moment ago: an existing customer for this one."""
+        found = ev.alfacrm.get_customer(customer_id, ev.branch_id)
+        if found is None:
+            raise ConcurrentUpdate(f"{item}: lead {customer_id} of this visitor not readable in AlfaCRM yet")
+        logger.info(
+            "lead made by another event of this visitor",
+            extra={"integration_id": ev.integration.id, "customer_id": customer_id, "item": item},
+        )
+        return apply_extra_fields(ev.alfacrm, found, lead.extra, branch_id=ev.branch_id)
 
     def _recover_lead(self, ev: _Event, lead: NewLead, *, search: bool) -> Customer | None:
         """An earlier attempt may have created the lead before dying: look before creating again."""
@@ -476,6 +511,19 @@ def _plan(settings: ChatsSettings, event: str, chat: ChatFacts, waiting: bool) -
     if waiting and plan.create_lead and not plan.transcript:
         return rules.ChatPlan(True, True, plan.reason + "; the chat has ended: its transcript goes to the lead")
     return plan
+
+
+def _contact(lead: NewLead, region: str) -> str | None:
+    """What one visitor's lead claim is keyed by: the E.164 phone, else the e-mail (the de-duplication order)."""
+    if lead.phone and lead.phone.strip():
+        e164 = to_e164(lead.phone, region)
+        if e164:
+            return e164
+    if lead.email and lead.email.strip():
+        return lead.email.strip().lower()
+    if lead.phone and lead.phone.strip():
+        return "raw:" + "".join(ch for ch in lead.phone if ch.isdigit())
+    return None
 
 
 def _done(progress: dict[str, Any], step: str) -> bool:
