@@ -231,3 +231,27 @@ def test_branch_mapping_is_merged_into_branch_ids_never_replacing_them(world: Wo
     )
     # Then the client is in both branches: merged, nothing replaced
     assert known.status == "done" and sorted(world.customer(1)["branch_ids"]) == [1, 2]
+
+
+@pytest.mark.parametrize("first", ["communication_id", "offline_message_id"])
+def test_deliveries_naming_the_request_by_different_ids_make_one_comment(world: World, first: str):
+    # Given one request delivered twice: once with only its communication id, once with only its request id
+    # (two notifications with different bodies, e.g. a GET one listing only communication_id)
+    world.integration(request_settings())
+    world.notify("offline_message")
+    world.uis.submit_request(visitor_name="Ирина", visitor_phone_number="79261234577", text="Запишите")
+    [msg] = world.messages()
+    only = {
+        name: {**msg, "payload": {k: v for k, v in msg["payload"].items() if k != other}}
+        for name, other in (("communication_id", "offline_message_id"), ("offline_message_id", "communication_id"))
+    }
+    second = "offline_message_id" if first == "communication_id" else "communication_id"
+    # When both are processed, and the first shape comes once more
+    outcomes = [world.run(only[first]), world.run(only[second]), world.run(only[first])]
+    # Then one lead and one comment: both name the same request
+    [lead] = world.new_customers()
+    [comment] = world.comments(lead["id"])
+    assert "Запишите" in comment
+    assert [o.status for o in outcomes] == ["done", "skipped", "skipped"]
+    # a repeated delivery costs no UIS call
+    assert outcomes[2].uis_calls == 0

@@ -86,6 +86,21 @@ class TextStore:
             must_exist=False,
         )
 
+    def alias(self, integration_id: str, item: str, target: str) -> bool:
+        """Make `item` (`REQ#c<communication_id>`) point at `target`, the request's progress item, unless
+        `item` exists already (an alias, or an item written before aliases existed). One write."""
+        if item == target:
+            return False
+        return self.t.put(
+            {
+                "pk": int_pk(integration_id),
+                "sk": item,
+                "alias_of": target,
+                "expires_at": int(time.time()) + PROGRESS_TTL_SECONDS,
+            },
+            if_absent=True,
+        )
+
     def claim_step(
         self,
         integration_id: str,

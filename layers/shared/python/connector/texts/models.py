@@ -202,7 +202,8 @@ class RequestFacts(BaseModel):
 
     @property
     def key(self) -> str:
-        """What makes two deliveries the same request."""
+        """The request's progress key before enrichment. A delivery naming only the communication is
+        re-keyed by the request id once the report gives it (`REQ#c<id>` then aliases `REQ#om<id>`)."""
         if self.offline_message_id is not None:
             return f"om{self.offline_message_id}"
         return f"c{self.communication_id}"

@@ -149,6 +149,9 @@ def request_missing(settings: RequestsSettings, req: RequestFacts) -> list[str]:
         return []
     filters = settings.filters
     missing: list[str] = []
+    if req.offline_message_id is None or (req.communication_id is None and not req.knows("communication_id")):
+        # both ids name the request (de-duplication across deliveries; the communication links the lead)
+        missing.append("ids")
     if (
         filters.sites
         and not site_matches(filters.sites, req.site_domain_name, req.site_id)

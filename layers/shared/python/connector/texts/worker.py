@@ -205,13 +205,32 @@ class TextWorker:
         if not settings.enabled:
             return ev.skip("requests are off")
         req = ev.n.request_facts(ev.tz)
+        # One request, one progress item, whichever id a delivery names it by. The item is keyed by the
+        # request id (`REQ#om<offline_message_id>`: UIS's report always has it, and items stored before keep
+        # working); `REQ#c<communication_id>` is an alias to it. A delivery lacking either id learns it from
+        # the report (`rules.request_missing`: the one UIS call) before anything is written, then leaves the
+        # alias, so a later delivery naming only the communication finds the item without a UIS call.
         item = f"REQ#{req.key}"
         progress = self.texts.progress(ev.integration.id, item)
+        if progress.get("alias_of"):
+            item = str(progress["alias_of"])
+            progress = self.texts.progress(ev.integration.id, item)
         if _done(progress, "comment"):
             ev.outcome.customer_id = progress.get("customer_id")
             return ev.skip("already handled (duplicate delivery)")
         if rules.request_missing(settings, req):
+            named = req
             req = ev.uis.complete_request(req)
+            if named.offline_message_id is None and req.offline_message_id is not None and not progress:
+                # named by its communication only, and nothing recorded under that name: the request's item
+                item = f"REQ#{req.key}"
+                progress = self.texts.progress(ev.integration.id, item)
+            lacked_an_id = named.offline_message_id is None or named.communication_id is None
+            if lacked_an_id and req.offline_message_id is not None and req.communication_id is not None:
+                self.texts.alias(ev.integration.id, f"REQ#c{req.communication_id}", item)
+            if _done(progress, "comment"):
+                ev.outcome.customer_id = progress.get("customer_id")
+                return ev.skip("already handled (duplicate delivery, named by its other id)")
         ok, why = rules.request_passes_filters(settings.filters, req)
         if not ok:
             return ev.skip(why)
