@@ -102,6 +102,15 @@ def test_shuffled_deliveries_end_in_the_same_deals_as_ordered_ones(alfacrm, capt
     assert [s for s, _ in history(ordered[f"pay-{extra['id']}"])] == ["new", "paid"]
     assert [s for s, _ in history(ordered[f"pay-{wrong['id']}"])] == ["new", "paid", "cancelled"]
     assert f"pay-{first['id']}" not in ordered
+    # And the create of the payment deleted before any delivery (its re-read found nothing) is parked in both;
+    # replayed, it dates the cancelled deal from the payment's creation in both
+    for integration_id in (INTEGRATION_ID, "shuffled"):
+        for item in store.integrations.parked(integration_id):
+            assert item["kind"] == "deal_event" and item["payload"]["event"]["entity_id"] == wrong["id"]
+            assert deliver(item["payload"]["event"], integration_id=integration_id).status == "done"
+    ordered, mixed = by_id(store), by_id(store, "shuffled")
+    assert ordered == mixed
+    assert history(ordered[f"pay-{wrong['id']}"])[0] == ("new", utc("2025-03-03 09:30:00"))
 
 
 def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
@@ -190,3 +199,107 @@ def test_what_alfacrm_refuses_is_parked_and_transient_failures_are_raised(alfacr
         deliver({**body, "branch_id": 1})
     # And a body that is not an AlfaCRM webhook is parked too
     assert deliver({"hello": "world"}).status == "parked"
+
+
+def test_a_customer_listed_only_in_the_integrations_branch_is_reread_there_and_not_failed(
+    alfacrm, captured, deliver, store, clock
+):
+    """Given a lead of branch 1 (the integration's branch) whose update webhook names branch 2, where AlfaCRM
+    does not list it, when the worker handles that webhook, then it reads the lead again through the
+    integration's branch (one extra read) and the deal moves to the new status: not to failed."""
+    lead = alfacrm.ui_create_customer({"name": "Жанна", "is_study": 0, "lead_status_id": 1})
+    deliver(captured.take()[0])
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2}, branch_id=2)
+    [body] = captured.take()
+    assert body["branch_id"] == 2
+    before = alfacrm.stats["requests"]
+
+    outcome = deliver(body)
+
+    assert outcome.status == "done"
+    assert alfacrm.stats["requests"] - before == 2
+    deal = by_id(store)[f"customer-{lead['id']}"]
+    assert history(deal) == [("1", utc("2025-03-03 09:00:00")), ("2", utc("2025-03-03 09:10:00"))]
+
+
+def test_a_customer_reread_that_finds_nothing_parks_the_event_and_leaves_the_deal_as_it_was(
+    alfacrm, captured, deliver, store, clock
+):
+    """Given a lead's deal in "1", when an update webhook's re-read finds the lead in neither the branch the
+    event names nor the integration's branch (a read that raced AlfaCRM's save), then the event is parked
+    (visible, replayable) and the deal is untouched — no failed stage; a replay once AlfaCRM lists the lead
+    again moves the deal on, with no failed-then-reopened history."""
+    lead = alfacrm.ui_create_customer({"name": "Зоя", "is_study": 0, "lead_status_id": 1})
+    deliver(captured.take()[0])
+    shown = by_id(store)[f"customer-{lead['id']}"]
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2}, branch_id=2)
+    [body] = captured.take()
+    record = alfacrm.customers.pop(lead["id"])  # not listed anywhere for a moment
+    before = alfacrm.stats["requests"]
+
+    outcome = deliver(body)
+
+    assert outcome.status == "parked"
+    assert alfacrm.stats["requests"] - before == 2  # the event's branch, then the integration's
+    assert by_id(store)[f"customer-{lead['id']}"] == shown
+    [parked] = store.integrations.parked(INTEGRATION_ID)
+    assert parked["kind"] == "deal_event" and parked["payload"]["event"] == body
+    # And a replay once the lead is listed again moves the deal on
+    alfacrm.customers[lead["id"]] = record
+    assert deliver(parked["payload"]["event"]).status == "done"
+    deal = by_id(store)[f"customer-{lead['id']}"]
+    assert history(deal) == [("1", utc("2025-03-03 09:00:00")), ("2", utc("2025-03-03 09:10:00"))]
+
+
+def test_a_payment_reread_that_finds_nothing_parks_the_event_and_cancels_nothing(
+    alfacrm, captured, deliver, store, clock
+):
+    """Given a client with a first payment, when a second payment's create webhook is re-read before AlfaCRM
+    lists the payment, then the event is parked and no upsell deal appears (let alone a cancelled one); its
+    replay makes the upsell deal paid."""
+    client = alfacrm.ui_create_customer({"name": "Инга", "is_study": 1})
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    for body in captured.take():
+        deliver(body)
+    clock.advance(600)
+    second = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "1500", "document_date": "2025-03-02"})
+    [body] = captured.take()
+    record = alfacrm.pays.pop(second["id"])
+
+    outcome = deliver(body)
+
+    assert outcome.status == "parked"
+    assert f"pay-{second['id']}" not in by_id(store)
+    assert [p["kind"] for p in store.integrations.parked(INTEGRATION_ID)] == ["deal_event"]
+    alfacrm.pays[second["id"]] = record
+    assert deliver(body).status == "done"
+    assert [s for s, _ in history(by_id(store)[f"pay-{second['id']}"])] == ["new", "paid"]
+
+
+def test_a_create_webhook_processed_after_the_payments_delete_webhook_still_dates_the_deal(
+    alfacrm, captured, deliver, store, clock
+):
+    """Given a second payment created and deleted a minute later, when the delete webhook is processed before
+    the create webhook (whose re-read then finds nothing), then the empty read is explained by the delete
+    already seen: the create is folded in (not parked) and the upsell deal runs from its creation to its
+    cancellation."""
+    client = alfacrm.ui_create_customer({"name": "Ирина", "is_study": 1})
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    for body in captured.take():
+        deliver(body)
+    wrong = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "700", "document_date": "2025-03-02"})
+    clock.advance(60)
+    alfacrm.ui_delete_pay(wrong["id"])
+    create, delete = captured.take()
+
+    assert deliver(delete).status == "done"
+    assert deliver(create).status == "done"
+
+    assert store.integrations.parked(INTEGRATION_ID) == []
+    assert history(by_id(store)[f"pay-{wrong['id']}"]) == [
+        ("new", utc("2025-03-03 09:00:00")),
+        ("paid", utc("2025-03-03 09:00:00")),
+        ("cancelled", utc("2025-03-03 09:01:00")),
+    ]

@@ -141,7 +141,7 @@ def observe_customer(
     read_at: str,
     tz: str,
 ) -> CustomerSnapshot:
-    """Fold a Customer event and its re-read (None: deleted, or not re-read) into the snapshot."""
+    """Fold a Customer event and its re-read (None: a delete event, or not re-read) into the snapshot."""
     snap = snapshot.model_copy(deep=True)
     snap.seen = _remember(snap.seen, event_key(event))
     snap.first_seen_at = min(snap.first_seen_at, at)
@@ -182,11 +182,8 @@ def observe_customer(
         snap.branch_ids = list(customer.branch_ids)
         if customer.created_at is not None:
             snap.created_at = to_iso(local_to_utc(customer.created_at, tz))
-    elif customer is None and event.event != "delete" and fresh:
-        # the re-read found nothing: the customer was deleted and its delete webhook is lost or late
-        snap.current = {**snap.current, "removed": True}
-        snap.current_keys = sorted({*snap.current_keys, "removed"})
-        snap.read_at = read_at
+    # no re-read (None) tells nothing: an empty read is not a deletion (another branch, a read that raced
+    # AlfaCRM's save); only a delete event (a webhook, or the reconciler's log entry) ends the deal
     return snap
 
 
@@ -235,12 +232,9 @@ def observe_pay(
             info.confirmed = pay.is_confirmed
             info.read_at = read_at
             info.fields_at = dict.fromkeys(_PAY_FILL, read_at)
-            info.gone_at = None  # found by the latest read: an earlier empty read was not a deletion
+            info.gone_at = None  # found by the latest read (clears what older versions inferred)
         elif pay is None:
-            if fresh:
-                # the latest read found nothing: deleted, its delete webhook lost or late
-                info.gone_at = info.gone_at or read_at
-                info.read_at = read_at
+            # not re-read: an empty read is not a deletion (only a delete event is), the fields fill in
             _fill_from_fields(info, event.fields_new, at)
     if info.confirmed is None and info.confirmed_at is not None:
         info.confirmed = True

@@ -56,7 +56,9 @@ class PayInfo(_State):
     created_at: str  # the earliest AlfaCRM event time seen for this payment (its creation, normally)
     confirmed_at: str | None = None  # the earliest event that reported it confirmed
     deleted_at: str | None = None  # the delete event's time
-    gone_at: str | None = None  # a re-read found no such payment (its delete event may be lost or late)
+    # older versions set this when a re-read found nothing; no longer set (an empty read is not a deletion),
+    # kept so stored snapshots read the same until a re-read that finds the payment clears it
+    gone_at: str | None = None
     income_at: str | None = None  # when the income last changed (an edit re-sends the revenue)
     read_at: str | None = None
     fields_at: dict[str, str] = Field(default_factory=dict)  # when each value was learnt (see rules)

@@ -1,7 +1,11 @@
 """The deal worker's use case: one AlfaCRM Customer or Pay event → customer snapshot → deals marked pending.
 
 Per event: the entity is re-read once from AlfaCRM through the branch the event names (deleted entities
-are not re-read), the event's facts and the re-read are folded into the customer snapshot with a
+are not re-read). An empty re-read of a created/updated entity is not a deletion (the record may be listed
+only in another branch, or the read raced AlfaCRM's save): it is read once more through the integration's
+branch and, still not found, the event is parked untouched (replayable) — unless the entity's delete event
+was processed already, which explains the empty read. Only a delete event (a webhook, or the reconciler's
+log entry) ends a deal as deleted. The event's facts and the re-read are folded into the customer snapshot with a
 conditional write (re-read and retried on a lost race), the customer's deals are recomputed and the
 changed ones written (also conditionally) with their pending mark. Look-ups come from the cache.
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from pydantic import ValidationError
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from connector.store import Store
 
 ENTITIES = ("Customer", "Pay")
+_T = TypeVar("_T")
 WRITE_ATTEMPTS = 6
 
 
@@ -68,7 +73,7 @@ def handle_deal_event(
     """Process one deal-events queue message `{"integration_id", "received_at", "event": {webhook}}`.
 
     Raises retryable errors (AlfaCRM unavailable, a race lost too often) so SQS tries again; AlfaCRM
-    refusing the read (validation, not found) parks the message instead.
+    refusing the read (validation, 404) or listing the entity in no branch tried parks the message instead.
     """
     from connector.ports import default_clients
     from connector.store import default_store
@@ -101,6 +106,10 @@ def handle_deal_event(
     except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
         _park(store, integration_id, message, exc.message, exc.code)
         return Outcome("parked", exc.code)
+    except _NotListed as exc:
+        # not a deletion (only a delete event says that): parked untouched, a replay reads it again
+        _park(store, integration_id, message, exc.message, "not_listed")
+        return Outcome("parked", "not_listed")
     if not snaps:
         return Outcome("ignored", "payment without a customer")
     changed: list[str] = []
@@ -153,11 +162,47 @@ def _park(store: Store, integration_id: str, message: Mapping[str, Any], error: 
 
 
 # --- entities ------------------------------------------------------------------------------------------
+class _NotListed(Exception):
+    """A create/update event's entity is listed in none of the branches tried (see `_reread`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _branches(ctx: _Context, event: WebhookEvent) -> list[int]:
+    """Where to re-read an entity: the branch the event names, then the integration's branch."""
+    own = ctx.integration.alfacrm.branch_id
+    return list(dict.fromkeys([event.branch_for(own), own]))
+
+
+def _reread(ctx: _Context, event: WebhookEvent, read: Callable[[int, int], _T | None]) -> tuple[_T, int]:
+    """Re-read a created/updated entity (→ it and the branch that listed it); `_NotListed` if none did.
+
+    An empty read is not a deletion: the record may be listed only in another branch, or the read may have
+    raced AlfaCRM's save. One read normally; one more, through the integration's branch, when the event's
+    branch does not list the entity.
+    """
+    branches = _branches(ctx, event)
+    for branch in branches:
+        found = read(event.entity_id, branch)
+        if found is not None:
+            return found, branch
+    tried = ", ".join(str(b) for b in branches)
+    raise _NotListed(f"AlfaCRM lists no {event.entity} {event.entity_id} in branch {tried} ({event.event} event)")
+
+
 def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnapshot:
     integration = ctx.integration
     customer = None
     if event.event != "delete":
-        customer = ctx.alfacrm.get_customer(event.entity_id, event.branch_for(integration.alfacrm.branch_id))
+        try:
+            customer, _ = _reread(ctx, event, ctx.alfacrm.get_customer)
+        except _NotListed:
+            known = ctx.store.deals.get_customer(integration.id, event.entity_id)
+            if known is None or known.deleted_at is None:
+                raise
+            # its delete event came first: that explains the empty read, the event's own facts still count
     read_at = to_iso(ctx.now())
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
@@ -182,9 +227,16 @@ def _pay_customer_id(event: WebhookEvent) -> int | None:
 def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnapshot]:
     integration = ctx.integration
     branch = event.branch_for(integration.alfacrm.branch_id)
-    pay = None if event.event == "delete" else ctx.alfacrm.get_pay(event.entity_id, branch)
-    read_at = to_iso(ctx.now())
+    pay = None
     owner = ctx.store.deals.pay_owner(integration.id, event.entity_id)
+    if event.event != "delete":
+        try:
+            pay, branch = _reread(ctx, event, ctx.alfacrm.get_pay)
+        except _NotListed:
+            if not _pay_deleted(ctx, event.entity_id, owner):
+                raise
+            # its delete event came first: that explains the empty read, the event's own fields still count
+    read_at = to_iso(ctx.now())
     customer_id = (pay.customer_id if pay is not None else None) or _pay_customer_id(event) or owner
     if not customer_id:
         return []  # a payment without a customer is not a deal
@@ -213,6 +265,13 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
     snap, _ = ctx.store.deals.update_customer(integration.id, customer_id, change, current=known)
     snaps.append(snap)
     return snaps
+
+
+def _pay_deleted(ctx: _Context, pay_id: int, owner: int | None) -> bool:
+    """Whether the payment's delete event has been processed already (its snapshot says so)."""
+    snap = ctx.store.deals.get_customer(ctx.integration.id, owner) if owner is not None else None
+    info = snap.pays.get(str(pay_id)) if snap is not None else None
+    return info is not None and info.deleted_at is not None
 
 
 def _first_snapshot(
