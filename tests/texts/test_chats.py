@@ -487,3 +487,53 @@ def test_a_named_visitor_without_contacts_gets_a_lead_a_manager_recognises_as_a_
     # Then the lead says who, where and which visitor (no phone, no e-mail to tell him apart)
     [lead] = world.new_customers()
     assert lead["name"] == f"Павел (чат WhatsApp, посетитель {world.uis.chats[chat_id]['visitor_id']})"
+
+
+def test_fields_known_only_at_chat_end_are_written_on_the_lead_made_at_chat_start(world: World):
+    # Given leads on chat start, and three mappings: UTM source (update always off), campaign → note (off),
+    # UTM campaign → custom_child_age (update always on)
+    world.integration(
+        chat_settings(
+            on="chat_started",
+            extra_fields=[
+                {"source": "utm_source", "target": "custom_utm_source", "update_always": False},
+                {"source": "campaign_name", "target": "note", "update_always": False},
+                {"source": "utm_campaign", "target": "custom_child_age", "update_always": True},
+            ],
+        )
+    )
+    world.notify("chat_finished")
+    chat = world.uis.start_chat(
+        chat_channel_type="comagic", visitor_name="Павел", visitor_phone_number="79261230055", utm_campaign="winter"
+    )
+    chat_id = int(chat["id"])
+    world.run(poller_event(world, chat_id))
+    [lead] = world.new_customers()
+    assert (lead["custom_utm_source"], lead["note"], lead["custom_child_age"]) == ("", "Яндекс Директ", "winter")
+    # When UIS knows more by the chat's end (the session attributed to a source and another campaign)
+    world.uis.chats[chat_id].update(utm_source="yandex", utm_campaign="spring", campaign_name="Весна")
+    world.uis.post_message(chat_id, "Запишите меня", source="visitor")
+    world.uis.finish_chat(chat_id)
+    [finished] = world.deliver()
+    # Then the empty field is filled, the filled one kept, the update-always one overwritten; no second lead
+    lead = world.customer(lead["id"])
+    assert (lead["custom_utm_source"], lead["note"], lead["custom_child_age"]) == ("yandex", "Яндекс Директ", "spring")
+    assert len(world.new_customers()) == 1 and len(world.comments(lead["id"])) == 1
+    # with one customer read, one update and the transcript
+    assert finished.alfacrm_calls == 3
+
+
+def test_no_customer_read_at_chat_end_when_the_mapped_values_did_not_change(world: World):
+    world.integration(
+        chat_settings(
+            on="chat_started", extra_fields=[{"source": "campaign_name", "target": "note", "update_always": True}]
+        )
+    )
+    world.notify("chat_finished")
+    chat_id = open_chat(world)
+    world.run(poller_event(world, chat_id))
+    world.uis.finish_chat(chat_id)
+    [finished] = world.deliver()
+    [lead] = world.new_customers()
+    assert lead["note"] == "Яндекс Директ" and len(world.comments(lead["id"])) == 1
+    assert finished.alfacrm_calls == 1  # the transcript only

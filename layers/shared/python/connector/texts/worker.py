@@ -18,6 +18,7 @@ message and the record succeeds.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -300,11 +301,19 @@ class TextWorker:
             return ev.skip(why)
 
         customer_id, branch = progress.get("customer_id"), progress.get("customer_branch_id")
+        extra = rules.extra_field_values(settings.extra_fields, chat)
         if customer_id is None:
             customer = self._chat_customer(ev, item, chat, plan)
             if customer is not None:
                 customer_id, branch = customer.id, customer_branch(customer, ev.branch_id)
-                self.texts.remember(ev.integration.id, item, {"customer_id": customer_id, "customer_branch_id": branch})
+                # the mapped values this event carried went into the create body or onto the found customer
+                self.texts.remember(
+                    ev.integration.id,
+                    item,
+                    {"customer_id": customer_id, "customer_branch_id": branch, "fields_applied": _applied({}, extra)},
+                )
+        elif extra:
+            self._later_fields(ev, item, int(customer_id), int(branch or ev.branch_id), extra, progress)
         ev.outcome.customer_id = customer_id
         if progress.get("link_pending") and customer_id is not None and chat.communication_id is not None:
             # our lead was made before UIS named the chat's communication (a Chat API start): link it now
@@ -341,6 +350,30 @@ class TextWorker:
         if not ev.outcome.lead_created and not ev.outcome.comments:
             ev.outcome.reason = "; ".join(ev.outcome.notes) or "nothing left to write"
         return ev.finish()
+
+    def _later_fields(
+        self,
+        ev: _Event,
+        item: str,
+        customer_id: int,
+        branch_id: int,
+        extra: list[rules.FieldValue],
+        progress: dict[str, Any],
+    ) -> None:
+        """Mapped values an event of a chat whose customer is already known carries (UTM or campaign known
+        only at the chat's end, for a lead made at its start): written under the usual rule (`update_always`,
+        or the field is empty). Values already applied for this chat cost nothing; new ones one customer
+        read (to judge "empty"), at most one update and one state write."""
+        applied = dict(progress.get("fields_applied") or {})
+        new = [v for v in extra if applied.get(v.target) != _fingerprint(v)]
+        if not new:
+            return
+        customer = ev.alfacrm.get_customer(customer_id, branch_id)
+        if customer is None:
+            ev.note(f"customer {customer_id} not found in AlfaCRM: extra fields not written")
+            return
+        apply_extra_fields(ev.alfacrm, customer, new, branch_id=ev.branch_id)
+        self.texts.remember(ev.integration.id, item, {"fields_applied": _applied(applied, new)})
 
     def _chat_facts(self, ev: _Event) -> ChatFacts | None:
         """The chat this event is about. A mark notification names no chat by default (UIS's body is
@@ -530,6 +563,15 @@ def _plan(settings: ChatsSettings, event: str, chat: ChatFacts, waiting: bool) -
     if waiting and plan.create_lead and not plan.transcript:
         return rules.ChatPlan(True, True, plan.reason + "; the chat has ended: its transcript goes to the lead")
     return plan
+
+
+def _fingerprint(value: rules.FieldValue) -> str:
+    """A mapped value as remembered in the chat's progress: a short hash (a mapping may carry an e-mail)."""
+    return hashlib.sha256(f"{value.target}\x00{value.value}".encode()).hexdigest()[:16]
+
+
+def _applied(applied: dict[str, str], values: list[rules.FieldValue]) -> dict[str, str]:
+    return {**applied, **{v.target: _fingerprint(v) for v in values}}
 
 
 def _contact(lead: NewLead, region: str) -> str | None:
