@@ -382,3 +382,88 @@ def test_an_upsell_withdrawn_while_its_first_upload_is_in_flight_ends_cancelled_
     assert uis_path(uis, f"pay-{second['id']}")[-1][0] == "cancelled"
     assert uis.deals[f"customer-{client['id']}"]["revenue"] == 1500
     assert store.deals.pending_keys(INTEGRATION_ID) == []
+
+
+def school_day_changes(alfacrm, captured, deliver, clock, anna, boris, extra):
+    """Every deal of the school day changes after it was uploaded: three deals pending again."""
+    clock.advance(600)
+    alfacrm.ui_update_customer(anna["id"], {"name": "Анна С. Смирнова"})
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
+    alfacrm.ui_update_pay(extra["id"], {"income": "1300"})
+    for body in captured.take():
+        deliver(body)
+
+
+def test_a_user_field_deleted_in_uis_is_created_again_and_no_deal_is_parked(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """Given the school day is in UIS and someone deletes the "teacher" deal field in UIS, when every deal
+    changes and the uploader flushes, then UIS's "not found" for a row's user field is treated as a sync
+    problem of the account: the field is created again and the same batch uploaded — nothing is parked."""
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    del uis.user_fields["teacher"]
+    school_day_changes(alfacrm, captured, deliver, clock, anna, boris, extra)
+
+    report = flush()
+
+    assert report.parked == [] and report.state == "uploaded"
+    assert store.integrations.parked(INTEGRATION_ID) == []
+    assert "teacher" in uis.user_fields
+    assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна С. Смирнова"
+    assert uis.deals[f"pay-{extra['id']}"]["revenue"] == 1300
+    assert uis.deals[f"pay-{extra['id']}"]["user_fields"]["teacher"] == "Волков Игорь Петрович"
+    assert uis_path(uis, f"customer-{boris['id']}")[-1] == ("2", "2025-03-03 11:30:00")
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"uploaded"}
+    # And the points the sync and the upload spent are counted once
+    assert store.integrations.points(INTEGRATION_ID, "2025-03-03")["deals"] == uis.points_spent
+
+
+def test_a_stage_deleted_in_uis_is_created_again_before_the_deal_reaches_it(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """Given the funnels are in UIS and the empty stage "2" is deleted there, when a lead moves to status 2
+    and the uploader flushes, then the stage is created again and the deal reaches it — not parked."""
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    del uis.funnels["first_sale"]["stages"]["2"]
+    school_day_changes(alfacrm, captured, deliver, clock, anna, boris, extra)
+
+    report = flush()
+
+    assert report.parked == [] and store.integrations.parked(INTEGRATION_ID) == []
+    assert "2" in uis.funnels["first_sale"]["stages"]
+    assert uis_path(uis, f"customer-{boris['id']}")[-1] == ("2", "2025-03-03 11:30:00")
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"uploaded"}
+
+
+def test_a_stage_uis_lacks_even_after_a_sync_defers_the_flush_instead_of_parking_deal_after_deal(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """Given the closing stage "success" of the first-sale funnel is deleted in UIS (the connector cannot
+    create a closing stage again), when deals change and the uploader flushes, then after one forced sync the
+    flush is deferred with UIS's message: every deal stays pending, none is parked; the next flushes do not
+    force a sync again for a while (points), and once UIS has the stage again the deals are uploaded."""
+    anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    success = uis.funnels["first_sale"]["stages"].pop("success")
+    school_day_changes(alfacrm, captured, deliver, clock, anna, boris, extra)
+
+    report = flush()
+
+    assert report.state == "deferred" and report.parked == []
+    assert "stage_ext_id" in (report.error or "")
+    assert store.integrations.parked(INTEGRATION_ID) == []
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"pending"}
+    assert len(store.deals.pending_keys(INTEGRATION_ID)) == 3
+    # And a minute later the flush is deferred again without another funnel read
+    reads = calls(uis, "get.sales_funnel")
+    clock.advance(60)
+    assert flush().state == "deferred"
+    assert calls(uis, "get.sales_funnel") == reads
+    # And once UIS has the stage again, the deals are uploaded
+    uis.funnels["first_sale"]["stages"]["success"] = success
+    clock.advance(60)
+    assert flush().state == "uploaded"
+    assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна С. Смирнова"
+    assert store.deals.pending_keys(INTEGRATION_ID) == []

@@ -8,7 +8,12 @@ Per integration with pending deals:
 3. ONE `upload.deals_history` per ≤1000 rows, carrying per deal only the transitions UIS lacks (or the
    current stage again, same stage time, for a change that does not move the stage).
 UIS takes a call all or nothing: a validation error parks only the offending deal (the row the error
-names, or found by bisection) and the rest is sent again. `limit_exceeded` (beyond what the client waits
+names, or found by bisection) and the rest is sent again. An error about what the *account* lacks — a row's
+user field, stage or funnel "not found" (or refused) in UIS, e.g. deleted in the cabinet — is not the
+deal's fault and would park deal after deal: it forces one `ensure_funnels` sync (re-creating missing
+stages and fields) and the batch is sent again; if UIS still refuses it, the flush is deferred with every
+pending mark kept (and no forced sync again for `RESYNC_COOLDOWN`, so a problem only a person can fix does
+not spend the day's points). `limit_exceeded` (beyond what the client waits
 out) and transport errors stop the integration's flush and leave every pending mark for the next run.
 After a successful call each deal records what UIS now has; its pending mark is cleared only if the deal
 did not change meanwhile (conditional write), so a change made during the upload is uploaded next time.
@@ -16,9 +21,10 @@ did not change meanwhile (conditional write), so a change made during the upload
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from connector.deals import rules
@@ -26,7 +32,7 @@ from connector.deals.funnels import ensure_funnels
 from connector.deals.state import DealRecord, Step
 from connector.errors import ConcurrentUpdate, ConnectorError, UisError, UisValidationError
 from connector.observability import logger
-from connector.timeutil import to_iso, utc_to_local, utcnow
+from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
 from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, failed_row_index
 
 if TYPE_CHECKING:
@@ -37,6 +43,10 @@ if TYPE_CHECKING:
 
 WRITE_ATTEMPTS = 6
 MAX_PENDING_PER_FLUSH = 5000  # bounds one invocation; the rest waits for the next minute
+RESYNC_COOLDOWN = timedelta(minutes=15)  # after a forced sync that did not help, defer without forcing again
+# a row field that names something of the account (UIS#funnel#…, UIS#field#…), with or without `deals[i].`
+_SYNC_FIELD = re.compile(r"^(?:deals\[\d+\]\.)?(?:user_fields|stage_ext_id|sales_funnel_ext_id)\b")
+_SYNC_MNEMONICS = ("entity_not_found", "invalid_parameter_value")
 
 
 @dataclass
@@ -62,6 +72,7 @@ class _Item:
     sig: str
     contact_sig: str | None = None
     at: str = ""  # the flush's moment (UTC ISO)
+    done: bool = False  # uploaded or parked by this flush
 
 
 def flush_all(
@@ -113,6 +124,7 @@ def flush_integration(
     uis = clients.uis(integration)
     moment = now()
     spent_before: int | None = None
+    resynced = False
     try:
         sync = ensure_funnels(integration, store=store, clients=clients, now=now)
         report.points += sync.points
@@ -141,8 +153,31 @@ def flush_integration(
         report.deals = len(items)
         report.rows = sum(len(i.rows) for i in items)
         for chunk in _chunks(items):
-            _send(integration, chunk, store=store, uis=uis, report=report)
+            while True:
+                try:
+                    _send(integration, [i for i in chunk if not i.done], store=store, uis=uis, report=report)
+                    break
+                except _SyncProblem:
+                    if resynced or not _may_resync(store, integration, moment):
+                        raise
+                    # UIS lacks a stage, funnel or user field a row names (deleted in the cabinet?): sync, resend
+                    resynced = True
+                    calls_before = uis.calls
+                    sync = ensure_funnels(integration, store=store, clients=clients, force=True, now=now)
+                    spent_before += uis.calls - calls_before  # ensure_funnels counted its own points
+                    report.points += sync.points
         report.state = "uploaded" if not report.parked else "partial"
+    except _SyncProblem as problem:
+        # still refused after a sync: an account-wide problem, not one deal's; keep every pending mark
+        exc = problem.error
+        report.state = "deferred"
+        report.error = f"UIS refuses what the deals name ({exc.field}): {exc.message}"
+        if resynced:
+            store.deals.put_sync(integration.id, "resync", {"at": to_iso(moment), "error": report.error})
+        logger.warning(
+            "deal upload deferred: uis out of sync",
+            extra={"integration_id": integration.id, "code": exc.mnemonic, "field": exc.field},
+        )
     except UisError as exc:
         # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
         report.state = "deferred"
@@ -155,6 +190,26 @@ def flush_integration(
             store.integrations.add_points(integration.id, day, spent, purpose="deals")
         report.points += spent
     return report
+
+
+class _SyncProblem(Exception):
+    """UIS refused a row for something the account lacks (a stage, funnel or user field), not for the deal."""
+
+    def __init__(self, error: UisValidationError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def is_sync_problem(error: UisError) -> bool:
+    """A refusal naming a row's user field, stage or funnel: what `ensure_funnels` creates, so no deal's fault."""
+    return error.mnemonic in _SYNC_MNEMONICS and bool(_SYNC_FIELD.match(error.field or ""))
+
+
+def _may_resync(store: Store, integration: Integration, moment: datetime) -> bool:
+    """No forced sync within `RESYNC_COOLDOWN` of one that did not cure a sync problem."""
+    last = store.deals.sync_items(integration.id, ["resync"]).get("resync")
+    at = str(last.get("at") or "") if last else ""
+    return not at or moment - from_iso(at) >= RESYNC_COOLDOWN
 
 
 # --- planning ---------------------------------------------------------------------------------------------
@@ -319,6 +374,8 @@ def _send(integration: Integration, items: list[_Item], *, store: Store, uis: Ui
         try:
             uis.upload_deals_history(rows)
         except UisValidationError as exc:
+            if is_sync_problem(exc):
+                raise _SyncProblem(exc) from exc
             index = failed_row_index(exc)
             culprit = _owner(items, index) if index is not None else None
             if culprit is None:
@@ -331,11 +388,13 @@ def _send(integration: Integration, items: list[_Item], *, store: Store, uis: Ui
                     _send(integration, items[middle:], store=store, uis=uis, report=report)
                     return
             _park(store, integration, culprit.deal, exc.message, exc.mnemonic or exc.code)
+            culprit.done = True
             report.parked.append(f"{culprit.deal.funnel}#{culprit.deal.ext_id}")
             items = [i for i in items if i is not culprit]
             continue
         for item in items:
             _mark_uploaded(store, integration, item)
+            item.done = True
         report.uploaded += len(items)
         return
 
