@@ -7,9 +7,12 @@ import random
 
 from connector.deals import rules
 from connector.deals.views import deals_view
+from connector.deals.worker import handle_deal_event
+from connector.store import Store
+from connector.store.deals import DealStore
 
 from tests.api.builders import stored_integration
-from tests.deals.builders import INTEGRATION_ID, utc, webhook
+from tests.deals.builders import INTEGRATION_ID, message, utc, webhook
 from tests.deals.conftest import DEAL_SETTINGS
 
 
@@ -303,3 +306,96 @@ def test_a_create_webhook_processed_after_the_payments_delete_webhook_still_date
         ("paid", utc("2025-03-03 09:00:00")),
         ("cancelled", utc("2025-03-03 09:01:00")),
     ]
+
+
+class DealsReadBeforeAnotherWorker(DealStore):
+    """A deal store whose read of a customer's deals lets another worker run right after it (once)."""
+
+    meanwhile = None
+
+    def get_deals(self, integration_id, keys):
+        found = super().get_deals(integration_id, keys)
+        hook, self.meanwhile = self.meanwhile, None
+        if hook is not None:
+            hook()
+        return found
+
+
+def withdrawn_upsell_race(alfacrm, captured, deliver, store, clients, now, clock, *, edit_income):
+    """A client's pending (never uploaded) upsell stops being one when the first payment is deleted; while the
+    worker handling that delete holds the deals it read, another worker handles newer events: an earlier
+    payment (the upsell is one again) and, with `edit_income`, an income edit of the upsell's payment."""
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    first = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    second = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "1500", "document_date": "2025-03-02"})
+    for body in captured.take():
+        deliver(body)
+    clock.advance(60)
+    alfacrm.ui_delete_pay(first["id"])
+    [delete] = captured.take()
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "3000", "document_date": "2025-02-28"})
+    if edit_income:
+        alfacrm.ui_update_pay(second["id"], {"income": "1600"})
+    newer = captured.take()
+    racing = Store(store.table)
+    racing.deals = DealsReadBeforeAnotherWorker(store.table)
+    racing.deals.meanwhile = lambda: [deliver(body) for body in newer]
+    handle_deal_event(message(delete), store=racing, clients=clients, now=now)
+    return client, second
+
+
+def test_an_upsell_rewritten_by_a_newer_snapshot_survives_a_stale_workers_delete(
+    alfacrm, captured, deliver, store, clients, now, clock
+):
+    """Given the race above with the upsell's income edited by the newer worker, when the stale worker goes on
+    to delete the upsell it saw as withdrawn, then its delete (conditional on the version it read) loses:
+    the deals view keeps the upsell with the edited income."""
+    client, second = withdrawn_upsell_race(alfacrm, captured, deliver, store, clients, now, clock, edit_income=True)
+
+    deals = by_id(store)
+    assert f"pay-{second['id']}" in deals
+    assert deals[f"pay-{second['id']}"]["revenue"] == 1600
+    assert [s for s, _ in history(deals[f"pay-{second['id']}"])] == ["new", "paid"]
+    assert deals[f"customer-{client['id']}"]["revenue"] == 3000
+
+
+def test_an_upsell_a_newer_snapshot_keeps_unchanged_survives_a_stale_workers_delete(
+    alfacrm, captured, deliver, store, clients, now, clock
+):
+    """Given the race above where the newer worker found the upsell already right (so wrote nothing), when
+    the stale worker deletes it, then it notices the customer's snapshot moved on and recomputes from it:
+    the deals view still has the upsell."""
+    client, second = withdrawn_upsell_race(alfacrm, captured, deliver, store, clients, now, clock, edit_income=False)
+
+    deals = by_id(store)
+    assert f"pay-{second['id']}" in deals
+    assert deals[f"pay-{second['id']}"]["revenue"] == 1500
+    assert deals[f"customer-{client['id']}"]["revenue"] == 3000
+
+
+def test_an_upsell_uploaded_while_a_worker_withdraws_it_ends_cancelled_in_uis(
+    alfacrm, captured, deliver, store, clients, now, clock, flush, uis
+):
+    """Given a client's second payment pending as an upsell deal, when the first payment is deleted and the
+    uploader sends the upsell (as paid) between the worker's read of the deals and its delete of that
+    never-uploaded upsell, then the delete (conditional on the version read) loses, the worker re-reads the
+    now-uploaded deal and takes it to "cancelled": UIS does not count the payment twice."""
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    first = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    second = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "1500", "document_date": "2025-03-02"})
+    for body in captured.take():
+        deliver(body)
+    clock.advance(60)
+    alfacrm.ui_delete_pay(first["id"])
+    [delete] = captured.take()
+    racing = Store(store.table)
+    racing.deals = DealsReadBeforeAnotherWorker(store.table)
+    racing.deals.meanwhile = flush
+
+    handle_deal_event(message(delete), store=racing, clients=clients, now=now)
+
+    assert [s for s, _ in history(by_id(store)[f"pay-{second['id']}"])] == ["new", "paid", "cancelled"]
+    clock.advance(60)
+    flush()
+    assert uis.deals[f"pay-{second['id']}"]["stage_ext_id"] == "cancelled"
+    assert uis.deals[f"customer-{client['id']}"]["revenue"] == 1500

@@ -310,23 +310,42 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
 
         if _write(ctx, key, existing.get(key), apply, snap.version):
             changed.append(f"{key[0]}#{key[1]}")
+    deleted = False
     for key, deal in existing.items():
         if key in drafts or key[0] != rules.UPSELL:
             continue
-        action, _ = rules.orphan(deal, at=at)
-        if action == "delete":
-            ctx.store.deals.delete_deal(integration.id, *key)
+        action = _withdraw(ctx, key, deal, at, snap.version)
+        if action:
             changed.append(f"{key[0]}#{key[1]}")
-        elif action == "update" and _write(ctx, key, deal, lambda current: _orphaned(current, at), snap.version):
-            changed.append(f"{key[0]}#{key[1]}")
+            deleted = deleted or action == "delete"
+    if deleted:
+        # A worker on a newer snapshot may have read the deal just before it went, found it right and written
+        # nothing: if the snapshot moved on, recompute from it (a deal that is wanted again is written anew).
+        fresh = ctx.store.deals.get_customer(integration.id, snap.customer_id)
+        if fresh is not None and fresh.version > snap.version:
+            changed += [c for c in refresh_deals(ctx, fresh, at, branch_hint=branch_hint) if c not in changed]
     return changed
 
 
-def _orphaned(current: DealRecord | None, at: str) -> DealRecord | None:
-    if current is None:
-        return None
-    action, updated = rules.orphan(current, at=at)
-    return updated if action == "update" else None
+def _withdraw(ctx: _Context, key: tuple[str, str], current: DealRecord | None, at: str, source_version: int) -> str:
+    """An upsell deal whose payment stopped being an upsell: deleted if UIS never received it, else taken to
+    "cancelled". Conditional on the version read; on a lost race re-read and decide again (→ what was done:
+    "delete", "update" or "")."""
+    for _ in range(WRITE_ATTEMPTS):
+        if current is None or current.source_version > source_version:
+            return ""  # gone already, or written meanwhile from a newer snapshot: that one decides
+        action, updated = rules.orphan(current, at=at)
+        try:
+            if action == "delete":
+                ctx.store.deals.delete_deal(ctx.integration.id, *key, expected_version=current.version)
+            elif action == "update":
+                ctx.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": current.version}))
+            else:
+                return ""
+            return action
+        except ConcurrentUpdate:
+            current = ctx.store.deals.get_deal(ctx.integration.id, *key)
+    raise ConcurrentUpdate(f"deal {key[0]}#{key[1]} kept changing")
 
 
 def _write(

@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
 from connector.deals.state import CustomerSnapshot, DealRecord
 from connector.errors import ConcurrentUpdate
 from connector.store.base import DynamoTable, int_pk
@@ -128,8 +131,22 @@ class DealStore:
         self.t.put(item, expected_version=deal.version)
         return saved
 
-    def delete_deal(self, integration_id: str, funnel: str, ext_id: str) -> None:
-        self.t.delete(int_pk(integration_id), _deal_sk(funnel, ext_id))
+    def delete_deal(self, integration_id: str, funnel: str, ext_id: str, *, expected_version: int) -> None:
+        """Delete the deal only if it is still the version the caller read (→ ConcurrentUpdate otherwise).
+
+        Gone already counts as done: whoever deleted it decided the same.
+        """
+        pk, sk = int_pk(integration_id), _deal_sk(funnel, ext_id)
+        self.t.calls += 1
+        try:
+            self.t.table.delete_item(
+                Key={"pk": pk, "sk": sk},
+                ConditionExpression=Attr("pk").not_exists() | Attr("version").eq(expected_version),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raise ConcurrentUpdate(f"{pk}/{sk} changed meanwhile") from None
 
     def pending_keys(self, integration_id: str, *, limit: int | None = None) -> list[tuple[str, str]]:
         out = []
