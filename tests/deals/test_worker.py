@@ -399,3 +399,30 @@ def test_an_upsell_uploaded_while_a_worker_withdraws_it_ends_cancelled_in_uis(
     flush()
     assert uis.deals[f"pay-{second['id']}"]["stage_ext_id"] == "cancelled"
     assert uis.deals[f"customer-{client['id']}"]["revenue"] == 1500
+
+
+def test_a_create_parked_as_not_listed_is_cleared_when_the_payments_delete_arrives(
+    alfacrm, captured, deliver, store, clock
+):
+    """Given a payment created and deleted a minute later, when the create webhook is re-read after the
+    deletion (parked: AlfaCRM lists it nowhere) and the delete webhook comes next, then the parked create is
+    folded in and leaves the parked list, and the upsell deal runs from its creation to its cancellation."""
+    client = alfacrm.ui_create_customer({"name": "Олег", "is_study": 1})
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    for body in captured.take():
+        deliver(body)
+    wrong = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "700", "document_date": "2025-03-02"})
+    clock.advance(60)
+    alfacrm.ui_delete_pay(wrong["id"])
+    create, delete = captured.take()
+
+    assert deliver(create).status == "parked"
+    assert [p["code"] for p in store.integrations.parked(INTEGRATION_ID)] == ["not_listed"]
+    assert deliver(delete).status == "done"
+
+    assert store.integrations.parked(INTEGRATION_ID) == []
+    assert history(by_id(store)[f"pay-{wrong['id']}"]) == [
+        ("new", utc("2025-03-03 09:00:00")),
+        ("paid", utc("2025-03-03 09:00:00")),
+        ("cancelled", utc("2025-03-03 09:01:00")),
+    ]

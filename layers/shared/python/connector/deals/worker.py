@@ -115,7 +115,27 @@ def handle_deal_event(
     changed: list[str] = []
     for snap in snaps:
         changed += refresh_deals(ctx, snap, at, branch_hint=event.branch_for(integration.alfacrm.branch_id))
+    if event.event == "delete":
+        changed += _revisit_not_listed(store, clients, now, integration_id, event)
     return Outcome("done", changed=changed)
+
+
+def _revisit_not_listed(
+    store: Store, clients: ClientFactory, now: Callable[[], datetime], integration_id: str, event: WebhookEvent
+) -> list[str]:
+    """A create/update parked because AlfaCRM listed the entity nowhere is explained by its deletion: now that
+    the delete is known, run those events again (they fold in with their own times) and clear them from
+    the parked list. Deletes are rare, so the parked-list read stays off the ordinary path."""
+    prefix = f"{event.entity}#{event.entity_id}#"
+    changed: list[str] = []
+    for item in store.integrations.parked(integration_id):
+        if item["kind"] != "deal_event" or item.get("code") != "not_listed" or not item["key"].startswith(prefix):
+            continue
+        outcome = handle_deal_event(item["payload"], store=store, clients=clients, now=now)
+        if outcome.status != "parked":
+            store.integrations.unpark(integration_id, "deal_event", item["key"])
+            changed += outcome.changed
+    return changed
 
 
 # The same webhook delivered twice (SQS at-least-once, an AlfaCRM re-send) is answered from the idempotency
