@@ -103,3 +103,10 @@ def test_phones_given_as_numbers_are_masked_too():
         "visitor_phone_number": "***67",
         "chat_id": 5000003,
     }
+
+
+def test_dates_in_log_text_are_not_taken_for_phones():
+    from connector.observability import mask_text
+
+    assert mask_text("Pay#6#create#2026-11-25 06:17:05") == "Pay#6#create#2026-11-25 06:17:05"
+    assert mask_text("due 25.11.2026, call +7 916 123-45-67") == "due 25.11.2026, call ***67"

@@ -42,9 +42,18 @@ def mask_name(value: Any) -> str:
     return f"{text[:1]}***" if text else ""
 
 
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2})?|\d{2}[.-]\d{2}[.-]\d{4}(?: \d{2})?")
+
+
+def _phone_or_date(match: re.Match[str]) -> str:
+    # dates and date-times have a phone's shape (2026-11-25 06): keep them readable
+    text = match.group(0)
+    return text if _DATE_RE.fullmatch(text.strip()) else mask_phone(text)
+
+
 def mask_text(text: str) -> str:
     text = _EMAIL_RE.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
+    return _PHONE_RE.sub(_phone_or_date, text)
 
 
 def mask(value: Any, key: str | None = None) -> Any:
