@@ -30,7 +30,9 @@ UIS points (each successful call costs one; `metadata.limits` reports the budget
 - the account's day budget is shared with the deal uploads: below `stretch_ratio` of the day limit
   the interval doubles, below half of that it is ×4, and at or below the reserve (20 % of the day
   limit, at least `reserve_points`) the poller makes no call at all until the budget resets.
-Points spent are recorded per integration per day (`BUDGET#<day>`, purpose `poller`).
+Points spent are recorded per integration per day (`BUDGET#<day>`, purpose `poller`), the day being the
+account's (the integration's timezone): UIS's day budget resets at its midnight, and the deals record theirs
+under the same day.
 """
 
 from __future__ import annotations
@@ -239,7 +241,8 @@ class ChatPoller:
             return PollResult(integration.id, "budget", budget.reason)
         if not self._due(state, now, interval * budget.stretch):
             return PollResult(integration.id, "not_due")
-        day = now.date().isoformat()
+        # the account's day (UIS's budget resets at its midnight; the deals record points by it too)
+        day = utc_to_local(now, integration.timezone).date().isoformat()
         spent = self.store.integrations.points(integration.id, day).get("poller", 0)
         allowance = day_allowance(interval, self.policy)
         if spent >= allowance:
