@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
-import pytest
 from connector.settings import Integration
 from connector.store import Store
 from connector.texts.poller import DAY_MINUTES, ChatPoller, PollPolicy, PollResult
@@ -371,11 +370,6 @@ def test_a_day_budget_spent_by_deal_uploads_makes_polling_back_off_and_keeps_the
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a warm container's UisClient keeps yesterday's `limits` (no age check in ChatPoller.poll's "
-    "live re-check), and _save_limits re-stamps them `seen_at=now`: polling stays off into the new day",
-)
 def test_polling_resumes_when_the_accounts_day_resets(world: World) -> None:
     # Given a poller that stopped at the reserve late in the day (the same warm container's client)
     world.uis.day_limit = 1000

@@ -265,3 +265,17 @@ def _funnel_kwargs() -> dict[str, Any]:
         "failed": stages["failed"],
         "in_process": stages["in_process"],
     }
+
+
+def test_current_limits_count_down_and_expire_with_the_accounts_day(sandbox, client, clock):
+    """Given limits seen once, when time passes, then the resets count down, a past minute restores the
+    minute budget, and after the day's reset the client no longer claims to know the budget."""
+    client.call("get.sites", {})
+    seen = client.current_limits()
+    assert seen is not None and seen["day_remaining"] == 3499
+    clock.advance(45)
+    later = client.current_limits()
+    assert later["day_reset"] == seen["day_reset"] - 45
+    assert later["minute_remaining"] == 200  # the minute that spent the point is over
+    clock.advance(seen["day_reset"])
+    assert client.current_limits() is None

@@ -34,7 +34,7 @@ from connector.settings import (
     resolve_is_public,
 )
 from connector.store import Store, default_store
-from connector.timeutil import to_iso, utcnow
+from connector.timeutil import to_iso, utc_to_local, utcnow
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -245,7 +245,9 @@ class Admin:
         client = self.clients.uis(integration)
         items = [_plain(i) for i in getattr(client, methods[name])()]
         self.store.integrations.put_cached(integration_id, cache_name, items, UIS_LOOKUP_TTL)
-        self.store.integrations.add_points(integration_id, utcnow().date().isoformat(), 1, purpose="admin")
+        # the account's day: UIS's budget resets at its midnight, and the deals and the poller count by it too
+        day = utc_to_local(utcnow(), integration.timezone).date().isoformat()
+        self.store.integrations.add_points(integration_id, day, 1, purpose="admin")
         return {"items": items}
 
     # --- deals, parked, replay ------------------------------------------------------------------

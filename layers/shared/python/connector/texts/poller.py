@@ -249,7 +249,7 @@ class ChatPoller:
             return PollResult(integration.id, "allowance", f"poller spent {spent} of {allowance} points today")
         uis = self.clients.uis(integration)
         # this container's client may have seen fresher limits (another call of this account)
-        live = budget_from_limits(uis.limits, self.policy)
+        live = budget_from_limits(uis.current_limits(), self.policy)
         if not live.allowed:
             self._save_limits(integration, state, uis, now)
             return PollResult(integration.id, "budget", live.reason)
@@ -419,10 +419,11 @@ class ChatPoller:
     # --- limits ------------------------------------------------------------------------------------
     @staticmethod
     def _limits_snapshot(uis: UisClient, now: datetime) -> dict[str, Any] | None:
-        if not uis.limits:
+        limits = uis.current_limits()
+        if not limits:
             return None
         keep = ("day_limit", "day_remaining", "day_reset", "minute_limit", "minute_remaining")
-        return {**{k: uis.limits.get(k) for k in keep}, "seen_at": to_iso(now)}
+        return {**{k: limits.get(k) for k in keep}, "seen_at": to_iso(now)}
 
     def _save_limits(
         self,

@@ -252,6 +252,26 @@ class UisClient:
             self.limits = dict(limits)
             self._limits_at = self._clock()
 
+    def current_limits(self) -> dict[str, Any] | None:
+        """The last `metadata.limits`, as they stand now: the resets counted down from when they were seen,
+        and None once the day budget has reset since (a warm container must not carry yesterday's budget)."""
+        if not self.limits or self._limits_at is None:
+            return None
+        elapsed = self._clock() - self._limits_at
+        day_reset = _as_float(self.limits.get("day_reset"), None)
+        if day_reset is None or elapsed >= day_reset:
+            return None
+        out = dict(self.limits)
+        out["day_reset"] = day_reset - elapsed
+        minute_reset = _as_float(self.limits.get("minute_reset"), None)
+        if minute_reset is not None:
+            if elapsed >= minute_reset:
+                out["minute_remaining"] = out.get("minute_limit")
+                out["minute_reset"] = (minute_reset - elapsed) % _MINUTE
+            else:
+                out["minute_reset"] = minute_reset - elapsed
+        return out
+
     def _reset_after(self) -> float | None:
         """Seconds until the exhausted budget resets, from the last `metadata.limits` seen.
 
