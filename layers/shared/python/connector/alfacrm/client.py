@@ -25,7 +25,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-import phonenumbers
 
 from connector.alfacrm.models import (
     Branch,
@@ -45,7 +44,7 @@ from connector.errors import (
     AlfaCrmUnavailable,
     AlfaCrmValidationError,
 )
-from connector.phones import to_e164
+from connector.phones import national_digits, to_e164
 from connector.retry import RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -718,8 +717,7 @@ def _phone_variants(phone: str, e164: str | None) -> list[str]:
     digits or substrings), E.164, and the number as given."""
     variants: list[str] = []
     if e164:
-        national = phonenumbers.national_significant_number(phonenumbers.parse(e164, None))
-        variants += [national, e164]
+        variants += [national_digits(e164) or "", e164]
     variants.append(phone.strip())
     return list(dict.fromkeys(variant for variant in variants if variant))
 
