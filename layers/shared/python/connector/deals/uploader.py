@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from connector.deals import rules
 from connector.deals.funnels import ensure_funnels
 from connector.deals.state import DealRecord, Step
-from connector.errors import ConcurrentUpdate, ConnectorError, UisError, UisValidationError
+from connector.errors import ConnectorError, UisError, UisValidationError
 from connector.observability import logger
+from connector.store.base import on_conflict
 from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
 from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, failed_row_index
 
@@ -414,9 +415,14 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
     The worker deletes an upsell deal UIS never received when its payment stops being an upsell; if that
     happened while this upload carried the deal, UIS has it now: it is kept and taken to "cancelled".
     """
-    deal = item.deal
-    gone = False
-    for _ in range(WRITE_ATTEMPTS):
+
+    def step(attempt: int) -> bool:
+        deal, gone = item.deal, False
+        if attempt:
+            fresh = store.deals.get_deal(integration.id, item.deal.funnel, item.deal.ext_id)
+            if fresh is None and item.deal.funnel != rules.UPSELL:
+                return False
+            gone, deal = fresh is None, fresh or item.deal
         updated = deal.model_copy(
             update={
                 "uploaded": list(item.merged),
@@ -429,36 +435,28 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
         if gone:
             _, updated = rules.orphan(updated, at=item.at or updated.modified_at)
             updated.version = 0  # re-created: only if the worker has not written it again meanwhile
-        try:
-            store.deals.save_deal(integration.id, updated)
-            break
-        except ConcurrentUpdate:
-            fresh = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id)
-            if fresh is None and deal.funnel != rules.UPSELL:
-                return
-            gone = fresh is None
-            deal = fresh or item.deal
-    else:
-        raise ConcurrentUpdate(f"deal {deal.funnel}#{deal.ext_id} kept changing while marked uploaded")
+        store.deals.save_deal(integration.id, updated)
+        return True
+
+    key = f"{item.deal.funnel}#{item.deal.ext_id}"
+    if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key} (marked uploaded)"):
+        return
     if item.deal.upload_error is not None:
-        store.integrations.unpark(integration.id, "deal", f"{deal.funnel}#{deal.ext_id}")
+        store.integrations.unpark(integration.id, "deal", key)
 
 
 def _park(store: Store, integration: Integration, deal: DealRecord, error: str, code: str) -> None:
     """The deal leaves the upload queue with UIS's message, visible and replayable (`mark_pending`)."""
-    for _ in range(WRITE_ATTEMPTS):
-        try:
-            store.deals.save_deal(
-                integration.id, deal.model_copy(update={"upload_state": "parked", "upload_error": error})
-            )
-            break
-        except ConcurrentUpdate:
-            fresh = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id)
-            if fresh is None:
-                return
-            deal = fresh
-    else:
-        raise ConcurrentUpdate(f"deal {deal.funnel}#{deal.ext_id} kept changing while parked")
+
+    def step(attempt: int) -> bool:
+        read = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id) if attempt else deal
+        if read is None:
+            return False
+        store.deals.save_deal(integration.id, read.model_copy(update={"upload_state": "parked", "upload_error": error}))
+        return True
+
+    if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {deal.funnel}#{deal.ext_id} (parked)"):
+        return
     key = f"{deal.funnel}#{deal.ext_id}"
     store.integrations.park(
         integration.id, "deal", key, payload={"funnel": deal.funnel, "ext_id": deal.ext_id}, error=error, code=code

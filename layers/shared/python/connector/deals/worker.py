@@ -30,9 +30,10 @@ from connector.alfacrm.models import Customer, WebhookEvent, to_int
 from connector.deals import rules
 from connector.deals.lookups import Lookups
 from connector.deals.state import CustomerSnapshot, DealRecord
-from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError, ConcurrentUpdate
+from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError
 from connector.observability import logger
 from connector.settings import Integration
+from connector.store.base import on_conflict
 from connector.timeutil import to_iso, utcnow
 
 if TYPE_CHECKING:
@@ -351,21 +352,21 @@ def _withdraw(ctx: _Context, key: tuple[str, str], current: DealRecord | None, a
     """An upsell deal whose payment stopped being an upsell: deleted if UIS never received it, else taken to
     "cancelled". Conditional on the version read; on a lost race re-read and decide again (→ what was done:
     "delete", "update" or "")."""
-    for _ in range(WRITE_ATTEMPTS):
-        if current is None or current.source_version > source_version:
+
+    def step(attempt: int) -> str:
+        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        if read is None or read.source_version > source_version:
             return ""  # gone already, or written meanwhile from a newer snapshot: that one decides
-        action, updated = rules.orphan(current, at=at)
-        try:
-            if action == "delete":
-                ctx.store.deals.delete_deal(ctx.integration.id, *key, expected_version=current.version)
-            elif action == "update":
-                ctx.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": current.version}))
-            else:
-                return ""
-            return action
-        except ConcurrentUpdate:
-            current = ctx.store.deals.get_deal(ctx.integration.id, *key)
-    raise ConcurrentUpdate(f"deal {key[0]}#{key[1]} kept changing")
+        action, updated = rules.orphan(read, at=at)
+        if action == "delete":
+            ctx.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
+        elif action == "update":
+            ctx.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": read.version}))
+        else:
+            return ""
+        return action
+
+    return on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key[0]}#{key[1]}")
 
 
 def _write(
@@ -376,17 +377,17 @@ def _write(
     source_version: int,
 ) -> bool:
     """Write the recomputed deal conditionally; on a lost race re-read and recompute (→ whether written)."""
-    for _ in range(WRITE_ATTEMPTS):
-        if current is not None and current.source_version > source_version:
+
+    def step(attempt: int) -> bool:
+        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        if read is not None and read.source_version > source_version:
             return False  # another worker already wrote this deal from a newer snapshot
-        updated = compute(current)
+        updated = compute(read)
         if updated is None:
             return False
-        if current is not None:
-            updated = updated.model_copy(update={"version": current.version})
-        try:
-            ctx.store.deals.save_deal(ctx.integration.id, updated)
-            return True
-        except ConcurrentUpdate:
-            current = ctx.store.deals.get_deal(ctx.integration.id, *key)
-    raise ConcurrentUpdate(f"deal {key[0]}#{key[1]} kept changing")
+        if read is not None:
+            updated = updated.model_copy(update={"version": read.version})
+        ctx.store.deals.save_deal(ctx.integration.id, updated)
+        return True
+
+    return on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key[0]}#{key[1]}")

@@ -7,9 +7,9 @@ way in and Decimals become int/float on the way out, so callers never see boto3'
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError
 
 from connector.config import env
 from connector.errors import ConcurrentUpdate
+
+T = TypeVar("T")
 
 _resource: Any = None
 
@@ -202,6 +204,20 @@ class DynamoTable:
     def delete(self, pk: str, sk: str) -> None:
         self.calls += 1
         self.table.delete_item(Key={"pk": pk, "sk": sk})
+
+
+def on_conflict(step: Callable[[int], T], *, attempts: int = 6, what: str = "item") -> T:
+    """The one optimistic-concurrency loop: `step(attempt)` reads what it needs (afresh when `attempt` > 0),
+    decides, and writes conditionally; a lost race (ConcurrentUpdate) runs it again, a few times."""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.01 * attempt)  # let the winner finish before re-reading
+        try:
+            return step(attempt)
+        except ConcurrentUpdate:
+            if attempt == attempts - 1:
+                raise ConcurrentUpdate(f"{what} kept changing") from None
+    raise AssertionError("unreachable")
 
 
 def is_expired(item: dict[str, Any], now: float | None = None) -> bool:

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from connector.deals.state import CustomerSnapshot, DealRecord
 from connector.errors import ConcurrentUpdate
-from connector.store.base import DynamoTable, int_pk
+from connector.store.base import DynamoTable, int_pk, on_conflict
 
 UPDATE_ATTEMPTS = 6
 _UNREAD = object()
@@ -75,20 +75,16 @@ class DealStore:
         `current`: the snapshot the caller has just read (saves the first read). → (the stored snapshot,
         whether it was written). An unchanged snapshot is not written.
         """
-        for attempt in range(UPDATE_ATTEMPTS):
-            if attempt > 0 or current is _UNREAD:
-                current = self.get_customer(integration_id, customer_id)
-            assert current is None or isinstance(current, CustomerSnapshot)
-            updated = change(current)
-            if current is not None and _same(current, updated):
-                return current, False
-            try:
-                return self.save_customer(integration_id, updated.model_copy(update={"version": _v(current)})), True
-            except ConcurrentUpdate:
-                if attempt == UPDATE_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+
+        def step(attempt: int) -> tuple[CustomerSnapshot, bool]:
+            read = self.get_customer(integration_id, customer_id) if attempt or current is _UNREAD else current
+            assert read is None or isinstance(read, CustomerSnapshot)
+            updated = change(read)
+            if read is not None and _same(read, updated):
+                return read, False
+            return self.save_customer(integration_id, updated.model_copy(update={"version": _v(read)})), True
+
+        return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"customer {customer_id}")
 
     # --- payment → customer pointers --------------------------------------------------------------
     def pay_owner(self, integration_id: str, pay_id: int) -> int | None:
@@ -160,16 +156,15 @@ class DealStore:
 
         The version is bumped so an upload in flight cannot clear this mark.
         """
-        for _ in range(UPDATE_ATTEMPTS):
+
+        def step(_: int) -> bool:
             deal = self.get_deal(integration_id, funnel, ext_id)
             if deal is None:
                 return False
-            try:
-                self.save_deal(integration_id, deal.model_copy(update={"upload_state": "pending"}))
-                return True
-            except ConcurrentUpdate:
-                continue
-        raise ConcurrentUpdate(f"deal {funnel}#{ext_id} kept changing")
+            self.save_deal(integration_id, deal.model_copy(update={"upload_state": "pending"}))
+            return True
+
+        return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"deal {funnel}#{ext_id}")
 
     def list_deals(self, integration_id: str, funnel: str | None = None) -> list[DealRecord]:
         prefix = f"DEAL#{funnel}#" if funnel else "DEAL#"
