@@ -16,24 +16,14 @@ from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient
 from connector.retry import RateLimiter, RetryPolicy
 
+from tests.support import RecordingSender
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox, ManualClock
 
 HOST = "http://alfacrm.sandbox"
 
 
-class Inbox:
-    """Webhook receiver: records what the sandbox sent and answers `status` (or raises `error`)."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.status = 200
-        self.error: Exception | None = None
-
-    def __call__(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> int:
-        if self.error is not None:
-            raise self.error
-        self.sent.append({"method": method, "url": url, "body": body, "headers": headers})
-        return self.status
+class Inbox(RecordingSender):
+    """Webhook receiver of the AlfaCRM sandbox."""
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from connector.timeutil import local_to_utc
 from connector.uis.client import UisClient
 from connector.uis.notifications import parse_message
 
+from tests.support import RecordingSender, sandbox_integration
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
 
@@ -60,15 +61,8 @@ class Clock:
         self.advance(seconds)
 
 
-class Outbox:
+class Outbox(RecordingSender):
     """Where the UIS sandbox "delivers" notifications: kept, so a test decides when the worker sees them."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def __call__(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> int:
-        self.sent.append({"method": method, "url": url, "body": body})
-        return 200
 
 
 class Factory:
@@ -124,20 +118,16 @@ class World:
     def integration(
         self, settings: SettingsDocument | None = None, *, active: bool = True, iid: str = "int1"
     ) -> Integration:
-        integration = Integration(
-            id=iid,
-            name="Школа",
-            alfacrm={"hostname": ALFA_HOST, "email": DEFAULT_EMAIL, "branch_id": 1},
-            uis={"api_url": UIS_URL},
+        return sandbox_integration(
+            self.store,
+            settings or settings_doc(),
+            hostname=ALFA_HOST,
+            email=DEFAULT_EMAIL,
+            api_url=UIS_URL,
             timezone=TZ,
+            iid=iid,
             active=active,
-            secret_id=f"test/{iid}",
-            alfacrm_webhook_secret_hash="x",
-            uis_webhook_secret_hash="y",
-            settings=settings or settings_doc(),
         )
-        self.store.integrations.create(integration)
-        return integration
 
     # --- time and the use cases --------------------------------------------------------------------
     def advance(self, minutes: float) -> None:

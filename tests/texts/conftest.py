@@ -26,6 +26,7 @@ from connector.texts.worker import Outcome, TextWorker
 from connector.timeutil import local_to_utc, to_iso
 from connector.uis.client import UisClient
 
+from tests.support import RecordingSender, sandbox_integration
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
 
@@ -55,13 +56,8 @@ class Clock:
     sleep = advance
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def __call__(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> int:
-        self.sent.append({"method": method, "url": url, "body": body})
-        return 200
+class Outbox(RecordingSender):
+    """Where the UIS sandbox "delivers" notifications; `world.deliver()` hands them to the worker."""
 
 
 class Factory:
@@ -133,20 +129,16 @@ class World:
     def integration(
         self, settings: SettingsDocument | None = None, *, active: bool = True, iid: str = "int1"
     ) -> Integration:
-        integration = Integration(
-            id=iid,
-            name="Школа",
-            alfacrm={"hostname": ALFA_HOST, "email": DEFAULT_EMAIL, "branch_id": 1},
-            uis={"api_url": UIS_URL},
+        return sandbox_integration(
+            self.store,
+            settings or texts_settings(),
+            hostname=ALFA_HOST,
+            email=DEFAULT_EMAIL,
+            api_url=UIS_URL,
             timezone=TZ,
+            iid=iid,
             active=active,
-            secret_id=f"test/{iid}",
-            alfacrm_webhook_secret_hash="x",
-            uis_webhook_secret_hash="y",
-            settings=settings or texts_settings(),
         )
-        self.store.integrations.create(integration)
-        return integration
 
     def notify(self, *events: str, method: str = "POST", name_event: bool = True, **options: Any) -> None:
         """Point UIS notifications at the connector, as a user does in the cabinet."""

@@ -12,6 +12,7 @@ import pytest
 from connector.retry import RetryPolicy
 from connector.uis.client import UisClient
 
+from tests.support import RecordingSender
 from tests.uis.builders import API_URL, TOKEN
 from tools.sandboxes.uis import UisSandbox
 
@@ -40,19 +41,8 @@ class FakeClock:
         self.advance(seconds)
 
 
-class Outbox:
-    """Notification receiver: records what the sandbox sent and answers `status`."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.status = 200
-        self.error: Exception | None = None
-
-    def __call__(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> int:
-        if self.error is not None:
-            raise self.error
-        self.sent.append({"method": method, "url": url, "body": body, "headers": headers})
-        return self.status
+class Outbox(RecordingSender):
+    """Notification receiver of the UIS sandbox."""
 
 
 @pytest.fixture
