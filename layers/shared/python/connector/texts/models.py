@@ -23,7 +23,26 @@ class Tag(BaseModel):
         return w in {str(self.id or "").lower(), str(self.name or "").strip().lower()}
 
 
-class ChatFacts(BaseModel):
+class _Facts(BaseModel):
+    """What chats and requests share: which facts are known, and whether the visitor left contacts."""
+
+    visitor_phone: str | None = None
+    visitor_email: str | None = None
+    # merged with a report row: every fact UIS has is known
+    complete: bool = False
+    # fact names the notification carried, even empty ("visitor_phone", "site_domain_name", "tags"…)
+    provided: set[str] = Field(default_factory=set)
+
+    def knows(self, name: str) -> bool:
+        """Is the value of this fact known (possibly known to be empty)?"""
+        return self.complete or name in self.provided or getattr(self, name, None) not in (None, [])
+
+    @property
+    def has_contacts(self) -> bool:
+        return bool(self.visitor_phone or self.visitor_email)
+
+
+class ChatFacts(_Facts):
     model_config = ConfigDict(extra="ignore")
 
     chat_id: int
@@ -46,17 +65,6 @@ class ChatFacts(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     # True once the facts come from (or were merged with) a `get.chats_report` row: a None then means
     # "UIS has no such value", not "the notification did not say"; enrichment is never needed again.
-    complete: bool = False
-    # fact names the notification carried, even empty ("visitor_phone", "site_domain_name", "tags"…)
-    provided: set[str] = Field(default_factory=set)
-
-    def knows(self, name: str) -> bool:
-        """Is the value of this fact known (possibly known to be empty)?"""
-        return self.complete or name in self.provided or getattr(self, name, None) not in (None, [])
-
-    @property
-    def has_contacts(self) -> bool:
-        return bool(self.visitor_phone or self.visitor_email)
 
     def merged_with_report(self, report: ChatFacts) -> ChatFacts:
         """These (notification) facts completed by a report row: the row fills what is missing; the
@@ -144,7 +152,7 @@ class ChatFacts(BaseModel):
         )
 
 
-class RequestFacts(BaseModel):
+class RequestFacts(_Facts):
     """A site request (offline message, "заявка")."""
 
     model_config = ConfigDict(extra="ignore")
@@ -163,15 +171,6 @@ class RequestFacts(BaseModel):
     text: str | None = None
     tags: list[Tag] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
-    complete: bool = False  # as for ChatFacts: merged with a `get.offline_messages_report` row
-    provided: set[str] = Field(default_factory=set)
-
-    def knows(self, name: str) -> bool:
-        return self.complete or name in self.provided or getattr(self, name, None) not in (None, [])
-
-    @property
-    def has_contacts(self) -> bool:
-        return bool(self.visitor_phone or self.visitor_email)
 
     def merged_with_report(self, row: dict[str, Any], tz: str | None) -> RequestFacts:
         """Completed by a `get.offline_messages_report` row; the notification's own values stay."""
