@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from connector.store import default_store, reset_default_store
 
 from tests.api.builders import stored_integration
 from tests.handlers import load_handler
@@ -42,9 +41,8 @@ API_EXPECTATIONS = {
 
 
 @pytest.mark.parametrize("name", sorted(API_EXPECTATIONS))
-def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context):
-    reset_default_store()
-    stored_integration(default_store())
+def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context, store):
+    stored_integration(store)
     event = json.loads((ROOT / "events" / name).read_text(encoding="utf-8"))
     reply = load_handler(function_of(ROOT / "events" / name))(event, lambda_context)
     queue, status = API_EXPECTATIONS[name]
@@ -55,4 +53,3 @@ def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context):
         assert json.loads(got[0]["Body"])["integration_id"] == "0a1b2c3d"
     else:
         assert [i["id"] for i in json.loads(reply["body"])["items"]] == ["0a1b2c3d"]
-    reset_default_store()

@@ -14,10 +14,10 @@ from connector.admin import Admin
 from connector.errors import ConnectorError
 from connector.http import bearer_denied, error_body, error_response, json_reply, public_base_url, route_miss
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
 
 app = APIGatewayRestResolver(enable_validation=True)
-_admin: Admin | None = None
 
 IntegrationId = Annotated[str, Path(description="Integration id", pattern=r"^[0-9a-f]{1,64}$")]
 AlfaLookup = Annotated[
@@ -27,10 +27,7 @@ UisLookup = Annotated[str, Path(description="sites | chat-channels | tags")]
 
 
 def admin() -> Admin:
-    global _admin
-    if _admin is None:
-        _admin = Admin()
-    return _admin
+    return Admin(container())
 
 
 @app.exception_handler(ConnectorError)
@@ -129,7 +126,7 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
-    denied = bearer_denied(event)
+    denied = bearer_denied(event, container().secrets.admin_token())
     if denied is not None:
         return denied
     return app.resolve(event, context)

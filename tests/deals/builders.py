@@ -12,7 +12,8 @@ from typing import Any
 
 from connector.alfacrm.models import Customer, Pay, WebhookEvent
 from connector.deals import rules
-from connector.deals.state import CustomerSnapshot
+from connector.models.deals import CustomerSnapshot
+from connector.models.messages import DealEventMessage
 from connector.settings import DealsSettings
 from connector.timeutil import local_to_utc, to_iso
 
@@ -55,8 +56,12 @@ def webhook(
     return body
 
 
-def message(body: dict[str, Any], integration_id: str = INTEGRATION_ID, received_at: str | None = None) -> dict:
-    return {"integration_id": integration_id, "received_at": received_at or "2025-03-03T07:00:05Z", "event": body}
+def message(
+    body: dict[str, Any], integration_id: str = INTEGRATION_ID, received_at: str | None = None
+) -> DealEventMessage:
+    return DealEventMessage(
+        integration_id=integration_id, received_at=received_at or "2025-03-03T07:00:05Z", event=body
+    )
 
 
 def customer(customer_id: int = 7, **fields: Any) -> Customer:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from connector.alfacrm.models import Customer
 from connector.deals import rules
-from connector.deals.state import DealRecord, Step
+from connector.models.deals import DealRecord, Step
+from connector.models.texts import CustomerLink
 
 from tests.deals.builders import TZ, Timeline, customer, pay, settings, utc, webhook
 
@@ -365,7 +366,7 @@ def test_user_fields_name_the_customers_teachers_or_the_payments_teacher_and_the
 
 def test_the_first_sale_carries_the_communication_that_created_the_lead():
     t = client_with_pays((pay(1), "2025-03-03 11:00:00"), (pay(2, document_date="01.04.2025"), "2025-04-01 12:00:00"))
-    deals = deals_of(t.snap, link={"communication_id": 90000042, "communication_type": "chat"})
+    deals = deals_of(t.snap, link=CustomerLink(communication_id=90000042, communication_type="chat"))
     first, upsell = record(deals["customer-7"]), record(deals["pay-2"])
     now = datetime(2025, 4, 2, tzinfo=UTC)
     row = rules.upload_rows(first, rules.rows_to_send(first), tz=TZ, now=now)[0]

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
-from connector.admin import error_reply
 from connector.errors import ConnectorError, Unauthorized
-from connector.secrets import admin_token
+from connector.http_errors import error_reply
+from connector.models.raw import JsonObject
 
 
-def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+def json_reply(status: int, body: JsonObject) -> Response[JsonObject]:
     # the resolver serialises the dict (and validates it against the route's declared return type)
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-def error_response(exc: ConnectorError) -> Response[dict[str, Any]]:
+def error_response(exc: ConnectorError) -> Response[JsonObject]:
     status, body = error_reply(exc)
     return json_reply(status, body)
 
@@ -50,22 +51,21 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
     return error_body(404, "not_found", f"no route {method} {path}")
 
 
-def check_bearer(headers: dict[str, str] | None) -> None:
-    """Constant-time bearer check; no token configured means nobody gets in."""
+def check_bearer(headers: Mapping[str, str] | None, expected: str) -> None:
+    """Constant-time bearer check against the admin token; no token configured means nobody gets in."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     auth = lowered.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    expected = admin_token()
     if scheme.lower() != "bearer" or not token or not expected:
         raise Unauthorized("missing or malformed bearer token")
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise Unauthorized("invalid bearer token")
 
 
-def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
+def bearer_denied(event: Mapping[str, Any], expected: str) -> JsonObject | None:
     """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
     try:
-        check_bearer(event.get("headers"))
+        check_bearer(event.get("headers"), expected)
     except Unauthorized as exc:
         status, body = error_reply(exc)
         return {
@@ -77,7 +77,7 @@ def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def public_base_url(event: dict[str, Any]) -> str:
+def public_base_url(event: Mapping[str, Any]) -> str:
     """The URL the caller reached us at, for the webhook URLs we hand out."""
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     ctx = event.get("requestContext") or {}

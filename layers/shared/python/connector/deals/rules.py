@@ -31,31 +31,32 @@ from decimal import Decimal
 from typing import Any
 
 from connector.alfacrm.models import Customer, Pay, WebhookEvent, to_bool, to_date, to_decimal, to_int
-from connector.deals.state import CustomerSnapshot, DealRecord, Fact, PayInfo, Step
+from connector.models.deals import (
+    CLOSING,
+    FAILED,
+    FIELD_BRANCH,
+    FIELD_TEACHER,
+    FIRST_SALE,
+    NO_STATUS,
+    SUCCESS,
+    UPSELL,
+    UPSELL_CANCELLED,
+    UPSELL_NEW,
+    UPSELL_PAID,
+    CustomerSnapshot,
+    DealDraft,
+    DealRecord,
+    Fact,
+    PayInfo,
+    Step,
+    contact_ext_id,
+    first_sale_ext_id,
+    upsell_ext_id,
+)
+from connector.models.texts import CustomerLink
 from connector.phones import normalise_all
 from connector.settings import DealsSettings
 from connector.timeutil import format_local, from_iso, local_to_utc, to_iso
-
-# --- names UIS sees ---------------------------------------------------------------------------------
-FIRST_SALE = "first_sale"
-UPSELL = "upsell"
-FUNNELS = (FIRST_SALE, UPSELL)
-FUNNEL_NAMES = {FIRST_SALE: "Первая продажа", UPSELL: "Допродажи"}
-
-NO_STATUS = "no_status"
-SUCCESS = "success"
-FAILED = "failed"
-UPSELL_NEW = "new"
-UPSELL_PAID = "paid"
-UPSELL_CANCELLED = "cancelled"
-CLOSING = {
-    FIRST_SALE: {SUCCESS: "success", FAILED: "failed"},
-    UPSELL: {UPSELL_PAID: "success", UPSELL_CANCELLED: "failed"},
-}
-
-FIELD_TEACHER = "teacher"
-FIELD_BRANCH = "branch"
-USER_FIELDS = {FIELD_TEACHER: "Учитель", FIELD_BRANCH: "Филиал"}
 
 # tracked customer field → the names AlfaCRM may use for it in webhooks and records
 TRACKED: dict[str, tuple[str, ...]] = {
@@ -68,18 +69,6 @@ _CONFIRMED_KEYS = ("is_confirmed", "confirmed")
 MAX_FACTS = 100  # per field; older facts are not needed once UIS has the rows they produced
 MAX_SEEN = 100
 _FAR_FUTURE = "9999-12-31T23:59:59Z"
-
-
-def first_sale_ext_id(customer_id: int) -> str:
-    return f"customer-{customer_id}"
-
-
-def upsell_ext_id(pay_id: int) -> str:
-    return f"pay-{pay_id}"
-
-
-def contact_ext_id(customer_id: int) -> str:
-    return f"customer-{customer_id}"
 
 
 # --- events -----------------------------------------------------------------------------------------
@@ -400,23 +389,6 @@ class Directory:
         return ", ".join(self.branches.get(i, f"#{i}") for i in ids)
 
 
-@dataclass(frozen=True)
-class DealDraft:
-    funnel: str
-    ext_id: str
-    customer_id: int
-    pay_id: int | None
-    name: str
-    created_at: str
-    path: list[Step]
-    revenue: str | None
-    contact_ext_id: str
-    communication_id: int | None
-    communication_type: str | None
-    user_fields: dict[str, str]
-    contact_sig: str | None = None
-
-
 def _pay_order(pay: PayInfo) -> tuple[str, int]:
     return pay.document_date or "9999-12-31", pay.id
 
@@ -449,7 +421,7 @@ def derive_deals(
     snap: CustomerSnapshot,
     settings: DealsSettings,
     directory: Directory,
-    link: Mapping[str, Any] | None = None,
+    link: CustomerLink | None = None,
 ) -> list[DealDraft]:
     """The customer's first-sale deal and (when enabled) one upsell deal per payment after the first."""
     contact = contact_ext_id(snap.customer_id)
@@ -468,8 +440,8 @@ def derive_deals(
             path=path,
             revenue=first.income if first else None,
             contact_ext_id=contact,
-            communication_id=int(link["communication_id"]) if link else None,
-            communication_type=str(link["communication_type"]) if link else None,
+            communication_id=link.communication_id if link else None,
+            communication_type=link.communication_type if link else None,
             user_fields=_fields(teachers, branches),
             contact_sig=contact_sig(snap),
         )
