@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from connector.deals import rules
+from connector.deals import drafts, snapshots
 from connector.deals.views import deals_view
 from connector.errors import UisValidationError
 from connector.models.deals import DealRef, Fact
@@ -201,13 +201,13 @@ def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush,
     items = []
     start = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
     for cid in range(1, 12):
-        snap = rules.new_snapshot(cid, to_iso(start))
+        snap = snapshots.new_snapshot(cid, to_iso(start))
         snap.name = f"Ученик {cid}"
         snap.facts["lead_status_id"] = [
             Fact(at=to_iso(start + timedelta(minutes=i)), value=1 + i % 2) for i in range(100)
         ]
-        draft = rules.derive_deals(snap, settings, rules.Directory())[0]
-        deal = rules.apply_draft(None, draft, at=to_iso(start), source_version=1)
+        draft = drafts.derive_deals(snap, settings, drafts.Directory())[0]
+        deal = drafts.apply_draft(None, draft, at=to_iso(start), source_version=1)
         assert deal is not None and len(deal.path) == 100
         items.append({"pk": pk, "sk": f"CUST#{cid}", **snap.model_dump(mode="json")})
         items.append(

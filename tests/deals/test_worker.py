@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from connector.deals import rules
+from connector.alfacrm.models import WebhookEvent
+from connector.deals import snapshots
 from connector.deals.views import deals_view
 from connector.deals.worker import handle_deal_event
 from connector.store import Store
@@ -120,8 +121,8 @@ def test_shuffled_deliveries_end_in_the_same_deals_as_ordered_ones(alfacrm, capt
 def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
     # Given two workers read the same snapshot version
     t0, t1 = utc("2025-03-03 10:00:00"), utc("2025-03-03 11:00:00")
-    create = rules.WebhookEvent.model_validate(webhook("Customer", 7, "create", new={"lead_status_id": 1}))
-    update = rules.WebhookEvent.model_validate(
+    create = WebhookEvent.model_validate(webhook("Customer", 7, "create", new={"lead_status_id": 1}))
+    update = WebhookEvent.model_validate(
         webhook("Customer", 7, new={"lead_status_id": 2}, old={"lead_status_id": 1}, at="2025-03-03 11:00:00")
     )
     raced = []
@@ -132,12 +133,12 @@ def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
             store.deals.update_customer(
                 INTEGRATION_ID,
                 7,
-                lambda c: rules.observe_customer(
-                    c or rules.new_snapshot(7, t1), update, None, at=t1, read_at=t0, tz="Europe/Moscow"
+                lambda c: snapshots.observe_customer(
+                    c or snapshots.new_snapshot(7, t1), update, None, at=t1, read_at=t0, tz="Europe/Moscow"
                 ),
             )
-        base = current or rules.new_snapshot(7, t0)
-        return rules.observe_customer(base, create, None, at=t0, read_at=t0, tz="Europe/Moscow")
+        base = current or snapshots.new_snapshot(7, t0)
+        return snapshots.observe_customer(base, create, None, at=t0, read_at=t0, tz="Europe/Moscow")
 
     # When the first worker's conditional write loses the race
     snap, written = store.deals.update_customer(INTEGRATION_ID, 7, first_worker)

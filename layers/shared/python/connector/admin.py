@@ -38,7 +38,7 @@ from connector.settings import (
     parse_settings,
     resolve_is_public,
 )
-from connector.timeutil import to_iso, utc_to_local
+from connector.timeutil import to_iso
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -226,12 +226,9 @@ class Admin:
         cached = integrations.cached(integration_id, cache_name)
         if cached is not None:
             return {"items": cast("list[JsonValue]", cached)}
-        client = self.rt.clients.uis(integration)
-        items: list[JsonObject] = getattr(client, methods[name])()
+        with self.rt.uis_points(integration, "admin") as points:
+            items: list[JsonObject] = getattr(points.client, methods[name])()
         integrations.put_cached(integration_id, cache_name, items, UIS_LOOKUP_TTL)
-        # the account's day: UIS's budget resets at its midnight, and the deals and the poller count by it too
-        day = utc_to_local(self.rt.now(), integration.timezone).date().isoformat()
-        integrations.add_points(integration_id, day, 1, purpose="admin")
         return {"items": cast("list[JsonValue]", items)}
 
     # --- deals, parked, replay ------------------------------------------------------------------

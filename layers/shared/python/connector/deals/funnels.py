@@ -13,17 +13,33 @@ changed (and nothing at all within a minute in a warm container: the runtime's `
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-from connector.deals import rules
+from connector.alfacrm.models import to_int
 from connector.deals.lookups import Lookups
 from connector.errors import UisValidationError
-from connector.models.deals import FUNNEL_NAMES, FUNNELS, USER_FIELDS
+from connector.models.deals import (
+    FAILED,
+    FIRST_SALE,
+    FUNNEL_NAMES,
+    FUNNELS,
+    NO_STATUS,
+    SUCCESS,
+    UPSELL,
+    UPSELL_CANCELLED,
+    UPSELL_NEW,
+    UPSELL_PAID,
+    USER_FIELDS,
+)
+from connector.models.raw import JsonValue
 from connector.models.sync import CheckedFunnels, FunnelState, StageState, UserFieldState
 from connector.observability import logger
 from connector.runtime import Runtime
-from connector.settings import Integration
+from connector.settings import DealsSettings, Integration
 from connector.uis.client import UisClient
 from connector.uis.points import UisPoints
 
@@ -46,8 +62,8 @@ def ensure_funnels(
     sync state — for activation and settings saves, and when a deal names a stage UIS does not know.
     `points`: the caller's metered UIS access (a flush); else the sync opens its own (purpose `deals`).
     """
-    specs = rules.funnel_specs(Lookups.of(rt, integration).lead_statuses(refresh=force), integration.settings.deals)
-    wanted_hash = rules.specs_hash(specs)
+    specs = funnel_specs(Lookups.of(rt, integration).lead_statuses(refresh=force), integration.settings.deals)
+    wanted_hash = specs_hash(specs)
     memo = rt.caches.funnels.get(integration.id)
     if not force and memo is not None and memo.wanted_hash == wanted_hash:
         return FunnelSync(known={k: set(v) for k, v in memo.known.items()})
@@ -58,7 +74,7 @@ def ensure_funnels(
         before = uis.spent
         for funnel in FUNNELS:
             item = state.funnels.get(funnel)
-            funnel_hash = rules.specs_hash({funnel: specs[funnel]})
+            funnel_hash = specs_hash({funnel: specs[funnel]})
             if item is None or item.hash != funnel_hash or force:
                 item = _sync_funnel(uis.client, funnel, specs[funnel], item, force=force)
                 item.hash = funnel_hash
@@ -86,7 +102,7 @@ def _create_user_field(uis: UisClient, name: str, label: str) -> None:
             raise
 
 
-def _stage_map(specs: list[rules.StageSpec]) -> dict[str, StageState]:
+def _stage_map(specs: list[StageSpec]) -> dict[str, StageState]:
     return {s.ext_id: StageState(name=s.name, status=s.status, order=s.order) for s in specs}
 
 
@@ -107,7 +123,7 @@ def _read_funnel(uis: UisClient, funnel: str) -> dict[str, StageState] | None:
 
 
 def _sync_funnel(
-    uis: UisClient, funnel: str, specs: list[rules.StageSpec], item: FunnelState | None, *, force: bool
+    uis: UisClient, funnel: str, specs: list[StageSpec], item: FunnelState | None, *, force: bool
 ) -> FunnelState:
     """Bring one funnel in UIS to `specs`; → the sync state to store (`stages` UIS holds, `kept` old ones)."""
     existing = dict(item.stages) if item and not force else _read_funnel(uis, funnel)
@@ -120,7 +136,7 @@ def _sync_funnel(
     return _drop_unwanted(uis, funnel, _stage_map(specs), existing, set(item.kept) if item else set())
 
 
-def _create_funnel(uis: UisClient, funnel: str, specs: list[rules.StageSpec]) -> dict[str, StageState] | None:
+def _create_funnel(uis: UisClient, funnel: str, specs: list[StageSpec]) -> dict[str, StageState] | None:
     """Create the funnel with all its stages (→ None); one made earlier is read instead (→ UIS's stages)."""
     in_process = [{"ext_id": s.ext_id, "name": s.name, "order": s.order} for s in specs if s.status == "in_process"]
     success = next(s for s in specs if s.status == "success")
@@ -141,7 +157,7 @@ def _create_funnel(uis: UisClient, funnel: str, specs: list[rules.StageSpec]) ->
     return _read_funnel(uis, funnel) or {}
 
 
-def _update_stage(uis: UisClient, funnel: str, spec: rules.StageSpec, have: StageState | None) -> None:
+def _update_stage(uis: UisClient, funnel: str, spec: StageSpec, have: StageState | None) -> None:
     """A missing in-process stage is created, a renamed or re-ordered one updated."""
     if have is None and spec.status == "in_process":
         try:
@@ -180,3 +196,48 @@ def _drop_unwanted(
         kept.add(ext_id)
         stages[ext_id] = have
     return FunnelState(stages=stages, kept=sorted(kept))
+
+
+# --- the stages the funnels should have -----------------------------------------------------------------
+@dataclass(frozen=True)
+class StageSpec:
+    ext_id: str
+    name: str
+    status: str  # in_process | success | failed
+    order: int | None = None
+
+
+MAX_IN_PROCESS = 100
+
+
+def funnel_specs(statuses: Iterable[Mapping[str, JsonValue]], settings: DealsSettings) -> dict[str, list[StageSpec]]:
+    """The two funnels' stages. First sale: "Без статуса" first, then every AlfaCRM lead status that is
+    neither success nor failure in AlfaCRM's order (weight), orders 10, 20, 30… (gaps for later inserts)."""
+    chosen = set(settings.first_sale.success_status_ids) | set(settings.first_sale.failure_status_ids)
+    ordered = sorted(
+        (s for s in statuses if to_int(s.get("id")) not in chosen),
+        key=lambda s: (to_int(s.get("weight")) or 0, to_int(s.get("id")) or 0),
+    )
+    in_process = [StageSpec(NO_STATUS, "Без статуса", "in_process", 10)]
+    for status in ordered[: MAX_IN_PROCESS - 1]:
+        order = 10 * (len(in_process) + 1)
+        in_process.append(
+            StageSpec(str(to_int(status["id"])), str(status.get("name") or status["id"]), "in_process", order)
+        )
+    return {
+        FIRST_SALE: [
+            *in_process,
+            StageSpec(SUCCESS, "Успешная продажа", "success"),
+            StageSpec(FAILED, "Отказ", "failed"),
+        ],
+        UPSELL: [
+            StageSpec(UPSELL_NEW, "Новая оплата", "in_process", 10),
+            StageSpec(UPSELL_PAID, "Оплачено", "success"),
+            StageSpec(UPSELL_CANCELLED, "Отменено", "failed"),
+        ],
+    }
+
+
+def specs_hash(specs: Mapping[str, list[StageSpec]]) -> str:
+    raw = json.dumps({k: [s.__dict__ for s in v] for k, v in sorted(specs.items())}, sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import to_int
-from connector.deals.rules import Directory
+from connector.deals.drafts import Directory
 from connector.memo import Gate
 from connector.models.raw import JsonObject
 from connector.runtime import Runtime

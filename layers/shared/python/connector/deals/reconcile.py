@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import WebhookEvent, to_int
-from connector.deals import rules
+from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
 from connector.errors import ConnectorError
@@ -201,4 +201,4 @@ def _unseen(store: Store, integration_id: str, entity: str, events: list[JsonObj
         for pay_id, cid in owners.items():
             info = snaps[cid].pays.get(str(pay_id)) if cid in snaps else None
             seen[pay_id] = set(info.seen) if info else set()
-    return [raw for raw, event in parsed if rules.event_key(event) not in seen.get(event.entity_id, set())]
+    return [raw for raw, event in parsed if snapshots.event_key(event) not in seen.get(event.entity_id, set())]

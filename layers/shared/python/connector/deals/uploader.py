@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connector.deals import rules
+from connector.deals import drafts
 from connector.deals.funnels import ensure_funnels
 from connector.errors import ConnectorError, UisError, UisValidationError
 from connector.models.deals import FIRST_SALE, UPSELL, DealRecord, DealRef, Step, contact_ext_id
@@ -37,6 +37,7 @@ from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store.base import on_conflict
 from connector.timeutil import from_iso, to_iso
+from connector.uis import deal_rows
 from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, UisClient, failed_row_index
 from connector.uis.points import UisPoints
 
@@ -282,20 +283,20 @@ class _Flush:
 # --- planning ---------------------------------------------------------------------------------------------
 def _unknown_stages(deal: DealRecord, known: dict[str, set[str]]) -> list[str]:
     stages = known.get(deal.funnel, set())
-    return [s.stage for s in rules.rows_to_send(deal, force=True) if s.stage not in stages]
+    return [s.stage for s in drafts.rows_to_send(deal, force=True) if s.stage not in stages]
 
 
 def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_contact: bool) -> _Item:
     # an admin replay marks a fully uploaded deal pending: send its current row again
-    force = not rules.needs_upload(deal)
-    steps = rules.rows_to_send(deal, force=force)
-    rows = rules.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
+    force = not drafts.needs_upload(deal)
+    steps = drafts.rows_to_send(deal, force=force)
+    rows = deal_rows.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
     return _Item(
         deal=deal,
         steps=steps,
         rows=rows,
-        merged=rules.history(deal),
-        sig=rules.signature(deal),
+        merged=drafts.history(deal),
+        sig=drafts.signature(deal),
         contact_sig=deal.contact_sig,
         at=to_iso(now),
     )
@@ -338,7 +339,7 @@ def _sync_contacts(
         return set()
     snaps = rt.store.deals.get_customers(integration.id, customer_ids)
     contacts = {
-        contact_ext_id(cid): rules.contact_payload(
+        contact_ext_id(cid): deal_rows.contact_payload(
             snap, region=integration.phone_region, tz=integration.timezone, now=now
         )
         for cid, snap in snaps.items()
@@ -346,7 +347,7 @@ def _sync_contacts(
     missing = {contact_ext_id(c) for c in customer_ids if c not in snaps}
     known = rt.store.deals.contact_hashes(integration.id, contacts)
     new = [c for e, c in contacts.items() if e not in known]
-    changed = [c for e, c in contacts.items() if e in known and known[e] != rules.contact_hash(c)]
+    changed = [c for e, c in contacts.items() if e in known and known[e] != deal_rows.contact_hash(c)]
     refused: set[str] = set(missing)
     synced: dict[str, str] = {}
     queued = {True: new, False: changed}
@@ -357,7 +358,7 @@ def _sync_contacts(
             while pending:
                 chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
                 done, moved, bad = _contacts_call(uis, chunk, create=create)
-                synced.update({str(c["ext_id"]): rules.contact_hash(c) for c in done})
+                synced.update({str(c["ext_id"]): deal_rows.contact_hash(c) for c in done})
                 refused |= bad
                 # created earlier (sync state lost) → update them; gone from UIS on update → create them again;
                 # once only, so a contact UIS bounces between the two calls ends refused, not in a loop
@@ -439,9 +440,9 @@ def _mark_uploaded(rt: Runtime, integration: Integration, item: _Item) -> None:
                 "upload_error": None,
             }
         )
-        updated.upload_state = "pending" if rules.needs_upload(updated) else "uploaded"
+        updated.upload_state = "pending" if drafts.needs_upload(updated) else "uploaded"
         if gone:
-            _, updated = rules.orphan(updated, at=item.at or updated.modified_at)
+            _, updated = drafts.orphan(updated, at=item.at or updated.modified_at)
             updated.version = 0  # re-created: only if the worker has not written it again meanwhile
         rt.store.deals.save_deal(integration.id, updated)
         return True

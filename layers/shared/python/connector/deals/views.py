@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from connector.deals import rules
+from connector.deals import drafts
 from connector.errors import ValidationFailed
 from connector.models.deals import FUNNELS, DealRecord
 from connector.models.raw import JsonObject
 from connector.store import Store
+from connector.uis import deal_rows
 
 
 def deal_view(deal: DealRecord) -> JsonObject:
     """One deal: its stage path (what UIS has, then what is still to send), revenue and upload state."""
-    steps = rules.history(deal)
-    revenue = rules.money(deal.revenue)
+    steps = drafts.history(deal)
+    revenue = deal_rows.money(deal.revenue)
     return {
         "ext_id": deal.ext_id,
         "funnel": deal.funnel,

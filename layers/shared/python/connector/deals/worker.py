@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer, WebhookEvent, to_int
-from connector.deals import rules
+from connector.deals import drafts, snapshots
 from connector.deals.lookups import Lookups
 from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError
-from connector.models.deals import UPSELL, CustomerSnapshot, DealRecord, upsell_ext_id
+from connector.models.deals import UPSELL, CustomerSnapshot, DealDraft, DealRecord, upsell_ext_id
 from connector.models.messages import DealEventMessage
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
@@ -80,7 +80,7 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
         return Outcome("ignored", f"entity {event.entity}")
     alfacrm = rt.clients.alfacrm(integration)
     ctx = _Context(rt, integration, alfacrm, Lookups.of(rt, integration, lambda: alfacrm))
-    at = rules.event_time(event, message.received_at, integration.timezone)
+    at = snapshots.event_time(event, message.received_at, integration.timezone)
     try:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
     except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
@@ -201,8 +201,8 @@ def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnap
     read_at = to_iso(ctx.rt.now())
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
-        base = current or rules.new_snapshot(event.entity_id, at)
-        return rules.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
+        base = current or snapshots.new_snapshot(event.entity_id, at)
+        return snapshots.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
 
     snap, _ = ctx.rt.store.deals.update_customer(integration.id, event.entity_id, change)
     return snap
@@ -241,7 +241,7 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
         old, _ = ctx.rt.store.deals.update_customer(
             integration.id,
             owner,
-            lambda current: rules.detach_pay(current or rules.new_snapshot(owner, at), event.entity_id),
+            lambda current: snapshots.detach_pay(current or snapshots.new_snapshot(owner, at), event.entity_id),
         )
         snaps.append(old)
     if owner != customer_id:
@@ -255,7 +255,7 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
         base = current or _first_snapshot(ctx, customer_id, first_sight, at=at, read_at=read_at)
-        return rules.observe_pay(base, event, pay, at=at, read_at=read_at)
+        return snapshots.observe_pay(base, event, pay, at=at, read_at=read_at)
 
     snap, _ = ctx.rt.store.deals.update_customer(integration.id, customer_id, change, current=known)
     snaps.append(snap)
@@ -273,11 +273,11 @@ def _first_snapshot(
     ctx: _Context, customer_id: int, customer: Customer | None, *, at: str, read_at: str
 ) -> CustomerSnapshot:
     """A snapshot for a customer known only through a payment: its state as read now."""
-    base = rules.new_snapshot(customer_id, at)
+    base = snapshots.new_snapshot(customer_id, at)
     if customer is None:
         return base
     baseline = WebhookEvent(event="update", entity="Customer", entity_id=customer_id)
-    return rules.observe_customer(base, baseline, customer, at=at, read_at=read_at, tz=ctx.integration.timezone)
+    return snapshots.observe_customer(base, baseline, customer, at=at, read_at=read_at, tz=ctx.integration.timezone)
 
 
 # --- deals ---------------------------------------------------------------------------------------------
@@ -292,22 +292,22 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
         branch_ids=[*snap.branch_ids, *(p.branch_id for p in pays if p.branch_id)],
         branch_hint=branch_hint,
     )
-    drafts = {(d.funnel, d.ext_id): d for d in rules.derive_deals(snap, settings, directory, link)}
-    keys = set(drafts)
+    wanted = {(d.funnel, d.ext_id): d for d in drafts.derive_deals(snap, settings, directory, link)}
+    keys = set(wanted)
     if settings.upsell.enabled:
         keys |= {(UPSELL, upsell_ext_id(int(p))) for p in snap.pays}
     existing = ctx.rt.store.deals.get_deals(integration.id, keys)
     changed: list[str] = []
-    for key, draft in drafts.items():
+    for key, draft in wanted.items():
 
-        def apply(current: DealRecord | None, draft: rules.DealDraft = draft) -> DealRecord | None:
-            return rules.apply_draft(current, draft, at=at, source_version=snap.version)
+        def apply(current: DealRecord | None, draft: DealDraft = draft) -> DealRecord | None:
+            return drafts.apply_draft(current, draft, at=at, source_version=snap.version)
 
         if _write(ctx, key, existing.get(key), apply, snap.version):
             changed.append(f"{key[0]}#{key[1]}")
     deleted = False
     for key, deal in existing.items():
-        if key in drafts or key[0] != UPSELL:
+        if key in wanted or key[0] != UPSELL:
             continue
         action = _withdraw(ctx, key, deal, at, snap.version)
         if action:
@@ -331,7 +331,7 @@ def _withdraw(ctx: _Context, key: tuple[str, str], current: DealRecord | None, a
         read = ctx.rt.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
         if read is None or read.source_version > source_version:
             return ""  # gone already, or written meanwhile from a newer snapshot: that one decides
-        action, updated = rules.orphan(read, at=at)
+        action, updated = drafts.orphan(read, at=at)
         if action == "delete":
             ctx.rt.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
         elif action == "update":

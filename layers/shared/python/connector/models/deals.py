@@ -128,6 +128,11 @@ class CustomerSnapshot(_State):
     pays: dict[str, PayInfo] = Field(default_factory=dict)
     version: int = 0
 
+    @property
+    def display_name(self) -> str:
+        """The name UIS shows for the customer's deals and contact."""
+        return (self.name or "").strip() or f"Клиент {self.customer_id}"
+
 
 class DealDraft(_State):
     """A deal as the rules compute it from the customer snapshot: what UIS should show."""
@@ -166,6 +171,14 @@ class DealUpload(_State):
 
 class DealRecord(DealDraft, DealUpload):
     """A stored deal: its draft's content and its upload state, in one item."""
+
+    @classmethod
+    def of(cls, draft: DealDraft, upload: DealUpload) -> DealRecord:
+        return cls.model_validate({**draft.model_dump(), **upload.model_dump()})
+
+    @property
+    def upload(self) -> DealUpload:
+        return DealUpload.model_validate(self.model_dump(include=set(DealUpload.model_fields)))
 
 
 class DealRef(_State):

@@ -151,6 +151,31 @@ class LostChatTasks:
             chat = chat.model_copy(update={"visitor_name": customer.name})
             title = render_title(task.title, chat, integration.timezone)
         linked = customer_id if customer_id is not None else (customer.id if customer else None)
+        task_id = self._send_task(integration, chat, claim, client, branch_id=branch_id, title=title, linked=linked)
+        logger.info(
+            "lost chat: task created",
+            extra={
+                "integration_id": integration.id,
+                "chat_id": chat.chat_id,
+                "task_id": task_id,
+                "customer_found": linked is not None,
+            },
+        )
+        return "created"
+
+    def _send_task(
+        self,
+        integration: Integration,
+        chat: ChatFacts,
+        claim: LostTaskClaim,
+        client: AlfaCrmClient,
+        *,
+        branch_id: int,
+        title: str,
+        linked: int | None,
+    ) -> int | None:
+        """`sending` (with the title, for a takeover's search) → AlfaCRM's create → `done` with the task's id."""
+        task = integration.settings.texts.chats.lost_chat_task
         claim = self.texts.update_lost_task(
             integration.id, chat.chat_id, claim, state="sending", customer_id=linked, title=title
         )
@@ -173,16 +198,7 @@ class LostChatTasks:
                 "lost chat: claim taken over while creating the task",
                 extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": task_id},
             )
-        logger.info(
-            "lost chat: task created",
-            extra={
-                "integration_id": integration.id,
-                "chat_id": chat.chat_id,
-                "task_id": task_id,
-                "customer_found": linked is not None,
-            },
-        )
-        return "created"
+        return task_id
 
     def _recovered(
         self,
