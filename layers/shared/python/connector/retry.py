@@ -63,9 +63,6 @@ class RetryPolicy:
         return retrying(fn)
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-
-
 class Limiter(Protocol):
     def acquire(self, key: Hashable) -> float:
         """Block until `key` (an account) may make a call; return the seconds waited."""

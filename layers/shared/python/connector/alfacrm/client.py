@@ -1,8 +1,9 @@
-"""AlfaCRM v2api client (httpx, synchronous, one pooled connection pool per container).
+"""AlfaCRM v2api client (httpx, synchronous; the container's `Runtime` gives its clients one pool).
 
 The quirks it absorbs (`../shared/reference/alfacrm-api.md`):
 - every call is a POST with a JSON body, `index` included; the token goes in `X-ALFACRM-TOKEN`;
-- tokens live 15 minutes: cached per account for less than that, and a 401 triggers one re-login;
+- tokens live 15 minutes: cached per account for less than that (`TokenCache`), and a 401 triggers one
+  re-login;
 - 403 means bad credentials or a role without the v2api module;
 - validation errors may come with HTTP 200 (`success: false` / non-empty `errors`, list or field map);
 - 429 and 5xx are retried with backoff through `connector.retry.RetryPolicy`;

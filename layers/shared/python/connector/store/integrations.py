@@ -87,10 +87,6 @@ class IntegrationStore:
         self.t.put({"pk": int_pk(integration_id), "sk": f"CACHE#{name}", **model_item(entry)})
         self._lookups.put((integration_id, name), entry.value, until=float(entry.expires_at))
 
-    def drop_cached(self, integration_id: str, name: str) -> None:
-        self.t.delete(int_pk(integration_id), f"CACHE#{name}")
-        self._lookups.drop((integration_id, name))
-
     # --- parked items ---------------------------------------------------------------------------
     def park(self, integration_id: str, item: ParkedItem) -> None:
         """Something that failed for a reason a retry will not fix: visible and replayable."""

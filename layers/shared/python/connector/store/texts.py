@@ -258,11 +258,9 @@ class TextStore:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
-    # ==============================================================================================
-    # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, poller marks.
+    # --- lost chats and the chat poller: the poller's watermark, lost-chat task claims, poller marks -------
     # Kept in their own sort keys (`WM#<name>`, `CHAT#<id>#lost_task`, `CHAT#<id>#polled_<kind>`) so
     # these writes never race the text worker's writes to `CHAT#<id>`.
-    # ==============================================================================================
     # a lost chat's claim and the poller's marks outlive any window the poller re-reads (≤ 3 months)
     CHAT_MARK_TTL = 120 * 86400
 

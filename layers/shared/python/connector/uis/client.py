@@ -322,20 +322,6 @@ class UisClient:
     def get_tags(self) -> list[JsonObject]:
         return list(self._iter_pages("get.tags", {"fields": ["id", "name"]}))
 
-    def get_employees(self) -> list[JsonObject]:
-        return list(self._iter_pages("get.employees", {}))
-
-    def set_tag_communications(
-        self,
-        communication_id: int,
-        communication_type: Literal["chat", "offline_message", "call", "goal"],
-        tag_id: int,
-    ) -> JsonObject:
-        return self.call(
-            "set.tag_communications",
-            {"communication_id": communication_id, "communication_type": communication_type, "tag_id": tag_id},
-        )
-
     # --- sales funnels ---------------------------------------------------------------------------
     def get_sales_funnels(self, ext_id: str | None = None) -> list[JsonObject]:
         """`get.sales_funnel`: funnels with `stages` [{stage_ext_id, stage_name, stage_status, stage_order}]."""
@@ -356,13 +342,6 @@ class UisClient:
         """`create.sales_funnel`: exactly one success and one failed stage, 1–100 in-process stages."""
         stages = {"success": dict(success), "failed": dict(failed), "in_process": [dict(s) for s in in_process]}
         return self._data(self.call("create.sales_funnel", {"ext_id": ext_id, "name": name, "stages": stages}))
-
-    def update_sales_funnel(self, ext_id: str, name: str) -> JsonObject:
-        return self._data(self.call("update.sales_funnel", {"ext_id": ext_id, "name": name}))
-
-    def delete_sales_funnel(self, ext_id: str) -> JsonObject:
-        """Only allowed by UIS while the funnel holds no deals."""
-        return self._data(self.call("delete.sales_funnel", {"ext_id": ext_id}))
 
     def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> JsonObject:
         """`create.sales_funnel_stages`: one in-process stage (order ≤ 10000)."""
@@ -402,9 +381,6 @@ class UisClient:
         params = {"ext_id": ext_id, "name": name, "data_type": data_type}
         return self._data(self.call("create.deal_user_field", params))
 
-    def get_deal_user_fields(self) -> list[JsonObject]:
-        return list(self._iter_pages("get.deal_user_fields", {}))
-
     # --- deals -----------------------------------------------------------------------------------
     def upload_deals_history(self, rows: Sequence[Mapping[str, object]]) -> JsonObject:
         """`upload.deals_history`: ≤1000 stage-transition rows, all or nothing.
@@ -434,15 +410,6 @@ class UisClient:
     ) -> Iterator[JsonObject]:
         return self._iter_pages("get.deals_history", _list_params(filter, fields), limit)
 
-    def deals_in_processing(self) -> int:
-        """`get.deals_in_processing`: how many uploaded deals UIS has not processed yet."""
-        data = self.call("get.deals_in_processing", {}).get("data") or {}
-        count = data.get("count") if isinstance(data, dict) else None
-        return int(count) if isinstance(count, int | float) else 0
-
-    def delete_deal(self, ext_id: str) -> JsonObject:
-        return self._data(self.call("delete.deals", {"ext_id": ext_id}))
-
     # --- reports ---------------------------------------------------------------------------------
     def get_chats_report(
         self,
@@ -455,32 +422,6 @@ class UisClient:
         offset: int = 0,
     ) -> list[JsonObject]:
         return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
-
-    def iter_chats_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, object] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[JsonObject]:
-        return self._iter_pages("get.chats_report", _report_params(date_from, date_till, filter, fields), limit)
-
-    def get_chat_messages_report(
-        self,
-        *,
-        chat_id: int | None = None,
-        chat_ids: Sequence[int] | None = None,
-        date_from: datetime | None = None,
-        date_till: datetime | None = None,
-        filter: Mapping[str, object] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-        offset: int = 0,
-    ) -> list[JsonObject]:
-        params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
-        return self._page("get.chat_messages_report", params, limit, offset)
 
     def iter_chat_messages_report(
         self,
@@ -508,18 +449,6 @@ class UisClient:
     ) -> list[JsonObject]:
         params = _report_params(date_from, date_till, filter, fields)
         return self._page("get.offline_messages_report", params, limit, offset)
-
-    def iter_offline_messages_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, object] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[JsonObject]:
-        params = _report_params(date_from, date_till, filter, fields)
-        return self._iter_pages("get.offline_messages_report", params, limit)
 
     # --- paging ----------------------------------------------------------------------------------
     def _page(self, method: str, params: Mapping[str, object], limit: int, offset: int) -> list[JsonObject]:

@@ -54,10 +54,6 @@ class UisPoints:
             self._client = self._metering.enter_context(self._open().metered(self))
         return self._client
 
-    @property
-    def opened(self) -> bool:
-        return self._client is not None
-
     def charge(self, points: int) -> None:
         day = utc_to_local(self._now(), self.integration.timezone).date().isoformat()
         self._unwritten[day] = self._unwritten.get(day, 0) + points
