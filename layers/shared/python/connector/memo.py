@@ -9,9 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class Memo[K: Hashable, V]:
+class Memo(Generic[K, V]):
     """Values kept `ttl` seconds each (or until the expiry a `put` names), on an injectable clock."""
 
     def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -36,7 +40,7 @@ class Memo[K: Hashable, V]:
             self._items.pop(key, None)
 
 
-class Gate[K: Hashable]:
+class Gate(Generic[K]):
     """Lets a key through at most once per `every` seconds (e.g. one AlfaCRM refresh per look-up miss)."""
 
     def __init__(self, every: float, *, clock: Callable[[], float] = time.monotonic) -> None:

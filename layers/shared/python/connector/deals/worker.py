@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from pydantic import ValidationError
@@ -40,6 +41,7 @@ from connector.store.base import on_conflict
 from connector.timeutil import to_iso
 
 ENTITIES = ("Customer", "Pay")
+_T = TypeVar("_T")
 WRITE_ATTEMPTS = 6
 
 
@@ -169,7 +171,7 @@ def _branches(ctx: _Context, event: WebhookEvent) -> list[int]:
     return list(dict.fromkeys([event.branch_for(own), own]))
 
 
-def _reread[T](ctx: _Context, event: WebhookEvent, read: Callable[[int, int], T | None]) -> tuple[T, int]:
+def _reread(ctx: _Context, event: WebhookEvent, read: Callable[[int, int], _T | None]) -> tuple[_T, int]:
     """Re-read a created/updated entity (→ it and the branch that listed it); `_NotListed` if none did.
 
     An empty read is not a deletion: the record may be listed only in another branch, or the read may have

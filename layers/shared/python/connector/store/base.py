@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
@@ -20,6 +20,8 @@ from connector.aws import Aws
 from connector.errors import ConcurrentUpdate
 from connector.models.raw import JsonObject
 
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 Item = JsonObject  # an item as the store reads and writes it (keys `pk`, `sk` and the model's fields)
 KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "expires_at"})
 
@@ -56,7 +58,7 @@ def model_item(model: BaseModel, *, exclude: set[str] | None = None) -> Item:
     return dumped
 
 
-def load[M: BaseModel](model: type[M], item: Mapping[str, object] | None) -> M | None:
+def load(model: type[M], item: Mapping[str, object] | None) -> M | None:
     """The model an item holds (the keys and TTL attribute ignored), or None for no item."""
     if item is None:
         return None
@@ -211,7 +213,7 @@ class DynamoTable:
         self.table.delete_item(Key={"pk": pk, "sk": sk})
 
 
-def on_conflict[T](step: Callable[[int], T], *, attempts: int = 6, what: str = "item") -> T:
+def on_conflict(step: Callable[[int], T], *, attempts: int = 6, what: str = "item") -> T:
     """The one optimistic-concurrency loop: `step(attempt)` reads what it needs (afresh when `attempt` > 0),
     decides, and writes conditionally; a lost race (ConcurrentUpdate) runs it again, a few times."""
     for attempt in range(attempts):

@@ -149,13 +149,22 @@ class TextStore:
         error = previous.get("error")
         return StepClaim("claimed", retaken=bool(previous), previous_error=error if isinstance(error, str) else None)
 
-    def finish_step(self, integration_id: str, item: str, step: str, result: JsonValue = None) -> None:
-        self.t.update_fields(
-            int_pk(integration_id),
-            item,
-            {f"step_{step}": {"state": "done", "at": int(time.time()), "result": result}},
-            must_exist=False,
-        )
+    def finish_step(
+        self,
+        integration_id: str,
+        item: str,
+        step: str,
+        result: JsonValue = None,
+        *,
+        progress: ChatProgress | RequestProgress | None = None,
+    ) -> None:
+        """Mark the step done with its result; `progress` (the fields it was built with) goes in the same write,
+        so what the step produced (the lead's customer) is recorded together with the step."""
+        fields: dict[str, object] = {f"step_{step}": {"state": "done", "at": int(time.time()), "result": result}}
+        if progress is not None:
+            fields.update(progress.model_dump(mode="json", exclude_unset=True))
+            fields["expires_at"] = int(time.time()) + PROGRESS_TTL_SECONDS
+        self.t.update_fields(int_pk(integration_id), item, fields, must_exist=False)
 
     def fail_step(self, integration_id: str, item: str, step: str, error: str) -> None:
         """The write failed: the next delivery may claim it at once (and will check AlfaCRM first)."""

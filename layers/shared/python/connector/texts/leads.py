@@ -23,7 +23,7 @@ from connector.alfacrm.client import SEARCH_MAX_PAGES, AlfaCrmClient
 from connector.alfacrm.models import Customer
 from connector.errors import ConcurrentUpdate, ConnectorError
 from connector.models.raw import JsonValue
-from connector.models.texts import ChatProgress, CustomerLink
+from connector.models.texts import ChatProgress, CustomerLink, RequestProgress
 from connector.observability import logger
 from connector.phones import to_e164
 from connector.store.texts import StepClaim, TextStore
@@ -55,18 +55,25 @@ class StepClaims:
             raise ConcurrentUpdate(f"{item}: another worker is writing its {step} right now")
         return claim
 
-    def finish(self, item: str, step: str, result: JsonValue) -> None:
-        self.texts.finish_step(self.integration_id, item, step, result)
+    def finish(
+        self, item: str, step: str, result: JsonValue, *, progress: ChatProgress | RequestProgress | None = None
+    ) -> None:
+        self.texts.finish_step(self.integration_id, item, step, result, progress=progress)
 
     def fail(self, item: str, step: str, exc: Exception) -> None:
         error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
         self.texts.fail_step(self.integration_id, item, step, error)
 
 
+# what the communication's progress item records about its customer, written with the finished lead step
+Recording = Callable[[Customer], ChatProgress | RequestProgress]
+
+
 @dataclass(frozen=True)
 class LeadMade:
     customer: Customer
     created: bool  # a new lead (not one an earlier attempt or another event of this visitor made)
+    recorded: bool  # `record`'s fields went into the progress item with the lead step
 
 
 class LeadCreator:
@@ -81,14 +88,20 @@ class LeadCreator:
         self.region = region
 
     def create(
-        self, item: str, lead: NewLead, *, search: bool, communication: tuple[int | None, CommunicationType]
+        self,
+        item: str,
+        lead: NewLead,
+        *,
+        search: bool,
+        communication: tuple[int | None, CommunicationType],
+        record: Recording | None = None,
     ) -> LeadMade:
         claim = self.claims.claim(item, "lead")
         if claim.status == "done":
             found = self.alfacrm.get_customer(int(str(claim.result)), self.branch_id) if claim.result else None
             if found is None:
                 raise ConcurrentUpdate(f"{item}: lead {claim.result} recorded but not readable in AlfaCRM yet")
-            return LeadMade(found, created=False)
+            return LeadMade(found, created=False, recorded=False)
         contact = visitor_contact(lead, self.region) if search else None
         holding = False  # this worker holds the contact's lead claim
         made: Customer | None = None  # the lead another event of this visitor has just created
@@ -103,15 +116,15 @@ class LeadCreator:
             if holding and contact is not None:
                 self.texts.release_contact(self.integration_id, contact, owner=item, now=self.claims.clock())
             raise
-        self._done(item, customer, contact if holding else None)
+        self._done(item, customer, contact if holding else None, record)
         if made is not None:
-            return LeadMade(made, created=False)
+            return LeadMade(made, created=False, recorded=record is not None)
         self._link(item, customer, communication)
         logger.info(
             "lead created" if created else "lead found after a retried claim",
             extra={"integration_id": self.integration_id, "customer_id": customer.id, "item": item},
         )
-        return LeadMade(customer, created=created)
+        return LeadMade(customer, created=created, recorded=record is not None)
 
     def _claim_contact(self, item: str, contact: str, lead: NewLead) -> tuple[bool, Customer | None]:
         """Another chat/request of this visitor may be creating its lead right now (parallel batches):
@@ -123,8 +136,8 @@ class LeadCreator:
             return False, self._made_by_other(item, int(held.customer_id or 0), lead)
         return True, None
 
-    def _done(self, item: str, customer: Customer, held_contact: str | None) -> None:
-        self.claims.finish(item, "lead", customer.id)
+    def _done(self, item: str, customer: Customer, held_contact: str | None, record: Recording | None) -> None:
+        self.claims.finish(item, "lead", customer.id, progress=record(customer) if record else None)
         if held_contact is not None:
             # kept for a minute with the lead's id: a worker whose search just missed it uses it
             self.texts.release_contact(

@@ -41,7 +41,7 @@ from connector.settings import ChatsSettings, Integration
 from connector.store.texts import chat_item
 from connector.texts import facts, rules
 from connector.texts.customers import NewLead, apply_extra_fields, customer_branch, find_customer
-from connector.texts.leads import CommunicationType, LeadCreator, StepClaims
+from connector.texts.leads import CommunicationType, LeadCreator, LeadMade, Recording, StepClaims
 from connector.texts.lost_chats import LostChatTasks
 from connector.texts.transcript import split, transcript_parts
 from connector.uis.notifications import Notification, as_int, parse_message, read_message
@@ -255,22 +255,27 @@ class TextWorker:
         settings, req = ev.texts.requests, turn.req
         customer_id, branch = turn.progress.customer_id, turn.progress.customer_branch_id
         if customer_id is None:
+
+            def record(customer: Customer) -> RequestProgress:
+                return RequestProgress(
+                    customer_id=customer.id, customer_branch_id=customer_branch(customer, ev.branch_id)
+                )
+
             extra = rules.extra_field_values(settings.extra_fields, req)
             customer = self._existing(ev, req.visitor_phone, req.visitor_email, extra) if req.has_contacts else None
-            if customer is None:
+            made = LeadMade(customer, created=False, recorded=False) if customer is not None else None
+            if made is None:
                 if not settings.create_lead:
                     ev.skip("no customer with this phone/e-mail and create_lead is off")
                     return None
                 lead = self._new_lead(ev, rules.request_lead_name(req), req.visitor_phone, req.visitor_email, extra)
-                customer = self._create_lead(
-                    ev,
-                    turn.item,
-                    lead,
-                    search=req.has_contacts,
-                    communication=(req.communication_id, "offline_message"),
+                communication: tuple[int | None, CommunicationType] = (req.communication_id, "offline_message")
+                made = self._create_lead(
+                    ev, turn.item, lead, search=req.has_contacts, communication=communication, record=record
                 )
-            customer_id, branch = customer.id, customer_branch(customer, ev.branch_id)
-            ev.remember(turn.item, RequestProgress(customer_id=customer_id, customer_branch_id=branch))
+            customer_id, branch = made.customer.id, customer_branch(made.customer, ev.branch_id)
+            if not made.recorded:
+                ev.remember(turn.item, record(made.customer))
         ev.outcome.customer_id = customer_id
         return customer_id, branch or ev.branch_id
 
@@ -352,14 +357,19 @@ class TextWorker:
         turn.customer_id, turn.branch_id = progress.customer_id, progress.customer_branch_id
         extra = rules.extra_field_values(ev.texts.chats.extra_fields, turn.chat)
         if turn.customer_id is None:
-            customer = self._chat_lead(ev, turn, extra)
-            if customer is not None:
-                turn.customer_id, turn.branch_id = customer.id, customer_branch(customer, ev.branch_id)
+
+            def record(customer: Customer) -> ChatProgress:
                 # the mapped values this event carried went into the create body or onto the found customer
-                update = ChatProgress(
-                    customer_id=turn.customer_id, customer_branch_id=turn.branch_id, fields_applied=_applied({}, extra)
+                branch = customer_branch(customer, ev.branch_id)
+                return ChatProgress(
+                    customer_id=customer.id, customer_branch_id=branch, fields_applied=_applied({}, extra)
                 )
-                ev.remember(turn.item, update)
+
+            made = self._chat_lead(ev, turn, extra, record)
+            if made is not None:
+                turn.customer_id, turn.branch_id = made.customer.id, customer_branch(made.customer, ev.branch_id)
+                if not made.recorded:
+                    ev.remember(turn.item, record(made.customer))
         elif extra:
             self._later_fields(ev, turn, extra)
         ev.outcome.customer_id = turn.customer_id
@@ -369,13 +379,15 @@ class TextWorker:
             self.rt.store.texts.link_customer(ev.integration.id, turn.customer_id, link)
             ev.remember(turn.item, ChatProgress(link_pending=False))
 
-    def _chat_lead(self, ev: _Event, turn: ChatTurn, extra: list[rules.FieldValue]) -> Customer | None:
+    def _chat_lead(
+        self, ev: _Event, turn: ChatTurn, extra: list[rules.FieldValue], record: Recording
+    ) -> LeadMade | None:
         """The customer with the visitor's phone/e-mail, else the chat's new lead when the plan allows one."""
         chat = turn.chat
         if chat.has_contacts:
             customer = self._existing(ev, chat.visitor_phone, chat.visitor_email, extra)
             if customer is not None:
-                return customer
+                return LeadMade(customer, created=False, recorded=False)
         if not turn.plan.create_lead:
             ev.note(f"no customer yet; {turn.plan.reason}")
             return None
@@ -383,8 +395,9 @@ class TextWorker:
             ev.note("visitor left no phone or e-mail and chats without contacts are off: no lead")
             return None
         lead = self._new_lead(ev, rules.chat_lead_name(chat), chat.visitor_phone, chat.visitor_email, extra)
+        communication: tuple[int | None, CommunicationType] = (chat.communication_id, "chat")
         return self._create_lead(
-            ev, turn.item, lead, search=chat.has_contacts, communication=(chat.communication_id, "chat")
+            ev, turn.item, lead, search=chat.has_contacts, communication=communication, record=record
         )
 
     def _later_fields(self, ev: _Event, turn: ChatTurn, extra: list[rules.FieldValue]) -> None:
@@ -442,11 +455,17 @@ class TextWorker:
 
     @staticmethod
     def _create_lead(
-        ev: _Event, item: str, lead: NewLead, *, search: bool, communication: tuple[int | None, CommunicationType]
-    ) -> Customer:
-        made = ev.leads().create(item, lead, search=search, communication=communication)
+        ev: _Event,
+        item: str,
+        lead: NewLead,
+        *,
+        search: bool,
+        communication: tuple[int | None, CommunicationType],
+        record: Recording,
+    ) -> LeadMade:
+        made = ev.leads().create(item, lead, search=search, communication=communication, record=record)
         ev.outcome.lead_created = made.created
-        return made.customer
+        return made
 
     @staticmethod
     def _post_once(ev: _Event, item: str, step: str, customer_id: int, branch_id: int, parts: list[str]) -> None:
