@@ -164,26 +164,18 @@ class TextWorker:
                 self._chat(ev)
         except ConnectorError as exc:
             if exc.retryable:
-                ev.finish()
-                _log_retry(ev, exc)
+                logger.warning("text event will be retried", extra=_failure(ev, exc))
                 raise
             self._park(ev, exc)
-        return _log(ev.finish())
+        finally:
+            ev.finish()  # the UIS points this event spent go to the ledger, whatever happened
+        return _log(ev.outcome)
 
     def _park(self, ev: _Event, exc: ConnectorError) -> None:
         payload = ev.message.model_dump(mode="json", exclude_none=True)
         parked = ParkedItem(kind=PARK_KIND, key=ev.n.dedup_key, payload=payload, error=exc.message, code=exc.code)
         self.rt.store.integrations.park(ev.integration.id, parked)
-        logger.error(
-            "text event parked",
-            extra={
-                "integration_id": ev.integration.id,
-                "event": ev.n.event,
-                "key": ev.n.dedup_key,
-                "error": exc.message,
-                "code": exc.code,
-            },
-        )
+        logger.error("text event parked", extra=_failure(ev, exc))
         ev.outcome.status = "parked"
         ev.outcome.reason = exc.message
 
@@ -520,17 +512,14 @@ def _json(message: TextEventMessage | JsonObject | str | bytes) -> JsonValue:
     return message
 
 
-def _log_retry(ev: _Event, exc: ConnectorError) -> None:
-    logger.warning(
-        "text event will be retried",
-        extra={
-            "integration_id": ev.integration.id,
-            "event": ev.n.event,
-            "key": ev.n.dedup_key,
-            "error": exc.message,
-            "code": exc.code,
-        },
-    )
+def _failure(ev: _Event, exc: ConnectorError) -> dict[str, object]:
+    return {
+        "integration_id": ev.integration.id,
+        "event": ev.n.event,
+        "key": ev.n.dedup_key,
+        "error": exc.message,
+        "code": exc.code,
+    }
 
 
 def _log(outcome: Outcome) -> Outcome:
