@@ -75,7 +75,8 @@ function setPath(obj, path, value) {
 
 function say(node, text, kind = "") {
   node.textContent = text;
-  node.className = `status ${kind}`.trim();
+  node.classList.remove("ok", "bad");
+  if (kind) node.classList.add(kind);
 }
 
 function describe(err) {
@@ -198,6 +199,7 @@ async function createSchool(event) {
 async function openIntegration(id) {
   state.id = id;
   state.lookups = {};
+  $$("select[data-loaded]").forEach((select) => delete select.dataset.loaded);
   clearErrors();
   const [integration, webhooks] = await Promise.all([
     api("GET", `/integrations/${id}`),
@@ -292,6 +294,7 @@ function fillLookup(name) {
     select.hidden = false;
     // what the person already picked wins over the stored document (the look-up may arrive late)
     setOptions(select, lookupItems(select), select.options.length ? selectedValues(select) : storedValues(select));
+    select.dataset.loaded = "true";
   }
   if (name === "customer-fields") $$(".extra").forEach((box) => renderExtra(box, readExtra(box)));
 }
@@ -568,14 +571,18 @@ function setupParamMenu() {
 }
 
 // ------------------------------------------------------------------------------------------ raw data
-function stageName(stage) {
-  const m = /^status-(\d+)$/.exec(stage || "");
+// Stage ext ids as the connector names them in UIS (connector/deals/rules.py): lead status ids plus fixed ones.
+const STAGES = {
+  first_sale: { no_status: "Без статуса", success: "Успешная продажа", failed: "Отказ" },
+  upsell: { new: "Новая оплата", paid: "Оплачено", cancelled: "Отменено" },
+};
+
+function stageName(stage, funnel) {
+  const fixed = (STAGES[funnel] || {})[stage];
+  if (fixed) return fixed;
   const statuses = state.lookups["lead-statuses"];
-  if (m && Array.isArray(statuses)) {
-    const hit = statuses.find(([id]) => id === m[1]);
-    if (hit) return hit[1];
-  }
-  return stage ?? "—";
+  const hit = Array.isArray(statuses) && funnel === "first_sale" ? statuses.find(([id]) => id === String(stage)) : null;
+  return hit ? hit[1] : stage ?? "—";
 }
 
 async function loadRaw() {
@@ -617,7 +624,7 @@ function renderDeals(result) {
     const history = el(
       "tr",
       { class: "history", hidden: true },
-      el("td", { colspan: 6 }, "История: ", deal.history.map((h) => `${stageName(h.stage)} (${h.at})`).join(" → ") || "—"),
+      el("td", { colspan: 6 }, "История: ", deal.history.map((h) => `${stageName(h.stage, deal.funnel)} (${h.at})`).join(" → ") || "—"),
     );
     const upload = deal.upload || {};
     rows.push(
@@ -626,7 +633,7 @@ function renderDeals(result) {
         { class: "clickable", "data-deal": deal.ext_id, onclick: () => (history.hidden = !history.hidden) },
         el("td", {}, deal.ext_id),
         el("td", {}, FUNNELS[deal.funnel] || deal.funnel),
-        el("td", {}, stageName(deal.stage)),
+        el("td", {}, stageName(deal.stage, deal.funnel)),
         el("td", {}, deal.revenue == null ? "" : String(deal.revenue)),
         el("td", {}, deal.contact_ext_id || "—"),
         el("td", { class: `state-${upload.state}` }, UPLOAD[upload.state] || upload.state || "—", upload.error ? `: ${upload.error}` : ""),

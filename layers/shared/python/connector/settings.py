@@ -246,7 +246,6 @@ class WidgetSettings(_Model):
         return raw
 
 
-
 class SettingsDocument(_Model):
     deals: DealsSettings = Field(default_factory=DealsSettings, description="Deals AlfaCRM → UIS")
     texts: TextsSettings = Field(default_factory=TextsSettings, description="Text communications UIS → AlfaCRM")
