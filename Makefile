@@ -10,7 +10,7 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
 # An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
 PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
-.PHONY: help setup setup-sam run demo test screenshots lint bench build validate deploy openapi uv clean
+.PHONY: help setup setup-sam run demo test screenshots lint bench build validate deploy openapi sam-env uv clean
 
 help:
 	@echo "setup      app venv (.venv) with uv"
@@ -25,6 +25,7 @@ help:
 	@echo "validate   sam validate --lint"
 	@echo "deploy     sam deploy (samconfig.toml)"
 	@echo "openapi    regenerate the OpenAPI document"
+	@echo "sam-env    regenerate events/env.json (sam local invoke --env-vars)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -66,6 +67,9 @@ bench: .venv/.stamp
 
 openapi: .venv/.stamp
 	$(PY) -m tools.openapi
+
+sam-env: .venv/.stamp
+	$(PY) -m tools.localstack.samenv
 
 build: .venv-sam/.stamp
 	$(SAM_ENV) $(SAM) build
