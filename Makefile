@@ -28,7 +28,7 @@ help:
 	@echo "sam-env    regenerate events/env.json (sam local invoke --env-vars)"
 
 uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || test -x "$$HOME/.local/bin/uv" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 # The stamp makes test/demo/run depend on an up-to-date venv without re-syncing every time.
 .venv/.stamp: pyproject.toml uv.lock | uv
@@ -48,7 +48,7 @@ run: .venv/.stamp
 	$(PY) -m tools.localstack
 
 demo: .venv/.stamp
-	$(PY) -m tools.demo
+	@$(PY) -m tools.demo
 
 test: .venv/.stamp
 	.venv/bin/pytest
