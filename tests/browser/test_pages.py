@@ -88,6 +88,14 @@ def test_a_bad_title_template_is_shown_next_to_its_field_and_nothing_typed_is_lo
     _, stored = api(stack, "GET", f"/integrations/{demo['id']}")
     assert stored["settings"]["texts"]["chats"]["lost_chat_task"]["title"] != "Чат {visitor_nme}"
 
+    # a rule about two fields (tags needed for "on tag") lands on the field it is about
+    page.fill("#lost-title", "Чат {visitor_name}")
+    page.select_option("#lead-on-event", "tag_set")
+    page.click("#tab-texts button.save")
+    tags_error = page.wait_for_selector('.field-error[data-error-for="texts.chats.create_lead.tags"]')
+    assert "tags" in tags_error.text_content()
+    page.select_option("#lead-on-event", "chat_finished")
+
     page.fill("#lost-title", "Чат ")
     page.click("#param-plus")
     page.click('#param-menu [data-param="visitor_phone"]')
@@ -282,3 +290,10 @@ def test_widget_of_an_unknown_integration_is_a_harmless_404(stack):
     reply = httpx.get(f"{stack.url}/widget/alfacrm.js?integration=ffff", timeout=10)
     assert reply.status_code == 404 and reply.headers["content-type"].startswith("text/javascript")
     assert reply.text.startswith("/*")
+
+
+def test_api_docs_render_the_generated_openapi_document(page, stack):
+    page.goto(f"{stack.url}/docs")
+    page.wait_for_selector(".opblock")
+    assert page.locator(".opblock").count() >= 14
+    assert "/integrations/{integration_id}/access" in page.text_content(".swagger-ui")

@@ -431,14 +431,25 @@ function clearErrors() {
 }
 
 function fieldFor(path) {
+  // the named field, else the first field inside the named part (a rule about two fields names their parent)
   let candidate = path;
   while (candidate) {
-    const node = $(`#workspace [data-path="${CSS.escape(candidate)}"]`);
-    if (node) return node;
+    const exact = $(`#workspace [data-path="${CSS.escape(candidate)}"]`);
+    if (exact) return exact;
+    const inside = $(`#workspace [data-path^="${CSS.escape(candidate)}."], #workspace [data-path^="${CSS.escape(candidate)}["]`);
+    if (inside) return inside;
     const cut = Math.max(candidate.lastIndexOf("."), candidate.lastIndexOf("["));
     candidate = cut > 0 ? candidate.slice(0, cut) : "";
   }
   return null;
+}
+
+/** `texts.chats.create_lead` + "tags: list the tags…" names `texts.chats.create_lead.tags`. */
+function errorField(err) {
+  const rest = err.message.replace(/^[\w.[\]]+: /, "");
+  const sub = /^(\w+): /.exec(rest);
+  if (err.field && sub && $(`#workspace [data-path="${CSS.escape(`${err.field}.${sub[1]}`)}"]`)) return `${err.field}.${sub[1]}`;
+  return err.field;
 }
 
 function translate(message) {
@@ -451,11 +462,12 @@ function translate(message) {
 }
 
 function showFieldError(err) {
-  const node = err.field ? fieldFor(err.field) : null;
+  const field = errorField(err);
+  const node = field ? fieldFor(field) : null;
   if (!node) return false;
-  const message = translate(err.message.replace(/^[\w.[\]]+: /, ""));
+  const message = translate(err.message.replace(/^[\w.[\]]+: /, "").replace(/^\w+: /, ""));
   const anchor = node.closest(".row") || node;
-  anchor.after(el("p", { class: "field-error", role: "alert", "data-error-for": err.field }, message));
+  anchor.after(el("p", { class: "field-error", role: "alert", "data-error-for": field }, message));
   node.classList.add("invalid");
   const panel = node.closest(".tab");
   if (panel && panel.hidden) selectTab(panel.id.replace("tab-", ""));
