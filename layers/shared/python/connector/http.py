@@ -1,15 +1,13 @@
-"""HTTP edge helpers shared by the API handlers: error replies, auth, the public base URL."""
+"""HTTP edge helpers shared by the API handlers: error replies, the public base URL (auth: connector.access)."""
 
 from __future__ import annotations
 
-import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
-from connector.errors import ConnectorError, Unauthorized
+from connector.errors import ConnectorError
 from connector.http_errors import error_reply
 from connector.models.raw import JsonObject
 
@@ -49,32 +47,6 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
             Allow=", ".join(allowed),
         )
     return error_body(404, "not_found", f"no route {method} {path}")
-
-
-def check_bearer(headers: Mapping[str, str] | None, expected: str) -> None:
-    """Constant-time bearer check against the admin token; no token configured means nobody gets in."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    auth = lowered.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token or not expected:
-        raise Unauthorized("missing or malformed bearer token")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("invalid bearer token")
-
-
-def bearer_denied(event: Mapping[str, Any], expected: str) -> JsonObject | None:
-    """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
-    try:
-        check_bearer(event.get("headers"), expected)
-    except Unauthorized as exc:
-        status, body = error_reply(exc)
-        return {
-            "statusCode": status,
-            "headers": {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
-            "body": json.dumps(body),
-            "isBase64Encoded": False,
-        }
-    return None
 
 
 def public_base_url(event: Mapping[str, Any]) -> str:
