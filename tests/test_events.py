@@ -93,10 +93,15 @@ def test_events_match_the_template(path):
                 assert re.fullmatch(r"[0-9a-f]{1,64}", match.groupdict()[key])
     elif "Records" in event:
         [source] = [s for s in TEMPLATE.sqs_sources if s.function_id == fn]
+        fifo = ".fifo" if TEMPLATE.queues[source.queue_id]["Properties"].get("FifoQueue") else ""
         for record in event["Records"]:
-            assert record["eventSourceARN"].endswith(f":{samenv.STACK_NAME}-{source.queue_id}")
+            assert record["eventSourceARN"].endswith(f":{samenv.STACK_NAME}-{source.queue_id}{fifo}")
+            if fifo:
+                assert record["attributes"]["MessageGroupId"]
     else:
-        assert event["source"] == "aws.scheduler" and any(s.function_id == fn for s in TEMPLATE.schedules)
+        # a ScheduleV2 target receives the schedule's Input as its event
+        inputs = [json.loads(s.input) for s in TEMPLATE.schedules if s.function_id == fn and s.input]
+        assert event in inputs, f"{path.name} is the Input of no schedule of {fn}"
 
 
 def test_every_function_has_an_event_file_and_env_json_is_current():

@@ -6,8 +6,8 @@ Layers, bottom to top (docs/internals.md, "Import layers"); a module may import 
   0 contracts   models/, errors, config, settings, timeutil, phones, memo, observability, retry
   1 adapters    aws, store/, alfacrm/, uis/, queues, secrets, http_errors
   2 root        runtime
-  3 use cases   deals/, texts/, admin, intake, access, pages
-  4 edge        http, admin_edge (helpers the API handlers share)
+  3 use cases   deals/, texts/, admin, intake, access, pages, fanout
+  4 edge        http, admin_edge (helpers the API handlers share), work_edge (the job workers')
 Every import counts, module-level or not, `if TYPE_CHECKING:` included (a type-only cycle is still a cycle a
 reader has to untangle). Prints the edges that go up, the cycles (strongly connected components), and a last
 line `import-graph: modules=N edges=N upward=N cycles=N`.
@@ -44,8 +44,10 @@ LAYERS: dict[str, int] = {
     "intake": 3,
     "access": 3,
     "pages": 3,
+    "fanout": 3,
     "http": 4,
     "admin_edge": 4,
+    "work_edge": 4,
 }
 
 

@@ -14,6 +14,7 @@ from connector import access, admin_edge
 from connector.admin import Admin
 from connector.errors import ConnectorError
 from connector.http import error_body, error_response, json_reply, public_base_url, route_miss
+from connector.models.work import BackfillRange
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
@@ -120,6 +121,19 @@ def parked(integration_id: IntegrationId) -> dict[str, Any]:
 @app.post("/integrations/<integration_id>/replay", summary="Re-drive parked items and dead letters")
 def replay(integration_id: IntegrationId) -> dict[str, Any]:
     return admin().replay(integration_id)
+
+
+@app.post("/integrations/<integration_id>/backfill", summary="Import existing customers and payments (202)")
+def start_backfill(
+    integration_id: IntegrationId, body: Annotated[BackfillRange | None, Body(embed=False)] = None
+) -> Response[dict[str, Any]]:
+    raw = app.current_event.json_body if app.current_event.body else None
+    return json_reply(202, admin().start_backfill(integration_id, raw))
+
+
+@app.get("/integrations/<integration_id>/backfill", summary="Backfill progress: state, done, total, eta_s")
+def backfill_progress(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().backfill_progress(integration_id)
 
 
 @app.post("/integrations/<integration_id>/access", summary="Issue a school's own access token (the old one stops)")

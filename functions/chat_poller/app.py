@@ -1,4 +1,8 @@
-"""Chat poller (ScheduleV2 `ChatPollSchedule`): chat starts and lost chats UIS did not notify about."""
+"""Chat poller: the `poll` job's worker (FIFO `ChatPollQueue`, one message = one school's poll).
+
+Each due school's chats report is read for chat starts and lost chats UIS did not notify about
+(`ChatPoller.poll`, through connector.fanout). Schools run in parallel, one at a time each (the message group).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
-from connector.texts.poller import poll_chats
+from connector.work_edge import process_work
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # the scheduler's event carries nothing the poll needs: every run polls whatever is due now
-    logger.debug("schedule fired", extra={"schedule": event.get("resources"), "time": event.get("time")})
-    summary = poll_chats(container(), remaining_ms=context.get_remaining_time_in_millis)
-    metrics.add_metric(name="ChatPollUisPoints", unit="Count", value=summary["uis_points"])
-    metrics.add_metric(name="ChatPollLostChatEvents", unit="Count", value=summary["lost_chat_events"])
-    metrics.add_metric(name="ChatPollChatStartedEvents", unit="Count", value=summary["chat_started_events"])
-    metrics.add_metric(name="ChatPollFailures", unit="Count", value=summary["by_status"].get("failed", 0))
-    logger.info("chat poll run", extra={k: v for k, v in summary.items() if k != "polls"})
-    return summary
+    return process_work(container(), event, context)

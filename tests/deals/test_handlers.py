@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from connector.deals.views import deals_view
+from connector.fanout import RECONCILE_EVERY
 from connector.intake import hash_secret
 from connector.runtime import Runtime, install
 from connector.settings import Credentials, Integration, SettingsDocument
+from connector.timeutil import from_iso
 
 from tests.conftest import runtime
 from tests.deals.conftest import DEAL_SETTINGS
@@ -69,14 +72,22 @@ def test_each_deal_handler_runs_its_sample_event(accounts, lambda_context, store
     deals = {d["ext_id"]: d for d in deals_view(store, INTEGRATION_ID)}
     assert deals["customer-2"]["stage"] == "3"
     assert deals["customer-1"]["stage"] == "success" and deals["customer-1"]["revenue"] == 4500
-    # the uploader: everything pending reaches UIS
-    reply = load_handler("deal_uploader")(event("deal_uploader_schedule.json"), lambda_context)
-    [report] = reply["integrations"]
-    assert report["state"] == "uploaded" and report["parked"] == []
+    # the uploader's work item for the school: everything pending reaches UIS
+    assert store.work.get(INTEGRATION_ID, "upload") is not None  # the deals made the school due
+    reply = load_handler("deal_uploader")(event("deal_uploader_sqs.json"), lambda_context)
+    assert reply == {"batchItemFailures": []}
     assert {"customer-1", "customer-2"} <= set(uis.deals)
-    # the reconciler: first run places the watermark and syncs funnels (already in place)
-    reply = load_handler("reconciler")(event("reconciler_schedule.json"), lambda_context)
-    assert reply["integrations"][0]["fed"] == 0 and reply["integrations"][0]["error"] is None
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"uploaded"}
+    # the reconciler's work item: the first run places the watermark, syncs funnels, and is due again in an hour
+    reply = load_handler("reconciler")(event("reconciler_sqs.json"), lambda_context)
+    assert reply == {"batchItemFailures": []}
+    entry = store.work.get(INTEGRATION_ID, "reconcile")
+    assert entry is not None and entry.failures == 0 and entry.due is not None
+    waits = from_iso(entry.due) - from_iso(entry.last_run_at or "")
+    assert RECONCILE_EVERY <= waits < RECONCILE_EVERY + timedelta(minutes=1)
+    # a shard page on the reconciler's queue dispatches what is due in that shard (nothing here)
+    reply = load_handler("reconciler")(event("reconciler_sqs_page.json"), lambda_context)
+    assert reply == {"batchItemFailures": []}
 
 
 def test_a_failing_record_is_reported_alone_and_a_failing_batch_is_retried_whole(accounts, lambda_context):

@@ -22,7 +22,7 @@ from connector.settings import Integration, SettingsDocument, parse_settings
 from connector.store import Store
 from connector.texts.facts import chat_facts, merge_chat_report, report_chat_facts
 from connector.texts.lost_chats import LostChatTasks
-from connector.texts.poller import ChatPoller, PollPolicy
+from connector.texts.poller import ChatPoller, PollPolicy, PollResult
 from connector.timeutil import local_to_utc
 from connector.uis.client import UisClient
 from connector.uis.notifications import parse_message
@@ -104,6 +104,20 @@ def settings_doc(**chats: Any) -> SettingsDocument:
 
 
 @dataclass
+class Polls:
+    """The results of one round of polls (one per active integration), and their totals."""
+
+    results: list[PollResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "chats_read": sum(r.chats for r in self.results),
+            "uis_points": sum(r.points for r in self.results),
+            "statuses": [r.status for r in self.results],
+        }
+
+
+@dataclass
 class World:
     clock: Clock
     uis: UisSandbox
@@ -141,8 +155,10 @@ class World:
     def poller(self, **policy: Any) -> ChatPoller:
         return ChatPoller(self.rt, policy=PollPolicy(**policy))
 
-    def poll(self, **policy: Any) -> Any:
-        return self.poller(**policy).run()
+    def poll(self, **policy: Any) -> Polls:
+        """What the fan-out does when each active integration's poll is due: `ChatPoller.poll` per integration."""
+        poller = self.poller(**policy)
+        return Polls([poller.poll(i) for i in self.store.integrations.list_active()])
 
     def tasks(self) -> LostChatTasks:
         return LostChatTasks(self.rt)

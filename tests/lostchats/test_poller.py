@@ -184,15 +184,16 @@ def test_chat_started_is_sent_once_per_new_chat_when_leads_are_created_on_start(
     assert {e["source"] for e in started} == {"poller"} and {e["method"] for e in started} == {"POST"}
 
 
-def test_the_handler_runs_on_the_scheduler_event(lambda_context: Any, world: World) -> None:
-    # Given the real scheduler event and an integration that needs no polling (so no credentials are read)
+def test_the_handler_runs_its_sample_work_item(lambda_context: Any, world: World) -> None:
+    # Given the sample work item (a school's turn) for an integration that needs no polling any more
     from tests.handlers import load_handler
 
-    world.integration(settings_doc(enabled=False))
-    event = json.loads((ROOT / "events" / "chat_poller_schedule.json").read_text())
+    world.integration(settings_doc(enabled=False), iid="0a1b2c3d")
+    world.store.work.schedule("0a1b2c3d", "poll", world.clock.utc())
+    event = json.loads((ROOT / "events" / "chat_poller_sqs.json").read_text())
     # When the handler is invoked
-    summary = load_handler("chat_poller")(event, lambda_context)
-    # Then it reports the run
-    assert summary["integrations"] == 1
-    assert summary["by_status"] == {"not_needed": 1}
-    assert summary["uis_points"] == 0
+    reply = load_handler("chat_poller")(event, lambda_context)
+    # Then the record succeeds, nothing was asked of UIS, and the school leaves the poll index
+    assert reply == {"batchItemFailures": []}
+    assert world.clients.uis_requests == 0
+    assert world.store.work.get("0a1b2c3d", "poll") is None

@@ -22,12 +22,16 @@ FUNCTIONS = {
     "TextWorkerFunction": "text_worker",
     "ChatPollerFunction": "chat_poller",
     "ReconcilerFunction": "reconciler",
+    "SchedulerFunction": "scheduler",
 }
 GLOBAL_ENV = {
     "STATE_TABLE",
     "IDEMPOTENCY_TABLE",
     "DEAL_EVENTS_QUEUE_URL",
     "TEXT_EVENTS_QUEUE_URL",
+    "DEAL_UPLOAD_QUEUE_URL",
+    "CHAT_POLL_QUEUE_URL",
+    "RECONCILE_QUEUE_URL",
     "SECRETS_PREFIX",
     "ADMIN_TOKEN_SECRET_ID",
     "ALLOW_INSECURE_HOSTS",
@@ -102,7 +106,7 @@ def tpl() -> Template:
     return Template.load(ROOT / "template.yaml")
 
 
-def test_the_nine_functions_live_where_internals_says(tpl: Template) -> None:
+def test_the_ten_functions_live_where_internals_says(tpl: Template) -> None:
     assert {lid: fn.code_uri for lid, fn in tpl.functions.items()} == {
         lid: f"functions/{name}/" for lid, name in FUNCTIONS.items()
     }
@@ -127,26 +131,67 @@ def test_routes(tpl: Template) -> None:
     }
 
 
-def test_queue_sources_report_partial_failures_and_cap_concurrency(tpl: Template) -> None:
+EVENT_QUEUES = {"DealEventsQueue": "DealWorkerFunction", "TextEventsQueue": "TextWorkerFunction"}
+WORK_QUEUES = {
+    "DealUploadQueue": "DealUploaderFunction",
+    "ChatPollQueue": "ChatPollerFunction",
+    "ReconcileQueue": "ReconcilerFunction",
+}
+
+
+def _parameter(tpl: Template, value: object) -> int:
+    assert isinstance(value, dict) and set(value) == {"Ref"}, value
+    return int(tpl.parameters[value["Ref"]]["Default"])
+
+
+def test_queue_sources_report_partial_failures_and_size_concurrency_for_thousands_of_schools(tpl: Template) -> None:
     sources = {s.queue_id: s for s in tpl.sqs_sources}
-    assert {q: s.function_id for q, s in sources.items()} == {
-        "DealEventsQueue": "DealWorkerFunction",
-        "TextEventsQueue": "TextWorkerFunction",
-    }
+    assert {q: s.function_id for q, s in sources.items()} == {**EVENT_QUEUES, **WORK_QUEUES}
     for source in sources.values():
-        assert source.batch_size == 10
         assert source.report_batch_item_failures
-        assert source.max_concurrency == 2
         visibility = tpl.queues[source.queue_id]["Properties"]["VisibilityTimeout"]
         assert visibility >= 6 * tpl.functions[source.function_id].timeout
+        concurrency = _parameter(tpl, source.max_concurrency)
+        assert 2 <= concurrency <= 1000
+    # the event queues: batches of ten; concurrency for 10,000 busy schools (README "Deployment")
+    assert {q: sources[q].batch_size for q in EVENT_QUEUES} == {"DealEventsQueue": 10, "TextEventsQueue": 10}
+    assert _parameter(tpl, sources["DealEventsQueue"].max_concurrency) >= 40
+    assert _parameter(tpl, sources["TextEventsQueue"].max_concurrency) >= 80
+    # the work queues: one school per invocation, so a hung school holds up no other in its batch
+    assert {sources[q].batch_size for q in WORK_QUEUES} == {1}
+    assert _parameter(tpl, sources["DealUploadQueue"].max_concurrency) >= 50
+
+
+def test_work_queues_are_fifo_per_school_with_a_dead_letter_queue(tpl: Template) -> None:
+    for queue in WORK_QUEUES:
+        props = tpl.queues[queue]["Properties"]
+        assert props["FifoQueue"] is True
+        # high-throughput FIFO: deduplication and throughput per message group (a group per school)
+        assert (props["DeduplicationScope"], props["FifoThroughputLimit"]) == ("messageGroup", "perMessageGroupId")
+        assert props["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["SchoolWorkDLQ", "Arn"]}
+    assert tpl.queues["SchoolWorkDLQ"]["Properties"]["FifoQueue"] is True
+
+
+def test_no_concurrency_is_reserved_by_default(tpl: Template) -> None:
+    """Reserving fails on a new account (its concurrency quota may be 10): reserved only when asked."""
+    assert tpl.parameters["ReserveWorkerConcurrency"]["Default"] == "false"
+    assert "SerializeScheduledFunctions" not in tpl.parameters
+    for lid, fn in tpl.functions.items():
+        reserved = fn.reserved_concurrency
+        if reserved is not None:
+            assert reserved["Fn::If"][0] == "ReserveConcurrency" and reserved["Fn::If"][2] == {"Ref": "AWS::NoValue"}, (
+                lid
+            )
 
 
 def test_schedules_have_retries_and_a_dead_letter_queue(tpl: Template) -> None:
-    schedules = {s.event_name: (s.function_id, s.expression) for s in tpl.schedules}
+    schedules = {s.event_name: (s.function_id, s.expression, json.loads(s.input)) for s in tpl.schedules}
+    # every schedule is a tick of the scheduler, its Input naming the job it dispatches
     assert schedules == {
-        "DealUploadSchedule": ("DealUploaderFunction", "rate(1 minute)"),
-        "ChatPollSchedule": ("ChatPollerFunction", "rate(5 minutes)"),
-        "ReconcileSchedule": ("ReconcilerFunction", "rate(1 hour)"),
+        "DealUploadSchedule": ("SchedulerFunction", "rate(1 minute)", {"job": "upload"}),
+        "ChatPollSchedule": ("SchedulerFunction", "rate(1 minute)", {"job": "poll"}),
+        "ReconcileSchedule": ("SchedulerFunction", "rate(5 minutes)", {"job": "reconcile"}),
+        "BackfillSchedule": ("SchedulerFunction", "rate(1 minute)", {"job": "backfill"}),
     }
     for schedule in tpl.schedules:
         props = tpl.resources[schedule.function_id]["Properties"]["Events"][schedule.event_name]["Properties"]
@@ -176,7 +221,7 @@ def test_every_function_has_a_log_group_with_retention_and_an_errors_alarm(tpl: 
         for a in alarms
         if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     }
-    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ"}
+    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ", "SchoolWorkDLQ"}
 
 
 def test_secret_permissions_stay_under_the_stack_prefix(tpl: Template) -> None:
@@ -250,3 +295,19 @@ def test_api_gateway_own_errors_use_the_contract_error_shape(tpl: Template) -> N
         body = responses[kind]["ResponseTemplates"]["application/json"]
         rendered = json.loads(body.replace("$context.error.messageString", '"text"'))
         assert set(rendered["error"]) == {"code", "message", "field"}, kind
+
+
+def test_the_scheduler_only_queries_the_index_and_sends_to_the_work_queues(tpl: Template) -> None:
+    """Least privilege: a tick reads the work index (gsi1) and sends work items; nothing else."""
+    targets = _policy_targets(tpl, "SchedulerFunction")
+    assert targets == {
+        ("dynamodb:Query", json.dumps({"Fn::Sub": "${StateTable.Arn}/index/gsi1"})),
+        *{("SQSSendMessagePolicy", json.dumps({"QueueName": {"Fn::GetAtt": [q, "QueueName"]}})) for q in WORK_QUEUES},
+    }
+
+
+@pytest.mark.parametrize("queue, function", sorted(WORK_QUEUES.items()))
+def test_each_job_worker_may_send_to_its_own_queue(tpl: Template, queue: str, function: str) -> None:
+    """A shard's next page and a backfill's next chunk go back on the worker's own queue."""
+    targets = _policy_targets(tpl, function)
+    assert ("SQSSendMessagePolicy", json.dumps({"QueueName": {"Fn::GetAtt": [queue, "QueueName"]}})) in targets

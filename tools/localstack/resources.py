@@ -180,8 +180,9 @@ def predicted_physical(template: Template, *, stack_name: str, region: str, sqs_
     for lid in template.tables:
         name = physical_name(stack_name, lid)
         physical[lid] = Physical(name, {"Arn": table_arn(region, name)})
-    for lid in template.queues:
-        name = physical_name(stack_name, lid)
+    for lid, queue in template.queues.items():
+        fifo = bool((queue.get("Properties") or {}).get("FifoQueue"))
+        name = physical_name(stack_name, lid) + (".fifo" if fifo else "")
         url = f"{sqs_endpoint.rstrip('/')}/{ACCOUNT_ID}/{name}"
         physical[lid] = Physical(url, {"Arn": queue_arn(region, name), "QueueName": name, "QueueUrl": url})
     for lid in template.functions:
@@ -256,6 +257,8 @@ _QUEUE_ATTRIBUTES = (
     "ReceiveMessageWaitTimeSeconds",
     "VisibilityTimeout",
     "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
 )
 
 

@@ -1,9 +1,13 @@
 """The template-driven local stack: moto server, the template's resources, routes, queue drains, schedules.
 
-Every function runs in this process: its handler module is imported once (after the environment is set,
+Every function runs in this process: its handler module is imported (after the environment is set,
 because Powertools reads e.g. the idempotency table name at import time) and invoked with real-shaped
-events. One lock per function serialises its invocations, like a Lambda function with reserved
-concurrency 1; different functions run concurrently.
+events. A queue consumer runs with the template's concurrency — its event source's MaximumConcurrency (and
+ReservedConcurrentExecutions), capped at `max_concurrency` here (LOCAL_MAX_CONCURRENCY, default 4) — as
+that many "containers": the handler module imported once per slot, each slot running one batch at a time
+in a thread of its own. A FIFO queue's message group is honoured as Lambda does: a group's messages go to
+one slot, in order, and moto delivers nothing more of a group while one of its messages is in flight. API
+and scheduled functions run one invocation at a time (their module-level resolvers are not thread-safe).
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import importlib.util
 import json
 import logging
 import os
+import queue
 import secrets
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,11 +45,13 @@ from tools.localstack.events import (
 )
 from tools.localstack.resources import (
     ACCOUNT_ID,
+    NO_VALUE,
     Physical,
     Resolver,
     create_queues,
     create_secrets,
     create_tables,
+    env_string,
     function_environment,
     predicted_physical,
 )
@@ -78,12 +86,14 @@ def moto_endpoint() -> str:
 
 
 # ------------------------------------------------------------------------------------------- handlers
-_modules: dict[Path, ModuleType] = {}
+_modules: dict[tuple[Path, int], ModuleType] = {}
 _import_lock = threading.Lock()
+DEFAULT_MAX_CONCURRENCY = 4  # worker threads per queue consumer here (2 cores); the template may ask for more
 
 
-def import_handler(fn: Function, root: Path, extra_paths: list[Path], env: dict[str, str]) -> ModuleType:
-    """Import `fn`'s handler module from its file once per process, under the name `fn_<LogicalId>`.
+def import_handler(fn: Function, root: Path, extra_paths: list[Path], env: dict[str, str], slot: int = 0) -> ModuleType:
+    """Import `fn`'s handler module from its file once per process and slot, as `fn_<LogicalId>[_<slot>]`
+    (a slot is one "container": its own module-level objects, e.g. a batch processor).
 
     The function's own environment is in os.environ during the import (module-level Logger/Idempotency
     read it); its CodeUri is on sys.path only while importing, because sibling modules of different
@@ -91,8 +101,8 @@ def import_handler(fn: Function, root: Path, extra_paths: list[Path], env: dict[
     """
     path = fn.handler_path(root).resolve()
     with _import_lock:
-        if path in _modules:
-            return _modules[path]
+        if (path, slot) in _modules:
+            return _modules[(path, slot)]
         for extra in extra_paths:
             if str(extra) not in sys.path:
                 sys.path.insert(0, str(extra))  # layers stay importable, as /opt/python on Lambda
@@ -101,7 +111,8 @@ def import_handler(fn: Function, root: Path, extra_paths: list[Path], env: dict[
         os.environ.update(env)
         sys.path.insert(0, code_dir)
         try:
-            spec = importlib.util.spec_from_file_location(f"fn_{fn.logical_id}", path)
+            name = f"fn_{fn.logical_id}" + (f"_{slot}" if slot else "")
+            spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {path}")
             module = importlib.util.module_from_spec(spec)
@@ -118,18 +129,19 @@ def import_handler(fn: Function, root: Path, extra_paths: list[Path], env: dict[
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        _modules[path] = module
+        _modules[(path, slot)] = module
         return module
 
 
 class FunctionRuntime:
-    """One function: its handler, environment and invocation lock."""
+    """One function: its handler (one per slot), environment and concurrency."""
 
-    def __init__(self, fn: Function, stack: LocalStack) -> None:
+    def __init__(self, fn: Function, stack: LocalStack, concurrency: int = 1) -> None:
         self.fn = fn
         self.stack = stack
-        self.lock = threading.Lock()
-        self.handler: Callable[[Any, Any], Any] | None = None
+        self.concurrency = max(concurrency, 1)
+        self.handler: Callable[[Any, Any], Any] | None = None  # slot 0's (None: the file is missing)
+        self._slots: queue.Queue[Callable[[Any, Any], Any]] = queue.Queue()
         self.missing: str | None = None
 
     def load(self, env: dict[str, str]) -> None:
@@ -140,10 +152,14 @@ class FunctionRuntime:
             self.stack.say(f"warning: {self.fn.logical_id}: {self.missing}")
             return
         extra = self.stack.template.layer_paths(self.fn)
-        module = import_handler(self.fn, self.stack.template.root, extra, env)
-        self.handler = getattr(module, self.fn.handler_function)
+        for slot in range(self.concurrency):
+            module = import_handler(self.fn, self.stack.template.root, extra, env, slot)
+            handler = getattr(module, self.fn.handler_function)
+            self.handler = self.handler or handler
+            self._slots.put(handler)
 
     def invoke(self, event: Any) -> Any:
+        """Run on a free slot (waiting for one: at most `concurrency` invocations at a time)."""
         if self.handler is None:
             raise RuntimeError(f"{self.fn.logical_id}: {self.missing or 'not loaded'}")
         context = LambdaContext(
@@ -152,8 +168,12 @@ class FunctionRuntime:
             timeout_seconds=self.fn.timeout,
             region=self.stack.region,
         )
-        with self.lock, self.stack.running():
-            return self.handler(event, context)
+        handler = self._slots.get()
+        try:
+            with self.stack.running():
+                return handler(event, context)
+        finally:
+            self._slots.put(handler)
 
 
 # ------------------------------------------------------------------------------------------- the stack
@@ -191,6 +211,7 @@ class LocalStack:
         run_schedules: bool = True,
         visibility_timeout: int = 1,
         poll_interval: float = 0.1,
+        max_concurrency: int | None = None,
         parameters: dict[str, Any] | None = None,
         extra_env: dict[str, str] | None = None,
         out: Callable[[str], None] | None = None,
@@ -202,10 +223,14 @@ class LocalStack:
         self.stack_name = stack_name
         self.region = region
         self.run_schedules = run_schedules
-        # Failed messages come back after this many seconds instead of the template's 360 s, so retries
-        # and the redrive to the DLQ (maxReceiveCount) happen within a demo or a test.
+        # Failed messages come back after this many seconds instead of the queue's visibility timeout, so
+        # retries and the redrive to the DLQ (maxReceiveCount) happen within a demo or a test. A message in
+        # flight stays invisible for its function's timeout (a slow handler is never run twice at once).
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
+        self.max_concurrency = max_concurrency or int(
+            os.environ.get("LOCAL_MAX_CONCURRENCY") or DEFAULT_MAX_CONCURRENCY
+        )
         self.parameters = parameters or {}
         self.extra_env = extra_env or {}
         self.out = out or (lambda line: print(line, flush=True))
@@ -306,7 +331,7 @@ class LocalStack:
         os.environ.update(union)
 
         for lid, fn in self.template.functions.items():
-            runtime = FunctionRuntime(fn, self)
+            runtime = FunctionRuntime(fn, self, self._concurrency(fn))
             runtime.load({**per_function[lid], **local_overrides})
             self.functions[lid] = runtime
 
@@ -332,6 +357,17 @@ class LocalStack:
         if self.sandbox:
             self._setup_demo()
 
+    def _concurrency(self, fn: Function) -> int:
+        """A queue consumer's concurrency as the template sets it (capped here); 1 for the others."""
+        if not fn.sqs_sources or self._resolver is None:
+            return 1
+        wanted = self.max_concurrency
+        for value in [*(s.max_concurrency for s in fn.sqs_sources), fn.reserved_concurrency]:
+            resolved = self._resolver.resolve(value) if value is not None else None
+            if resolved is not None and resolved is not NO_VALUE and str(resolved).strip():
+                wanted = min(wanted, int(env_string(resolved)))
+        return max(wanted, 1)
+
     def _spawn_server(self) -> None:
         server = self._server
         thread = threading.Thread(
@@ -346,6 +382,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stop.set()
+        for running in self.sandboxes.values():
+            running.sandbox.release()  # a hung sandbox call (failure injection) must not hold up the stop
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
@@ -440,6 +478,13 @@ class LocalStack:
         depths = {s.queue_id: self._queue_depth(self.queue_urls[s.queue_id]) for s in self._drained_sources()}
         raise TimeoutError(f"local stack not idle after {timeout}s: busy={self._busy} queues={depths}")
 
+    def _settle(self, timeout: float = 120.0) -> bool:
+        try:
+            self.wait_idle(timeout)
+        except TimeoutError:
+            return False
+        return True
+
     # ---------------------------------------------------------------- schedules
     def find_schedule(self, name: str) -> Schedule:
         """By event name (DealUploadSchedule), function logical id, or the schedule's Name."""
@@ -472,45 +517,92 @@ class LocalStack:
 
     # ---------------------------------------------------------------- queue drains (SQS event source mapping)
     def _drain(self, source: SqsSource) -> None:
+        """The event source mapping of one queue: receive while a slot is free, run batches on the slots."""
         url, arn = self.queue_urls[source.queue_id], self.queue_arns[source.queue_id]
-        while not self._stop.is_set():
-            try:
-                handled = self._drain_once(source, url, arn)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                self.say(f"{source.function_id} drain error:\n{traceback.format_exc()}")
-                handled = False
-            if not handled:
-                self._stop.wait(self.poll_interval)
+        runtime = self.functions[source.function_id]
+        free = threading.Semaphore(runtime.concurrency)
+        idle_polls = 0
+        with ThreadPoolExecutor(runtime.concurrency, thread_name_prefix=f"sqs:{source.queue_id}") as pool:
+            while not self._stop.is_set():
+                if not free.acquire(timeout=0.2):
+                    continue  # every slot busy
+                try:
+                    runs = self._receive(source, url, arn, capacity=free)
+                except Exception:
+                    free.release()
+                    if self._stop.is_set():
+                        return
+                    self.say(f"{source.function_id} drain error:\n{traceback.format_exc()}")
+                    runs = []
+                if not runs:
+                    idle_polls += 1
+                    # an idle queue is polled less often (5 queues polled every 0.1 s cost a core's tenth)
+                    self._stop.wait(self.poll_interval * (3 if idle_polls > 20 else 1))
+                    continue
+                idle_polls = 0
+                for run in runs:
+                    pool.submit(self._run_batches, source, url, run, free)
 
-    def _drain_once(self, source: SqsSource, url: str, arn: str) -> bool:
-        """Receive one batch and run it; returns False when the queue was empty.
+    def _receive(
+        self, source: SqsSource, url: str, arn: str, *, capacity: threading.Semaphore
+    ) -> list[list[list[dict[str, Any]]]]:
+        """Receive for the free slots (one is held by the caller); → runs of batches, each run for one slot.
 
-        Received messages are in flight (counted by is_idle) until the batch is marked running, so there
-        is no moment where a batch is invisible to wait_idle.
+        A FIFO queue's messages of one group form one run, in order (moto may return several of a group at
+        once); other messages are cut into batches of the source's size, one batch a run. Received messages
+        stay in flight (counted by is_idle) until their run ends. Unused slots are given back.
         """
+        slots = 1
+        while slots * source.batch_size < 10 and capacity.acquire(blocking=False):
+            slots += 1
         reply = self._sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=min(source.batch_size, 10),
-            VisibilityTimeout=self.visibility_timeout,
+            MaxNumberOfMessages=min(slots * source.batch_size, 10),
+            VisibilityTimeout=max(self.functions[source.function_id].fn.timeout, self.visibility_timeout),
             WaitTimeSeconds=0,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = reply.get("Messages", [])
-        if not messages:
-            return False
+        records = [sqs_record(m, queue_arn=arn, region=self.region) for m in reply.get("Messages", [])]
+        runs: list[list[list[dict[str, Any]]]] = []
+        if url.endswith(".fifo"):
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for record in records:
+                groups.setdefault(record["attributes"].get("MessageGroupId", ""), []).append(record)
+            for grouped in groups.values():
+                runs.append([grouped[i : i + source.batch_size] for i in range(0, len(grouped), source.batch_size)])
+        else:
+            runs = [[records[i : i + source.batch_size]] for i in range(0, len(records), source.batch_size)]
+        # every run takes a slot: more runs than slots wait in the pool, fewer give the rest back
+        for _ in range(slots - min(len(runs), slots)):
+            capacity.release()
+        for _ in range(max(len(runs) - slots, 0)):
+            capacity.acquire()
+        return runs
+
+    def _run_batches(
+        self, source: SqsSource, url: str, batches: list[list[dict[str, Any]]], capacity: threading.Semaphore
+    ) -> None:
+        try:
+            for records in batches:
+                self._run_batch(source, url, records)
+        except Exception:
+            self.say(f"{source.function_id} drain error:\n{traceback.format_exc()}")
+        finally:
+            capacity.release()
+
+    def _run_batch(self, source: SqsSource, url: str, records: list[dict[str, Any]]) -> None:
+        """Invoke the function with one batch; delete what succeeded, give the rest back to the queue soon."""
         with self.running():
-            records = [sqs_record(m, queue_arn=arn, region=self.region) for m in messages]
             try:
                 result = self.invoke(source.function_id, {"Records": records})
             except Exception:
-                # The whole batch comes back after the visibility timeout; moto's redrive moves a message
-                # to the DLQ once its receive count passes maxReceiveCount.
+                # The whole batch comes back; moto's redrive moves a message to the DLQ once its receive
+                # count passes maxReceiveCount.
                 self.say(f"{source.function_id} failed on a batch of {len(records)}:\n{traceback.format_exc()}")
-                return True
-            failed = self._failed_ids(source, result, records)
+                failed = {r["messageId"] for r in records}
+            else:
+                failed = self._failed_ids(source, result, records)
             done = [r for r in records if r["messageId"] not in failed]
             for start in range(0, len(done), 10):
                 chunk = done[start : start + 10]
@@ -518,7 +610,11 @@ class LocalStack:
                     QueueUrl=url,
                     Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
                 )
-            return True
+            for record in records:
+                if record["messageId"] in failed:
+                    self._sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=self.visibility_timeout
+                    )
 
     @staticmethod
     def _failed_ids(source: SqsSource, result: Any, records: list[dict[str, Any]]) -> set[str]:
@@ -558,7 +654,11 @@ class LocalStack:
                 known = [s.event_name for s in self.template.schedules]
                 return _json({"error": {"code": "unknown_schedule", "message": f"{name}; known: {known}"}}, 404)
             try:
-                return _json(self.invoke_schedule(name))
+                result = self.invoke_schedule(name)
+                if request.args.get("wait", "1") not in ("0", "false"):
+                    # a tick only dispatches: answer when the work it sent is done too (or say it is not)
+                    result = {**(result if isinstance(result, dict) else {"result": result}), "idle": self._settle()}
+                return _json(result)
             except Exception as exc:
                 # A JSON reply, not API Gateway's bare 502: this route is local-only and the caller is a test
                 # or a developer who wants to know what broke.

@@ -70,7 +70,7 @@ class SqsSource:
     batch_size: int
     batching_window: int
     report_batch_item_failures: bool
-    max_concurrency: int | None
+    max_concurrency: Any  # ScalingConfig.MaximumConcurrency as written (a number or an intrinsic); None: unset
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class Function:
     memory: int
     environment: dict[str, Any]  # Globals merged with the function's own, values unresolved
     layers: list[Any]
+    reserved_concurrency: Any = None  # ReservedConcurrentExecutions as written (may be an intrinsic)
     routes: list[ApiRoute] = field(default_factory=list)
     sqs_sources: list[SqsSource] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
@@ -231,6 +232,7 @@ class Template:
             memory=int(prop("MemorySize", 128)),
             environment=env,
             layers=layers,
+            reserved_concurrency=props.get("ReservedConcurrentExecutions"),
         )
         for event_name, event in (props.get("Events") or {}).items():
             kind, ep = event.get("Type"), event.get("Properties") or {}

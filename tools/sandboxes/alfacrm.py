@@ -306,6 +306,8 @@ class AlfaCrmSandbox:
         self.stats: Counter[str] = Counter()
         self._windows: dict[str, tuple[int, int]] = {}
         self._failures: list[tuple[int, float | None]] = []
+        self._hangs: list[float] = []  # seconds each of the next v2api requests sleeps before it is handled
+        self._released = threading.Event()
         self._drop_deliveries = 0
         self.webhooks: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
@@ -349,6 +351,18 @@ class AlfaCrmSandbox:
         """The next `count` v2api requests answer `status` (429 or 5xx)."""
         with self._lock:
             self._failures.extend([(int(status), retry_after)] * int(count))
+
+    def hang_next(self, seconds: float, count: int = 1) -> None:
+        """The next `count` v2api requests sleep `seconds` before they are handled (a hung account)."""
+        with self._lock:
+            self._released.clear()
+            self._hangs.extend([float(seconds)] * int(count))
+
+    def release(self) -> None:
+        """Answer hung requests now and hang no more (a test or the local stack stopping)."""
+        with self._lock:
+            self._hangs.clear()
+        self._released.set()
 
     def drop_next_deliveries(self, count: int = 1) -> None:
         """Lose the next webhook deliveries (AlfaCRM documents no retry): the log still has the change."""
@@ -937,6 +951,9 @@ class AlfaCrmSandbox:
         if route == "webhooks":
             self.add_webhook(int(body["branch_id"]), str(body["url"]), body.get("entities") or ("Customer", "Pay"))
             return json_response({"ok": True, "webhooks": self.webhooks})
+        if route == "hang":
+            self.hang_next(float(body.get("seconds", 20)), int(body.get("count", 1)))
+            return json_response({"ok": True})
         if route == "webhooks/drop":
             self.drop_next_deliveries(int(body.get("count", 1)))
             return json_response({"ok": True})
@@ -988,6 +1005,10 @@ class AlfaCrmSandbox:
 
     # --- the v2api ---------------------------------------------------------------------------------------
     def _api(self, request: Request, parts: list[str]) -> Response:
+        with self._lock:
+            hang = self._hangs.pop(0) if self._hangs else 0.0
+        if hang:
+            self._released.wait(hang)  # outside the lock: one hung account must not stall the others
         with self._lock:
             self.stats["requests"] += 1
             if self._failures:

@@ -273,12 +273,13 @@ def _report_range(params: dict[str, Any], *, max_days: int | None = None) -> tup
 @dataclass
 class _Failure:
     count: int
-    kind: str  # "limit_exceeded" | "http" | "error"
+    kind: str  # "limit_exceeded" | "http" | "error" | "hang"
     method: str | None = None
     http_status: int = 500
     code: int = -32008
     mnemonic: str = "component_disabled"
     message: str = "Injected failure"
+    seconds: float = 0.0  # "hang": how long each call sleeps before it is answered
 
 
 class UisSandbox:
@@ -302,6 +303,7 @@ class UisSandbox:
         self.limits_in_errors = limits_in_errors
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._released = threading.Event()  # set by release(): hung calls answer at once
         self.tokens: dict[str, str] = {token: "valid" for token in access_tokens}
         self.reset(seed=seed)
         self._methods: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -497,12 +499,32 @@ class UisSandbox:
         code: int = -32008,
         mnemonic: str = "component_disabled",
         message: str = "Injected failure",
+        seconds: float = 20.0,
     ) -> None:
-        """Make the next `count` calls (optionally of one method) fail: `limit_exceeded`, `http` or `error`."""
-        if kind not in ("limit_exceeded", "http", "error"):
+        """Make the next `count` calls (optionally of one method) fail: `limit_exceeded`, `http` or `error`;
+        or `hang`: each sleeps `seconds` before it is answered (a hung account, for isolation tests)."""
+        if kind not in ("limit_exceeded", "http", "error", "hang"):
             raise ValueError(f"unknown failure kind {kind}")
         with self._lock:
-            self._failures.append(_Failure(count, kind, method, http_status, code, mnemonic, message))
+            self._released.clear()
+            self._failures.append(_Failure(count, kind, method, http_status, code, mnemonic, message, seconds))
+
+    def release(self) -> None:
+        """Answer hung calls now and inject no more hangs (a test or the local stack stopping)."""
+        with self._lock:
+            self._failures = [f for f in self._failures if f.kind != "hang"]
+        self._released.set()
+
+    def _hang(self, body: Any) -> None:
+        """An injected hang sleeps outside the lock: one hung account must not stall another's calls."""
+        method = body.get("method") if isinstance(body, dict) else None
+        with self._lock:
+            hang = next((f for f in self._failures if f.kind == "hang" and f.method in (None, method)), None)
+            if hang is None:
+                return
+            hang.count -= 1
+            self._failures = [f for f in self._failures if f.count > 0]
+        self._released.wait(hang.seconds)
 
     def configure_notification(
         self,
@@ -542,6 +564,7 @@ class UisSandbox:
     def rpc(self, body: Any) -> tuple[int, Any]:
         """Handle one decoded request body; return (HTTP status, reply body)."""
         request_id = body.get("id") if isinstance(body, dict) else None
+        self._hang(body)
         try:
             with self._lock:
                 reply = {"jsonrpc": "2.0", "id": request_id, "result": self._rpc(body)}
@@ -594,7 +617,7 @@ class UisSandbox:
 
     def _injected_failure(self, method: str, now: datetime) -> None:
         for failure in self._failures:
-            if failure.method in (None, method) and failure.count > 0:
+            if failure.kind != "hang" and failure.method in (None, method) and failure.count > 0:
                 failure.count -= 1
                 self._failures = [f for f in self._failures if f.count > 0]
                 if failure.kind == "http":

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from connector import fanout
+from connector.deals import backfill
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
@@ -26,6 +28,7 @@ from connector.models.deals import FUNNELS, DealRef
 from connector.models.messages import DealEventMessage, TextEventMessage
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject, JsonValue
+from connector.models.work import BackfillRange
 from connector.runtime import Runtime
 from connector.settings import (
     CreateIntegrationInput,
@@ -145,6 +148,7 @@ class Admin:
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
             ensure_funnels(self.rt, integration, force=True)
+        fanout.enrol(self.rt, integration)  # polling switched on or off, interval changed, deals on or off
         dumped: JsonObject = settings.model_dump(mode="json")
         return dumped
 
@@ -197,7 +201,31 @@ class Admin:
             # the funnels must exist before the first deal is uploaded; a UIS failure refuses activation
             ensure_funnels(self.rt, integration, force=True)
         self.rt.store.integrations.set_active(integration_id, active)
+        integration = self._get(integration_id)
+        fanout.enrol(self.rt, integration)
+        if active and integration.settings.deals.enabled:
+            # the first activation imports the school's existing customers and payments (a first report)
+            backfill.start(self.rt, integration, BackfillRange(), first_only=True)
         return {"active": active}
+
+    # --- backfill -----------------------------------------------------------------------------
+    def start_backfill(self, integration_id: str, body: object) -> JsonObject:
+        """Import existing customers and payments (optionally a date range); a running one goes on."""
+        integration = self._get(integration_id)
+        if not integration.active or not integration.settings.deals.enabled:
+            raise ValidationFailed("activate the integration with deals enabled before a backfill", field=None)
+        try:
+            span = BackfillRange.model_validate(body or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            path = ".".join(str(p) for p in err.get("loc", ())) or None
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            raise ValidationFailed(f"{path or 'body'}: {message}", field=path) from None
+        return backfill.start(self.rt, integration, span).progress()
+
+    def backfill_progress(self, integration_id: str) -> JsonObject:
+        self._get(integration_id)
+        return backfill.progress(self.rt, integration_id)
 
     # --- look-ups -----------------------------------------------------------------------------
     def alfacrm_lookup(self, integration_id: str, name: str) -> JsonObject:

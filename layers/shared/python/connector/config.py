@@ -29,6 +29,10 @@ class Environment(BaseModel):
     text_events_queue_url: str = ""
     deal_events_dlq_url: str = ""
     text_events_dlq_url: str = ""
+    # the per-school work queues (FIFO, message group = the integration): one per scheduled job's worker
+    deal_upload_queue_url: str = ""
+    chat_poll_queue_url: str = ""
+    reconcile_queue_url: str = ""
     secrets_prefix: str = "alfacrm-uis"
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
@@ -49,6 +53,9 @@ class Environment(BaseModel):
             text_events_queue_url=e.get("TEXT_EVENTS_QUEUE_URL", ""),
             deal_events_dlq_url=e.get("DEAL_EVENTS_DLQ_URL", ""),
             text_events_dlq_url=e.get("TEXT_EVENTS_DLQ_URL", ""),
+            deal_upload_queue_url=e.get("DEAL_UPLOAD_QUEUE_URL", ""),
+            chat_poll_queue_url=e.get("CHAT_POLL_QUEUE_URL", ""),
+            reconcile_queue_url=e.get("RECONCILE_QUEUE_URL", ""),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
             admin_token=e.get("ADMIN_TOKEN", ""),

@@ -1,15 +1,25 @@
-"""SQS: the intakes, the reconciler, the chat poller and the admin replay put messages on the worker queues.
+"""SQS: the intakes, the reconciler, the chat poller and the admin replay put messages on the worker queues;
+the scheduler ticks and the job workers put per-school work on the work queues.
 
-The only SQS code outside the workers' event sources. Messages are the models of `connector.models.messages`.
+The only SQS code outside the workers' event sources. Messages are the models of `connector.models.messages`
+and `connector.models.work`.
+
+Message groups: every event carries `MessageGroupId = <integration id>`. On the two standard event queues
+that makes them Amazon SQS fair queues (one school's burst, a mass import in AlfaCRM, does not hold back the
+other schools' events; order is not promised, the workers do not need it). On the FIFO work queues the group
+is what keeps one school's job to one run at a time, and the deduplication id (the school, the job and the due
+time it was sent for) drops the copy a second tick sends while the first is still waiting or running.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from connector.aws import Aws
 from connector.config import Environment
 from connector.models.messages import DealEventMessage, QueueMessage, TextEventMessage
+from connector.models.work import Job, SchoolWork, ShardPage
 
 BATCH = 10  # SQS SendMessageBatch takes at most ten entries
 
@@ -32,19 +42,42 @@ class Queues:
         return self._send_many(self.env.text_events_queue_url, messages)
 
     def _send(self, queue_url: str, message: QueueMessage) -> str:
-        reply = self.aws.sqs.send_message(QueueUrl=queue_url, MessageBody=message.body())
+        reply = self.aws.sqs.send_message(
+            QueueUrl=queue_url, MessageBody=message.body(), MessageGroupId=message.integration_id
+        )
         return str(reply["MessageId"])
 
     def _send_many(self, queue_url: str, messages: list[DealEventMessage] | list[TextEventMessage]) -> int:
+        entries = [{"MessageBody": m.body(), "MessageGroupId": m.integration_id} for m in messages]
+        return self._batches(queue_url, entries)
+
+    def _batches(self, queue_url: str, entries: list[dict[str, str]]) -> int:
         sent = 0
-        for start in range(0, len(messages), BATCH):
-            chunk = messages[start : start + BATCH]
-            entries = [{"Id": str(i), "MessageBody": m.body()} for i, m in enumerate(chunk)]
-            reply = self.aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        for start in range(0, len(entries), BATCH):
+            chunk = [{"Id": str(i), **e} for i, e in enumerate(entries[start : start + BATCH])]
+            reply = self.aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=chunk)
             if reply.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(reply['Failed'])} of {len(chunk)} messages")
             sent += len(chunk)
         return sent
+
+    # --- per-school work ---------------------------------------------------------------------------------
+    def work_queue_url(self, job: Job) -> str:
+        """The FIFO queue of the function that runs `job` (backfill chunks run beside the reconciliation)."""
+        return {
+            "upload": self.env.deal_upload_queue_url,
+            "poll": self.env.chat_poll_queue_url,
+            "reconcile": self.env.reconcile_queue_url,
+            "backfill": self.env.reconcile_queue_url,
+        }[job]
+
+    def send_work(self, job: Job, messages: list[SchoolWork | ShardPage]) -> int:
+        """Put work items on `job`'s queue: a school's in its own group, a shard page in the shard's."""
+        entries = [
+            {"MessageBody": m.body(), "MessageGroupId": work_group(m), "MessageDeduplicationId": work_dedup(m)}
+            for m in messages
+        ]
+        return self._batches(self.work_queue_url(job), entries)
 
     def redrive_dead_letters(self, integration_id: str, *, max_messages: int = 1000) -> int:
         """Move this integration's dead letters back to their source queues (admin replay); → how many.
@@ -79,7 +112,7 @@ class Queues:
                     # receive's visibility timeout), so the loop never receives it twice
                     continue
                 # as it died, byte for byte: a dead letter may be one no model can read
-                sqs.send_message(QueueUrl=target_url, MessageBody=m["Body"])
+                sqs.send_message(QueueUrl=target_url, MessageBody=m["Body"], MessageGroupId=integration_id)
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
                 moved += 1
         return moved
@@ -92,3 +125,18 @@ def _owner(body: str) -> str | None:
         return None
     owner = parsed.get("integration_id") if isinstance(parsed, dict) else None
     return owner if isinstance(owner, str) else None
+
+
+def work_group(message: SchoolWork | ShardPage) -> str:
+    if isinstance(message, SchoolWork):
+        return message.integration_id
+    return f"page-{message.job}-{message.shard}"
+
+
+def work_dedup(message: SchoolWork | ShardPage) -> str:
+    """Same work, same id (SQS drops a copy sent within five minutes): the school, job and due time it is for."""
+    if isinstance(message, SchoolWork):
+        key = ["school", message.job, message.integration_id, message.due, str(message.marked_at)]
+    else:
+        key = ["page", message.job, str(message.shard), message.until, json.dumps(message.start, sort_keys=True)]
+    return hashlib.sha256("|".join(key).encode()).hexdigest()

@@ -1,7 +1,8 @@
 """Hourly reconciliation: what webhooks missed, and funnels renamed in AlfaCRM.
 
 AlfaCRM webhooks have no retries and no ordering guarantee, and a lost one is simply lost; AlfaCRM's
-change log (`log/index`) still has the change. Per active integration with deals enabled:
+change log (`log/index`) still has the change. `reconcile_integration` is the per-school unit of work of the
+fan-out's `reconcile` job (`connector.fanout`, hourly per integration with deals enabled):
 1. lead statuses are re-read and `ensure_funnels` runs (a status renamed or added without a customer
    event would otherwise stay stale in UIS);
 2. `log/index` for Customer and Pay is read since the stored watermark (`WM#alfacrm_log`), at most
@@ -23,7 +24,6 @@ from connector.alfacrm.models import WebhookEvent, to_int
 from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
-from connector.errors import ConnectorError
 from connector.models.messages import DealEventMessage
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import LogMark
@@ -48,19 +48,6 @@ class ReconcileReport:
     funnels_changed: bool = False
     error: str | None = None
     per_entity: dict[str, int] = field(default_factory=dict)
-
-
-def reconcile_all(rt: Runtime, *, max_pages: int = MAX_PAGES) -> list[ReconcileReport]:
-    reports = []
-    for integration in rt.store.integrations.list_active():
-        if not integration.settings.deals.enabled:
-            continue
-        try:
-            reports.append(reconcile_integration(rt, integration, max_pages=max_pages))
-        except ConnectorError as exc:
-            logger.warning("reconcile failed", extra={"integration_id": integration.id, "code": exc.code})
-            reports.append(ReconcileReport(integration.id, error=exc.message))
-    return reports
 
 
 def reconcile_integration(

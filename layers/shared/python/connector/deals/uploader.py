@@ -1,6 +1,8 @@
-"""The deal uploader's use case: flush each integration's pending deals to UIS in as few calls as possible.
+"""The deal uploader's use case: flush one integration's pending deals to UIS in as few calls as possible.
 
-Per integration with pending deals:
+`flush_integration` is the per-school unit of work of the fan-out's `upload` job (`connector.fanout`: a tick
+sends one work item per integration with pending deals; the uploader function runs them in parallel, one at
+a time per integration). Per integration with pending deals:
 1. `ensure_funnels` (a DynamoDB read when nothing changed); a deal naming a stage UIS does not know forces
    one real sync (a status added in AlfaCRM a minute ago), and is parked if the stage is still unknown;
 2. contacts: ONE `create.deal_contacts` for new ones and ONE `update.deal_contacts` for changed ones
@@ -27,7 +29,7 @@ from datetime import datetime, timedelta
 
 from connector.deals import drafts
 from connector.deals.funnels import ensure_funnels
-from connector.errors import ConnectorError, UisError, UisValidationError
+from connector.errors import UisError, UisValidationError
 from connector.models.deals import FIRST_SALE, UPSELL, DealRecord, DealRef, Step, contact_ext_id
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
@@ -75,26 +77,6 @@ class _Item:
     contact_sig: str | None = None
     at: str = ""  # the flush's moment (UTC ISO)
     done: bool = False  # uploaded or parked by this flush
-
-
-def flush_all(rt: Runtime, *, integration_id: str | None = None) -> list[FlushReport]:
-    """Flush every active integration with deals enabled (or just `integration_id`, on demand)."""
-    if integration_id:
-        found = rt.store.integrations.get(integration_id, fresh=True)
-        integrations = [found] if found else []
-    else:
-        integrations = rt.store.integrations.list_active()
-    reports = []
-    for integration in integrations:
-        if not integration.active or not integration.settings.deals.enabled:
-            continue
-        try:
-            reports.append(flush_integration(rt, integration))
-        except ConnectorError as exc:
-            # one integration's broken credentials or UIS outage must not hold up the others
-            logger.warning("deal flush failed", extra={"integration_id": integration.id, "code": exc.code})
-            reports.append(FlushReport(integration.id, state="deferred", error=exc.message))
-    return reports
 
 
 def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:

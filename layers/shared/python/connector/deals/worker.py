@@ -62,6 +62,11 @@ class _Context:
     lookups: Lookups
 
 
+def deal_context(rt: Runtime, integration: Integration, alfacrm: AlfaCrmClient) -> _Context:
+    """What `refresh_deals` needs, for a use case that reads AlfaCRM's lists itself (the backfill)."""
+    return _Context(rt, integration, alfacrm, Lookups.of(rt, integration, lambda: alfacrm))
+
+
 def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
     """Process one deal-events queue message (one AlfaCRM webhook).
 
@@ -78,8 +83,7 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
         return Outcome("parked", "malformed event")
     if event.entity not in ENTITIES:
         return Outcome("ignored", f"entity {event.entity}")
-    alfacrm = rt.clients.alfacrm(integration)
-    ctx = _Context(rt, integration, alfacrm, Lookups.of(rt, integration, lambda: alfacrm))
+    ctx = deal_context(rt, integration, rt.clients.alfacrm(integration))
     at = snapshots.event_time(event, message.received_at, integration.timezone)
     try:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from functools import cached_property
 
 from connector.store.access import AccessStore
+from connector.store.backfill import BackfillStore
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
 from connector.store.integrations import IntegrationStore
 from connector.store.texts import TextStore
+from connector.store.work import WorkIndex
 
 
 class Store:
@@ -24,12 +26,22 @@ class Store:
         return IntegrationStore(self.table)
 
     @cached_property
+    def work(self) -> WorkIndex:
+        """The per-school work index the scheduler ticks read (`connector.fanout`)."""
+        return WorkIndex(self.table)
+
+    @cached_property
     def deals(self) -> DealStore:
-        return DealStore(self.table)
+        # a deal marked pending makes its integration due for an upload
+        return DealStore(self.table, work=self.work)
 
     @cached_property
     def texts(self) -> TextStore:
         return TextStore(self.table)
+
+    @cached_property
+    def backfill(self) -> BackfillStore:
+        return BackfillStore(self.table)
 
     @cached_property
     def access(self) -> AccessStore:

@@ -113,6 +113,22 @@ class DynamoTable:
             cond = cond & Key("gsi1sk").begins_with(sk_prefix)
         yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)
 
+    def query_gsi_page(
+        self, gsi1pk: str, *, until: str, limit: int, start: Mapping[str, str] | None = None
+    ) -> tuple[list[Item], dict[str, str] | None]:
+        """One page of `gsi1pk`'s items with `gsi1sk <= until`, in key order; → (items, the key to go on from)."""
+        kwargs: dict[str, object] = {
+            "IndexName": "gsi1",
+            "KeyConditionExpression": Key("gsi1pk").eq(gsi1pk) & Key("gsi1sk").lte(until),
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = dict(start)
+        self.calls += 1
+        reply = self.table.query(**kwargs)
+        last = reply.get("LastEvaluatedKey")
+        return [from_ddb(i) for i in reply.get("Items", [])], ({k: str(v) for k, v in last.items()} if last else None)
+
     def _paged(self, kwargs: dict[str, object], limit: int | None) -> Iterator[Item]:
         seen = 0
         while True:

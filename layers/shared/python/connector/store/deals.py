@@ -19,6 +19,7 @@ from connector.errors import ConcurrentUpdate
 from connector.models.deals import FUNNELS, USER_FIELDS, CustomerSnapshot, DealRecord, DealRef
 from connector.models.sync import FunnelState, LogMark, ResyncMark, UisSyncState, UserFieldState
 from connector.store.base import KEYS, DynamoTable, Item, int_pk, load, model_item, on_conflict
+from connector.store.work import WorkIndex
 
 UPDATE_ATTEMPTS = 6
 _UNREAD = object()
@@ -41,8 +42,9 @@ def pending_pk(integration_id: str) -> str:
 
 
 class DealStore:
-    def __init__(self, table: DynamoTable) -> None:
+    def __init__(self, table: DynamoTable, *, work: WorkIndex | None = None) -> None:
         self.t = table
+        self.work = work or WorkIndex(table)
 
     # --- customer snapshots ------------------------------------------------------------------------
     def get_customer(self, integration_id: str, customer_id: int) -> CustomerSnapshot | None:
@@ -127,6 +129,8 @@ class DealStore:
         if saved.upload_state == "pending":
             item["gsi1pk"] = pending_pk(integration_id)
             item["gsi1sk"] = f"{deal.funnel}#{deal.ext_id}"
+            # before the deal: a pending deal always has its integration's upload entry (WorkIndex.settle)
+            self.work.mark(integration_id, "upload")
         self.t.put(item, expected_version=deal.version)
         return saved
 

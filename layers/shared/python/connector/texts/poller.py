@@ -1,9 +1,12 @@
 """The chat poller: chat starts (UIS sends no notification for them) and lost chats whose notification
-never came, read from `get.chats_report` on a schedule (ScheduleV2 `ChatPollSchedule`, every 5 minutes).
+never came, read from `get.chats_report` on a schedule (ScheduleV2 `ChatPollSchedule`, every minute).
 
-Per ACTIVE integration that needs it — chats on AND (lost-chat task on OR leads created on chat start);
-the others cost nothing, not even a client — and only when its interval (`texts.chats.poll_interval_minutes`,
-stretched when the UIS day budget runs low) has passed since its last poll:
+`ChatPoller.poll(integration)` is the per-school unit of work of the fan-out's `poll` job (`connector.fanout`:
+a tick every minute sends one work item per integration whose next poll is due; the poller function runs
+them in parallel, one at a time per integration). Per ACTIVE integration that needs it — chats on AND
+(lost-chat task on OR leads created on chat start); the others have no entry in the work index and cost
+nothing — and only when its interval (`texts.chats.poll_interval_minutes`, stretched when the UIS day budget
+runs low) has passed since its last poll:
 
 1. read `get.chats_report` for [watermark − overlap, now] (overlap: a chat read as `new` that turned
    `lost` afterwards is read again), capped at the API's 3-month interval, paging with limit/offset;
@@ -22,7 +25,7 @@ lead → transcript → task (so the task links the lead it just created) and ha
 parking; the poller stays a cheap reader that finishes within its timeout even after an outage.
 
 UIS points (each successful call costs one; `metadata.limits` reports the budget):
-- at the defaults (schedule every 5 minutes, interval 5) an integration is polled 288 times a day, one
+- at the default interval (5 minutes) an integration is polled 288 times a day, one
   call each (a page holds 1000 chats): 288 points. The poller's own day allowance is
   max(300, 1440 / interval + 12) points — 300 at the defaults — and a poll never spends past it
   (its pages are capped by what is left); past it, polling waits for the next day (the watermark
@@ -38,9 +41,7 @@ under the same day.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from connector.errors import ConcurrentUpdate, ConnectorError
@@ -76,7 +77,6 @@ class PollPolicy:
     reserve_points: int = 150
     stretch_ratio: float = 0.5  # below this share of the day limit the interval doubles (×4 below half of it)
     schedule_slack: timedelta = timedelta(seconds=45)  # EventBridge fires a little early or late
-    deadline_margin_ms: int = 15_000  # stop starting polls when the Lambda has less than this left
 
 
 def needs_polling(integration: Integration) -> bool:
@@ -141,7 +141,7 @@ def live_limits(uis: UisClient) -> UisLimits | None:
 @dataclass
 class PollResult:
     integration_id: str
-    status: str  # polled | not_needed | not_due | budget | allowance | failed | conflict | no_time
+    status: str  # polled | not_needed | not_due | budget | allowance | failed | conflict
     reason: str = ""
     points: int = 0
     chats: int = 0
@@ -151,37 +151,6 @@ class PollResult:
     truncated: bool = False
 
 
-@dataclass
-class RunSummary:
-    integrations: int = 0
-    results: list[PollResult] = field(default_factory=list)
-
-    def as_dict(self) -> JsonObject:
-        by_status: JsonObject = {}
-        for r in self.results:
-            count = by_status.get(r.status, 0)
-            by_status[r.status] = (count if isinstance(count, int) else 0) + 1
-        return {
-            "integrations": self.integrations,
-            "by_status": by_status,
-            "uis_points": sum(r.points for r in self.results),
-            "chats_read": sum(r.chats for r in self.results),
-            "lost_chat_events": sum(r.lost_events for r in self.results),
-            "chat_started_events": sum(r.started_events for r in self.results),
-            "polls": [
-                {
-                    "integration_id": r.integration_id,
-                    "status": r.status,
-                    "reason": r.reason,
-                    "points": r.points,
-                    "window": list(r.window) if r.window else None,
-                }
-                for r in self.results
-                if r.status not in {"not_needed", "not_due"}
-            ],
-        }
-
-
 class ChatPoller:
     def __init__(self, rt: Runtime, *, policy: PollPolicy | None = None) -> None:
         self.rt = rt
@@ -189,33 +158,11 @@ class ChatPoller:
         self.clock = rt.now
         self.policy = policy or PollPolicy()
 
-    # --- one scheduled run ------------------------------------------------------------------------
-    def run(self, *, remaining_ms: Callable[[], int] | None = None) -> RunSummary:
-        """Poll every integration that is due; the most overdue first, so a short run is still fair."""
-        summary = RunSummary()
-        integrations = self.rt.store.integrations.list_active()
-        summary.integrations = len(integrations)
-        states: dict[str, tuple[Integration, PollerState]] = {}
-        for integration in integrations:
-            if not needs_polling(integration):
-                summary.results.append(PollResult(integration.id, "not_needed"))
-                continue
-            states[integration.id] = (integration, self.texts.get_watermark(integration.id, WATERMARK) or PollerState())
-        order = sorted(states.values(), key=lambda pair: pair[1].last_poll_at or "")
-        for integration, state in order:
-            if remaining_ms is not None and remaining_ms() < self.policy.deadline_margin_ms:
-                summary.results.append(PollResult(integration.id, "no_time", "the run is out of time"))
-                continue
-            try:
-                summary.results.append(self.poll(integration, state))
-            except Exception as exc:  # one integration's fault (secrets, SQS) must not starve the others
-                logger.exception("chat poll crashed; watermark kept", extra={"integration_id": integration.id})
-                summary.results.append(PollResult(integration.id, "failed", type(exc).__name__))
-        return summary
-
     # --- one integration --------------------------------------------------------------------------
     def poll(self, integration: Integration, state: PollerState | None = None) -> PollResult:
-        """Poll one integration if it is due and the budget allows; never raises for one integration."""
+        """Poll one integration if it needs it, is due and the budget allows; never raises for one integration."""
+        if not needs_polling(integration):
+            return PollResult(integration.id, "not_needed")
         if state is None:
             state = self.texts.get_watermark(integration.id, WATERMARK) or PollerState()
         now = self.clock()
@@ -416,11 +363,3 @@ class ChatPoller:
         # on ConcurrentUpdate another run wrote a newer state: its limits are at least as fresh
         with contextlib.suppress(ConcurrentUpdate):
             self.texts.put_watermark(integration.id, WATERMARK, value, expected_version=state.version)
-
-
-def poll_chats(rt: Runtime, *, remaining_ms: Callable[[], int] | None = None) -> JsonObject:
-    """The scheduled use case: one run over every integration → a summary for the handler's return."""
-    started = time.monotonic()
-    summary = ChatPoller(rt).run(remaining_ms=remaining_ms).as_dict()
-    summary["seconds"] = round(time.monotonic() - started, 3)
-    return summary

@@ -1,0 +1,175 @@
+"""The work index: `WORK#<job>` per integration, in `gsi1` only while the job has a due time.
+
+Keys: `pk = INT#<id>`, `sk = WORK#<job>`; while scheduled `gsi1pk = WORK#<job>#<shard>` and
+`gsi1sk = <due UTC ISO>#<id>`, so "who is due now" is one range query per shard that reads only the due
+entries (a school whose next run is later, or that has no work, is not read at all). Entries are spread over
+`SHARDS` partitions by a hash of the id: every tick reads each shard's first page itself; a busier shard is
+handed on page by page (`ShardPage`), so 10,000 due schools cost a tick the same as ten.
+
+Upload work arrives with deals marked pending (`mark`, called by the deal store: due `AT_ONCE` unless the
+entry already has a due time, e.g. a backoff); it is settled by the
+uploader's worker once nothing is pending (`settle`). Marks are time-stamped (`marked_at`, wall clock) and a
+container skips a mark it made less than `MARK_MEMORY_SECONDS` ago; `settle` removes the entry only if the
+last mark is older than `SETTLE_GUARD_SECONDS` before the worker checked for pending deals, which covers both
+a skipped mark and the GSI's replication lag (see `settle`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from connector.memo import Memo
+from connector.models.work import Job, WorkEntry
+from connector.store.base import DynamoTable, int_pk, load, to_ddb
+
+SHARDS = 8  # index partitions per job; changing it re-shards every entry (each is re-written at its next run)
+MARK_MEMORY_SECONDS = 20.0
+GSI_LAG_ALLOWANCE_SECONDS = 10.0  # GSI replication is usually well under a second
+SETTLE_GUARD_SECONDS = MARK_MEMORY_SECONDS + GSI_LAG_ALLOWANCE_SECONDS
+# A marked entry is due at once: it sorts before every real due time whatever clock reads the index. Its
+# work item is told apart from an earlier one of the same school by `marked_at` (the deduplication id).
+AT_ONCE = "1970-01-01T00:00:00Z"
+
+
+def work_sk(job: Job) -> str:
+    return f"WORK#{job}"
+
+
+def shard_of(integration_id: str) -> int:
+    return int(hashlib.sha256(integration_id.encode()).hexdigest()[:8], 16) % SHARDS
+
+
+def index_pk(job: Job, shard: int) -> str:
+    return f"WORK#{job}#{shard:02d}"
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class WorkIndex:
+    def __init__(self, table: DynamoTable, *, clock: Callable[[], float] = time.time) -> None:
+        self.t = table
+        self.clock = clock
+        self._marked: Memo[tuple[str, Job], bool] = Memo(MARK_MEMORY_SECONDS, clock=lambda: self.clock())
+
+    # --- reads --------------------------------------------------------------------------------------
+    def get(self, integration_id: str, job: Job) -> WorkEntry | None:
+        return load(WorkEntry, self.t.get(int_pk(integration_id), work_sk(job)))
+
+    def due(
+        self, job: Job, shard: int, *, until: str, limit: int, start: dict[str, str] | None = None
+    ) -> tuple[list[WorkEntry], dict[str, str] | None]:
+        """One page of the shard's entries due at or before `until` (earliest first) and where the next starts."""
+        items, last = self.t.query_gsi_page(index_pk(job, shard), until=f"{until}~", limit=limit, start=start)
+        return [WorkEntry.model_validate(i) for i in items], last
+
+    # --- writes ---------------------------------------------------------------------------------------
+    def mark(self, integration_id: str, job: Job) -> bool:
+        """Work arrived (a deal marked pending): due now unless the entry is due already or backing off.
+
+        → whether a write was made (a mark this container made within `MARK_MEMORY_SECONDS` is enough)."""
+        key = (integration_id, job)
+        if self._marked.get(key):
+            return False
+        now = self.clock()
+        due = AT_ONCE
+        self.t.calls += 1
+        self.t.table.update_item(
+            Key={"pk": int_pk(integration_id), "sk": work_sk(job)},
+            UpdateExpression=(
+                "SET integration_id = :id, job = :job, marked_at = :m, due = if_not_exists(due, :due), "
+                "gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
+            ),
+            ExpressionAttributeValues={
+                ":id": integration_id,
+                ":job": job,
+                ":m": _decimal(now),
+                ":due": due,
+                ":gpk": index_pk(job, shard_of(integration_id)),
+                ":gsk": f"{due}#{integration_id}",
+            },
+        )
+        self._marked.put(key, True)
+        return True
+
+    def schedule(
+        self,
+        integration_id: str,
+        job: Job,
+        due: datetime,
+        *,
+        failures: int = 0,
+        error: str | None = None,
+        ran_at: datetime | None = None,
+    ) -> WorkEntry:
+        """The job's next due time (its own schedule, or a backoff), keeping the last mark's time."""
+        entry = WorkEntry(
+            integration_id=integration_id,
+            job=job,
+            due=iso(due),
+            failures=failures,
+            last_error=error,
+            last_run_at=iso(ran_at) if ran_at else None,
+        )
+        values: dict[str, object] = {
+            ":id": integration_id,
+            ":job": job,
+            ":due": entry.due,
+            ":f": failures,
+            ":gpk": index_pk(job, shard_of(integration_id)),
+            ":gsk": f"{entry.due}#{integration_id}",
+        }
+        expr = "SET integration_id = :id, job = :job, due = :due, failures = :f, gsi1pk = :gpk, gsi1sk = :gsk"
+        removed = []
+        for name, value in (("last_error", error), ("last_run_at", entry.last_run_at)):
+            if value is None:
+                removed.append(name)
+            else:
+                expr += f", {name} = :{name}"
+                values[f":{name}"] = value
+        if removed:
+            expr += " REMOVE " + ", ".join(removed)
+        self.t.calls += 1
+        self.t.table.update_item(
+            Key={"pk": int_pk(integration_id), "sk": work_sk(job)},
+            UpdateExpression=expr,
+            ExpressionAttributeValues=values,
+        )
+        return entry
+
+    def remove(self, integration_id: str, job: Job) -> None:
+        self.t.delete(int_pk(integration_id), work_sk(job))
+        self._marked.drop((integration_id, job))
+
+    def settle(self, integration_id: str, job: Job, *, checked_at: float) -> bool:
+        """Remove the entry: nothing was pending when the worker looked at `checked_at` (wall clock).
+
+        Refused (→ False) while the last mark is younger than `SETTLE_GUARD_SECONDS` before that look: the
+        deal marked then may not have reached the GSI the worker read yet, and a container may have skipped
+        writing a later mark (it marked less than `MARK_MEMORY_SECONDS` before). Either way the mark it did
+        write is that recent, so the entry stays and the next tick runs the job again.
+        """
+        self.t.calls += 1
+        try:
+            self.t.table.delete_item(
+                Key={"pk": int_pk(integration_id), "sk": work_sk(job)},
+                ConditionExpression=Attr("marked_at").not_exists()
+                | Attr("marked_at").lt(_decimal(checked_at - SETTLE_GUARD_SECONDS)),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        self._marked.drop((integration_id, job))
+        return True
+
+
+def _decimal(value: float) -> object:
+    return to_ddb(round(value, 3))
