@@ -3,7 +3,8 @@ UIS is not empty (`POST /integrations/{id}/backfill`, and the first activation).
 
 A backfill is a per-school job of the fan-out (`connector.fanout`, job `backfill`, on the reconciler's queue:
 one chunk at a time per school). Each chunk reads AlfaCRM's lists page by page — first every branch's
-customers (leads and clients, archived included), then every branch's payments — within the Lambda's time
+customers (leads and clients, archived included), then every branch's payments, then every branch's change
+log of customers (`log/index`, at most `MAX_LOG_PAGES` pages) — within the Lambda's time
 (`CHUNK_MARGIN_MS` kept for the write-back), storing its cursor (`BackfillState`: phase, branch, page) after
 every page, so the next chunk, or a retry after a crash, resumes where it stopped.
 
@@ -17,7 +18,11 @@ What a record becomes (the same snapshot writes and deal derivation as a webhook
   recorded is left as it is — live events know more than a list does, and nothing is written twice;
 - a payment its customer's snapshot does not hold yet: added as created on its `document_date` (AlfaCRM's
   lists carry no creation time for payments); a payment whose customer has no snapshot (outside the date
-  range) is not imported.
+  range) is not imported;
+- a change-log entry of a customer with a snapshot: its facts (status, conversion, archiving) folded in with
+  the log's own time, as the reconciler feeds a missed webhook, so a lead converted last month shows its
+  stages at the times they happened, not all at its creation. The log's order is not documented (newest
+  first in real exports): the cap keeps the pages read first.
 The date range (`date_from`, `date_to`, inclusive) selects customers by `created_at` and payments by
 `document_date`; a customer without `created_at` is imported only when no range is given.
 """
@@ -35,6 +40,7 @@ from pydantic import ValidationError
 from connector.alfacrm.client import ALL_CUSTOMERS, AlfaCrmClient
 from connector.alfacrm.models import Customer, Pay, WebhookEvent
 from connector.deals import snapshots
+from connector.deals.reconcile import as_webhook
 from connector.deals.worker import deal_context, refresh_deals
 from connector.errors import ConcurrentUpdate, ConnectorError
 from connector.models.deals import CustomerSnapshot
@@ -48,7 +54,16 @@ from connector.timeutil import local_to_utc, to_iso
 PAGE_SIZE = 50  # AlfaCRM's fixed page size
 CHUNK_MARGIN_MS = 30_000  # left of the Lambda's time when a chunk stops starting pages
 MAX_FAILURES = 8  # consecutive failed chunks before the backfill is given up (failed, restartable)
+MAX_LOG_PAGES = 200  # × 50 change-log entries per backfill, every branch together
+NEXT_PHASE = {"customers": "pays", "pays": "log", "log": "done"}
 _Record = TypeVar("_Record", Customer, Pay)
+LOG_FILTER = {"entity": "Customer"}
+# what each phase reads: the entity and the `index` filters
+LISTS: dict[str, tuple[str, dict[str, object]]] = {
+    "customers": ("customer", dict(ALL_CUSTOMERS)),
+    "pays": ("pay", {}),
+    "log": ("log", dict(LOG_FILTER)),
+}
 
 
 def start(rt: Runtime, integration: Integration, span: BackfillRange, *, first_only: bool = False) -> BackfillState:
@@ -143,6 +158,8 @@ class _Chunk:
         for branch in self.state.branches:
             total += self.alfacrm.index("customer", ALL_CUSTOMERS, branch_id=branch, page=0).total
             total += self.alfacrm.index("pay", {}, branch_id=branch, page=0).total
+            log = self.alfacrm.index("log", LOG_FILTER, branch_id=branch, page=0).total
+            total += min(log, MAX_LOG_PAGES * PAGE_SIZE)
         self.state.total = total
         self._save()
 
@@ -151,12 +168,19 @@ class _Chunk:
         """Read the cursor's page, fold it in, move the cursor; → (records read, records imported)."""
         st = self.state
         branch = st.branches[st.branch_index]
-        customers = st.phase == "customers"
-        filters = ALL_CUSTOMERS if customers else {}
-        page = self.alfacrm.index("customer" if customers else "pay", filters, branch_id=branch, page=st.page)
+        entity, filters = LISTS[st.phase]
+        page = self.alfacrm.index(entity, filters, branch_id=branch, page=st.page)
         read_at = to_iso(self.rt.now())
-        imported = self._customers(page.items, read_at) if customers else self._pays(page.items, branch, read_at)
-        if len(page.items) < PAGE_SIZE or (st.page + 1) * PAGE_SIZE >= page.total:
+        if st.phase == "customers":
+            imported = self._customers(page.items, read_at)
+        elif st.phase == "pays":
+            imported = self._pays(page.items, branch, read_at)
+        else:
+            st.log_pages += 1
+            self._log(page.items, branch)
+            imported = 0  # history of records imported already
+        last = len(page.items) < PAGE_SIZE or (st.page + 1) * PAGE_SIZE >= page.total
+        if last or (st.phase == "log" and st.log_pages >= MAX_LOG_PAGES):
             self._next_branch()
         else:
             st.page += 1
@@ -166,9 +190,9 @@ class _Chunk:
         st = self.state
         st.page = 0
         st.branch_index += 1
-        if st.branch_index >= len(st.branches):
+        if st.branch_index >= len(st.branches) or (st.phase == "log" and st.log_pages >= MAX_LOG_PAGES):
             st.branch_index = 0
-            st.phase = "pays" if st.phase == "customers" else "done"
+            st.phase = NEXT_PHASE[st.phase]  # type: ignore[assignment]
 
     def _customers(self, items: list[JsonObject], read_at: str) -> int:
         records = [c for c in _parsed(Customer, items) if self._in_range(c.created_at.date() if c.created_at else None)]
@@ -225,6 +249,41 @@ class _Chunk:
             return snapshots.observe_pay(base, listed, pay, at=at, read_at=read_at)
 
         return self.rt.store.deals.update_customer(self.integration.id, snap.customer_id, add, current=snap)
+
+    def _log(self, items: list[JsonObject], branch: int) -> int:
+        """Fold the page's customer changes into the snapshots that exist (→ customers whose deals moved)."""
+        tz = self.integration.timezone
+        events: dict[int, list[tuple[WebhookEvent, str]]] = {}
+        for item in items:
+            try:
+                event = WebhookEvent.model_validate(as_webhook(item, branch))
+                at = snapshots.event_time(event, None, tz)
+            except ValueError:
+                continue
+            if event.entity == "Customer" and self._in_range(event.datetime.date() if event.datetime else None):
+                events.setdefault(event.entity_id, []).append((event, at))
+        known = self.rt.store.deals.get_customers(self.integration.id, events)
+        moved = 0
+        for customer_id, snap in known.items():
+            unseen = [(e, at) for e, at in events[customer_id] if snapshots.event_key(e) not in snap.seen]
+            moved += bool(unseen) and self._fold_log(snap, unseen, branch)
+        return moved
+
+    def _fold_log(self, snap: CustomerSnapshot, unseen: list[tuple[WebhookEvent, str]], branch: int) -> bool:
+        tz = self.integration.timezone
+
+        def fold(current: CustomerSnapshot | None) -> CustomerSnapshot:
+            folded = current or snap
+            for event, at in unseen:
+                folded = snapshots.observe_customer(folded, event, None, at=at, read_at=at, tz=tz)
+            return folded
+
+        updated, written = self.rt.store.deals.update_customer(
+            self.integration.id, snap.customer_id, fold, current=snap
+        )
+        if written:
+            refresh_deals(self.ctx, updated, max(at for _, at in unseen), branch_hint=branch)
+        return written
 
     def _in_range(self, day: date | None) -> bool:
         span = self.state.range

@@ -68,7 +68,7 @@ def reconcile_integration(
     for entity in LOG_ENTITIES:
         entries, mark, pages = _read_log(alfacrm, entity, branch, marks.get(entity), max_pages)
         report.pages += pages
-        unseen = _unseen(rt.store, integration.id, entity, [_as_webhook(entry, branch) for entry in entries])
+        unseen = _unseen(rt.store, integration.id, entity, [as_webhook(entry, branch) for entry in entries])
         messages = [
             DealEventMessage(integration_id=integration.id, received_at=received_at, source="reconciler", event=e)
             for e in unseen
@@ -152,7 +152,7 @@ def _mark(entry: Mapping[str, JsonValue] | None, page: int, order: str | None) -
     return LogMark(at=at, id=log_id, page=page, order=order)
 
 
-def _as_webhook(entry: Mapping[str, JsonValue], branch: int) -> JsonObject:
+def as_webhook(entry: Mapping[str, JsonValue], branch: int) -> JsonObject:
     """A log entry as the webhook AlfaCRM would have sent for it."""
     return {
         "branch_id": branch,

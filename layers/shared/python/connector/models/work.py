@@ -83,7 +83,7 @@ class WorkRecord(SqsRecordModel):
 
 
 # --- backfill --------------------------------------------------------------------------------------------
-BackfillPhase = Literal["customers", "pays", "done"]
+BackfillPhase = Literal["customers", "pays", "log", "done"]
 BackfillStatus = Literal["idle", "running", "done", "failed"]
 
 
@@ -118,6 +118,7 @@ class BackfillState(BaseModel):
     done: int = 0  # records read so far (customers and payments, every branch)
     total: int | None = None  # records to read, as AlfaCRM's first pages counted them
     imported: int = 0  # records inside the range, folded into snapshots
+    log_pages: int = 0  # `log/index` pages read (capped: the log is the history's times, not its records)
     started_at: str | None = None
     updated_at: str | None = None
     finished_at: str | None = None
