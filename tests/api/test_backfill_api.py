@@ -54,7 +54,7 @@ def test_a_backfill_runs_through_the_fan_out_chunk_after_chunk(school, lambda_co
     # Then the next chunk finishes it, and the school leaves the backfill index
     outcome = fanout.handle_work(rt, WORK_MESSAGE.validate_json(chained["Body"]), remaining_ms=lambda: 300_000)
     assert outcome.detail["state"] == "done" and outcome.status == "removed"
-    status, progress = call(lambda_context, "GET", f"/integrations/{school}/backfill")
+    _, progress = call(lambda_context, "GET", f"/integrations/{school}/backfill")
     assert progress["state"] == "done" and progress["done"] == progress["total"] > 0 and progress["eta_s"] is None
 
 

@@ -173,7 +173,7 @@ def test_a_running_backfill_is_not_restarted_and_a_failing_one_gives_up(
     # When AlfaCRM keeps failing, each chunk counts a failure (the fan-out backs off) until it gives up
     alfacrm.fail_next(503, count=10_000)
     for n in range(1, backfill.MAX_FAILURES):
-        with pytest.raises(Exception, match="503|unavailable"):
+        with pytest.raises(Exception, match=r"503|unavailable"):
             backfill.run_chunk(rt, integration, remaining_ms=lambda: 300_000)
         assert rt.store.backfill.get(integration.id).failures == n  # type: ignore[union-attr]
     state = backfill.run_chunk(rt, integration, remaining_ms=lambda: 300_000)
