@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 # Official lifetime is 15 minutes; renew a minute early so a token never dies in flight.
 TOKEN_TTL_SECONDS = 14 * 60
-TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+# Bounded so that every try of a call to a hung account ends within the calling worker's timeout (the deal and
+# text workers: 60 s; tests/schools/test_isolation.py): a school's hung AlfaCRM costs only its own worker.
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 TOKEN_HEADER = "X-ALFACRM-TOKEN"  # noqa: S105 (a header name, not a secret)
 # One client claims AlfaCRM cuts comments at 2048 characters (unverified): split below that, never lose text.
 COMMENT_MAX_CHARS = 2000

@@ -51,8 +51,10 @@ MAX_CONTACTS = 1000  # create|update.deal_contacts
 PAGE_SIZE = 1000  # UIS's default `limit`
 MAX_PAGE_SIZE = 10000  # UIS's maximum `limit`
 
-# Reports can be slow on wide ranges; connect fast so a dead route fails within the Lambda budget.
-TIMEOUT = httpx.Timeout(30.0, connect=5.0, pool=5.0)
+# Connect fast so a dead route fails at once; read within 10 s so that every try of a call to a hung account
+# ends within the calling worker's timeout (the text worker: 60 s; tests/schools/test_isolation.py). The
+# poller reads reports over short windows (its watermark), which UIS answers well within that.
+TIMEOUT = httpx.Timeout(10.0, connect=3.0, pool=3.0)
 HEADERS = {"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"}
 
 _AUTH_MNEMONICS = frozenset(
