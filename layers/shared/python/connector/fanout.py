@@ -29,7 +29,7 @@ from connector.models.work import Job, SchoolWork, ShardPage
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
-from connector.store.work import SETTLE_GUARD_SECONDS, SHARDS
+from connector.store.work import SHARDS
 from connector.texts.poller import ChatPoller, needs_polling
 from connector.timeutil import from_iso, to_iso
 
@@ -38,7 +38,9 @@ RECONCILE_EVERY = timedelta(hours=1)
 BUDGET_WAIT = timedelta(minutes=15)  # the UIS day budget (or the poller's allowance) is spent for now
 # a backfill chunk runs within the reconciler's timeout (300 s); a chain broken by a crash resumes after this
 BACKFILL_LEASE = timedelta(minutes=10)
-POLL_SLACK = timedelta(seconds=45)  # EventBridge fires a little early or late (the poller's own slack)
+POLL_SLACK = timedelta(seconds=45)
+# "at the next tick": past the tick's own second, so the shard pages this tick still reads do not take it again
+NEXT_TICK = timedelta(seconds=1)  # EventBridge fires a little early or late (the poller's own slack)
 
 # (first wait, longest wait) after consecutive failures: the first doubles per failure up to the longest
 BACKOFF: dict[Job, tuple[timedelta, timedelta]] = {
@@ -173,11 +175,12 @@ def _upload(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) ->
         return Next(None, detail, failed=report.error or "upload deferred")
     checked_at = rt.store.work.clock()
     if rt.store.deals.pending_keys(integration.id, limit=1):
-        return Next(rt.now(), detail)  # more than one flush takes, or changed meanwhile: the next tick goes on
+        return Next(rt.now() + NEXT_TICK, detail)  # more than a flush takes, or changed meanwhile: the next tick
     if rt.store.work.settle(integration.id, "upload", checked_at=checked_at):
         return Next(None, detail, kept=True)
-    # a deal was marked pending just now (maybe not in the GSI yet): look again after the guard
-    return Next(rt.now() + timedelta(seconds=SETTLE_GUARD_SECONDS), detail)
+    # a deal was marked pending just now (maybe not in the GSI yet): the next tick looks again (a real due
+    # time, not the mark's "at once": a new due time is a new deduplication id, so SQS does not drop it)
+    return Next(rt.now() + NEXT_TICK, detail)
 
 
 def _poll(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:

@@ -7,7 +7,7 @@ entries (a school whose next run is later, or that has no work, is not read at a
 handed on page by page (`ShardPage`), so 10,000 due schools cost a tick the same as ten.
 
 Upload work arrives with deals marked pending (`mark`, called by the deal store: due `AT_ONCE` unless the
-entry already has a due time, e.g. a backoff); it is settled by the
+job is backing off after failures); it is settled by the
 uploader's worker once nothing is pending (`settle`). Marks are time-stamped (`marked_at`, wall clock) and a
 container skips a mark it made less than `MARK_MEMORY_SECONDS` ago; `settle` removes the entry only if the
 last mark is older than `SETTLE_GUARD_SECONDS` before the worker checked for pending deals, which covers both
@@ -72,30 +72,39 @@ class WorkIndex:
 
     # --- writes ---------------------------------------------------------------------------------------
     def mark(self, integration_id: str, job: Job) -> bool:
-        """Work arrived (a deal marked pending): due now unless the entry is due already or backing off.
+        """Work arrived (a deal marked pending): due at once, unless the job is backing off after failures
+        (then its due time stays: a failing school is not retried sooner for having more work).
 
         → whether a write was made (a mark this container made within `MARK_MEMORY_SECONDS` is enough)."""
         key = (integration_id, job)
         if self._marked.get(key):
             return False
-        now = self.clock()
-        due = AT_ONCE
-        self.t.calls += 1
-        self.t.table.update_item(
-            Key={"pk": int_pk(integration_id), "sk": work_sk(job)},
-            UpdateExpression=(
-                "SET integration_id = :id, job = :job, marked_at = :m, due = if_not_exists(due, :due), "
-                "gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
-            ),
-            ExpressionAttributeValues={
-                ":id": integration_id,
-                ":job": job,
-                ":m": _decimal(now),
-                ":due": due,
-                ":gpk": index_pk(job, shard_of(integration_id)),
-                ":gsk": f"{due}#{integration_id}",
-            },
-        )
+        values = {
+            ":id": integration_id,
+            ":job": job,
+            ":m": _decimal(self.clock()),
+            ":due": AT_ONCE,
+            ":gpk": index_pk(job, shard_of(integration_id)),
+            ":gsk": f"{AT_ONCE}#{integration_id}",
+            ":zero": 0,
+        }
+        at_once = "due = :due, gsi1pk = :gpk, gsi1sk = :gsk"
+        kept = "due = if_not_exists(due, :due), gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
+        for due, condition in ((at_once, "attribute_not_exists(failures) OR failures = :zero"), (kept, None)):
+            kwargs: dict[str, object] = {
+                "Key": {"pk": int_pk(integration_id), "sk": work_sk(job)},
+                "UpdateExpression": f"SET integration_id = :id, job = :job, marked_at = :m, {due}",
+                "ExpressionAttributeValues": values if condition else {k: v for k, v in values.items() if k != ":zero"},
+            }
+            if condition:
+                kwargs["ConditionExpression"] = condition
+            self.t.calls += 1
+            try:
+                self.t.table.update_item(**kwargs)
+                break
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
         self._marked.put(key, True)
         return True
 
