@@ -56,7 +56,12 @@ def api_event(
 
 
 def stored_integration(
-    store: Any, *, integration_id: str = "0a1b2c3d", active: bool = True, settings: dict[str, Any] | None = None
+    store: Any,
+    *,
+    integration_id: str = "0a1b2c3d",
+    active: bool = True,
+    settings: dict[str, Any] | None = None,
+    created_at: str | None = None,
 ) -> Integration:
     integration = Integration(
         id=integration_id,
@@ -68,6 +73,7 @@ def stored_integration(
         alfacrm_webhook_secret_hash=hash_secret(ALFA_SECRET),
         uis_webhook_secret_hash=hash_secret(UIS_SECRET),
         settings=SettingsDocument.model_validate(settings or {}),
+        created_at=created_at,
     )
     store.integrations.create(integration)
     return integration

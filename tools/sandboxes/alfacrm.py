@@ -273,6 +273,19 @@ def _ru_date(value: Any) -> Any:
     return value.strftime("%d.%m.%Y") if isinstance(value, date) else value
 
 
+def _updated_between(records: list[dict[str, Any]], body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`pay/index`'s `updated_at_from` / `updated_at_to` (days, `dd.mm.yyyy`, inclusive), as YegorPanin/
+    alfacrm-client's `PayFilter` lists them (one client, unverified against a server; docs/external-apis.md).
+    `customer/index` has no such filter in any public client: there it is an unknown key, ignored like every
+    other."""
+    low, high = _parse_date(body.get("updated_at_from")), _parse_date(body.get("updated_at_to"))
+    return [
+        r
+        for r in records
+        if (low is None or r["updated_at"].date() >= low) and (high is None or r["updated_at"].date() <= high)
+    ]
+
+
 class AlfaCrmSandbox:
     """An in-memory AlfaCRM account with two branches, seeded school data and webhook triggers."""
 
@@ -309,6 +322,7 @@ class AlfaCrmSandbox:
         self._hangs: list[float] = []  # seconds each of the next v2api requests sleeps before it is handled
         self._released = threading.Event()
         self._drop_deliveries = 0
+        self._lose_log = 0
         self.webhooks: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []
@@ -351,6 +365,12 @@ class AlfaCrmSandbox:
         """The next `count` v2api requests answer `status` (429 or 5xx)."""
         with self._lock:
             self._failures.extend([(int(status), retry_after)] * int(count))
+
+    def lose_next_log_entries(self, count: int = 1) -> None:
+        """Leave the next changes out of `log/index` (fault injection: nothing documents the log as complete,
+        and the reconciler's first run starts at the log's end, so a change before it is not replayed)."""
+        with self._lock:
+            self._lose_log += int(count)
 
     def hang_next(self, seconds: float, count: int = 1) -> None:
         """The next `count` v2api requests sleep `seconds` before they are handled (a hung account)."""
@@ -598,6 +618,9 @@ class AlfaCrmSandbox:
             "payer_name": "",
             "note": "",
             "is_confirmed": 1,
+            # YegorPanin/alfacrm-client's PayResponse: `created_at` / `updated_at` as days (dd.mm.yyyy)
+            "created_at": self.clock(),
+            "updated_at": self.clock(),
         }
         record.update(values)
         self._required(record, ["income"])
@@ -618,6 +641,9 @@ class AlfaCrmSandbox:
             if out.get(key) is not None:
                 out[key] = str(out[key])
         out["document_date"] = _ru_date(record.get("document_date"))
+        for key in ("created_at", "updated_at"):
+            if isinstance(record.get(key), datetime):
+                out[key] = _ru_date(record[key].date())
         return out
 
     def render_task(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -640,18 +666,21 @@ class AlfaCrmSandbox:
     ) -> list[tuple[str, dict[str, Any]]]:
         """Record a change in `log/index` and return the webhook deliveries it triggers (sent after unlock)."""
         now = self.clock()
-        self.log.append(
-            {
-                "id": self._next_id("log"),
-                "entity": entity,
-                "entity_id": entity_id,
-                "user_id": user_id,
-                "event": event,
-                "fields_old": dict(fields_old) or [],
-                "fields_new": dict(fields_new) or [],
-                "date_time": now.strftime(TIME_FORMAT),
-            }
-        )
+        if self._lose_log:
+            self._lose_log -= 1
+        else:
+            self.log.append(
+                {
+                    "id": self._next_id("log"),
+                    "entity": entity,
+                    "entity_id": entity_id,
+                    "user_id": user_id,
+                    "event": event,
+                    "fields_old": dict(fields_old) or [],
+                    "fields_new": dict(fields_new) or [],
+                    "date_time": now.strftime(TIME_FORMAT),
+                }
+            )
         body: dict[str, Any] = {
             "branch_id": branch_id,
             "event": event,
@@ -781,6 +810,7 @@ class AlfaCrmSandbox:
         if not new:
             return record, []
         record.update(values)
+        record["updated_at"] = self.clock()
         outbox = self._event(
             "Pay",
             "update",
@@ -1223,7 +1253,7 @@ class AlfaCrmSandbox:
         if action == "index":
             with self._lock:
                 records = [p for p in self.pays.values() if branch_id is None or p["branch_id"] == branch_id]
-                records = self._filter(records, body)
+                records = self._filter(_updated_between(records, body), body)
             return self._page(records, body, self.render_pay)
         if action == "create":
             with self._lock:

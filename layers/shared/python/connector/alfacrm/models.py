@@ -8,11 +8,12 @@ clean Python types. Unknown fields are kept (`extra="allow"`): accounts differ a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from connector.models.raw import JsonObject, JsonValue
 
@@ -165,6 +166,17 @@ OptDecimal = Annotated[Decimal | None, BeforeValidator(to_decimal)]
 OptDate = Annotated[date | None, BeforeValidator(to_date)]
 OptDateTime = Annotated[datetime | None, BeforeValidator(to_datetime)]
 OptStr = Annotated[str | None, BeforeValidator(to_str)]
+
+
+def _datetime_or_none(value: object) -> datetime | None:
+    try:
+        return to_datetime(value)
+    except ValueError:
+        return None
+
+
+# a field nothing documents the form of: unreadable means unknown, never a record skipped for it
+LaxDateTime = Annotated[datetime | None, BeforeValidator(_datetime_or_none)]
 IntList = Annotated[list[int], BeforeValidator(lambda v: [to_int(item) for item in to_list(v)])]
 StrList = Annotated[list[str], BeforeValidator(lambda v: [str(item).strip() for item in to_list(v)])]
 Map = Annotated[JsonObject, BeforeValidator(to_map)]
@@ -250,6 +262,9 @@ class Pay(AlfaModel):
     note: OptStr = None
     # webhook captures name it `confirmed`; the REST record `is_confirmed`
     is_confirmed: OptBool = Field(default=None, validation_alias=AliasChoices("is_confirmed", "confirmed"))
+    # a day (`dd.mm.yyyy`) in YegorPanin/alfacrm-client's `PayResponse`; not in every account's records
+    created_at: LaxDateTime = None
+    updated_at: LaxDateTime = None
     custom: Map = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -366,3 +381,17 @@ class WebhookEvent(AlfaModel):
             if branch:
                 return branch
         return default
+
+
+_Listed = TypeVar("_Listed", bound=AlfaModel)
+
+
+def parse_listed(model: type[_Listed], items: Iterable[JsonObject]) -> list[_Listed]:
+    """The records of an `index` page that read as `model`; one that does not is skipped, never fatal."""
+    out: list[_Listed] = []
+    for item in items:
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError:
+            continue
+    return out

@@ -33,12 +33,9 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from datetime import time as day_start
-from typing import TypeVar
-
-from pydantic import ValidationError
 
 from connector.alfacrm.client import ALL_CUSTOMERS, AlfaCrmClient
-from connector.alfacrm.models import Customer, Pay, WebhookEvent
+from connector.alfacrm.models import Customer, Pay, WebhookEvent, parse_listed
 from connector.deals import snapshots
 from connector.deals.reconcile import as_webhook
 from connector.deals.worker import deal_context, refresh_deals
@@ -56,7 +53,6 @@ CHUNK_MARGIN_MS = 30_000  # left of the Lambda's time when a chunk stops startin
 MAX_FAILURES = 8  # consecutive failed chunks before the backfill is given up (failed, restartable)
 MAX_LOG_PAGES = 200  # × 50 change-log entries per backfill, every branch together
 NEXT_PHASE = {"customers": "pays", "pays": "log", "log": "done"}
-_Record = TypeVar("_Record", Customer, Pay)
 LOG_FILTER = {"entity": "Customer"}
 # what each phase reads: the entity and the `index` filters
 LISTS: dict[str, tuple[str, dict[str, object]]] = {
@@ -195,7 +191,9 @@ class _Chunk:
             st.phase = NEXT_PHASE[st.phase]  # type: ignore[assignment]
 
     def _customers(self, items: list[JsonObject], read_at: str) -> int:
-        records = [c for c in _parsed(Customer, items) if self._in_range(c.created_at.date() if c.created_at else None)]
+        records = [
+            c for c in parse_listed(Customer, items) if self._in_range(c.created_at.date() if c.created_at else None)
+        ]
         known = self.rt.store.deals.get_customers(self.integration.id, [c.id for c in records])
         imported = 0
         for customer in records:
@@ -221,7 +219,7 @@ class _Chunk:
         return self.rt.store.deals.update_customer(self.integration.id, customer.id, create, current=None)
 
     def _pays(self, items: list[JsonObject], branch: int, read_at: str) -> int:
-        pays = [p for p in _parsed(Pay, items) if p.customer_id and self._in_range(p.document_date)]
+        pays = [p for p in parse_listed(Pay, items) if p.customer_id and self._in_range(p.document_date)]
         snaps = self.rt.store.deals.get_customers(self.integration.id, {p.customer_id for p in pays if p.customer_id})
         imported = 0
         for pay in pays:
@@ -290,15 +288,3 @@ class _Chunk:
         if day is None:
             return span.date_from is None and span.date_to is None
         return (span.date_from is None or day >= span.date_from) and (span.date_to is None or day <= span.date_to)
-
-
-def _parsed(model: type[_Record], items: list[JsonObject]) -> list[_Record]:
-    out: list[_Record] = []
-    for item in items:
-        try:
-            out.append(model.model_validate(item))
-        except ValidationError:
-            logger.warning(
-                "backfill: unreadable record skipped", extra={"entity": model.__name__, "id": item.get("id")}
-            )
-    return out

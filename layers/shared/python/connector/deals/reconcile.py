@@ -8,7 +8,9 @@ fan-out's `reconcile` job (`connector.fanout`, hourly per integration with deals
 2. `log/index` for Customer and Pay is read since the stored watermark (`WM#alfacrm_log`), at most
    `MAX_PAGES` pages per entity per run; each change the customer's snapshot has not seen is sent to the
    deal events queue as the webhook it should have been, so the deal worker stays the only writer and the
-   catch-up gets its retries and DLQ.
+   catch-up gets its retries and DLQ;
+3. what the log missed as well: the customer and payment lists changed since a watermark, compared with the
+   snapshots (`deals.reread`), each disagreement sent the same way.
 
 The log's order is not documented: it is detected (oldest or newest first) and remembered. The first run
 only places the watermark at the current end: history from before the integration existed is not replayed.
@@ -24,6 +26,7 @@ from connector.alfacrm.models import WebhookEvent, to_int
 from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
+from connector.deals.reread import reread
 from connector.models.messages import DealEventMessage
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import LogMark
@@ -48,6 +51,7 @@ class ReconcileReport:
     funnels_changed: bool = False
     error: str | None = None
     per_entity: dict[str, int] = field(default_factory=dict)
+    list_filters: dict[str, str] = field(default_factory=dict)  # entity → whether `updated_at_from` was honoured
 
 
 def reconcile_integration(
@@ -65,6 +69,7 @@ def reconcile_integration(
     branch = integration.alfacrm.branch_id
     marks = rt.store.deals.log_marks(integration.id)
     received_at = to_iso(rt.now())
+    fed: set[tuple[str, int]] = set()
     for entity in LOG_ENTITIES:
         entries, mark, pages = _read_log(alfacrm, entity, branch, marks.get(entity), max_pages)
         report.pages += pages
@@ -80,6 +85,20 @@ def reconcile_integration(
         marks[entity] = mark
         # saved per entity: a failure on Pay keeps Customer's progress
         rt.store.deals.set_log_marks(integration.id, marks)
+        fed |= {(entity, to_int(m.event.get("entity_id")) or 0) for m in messages}
+    # what the log missed too: the lists changed since the watermark, read against the snapshots
+    changed = reread(rt, integration, alfacrm, skip=fed)
+    report.pages += changed.pages
+    report.per_entity["lists"] = len(changed.events)
+    report.list_filters = changed.filters
+    if changed.events:
+        send(
+            [
+                DealEventMessage(integration_id=integration.id, received_at=received_at, source="reconciler", event=e)
+                for e in changed.events
+            ]
+        )
+        report.fed += len(changed.events)
     if report.fed:
         logger.info("missed AlfaCRM changes re-queued", extra={"integration_id": integration.id, "count": report.fed})
     return report

@@ -2,7 +2,8 @@
 
 - UIS sync state (`UIS#funnel#<funnel>`, `UIS#field#<name>`, `UIS#resync`): the stages and user fields UIS
   holds, so a flush costs no UIS point when nothing changed (connector.deals.funnels);
-- the reconciler's position in AlfaCRM's `log/index` (`WM#alfacrm_log`, one `LogMark` per entity);
+- the reconciler's position in AlfaCRM's `log/index` (`WM#alfacrm_log`, one `LogMark` per entity) and in
+  its passes over the customer and payment lists changed since a watermark (`WM#reread`, `RereadMark`);
 - the chat poller's watermark and the last UIS budget it saw (`WM#chats`).
 """
 
@@ -59,6 +60,25 @@ class LogMark(_Sync):
     id: int = 0
     page: int = 0
     order: str | None = None  # asc | desc | None (not known yet)
+
+
+class ListPass(_Sync):
+    """One entity's pass over its AlfaCRM list, changed since a watermark (`connector.deals.reread`)."""
+
+    since: str | None = None  # local date-time: the last complete pass's start (records updated since then)
+    started: str | None = None  # local date-time this pass began (the next pass's `since`); None: none running
+    branches: list[int] = Field(default_factory=list)  # the account's branches, read when the pass began
+    branch: int = 0  # index into `branches`
+    page: int = 0  # the page of that branch the pass reads next
+    filter: str | None = None  # honoured | ignored: what the records' own `updated_at` said of the filter
+
+
+class RereadMark(_Sync):
+    """`WM#reread`: the reconciler's passes over the customer and payment lists."""
+
+    customer: ListPass = Field(default_factory=ListPass)
+    pay: ListPass = Field(default_factory=ListPass)
+    version: int = 0
 
 
 # --- the chat poller ----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from connector.errors import ConcurrentUpdate
 from connector.models.deals import FUNNELS, USER_FIELDS, CustomerSnapshot, DealRecord, DealRef
-from connector.models.sync import FunnelState, LogMark, ResyncMark, UisSyncState, UserFieldState
+from connector.models.sync import FunnelState, LogMark, RereadMark, ResyncMark, UisSyncState, UserFieldState
 from connector.store.base import KEYS, DynamoTable, Item, int_pk, load, model_item, on_conflict
 from connector.store.work import WorkIndex
 
@@ -230,6 +230,13 @@ class DealStore:
     def set_log_marks(self, integration_id: str, marks: dict[str, LogMark]) -> None:
         body = {entity: model_item(mark) for entity, mark in marks.items()}
         self.t.put({**body, "pk": int_pk(integration_id), "sk": "WM#alfacrm_log", "updated_at": int(time.time())})
+
+    def reread_mark(self, integration_id: str) -> RereadMark:
+        """`WM#reread`: the next page of the reconciler's rolling re-read, per entity (0 before the first run)."""
+        return load(RereadMark, self.t.get(int_pk(integration_id), "WM#reread")) or RereadMark()
+
+    def set_reread_mark(self, integration_id: str, mark: RereadMark) -> None:
+        self.t.put({"pk": int_pk(integration_id), "sk": "WM#reread", **model_item(mark)})
 
 
 def _v(snapshot: CustomerSnapshot | None) -> int:
