@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from typing import Any
@@ -9,8 +11,11 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
 from connector.admin import error_reply
-from connector.errors import ConnectorError, Unauthorized
+from connector.errors import BadRequest, ConnectorError, Unauthorized
+from connector.jsonbody import decode_utf8, parse_json
 from connector.secrets import admin_token
+
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
@@ -62,18 +67,78 @@ def check_bearer(headers: dict[str, str] | None) -> None:
         raise Unauthorized("invalid bearer token")
 
 
+def _proxy_error(status: int, code: str, message: str, field: str | None = None, **headers: str) -> dict[str, Any]:
+    """A ready API Gateway proxy reply in the contract's error shape, for refusals before routing."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **headers},
+        "body": json.dumps({"error": {"code": code, "message": message, "field": field}}),
+        "isBase64Encoded": False,
+    }
+
+
+def _proxy_reply(exc: ConnectorError, **headers: str) -> dict[str, Any]:
+    status, _ = error_reply(exc)
+    return _proxy_error(status, exc.code, exc.message, exc.field, **headers)
+
+
 def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
     """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
     try:
         check_bearer(event.get("headers"))
     except Unauthorized as exc:
-        status, body = error_reply(exc)
-        return {
-            "statusCode": status,
-            "headers": {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
-            "body": json.dumps(body),
-            "isBase64Encoded": False,
-        }
+        return _proxy_reply(exc, **{"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def body_bytes(event: dict[str, Any]) -> bytes:
+    """The request body as sent: API Gateway base64-encodes a body that is not UTF-8 text."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            raise BadRequest("body is marked base64-encoded but is not base64") from None
+    # a lone surrogate in the event's text stays visible as bytes that are not UTF-8
+    return str(body).encode("utf-8", "surrogatepass")
+
+
+def strict_json_body(text: str) -> Any:
+    """The resolver's body parser (`json_body_deserializer`): strict JSON, see connector.jsonbody.
+
+    A refusal is raised as the JSONDecodeError the resolver expects, so it reaches the route's validation
+    handler as `json_invalid` with our message, not as a crash.
+    """
+    try:
+        return parse_json(text)
+    except BadRequest as exc:
+        raise json.JSONDecodeError(exc.message, text, 0) from None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def json_body_refused(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A ready proxy reply (415 or 400) for a body the JSON routes cannot read, else None.
+
+    Powertools would answer a declared form or text type with its own 415 shape, crash on a multipart type
+    without a boundary, and raise UnicodeDecodeError on a base64 body that is not UTF-8.
+    """
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type") or ""
+    has_body = bool(event.get("body"))
+    writes = str(event.get("httpMethod") or "").upper() in {"POST", "PUT", "PATCH"}
+    if content_type.strip() and not _is_json(content_type) and (has_body or writes):
+        media = content_type.split(";", 1)[0].strip()
+        return _proxy_error(
+            415, UNSUPPORTED_MEDIA_TYPE, f"Content-Type {media!r} is not supported; send application/json"
+        )
+    try:
+        decode_utf8(body_bytes(event))
+    except BadRequest as exc:
+        return _proxy_reply(exc)
     return None
 
 

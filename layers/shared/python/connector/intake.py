@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from connector import queues
 from connector.config import env
 from connector.errors import BadRequest, NotFound, PayloadTooLarge
+from connector.jsonbody import check_value, decode_utf8, parse_json
 from connector.settings import Integration, json_path
 from connector.store import Store, default_store
 from connector.timeutil import to_iso, utcnow
@@ -67,10 +67,7 @@ def _check_size(body: bytes) -> None:
 def _parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise BadRequest("body is empty; a JSON object is expected")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
     return data
@@ -96,7 +93,7 @@ def accept_alfacrm(
     except ValidationError as exc:
         err = exc.errors()[0]
         path = json_path(tuple(err["loc"])) or "body"
-        raise BadRequest(f"{path}: {err['msg']}", field=path) from None
+        raise BadRequest(f"{path}: {err['msg'].removeprefix('Value error, ')}", field=path) from None
     if not integration.active:
         return Accepted(False, "integration inactive")
     if event.entity not in DEAL_ENTITIES:
@@ -125,15 +122,17 @@ def accept_uis(
     integration = authenticate(store, integration_id, secret, "uis")
     _check_size(body)
     params = dict(query)
+    check_value(params, "query")
     event = params.pop("event", None) or params.pop("notification_type", None)
     if event is not None and event not in UIS_EVENTS:
-        raise BadRequest(f"event: unknown event '{event}'; expected one of {sorted(UIS_EVENTS)}", field="event")
+        shown = event if len(event) <= 40 else f"{event[:37]}..."
+        raise BadRequest(f"event: unknown event '{shown}'; expected one of {sorted(UIS_EVENTS)}", field="event")
     if method.upper() == "GET":
         payload: dict[str, Any] = params
         if not payload:
             raise BadRequest("no notification parameters in the query string")
     elif "application/x-www-form-urlencoded" in content_type.lower() and not body.lstrip().startswith(b"{"):
-        payload = {**params, **dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))}
+        payload = {**params, **dict(parse_qsl(decode_utf8(body), keep_blank_values=True))}
     else:
         payload = {**params, **_parse_json_object(body)}
     if not integration.active:

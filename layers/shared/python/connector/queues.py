@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import boto3
@@ -24,8 +25,18 @@ def reset() -> None:
     _client = None
 
 
+# SQS refuses characters outside #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (its
+# SendMessage docs). json.dumps escapes the control characters but writes U+FFFE and U+FFFF as they are; in
+# JSON text they can only stand inside strings, where their escapes mean the same.
+_SQS_REFUSED = re.compile("[\ufffe\uffff]")
+
+
+def _message_body(body: dict[str, Any]) -> str:
+    return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(body, ensure_ascii=False))
+
+
 def send(queue_url: str, body: dict[str, Any]) -> str:
-    reply = _sqs().send_message(QueueUrl=queue_url, MessageBody=json.dumps(body, ensure_ascii=False))
+    reply = _sqs().send_message(QueueUrl=queue_url, MessageBody=_message_body(body))
     return str(reply["MessageId"])
 
 
@@ -33,7 +44,7 @@ def send_many(queue_url: str, bodies: list[dict[str, Any]]) -> int:
     sent = 0
     for start in range(0, len(bodies), 10):
         chunk = bodies[start : start + 10]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(b, ensure_ascii=False)} for i, b in enumerate(chunk)]
+        entries = [{"Id": str(i), "MessageBody": _message_body(b)} for i, b in enumerate(chunk)]
         reply = _sqs().send_message_batch(QueueUrl=queue_url, Entries=entries)
         if reply.get("Failed"):
             raise RuntimeError(f"SQS refused {len(reply['Failed'])} of {len(chunk)} messages")

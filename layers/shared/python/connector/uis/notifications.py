@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector.errors import BadRequest
+from connector.jsonbody import parse_json
 from connector.texts.models import ChatFacts, RequestFacts, Tag
 from connector.timeutil import from_iso, parse_local
 
@@ -107,8 +108,8 @@ def as_str(value: Any) -> str | None:
 def _maybe_json(text: str) -> Any:
     if text[:1] in "[{":
         try:
-            return json.loads(text)
-        except ValueError:
+            return parse_json(text, "tags")
+        except BadRequest:  # not JSON after all, or JSON nothing can keep (nested 100,000 deep, NaN)
             return None
     return None
 
