@@ -149,7 +149,8 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+# not the reply: it carries the webhook URLs (with their secrets) and may carry tokens
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.

@@ -244,3 +244,14 @@ def test_api_gateway_own_errors_use_the_contract_error_shape(tpl: Template) -> N
         body = responses[kind]["ResponseTemplates"]["application/json"]
         rendered = json.loads(body.replace("$context.error.messageString", '"text"'))
         assert set(rendered["error"]) == {"code", "message", "field"}, kind
+
+
+def test_api_gateway_keeps_no_webhook_url(tpl: Template) -> None:
+    """The hook URLs carry their secrets: API Gateway's X-Ray segment records each request's URL, so API
+    tracing stays off (the functions are traced); its access log names the route, never the path."""
+    [api] = tpl.of_type("AWS::Serverless::Api").values()
+    assert api["Properties"].get("TracingEnabled", False) is False
+    assert tpl.data["Globals"]["Function"]["Tracing"] == "Active"
+    log_format = api["Properties"]["AccessLogSetting"]["Format"]
+    assert "$context.resourcePath" in log_format
+    assert "$context.path" not in log_format and "$context.requestOverride" not in log_format
