@@ -1,5 +1,5 @@
 """Every function traced as on Lambda, through the local stack: what X-Ray would keep holds no secret
-(issue 9, defect 5).
+(issue 9, defect 5), and each AWS call is one tests/stack/permissions.py grants the function (defect 6).
 
 One run drives every function: the demo integration is created through the admin API, a lead converts and
 pays in the AlfaCRM sandbox (webhooks → deal worker → uploader), the texts demo sends a request and chats
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, REGION, STACK_NAME
+from tests.stack.permissions import iam_action, uses
 from tests.xray import traced_invocations, xray_capture
 from tools import demo_texts
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY
@@ -139,3 +140,24 @@ def test_no_full_phone_number_reaches_xray(traced_run: TracedRun) -> None:
         if phone in json.dumps(entity, ensure_ascii=False)
     }
     assert found == set()
+
+
+def test_every_aws_call_is_one_the_functions_permissions_grant(traced_run: TracedRun) -> None:
+    """What the code does, seen: each call of the run is in its function's entry of tests/stack/permissions.py
+    (which tests/stack/test_template.py holds the template to), on the resource it names."""
+    observed, unexpected = set(), set()
+    for function, entities in traced_run.entities.items():
+        allowed = uses(function)
+        for entity in entities:
+            if entity.get("namespace") != "aws":
+                continue
+            action, resource = iam_action(entity)
+            observed.add((function, resource, action))
+            if not any(_grants(granted, action) for granted in allowed.get(resource, ())):
+                unexpected.add((function, resource, action))
+    assert len(observed) >= 30  # every function's reads and writes, not a handful
+    assert unexpected == set()
+
+
+def _grants(granted: str, action: str) -> bool:
+    return granted == action or (granted.endswith("*") and action.startswith(granted[:-1]))
