@@ -163,6 +163,7 @@ BROKEN_URLS = [
     "http://ex ample.com",
     "https://school.s20.online:99999",
     "https://[fe80::1%25eth0]/",
+    "https://xn--a.ru",  # a malformed A-label: httpx raised IDNAError (found by tests/fuzz/test_urls_fuzz.py)
 ]
 
 

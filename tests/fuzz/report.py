@@ -21,16 +21,19 @@ class Timing:
     name: str
     count: int = 0
     slowest: float = 0.0
+    slowest_what: str = ""
     statuses: dict[int, int] = field(default_factory=dict)
 
     @contextmanager
-    def reply(self) -> Iterator[None]:
+    def reply(self, what: str = "") -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
         finally:
             self.count += 1
-            self.slowest = max(self.slowest, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            if took > self.slowest:
+                self.slowest, self.slowest_what = took, what
 
     def status(self, code: int) -> None:
         self.statuses[code] = self.statuses.get(code, 0) + 1
@@ -45,7 +48,8 @@ def timing(name: str) -> Timing:
 
 def lines() -> list[str]:
     return [
-        f"{t.name}: {t.count} requests, slowest reply {t.slowest * 1000:.0f} ms, statuses "
-        + ", ".join(f"{code}×{n}" for code, n in sorted(t.statuses.items()))
+        f"{t.name}: {t.count} calls, slowest {t.slowest * 1000:.1f} ms"
+        + (f" ({t.slowest_what})" if t.slowest_what else "")
+        + (", statuses " + ", ".join(f"{code}×{n}" for code, n in sorted(t.statuses.items())) if t.statuses else "")
         for t in _TIMINGS.values()
     ]

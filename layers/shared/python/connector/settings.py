@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import idna
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -323,6 +324,17 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 _LOCAL_HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$")
 
 
+def _idna_ok(host: str) -> bool:
+    """httpx decodes a host's A-labels (`xn--…`) with idna and raises on a malformed one: find it first."""
+    if "xn--" not in host:
+        return True
+    try:
+        idna.decode(host)
+    except (idna.IDNAError, UnicodeError, IndexError):
+        return False
+    return True
+
+
 def _shown(text: str) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
@@ -341,7 +353,7 @@ def _split_url(raw: str, field: str) -> SplitResult:
         raise UnsafeHostname(f"{field}: '{_shown(raw)}' is not an http(s) URL", field=field)
     if port == 0:
         raise UnsafeHostname(f"{field}: port 0 is not a port", field=field)
-    if not _LOCAL_HOST_RE.match(host):
+    if not _LOCAL_HOST_RE.match(host) or not _idna_ok(host):
         try:
             # an IPv6 zone index (fe80::1%eth0) names an interface of this machine, not a host
             ipaddress.ip_address(host if "%" not in host else "")
@@ -371,7 +383,7 @@ def _check_public_name(host: str, field: str) -> str:
         pass
     else:
         raise UnsafeHostname(f"{field}: IP addresses are not allowed, use a domain name", field=field)
-    if not _HOST_RE.match(host) or host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
+    if not _HOST_RE.match(host) or host == "localhost" or host.endswith(_PRIVATE_SUFFIXES) or not _idna_ok(host):
         raise UnsafeHostname(f"{field}: '{_shown(host)}' is not a public domain name", field=field)
     return host
 
