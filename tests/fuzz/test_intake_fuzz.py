@@ -112,7 +112,7 @@ def test_alfacrm_intake_answers_every_body_without_a_5xx_or_a_partial_write(
 ):
     stats = timing("AlfaCRM intake (hypothesis)")
     event = event_for("POST", path, raw, content_type, None, b64)
-    with stats.reply():
+    with stats.reply(f"{len(raw)} bytes"):
         reply = alfacrm_hook(event, lambda_context)
     stats.status(reply["statusCode"])
     _, queued = check_reply(world, reply, "DealEventsQueue")
@@ -135,7 +135,7 @@ def test_uis_post_intake_answers_every_body_without_a_5xx_or_a_partial_write(
 ):
     stats = timing("UIS intake, POST (hypothesis)")
     event = event_for("POST", path, raw, content_type, query, b64)
-    with stats.reply():
+    with stats.reply(f"{len(raw)} bytes"):
         reply = uis_hook(event, lambda_context)
     stats.status(reply["statusCode"])
     _, queued = check_reply(world, reply, "TextEventsQueue")
