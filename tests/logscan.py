@@ -6,7 +6,7 @@ What is kept: the sections pytest captures for each test phase (stdout, stderr, 
 as a credential: the fixed test and sandbox credentials below, plus each value that passed through the
 product while the suite ran — the api_key and access_token of every AlfaCRM and UIS client made, every
 AlfaCRM session token a login returned, every set of credentials stored (with both webhook secrets),
-and every local stack's admin token.
+every school access token issued and every local stack's admin token.
 
 Which lines are the product's: on Lambda a log line is a record of the connector's loggers, the JSON line
 Powertools' logger prints (masked by connector.observability), or a metric line (EMF). pytest's rendering of a
@@ -108,7 +108,7 @@ def _recording(cls: Any, name: str, record: Any) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from connector import secrets
+    from connector import access, secrets
     from connector.alfacrm.client import AlfaCrmClient
     from connector.uis.client import UisClient
 
@@ -153,6 +153,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return store(integration_id, creds)
 
     secrets.store_credentials = store_credentials  # type: ignore[assignment]
+    issue = access.issue
+
+    @functools.wraps(issue)
+    def issue_access(*args: Any, **kwargs: Any) -> Any:
+        issued = issue(*args, **kwargs)
+        REGISTRY.credential(issued.get("token"), "a school access token")
+        return issued
+
+    access.issue = issue_access  # type: ignore[assignment]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,22 +7,21 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector import access, admin_edge
 from connector.admin import Admin
 from connector.errors import ConnectorError
 from connector.http import (
-    UNSUPPORTED_MEDIA_TYPE,
-    bearer_denied,
     error_body,
     error_response,
-    json_body_refused,
     json_reply,
     public_base_url,
     route_miss,
     strict_json_body,
+    undecodable_body,
 )
 from connector.observability import logger, metrics, tracer
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
@@ -69,11 +68,6 @@ def _invalid_request(exc: RequestValidationError) -> Response[Any]:
     path = json_path(loc) or "body"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     return json_reply(422, {"error": {"code": "validation_failed", "message": f"{path}: {msg}", "field": path}})
-
-
-@app.exception_handler(RequestUnsupportedContentType)
-def _unsupported_type(exc: RequestUnsupportedContentType) -> Response[Any]:
-    return error_body(415, UNSUPPORTED_MEDIA_TYPE, "this route reads application/json")
 
 
 @app.exception_handler(ServiceError)
@@ -148,13 +142,18 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
     return admin().replay(integration_id)
 
 
+@app.post("/integrations/<integration_id>/access", summary="Issue a school's own access token (the old one stops)")
+def issue_access(integration_id: IntegrationId) -> dict[str, Any]:
+    return access.issue(admin().store, integration_id, public_base_url(app.current_event.raw_event))
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 # not the reply: it carries the webhook URLs (with their secrets) and may carry tokens
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
-    refused = bearer_denied(event) or json_body_refused(event)
+    refused = admin_edge.denied(event, admin().store) or undecodable_body(event)
     if refused is not None:
         return refused
-    return app.resolve(event, context)
+    return app.resolve(admin_edge.as_json(event), context)

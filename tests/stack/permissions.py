@@ -58,6 +58,8 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
     # the integration record to check the URL's secret against, then the queue
     "AlfaCrmWebhookFunction": {"StateTable": {GET}, "DealEventsQueue": SEND},
     "UisWebhookFunction": {"StateTable": {GET}, "TextEventsQueue": SEND},
+    # the widget loader reads its integration's widget settings
+    "PagesFunction": {"StateTable": {GET}},
     "DealWorkerFunction": {
         # a withdrawn upsell deal is deleted, a not-listed event unparked when its entity's delete arrives
         "StateTable": {GET, BATCH_GET, PUT, UPDATE, DELETE},

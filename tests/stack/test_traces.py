@@ -57,6 +57,12 @@ def _drive(stack: Any) -> dict[str, str]:
         assert admin.get(f"/integrations/{iid}{path}").status_code == 200, path
     assert admin.get("/integrations").status_code == 200
     assert admin.post(f"/integrations/{iid}/replay").status_code == 200
+    # a school's own link (its token), the settings page, the widget loader, the API docs
+    school = admin.post(f"/integrations/{iid}/access").json()
+    school_api = {"Authorization": f"Bearer {school['token']}"}
+    assert httpx.get(f"{stack.url}/integrations/{iid}", headers=school_api).status_code == 200
+    for page in ("/ui/", f"/widget/alfacrm.js?integration={iid}", "/docs"):
+        assert httpx.get(f"{stack.url}{page}", timeout=30).status_code == 200, page
     assert admin.put(f"/integrations/{iid}/settings", json={"deals": {"nope": 1}}).status_code == 422
     assert httpx.get(f"{stack.url}/integrations", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.post(hooks["alfacrm"] + "x", content=b"{}").status_code == 404
@@ -69,6 +75,7 @@ def _drive(stack: Any) -> dict[str, str]:
         "AlfaCRM webhook secret": hooks["alfacrm"].rsplit("/", 1)[1],
         "UIS webhook secret": hooks["uis"].rsplit("/", 1)[1],
     }
+    secrets["school access token"] = school["token"]
     for n, token in enumerate(alfacrm.tokens):
         secrets[f"AlfaCRM session token {n}"] = token
     return secrets

@@ -1,21 +1,17 @@
-"""HTTP edge helpers shared by the API handlers: error replies, auth, the public base URL."""
+"""HTTP edge helpers shared by the API handlers: error replies, the public base URL (auth: connector.access)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
 from connector.admin import error_reply
-from connector.errors import BadRequest, ConnectorError, Unauthorized
+from connector.errors import BadRequest, ConnectorError
 from connector.jsonbody import decode_utf8, parse_json
-from connector.secrets import admin_token
-
-UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
@@ -55,42 +51,6 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
     return error_body(404, "not_found", f"no route {method} {path}")
 
 
-def check_bearer(headers: dict[str, str] | None) -> None:
-    """Constant-time bearer check; no token configured means nobody gets in."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    auth = lowered.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    expected = admin_token()
-    if scheme.lower() != "bearer" or not token or not expected:
-        raise Unauthorized("missing or malformed bearer token")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("invalid bearer token")
-
-
-def _proxy_error(status: int, code: str, message: str, field: str | None = None, **headers: str) -> dict[str, Any]:
-    """A ready API Gateway proxy reply in the contract's error shape, for refusals before routing."""
-    return {
-        "statusCode": status,
-        "headers": {"Content-Type": "application/json", **headers},
-        "body": json.dumps({"error": {"code": code, "message": message, "field": field}}),
-        "isBase64Encoded": False,
-    }
-
-
-def _proxy_reply(exc: ConnectorError, **headers: str) -> dict[str, Any]:
-    status, _ = error_reply(exc)
-    return _proxy_error(status, exc.code, exc.message, exc.field, **headers)
-
-
-def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
-    """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
-    try:
-        check_bearer(event.get("headers"))
-    except Unauthorized as exc:
-        return _proxy_reply(exc, **{"WWW-Authenticate": "Bearer"})
-    return None
-
-
 def body_bytes(event: dict[str, Any]) -> bytes:
     """The request body as sent: API Gateway base64-encodes a body that is not UTF-8 text."""
     body = event.get("body") or ""
@@ -115,30 +75,19 @@ def strict_json_body(text: str) -> Any:
         raise json.JSONDecodeError(exc.message, text, 0) from None
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def json_body_refused(event: dict[str, Any]) -> dict[str, Any] | None:
-    """A ready proxy reply (415 or 400) for a body the JSON routes cannot read, else None.
-
-    Powertools would answer a declared form or text type with its own 415 shape, crash on a multipart type
-    without a boundary, and raise UnicodeDecodeError on a base64 body that is not UTF-8.
-    """
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    content_type = headers.get("content-type") or ""
-    has_body = bool(event.get("body"))
-    writes = str(event.get("httpMethod") or "").upper() in {"POST", "PUT", "PATCH"}
-    if content_type.strip() and not _is_json(content_type) and (has_body or writes):
-        media = content_type.split(";", 1)[0].strip()
-        return _proxy_error(
-            415, UNSUPPORTED_MEDIA_TYPE, f"Content-Type {media!r} is not supported; send application/json"
-        )
+def undecodable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A ready 400 proxy reply for a base64 body that is not UTF-8 text (the resolver would raise
+    UnicodeDecodeError reading it), else None."""
     try:
         decode_utf8(body_bytes(event))
     except BadRequest as exc:
-        return _proxy_reply(exc)
+        status, body = error_reply(exc)
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body),
+            "isBase64Encoded": False,
+        }
     return None
 
 
