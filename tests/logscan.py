@@ -142,17 +142,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _recording(
         LocalStack, "__init__", lambda self, args, kwargs, _: REGISTRY.credential(self.admin_token, "the admin token")
     )
-    store = secrets.store_credentials
 
-    @functools.wraps(store)
-    def store_credentials(integration_id: str, creds: Any) -> str:
+    def stored_credentials(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any], _: Any) -> None:
+        creds = kwargs.get("creds", args[1] if len(args) > 1 else None)
         REGISTRY.credential(creds.alfacrm_api_key, "an AlfaCRM API key")
         REGISTRY.credential(creds.uis_access_token, "a UIS access token")
         REGISTRY.credential(creds.alfacrm_webhook_secret, "a webhook secret")
         REGISTRY.credential(creds.uis_webhook_secret, "a webhook secret")
-        return store(integration_id, creds)
 
-    secrets.store_credentials = store_credentials  # type: ignore[assignment]
+    _recording(secrets.Secrets, "store_credentials", stored_credentials)
     issue = access.issue
 
     @functools.wraps(issue)

@@ -20,13 +20,14 @@ import schemathesis
 from connector.admin import Admin
 from connector.alfacrm.client import AlfaCrmClient
 from connector.retry import RateLimiter, RetryPolicy
+from connector.runtime import container, install
 from connector.settings import Integration
 from connector.uis.client import UisClient
 from hypothesis import settings
 from schemathesis.checks import not_a_server_error
 from werkzeug.wrappers import Request
 
-from tests.conftest import ADMIN_TOKEN, TEMPLATE
+from tests.conftest import ADMIN_TOKEN, TEMPLATE, runtime
 from tests.fuzz.report import examples, timing
 from tests.handlers import load_module
 from tools.localstack.events import LambdaContext, api_event, proxy_response, templated_gateway_error
@@ -60,39 +61,39 @@ class SandboxClients:
     def __init__(self, alfacrm: AlfaCrmSandbox, uis: UisSandbox) -> None:
         self.alfacrm_sandbox, self.uis_sandbox = alfacrm, uis
 
-    def connect_alfacrm(self, hostname: str, email: str, api_key: str) -> AlfaCrmClient:
-        http = httpx.Client(transport=httpx.WSGITransport(app=self.alfacrm_sandbox.app))
-        return AlfaCrmClient(hostname, email, api_key, http=http, retry=NO_RETRY, limiter=RateLimiter(0))
-
-    def connect_uis(self, api_url: str, token: str) -> UisClient:
-        return UisClient(api_url, token, http=httpx.Client(transport=httpx.WSGITransport(app=self.uis_sandbox.app)))
-
     def alfacrm(self, integration: Integration) -> AlfaCrmClient:
-        return self.connect_alfacrm(integration.alfacrm.hostname, integration.alfacrm.email, DEFAULT_API_KEY)
+        http = httpx.Client(transport=httpx.WSGITransport(app=self.alfacrm_sandbox.app))
+        return AlfaCrmClient(
+            integration.alfacrm.hostname,
+            integration.alfacrm.email,
+            DEFAULT_API_KEY,
+            http=http,
+            retry=NO_RETRY,
+            limiter=RateLimiter(0),
+        )
 
     def uis(self, integration: Integration) -> UisClient:
-        return self.connect_uis(integration.uis.api_url, DEFAULT_TOKEN)
+        http = httpx.Client(transport=httpx.WSGITransport(app=self.uis_sandbox.app))
+        return UisClient(integration.uis.api_url, DEFAULT_TOKEN, http=http)
 
 
 @pytest.fixture
-def known_integration() -> Iterator[str]:
-    clients = SandboxClients(AlfaCrmSandbox(burst_limit=10_000), UisSandbox())
-    admin = Admin(
-        clients=clients,
-        connect_alfacrm=clients.connect_alfacrm,
-        connect_uis=clients.connect_uis,
-        allow_insecure_hosts=False,
-        check_dns=lambda host: True,
-    )
+def known_integration(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    alfacrm, uis = AlfaCrmSandbox(burst_limit=10_000), UisSandbox()
+    rt = runtime(clients=SandboxClients(alfacrm, uis))
+    rt.env = rt.env.model_copy(update={"allow_insecure_hosts": False})  # the AWS rules for hosts
+    # whatever host a body names, the logins reach the sandboxes (nothing leaves the process)
+    rt.accounts.alfacrm_http = httpx.Client(transport=httpx.WSGITransport(app=alfacrm.app))
+    rt.accounts.uis_http = httpx.Client(transport=httpx.WSGITransport(app=uis.app))
+    install(rt)
+    monkeypatch.setattr(admin_module, "admin", lambda: Admin(container(), check_dns=lambda host: True))
     body = {
         "name": "Школа",
         "alfacrm": {"hostname": "school.s20.online", "email": DEFAULT_EMAIL, "api_key": DEFAULT_API_KEY},
         "uis": {"api_url": "https://dataapi.uiscom.ru/v2.0", "access_token": DEFAULT_TOKEN},
     }
-    created = admin.create_integration(body, "https://api.example.ru")
-    admin_module._admin = admin
-    yield created["id"]
-    admin_module._admin = None  # the other tests build their own
+    created = admin_module.admin().create_integration(body, "https://api.example.ru")
+    yield str(created["id"])
 
 
 @schema.parametrize()

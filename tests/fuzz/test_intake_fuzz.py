@@ -12,7 +12,6 @@ from urllib.parse import parse_qsl
 
 import pytest
 from connector.jsonbody import parse_json
-from connector.store import default_store, reset_default_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +36,10 @@ UIS_PATHS = [f"/hooks/uis/{INTEGRATION}/{UIS_SECRET}"] * 12 + [
 
 
 @pytest.fixture
-def world(sqs: Any, queue_urls: dict[str, str], state_table: Any) -> Iterator[dict[str, Any]]:
+def world(store: Any, sqs: Any, queue_urls: dict[str, str], state_table: Any) -> Iterator[dict[str, Any]]:
     """The stored integration; after the examples, the table is as it was and the other queue empty (an intake
     never writes the table: checked once per test, each example checks its own queue)."""
-    reset_default_store()
-    stored_integration(default_store())
+    stored_integration(store)
     items = state_table.scan()["Items"]
     world = {"sqs": sqs, "queues": queue_urls}
     yield world

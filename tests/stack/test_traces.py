@@ -94,15 +94,15 @@ def _phones(stack: Any) -> set[str]:
 
 @pytest.fixture(scope="module")
 def traced_run(_aws_resources: Any) -> Iterator[TracedRun]:
-    from connector.alfacrm.client import reset_caches
-    from connector.uis import client as uis_client
+    from connector.runtime import install
 
+    from tests.conftest import runtime
     from tools.localstack import LocalStack
 
-    # clients made before the capture would not be instrumented (and those made in it must not outlive it)
-    reset_caches()
-    uis_client._clients.clear()
     with xray_capture() as emitter, traced_invocations():
+        # a cold container inside the capture: clients made before it would not be instrumented (and those
+        # made in it must not outlive it: the next test installs its own runtime)
+        install(runtime())
         stack = LocalStack(
             stack_name=STACK_NAME, region=REGION, admin_token=ADMIN_TOKEN, sandbox=True, run_schedules=False
         )
@@ -112,8 +112,6 @@ def traced_run(_aws_resources: Any) -> Iterator[TracedRun]:
             phones = _phones(stack)
         finally:
             stack.stop()
-    reset_caches()
-    uis_client._clients.clear()
     yield TracedRun(emitter.by_function(), secrets, phones)
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import secrets as pysecrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
-from connector import queues
-from connector import secrets as secret_store
-from connector.config import env
+from pydantic import BaseModel, ValidationError
+
+from connector.deals.funnels import ensure_funnels
+from connector.deals.views import deals_view
 from connector.errors import (
     AlfaCrmAuthFailed,
     AlfaCrmError,
-    ConnectorError,
     NotFound,
     UisAuthFailed,
     UisError,
@@ -22,8 +22,13 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.intake import hash_secret
-from connector.ports import ClientFactory, default_clients
+from connector.models.deals import FUNNELS, DealRef
+from connector.models.messages import DealEventMessage, TextEventMessage
+from connector.models.parked import ParkedItem
+from connector.models.raw import JsonObject, JsonValue
+from connector.runtime import Runtime
 from connector.settings import (
+    CreateIntegrationInput,
     Credentials,
     Integration,
     SettingsDocument,
@@ -33,62 +38,27 @@ from connector.settings import (
     parse_settings,
     resolve_is_public,
 )
-from connector.store import Store, default_store
-from connector.timeutil import to_iso, utc_to_local, utcnow
+from connector.timeutil import to_iso
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
 
-def _connect_alfacrm(hostname: str, email: str, api_key: str) -> Any:
-    from connector.alfacrm.client import AlfaCrmClient
-
-    return AlfaCrmClient(hostname, email, api_key)
-
-
-def _connect_uis(api_url: str, token: str) -> Any:
-    from connector.uis.client import UisClient
-
-    return UisClient(api_url, token)
-
-
 @dataclass
 class Admin:
-    """Admin use cases with their ports (tests pass sandbox-backed ones)."""
+    """Admin use cases over the container's runtime (tests build theirs on moto and the sandboxes)."""
 
-    store: Store = field(default_factory=default_store)
-    clients: ClientFactory = default_clients
-    connect_alfacrm: Callable[[str, str, str], Any] = _connect_alfacrm
-    connect_uis: Callable[[str, str], Any] = _connect_uis
-    allow_insecure_hosts: bool = field(default_factory=lambda: env().allow_insecure_hosts)
+    rt: Runtime
     check_dns: Callable[[str], bool] = resolve_is_public
 
     # --- integrations -------------------------------------------------------------------------
-    def create_integration(self, body: Any, base_url: str) -> dict[str, Any]:
+    def create_integration(self, body: object, base_url: str) -> JsonObject:
         data = parse_create_input(body)
-        hostname = check_alfacrm_hostname(data.alfacrm.hostname, allow_insecure=self.allow_insecure_hosts)
-        if not self.allow_insecure_hosts and not self.check_dns(hostname):
-            raise ValidationFailed(
-                f"alfacrm.hostname: '{hostname}' does not resolve to public addresses only", field="alfacrm.hostname"
-            )
-        api_url = check_uis_api_url(data.uis.api_url, allow_insecure=self.allow_insecure_hosts)
-        uis_host = urlsplit(api_url).hostname or ""
-        if not self.allow_insecure_hosts and not self.check_dns(uis_host):
-            raise ValidationFailed(
-                f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
-            )
-        try:
-            self.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
-        except AlfaCrmError as exc:
-            raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
-        try:
-            self.connect_uis(api_url, data.uis.access_token).check_auth()
-        except UisError as exc:
-            code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
-            raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
-
+        hostname, api_url = self._checked_hosts(data)
+        self._check_logins(data, hostname, api_url)
         integration_id = pysecrets.token_hex(8)
         alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)  # 192 bits each
-        secret_id = secret_store.store_credentials(
+        secrets = self.rt.secrets
+        secret_id = secrets.store_credentials(
             integration_id,
             Credentials(
                 alfacrm_api_key=data.alfacrm.api_key,
@@ -105,63 +75,82 @@ class Admin:
             timezone=data.timezone,
             phone_region=data.phone_region,
             active=False,
-            created_at=to_iso(utcnow()),
+            created_at=to_iso(self.rt.now()),
             secret_id=secret_id,
             alfacrm_webhook_secret_hash=hash_secret(alfa_secret),
             uis_webhook_secret_hash=hash_secret(uis_secret),
         )
         try:
-            self.store.integrations.create(integration)
+            self.rt.store.integrations.create(integration)
         except Exception:
             # nothing partial: the credentials go when the record could not be written
-            secret_store.delete_credentials(secret_id)
+            secrets.delete_credentials(secret_id)
             raise
-        return {
-            "id": integration_id,
-            "webhooks": self._webhooks(base_url, integration_id, alfa_secret, uis_secret),
-            "active": False,
-        }
+        webhooks = _webhooks(base_url, integration_id, alfa_secret, uis_secret)
+        return {"id": integration_id, "webhooks": cast("JsonObject", webhooks), "active": False}
+
+    def _checked_hosts(self, data: CreateIntegrationInput) -> tuple[str, str]:
+        """Both accounts' addresses, public https hosts only (outside the local stack)."""
+        insecure = self.rt.env.allow_insecure_hosts
+        hostname = check_alfacrm_hostname(data.alfacrm.hostname, allow_insecure=insecure)
+        if not insecure and not self.check_dns(hostname):
+            raise ValidationFailed(
+                f"alfacrm.hostname: '{hostname}' does not resolve to public addresses only", field="alfacrm.hostname"
+            )
+        api_url = check_uis_api_url(data.uis.api_url, allow_insecure=insecure)
+        uis_host = urlsplit(api_url).hostname or ""
+        if not insecure and not self.check_dns(uis_host):
+            raise ValidationFailed(
+                f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
+            )
+        return hostname, api_url
+
+    def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> None:
+        """Both credentials work (one AlfaCRM login, one cheap UIS call) before anything is stored."""
+        try:
+            self.rt.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
+        except AlfaCrmError as exc:
+            raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+        try:
+            self.rt.connect_uis(api_url, data.uis.access_token).check_auth()
+        except UisError as exc:
+            code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
+            raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
 
     def webhooks(self, integration_id: str, base_url: str) -> dict[str, str]:
         integration = self._get(integration_id)
-        creds = secret_store.credentials(integration.secret_id)
-        return self._webhooks(base_url, integration_id, creds.alfacrm_webhook_secret, creds.uis_webhook_secret)
-
-    @staticmethod
-    def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:
-        base = base_url.rstrip("/")
-        return {
-            "alfacrm": f"{base}/hooks/alfacrm/{integration_id}/{alfa_secret}",
-            "uis": f"{base}/hooks/uis/{integration_id}/{uis_secret}",
-        }
+        creds = self.rt.secrets.credentials(integration.secret_id)
+        return _webhooks(base_url, integration_id, creds.alfacrm_webhook_secret, creds.uis_webhook_secret)
 
     def _get(self, integration_id: str) -> Integration:
-        integration = self.store.integrations.get(integration_id, fresh=True)
+        integration = self.rt.store.integrations.get(integration_id, fresh=True)
         if integration is None:
             raise NotFound(f"integration {integration_id} not found")
         return integration
 
-    def get_integration(self, integration_id: str) -> dict[str, Any]:
+    def get_integration(self, integration_id: str) -> JsonObject:
         integration = self._get(integration_id)
-        return {**integration.public(), "uis_points": self.store.integrations.recent_points(integration_id)}
+        points = cast("JsonObject", self.rt.store.integrations.recent_points(integration_id))
+        return {**integration.public(), "uis_points": points}
 
-    def list_integrations(self) -> dict[str, Any]:
-        return {"items": [i.public() for i in self.store.integrations.all()]}
+    def list_integrations(self) -> JsonObject:
+        return {"items": [i.public() for i in self.rt.store.integrations.all()]}
 
     # --- settings -----------------------------------------------------------------------------
-    def put_settings(self, integration_id: str, body: Any) -> dict[str, Any]:
+    def put_settings(self, integration_id: str, body: object) -> JsonObject:
         integration = self._get(integration_id)
         settings = parse_settings(body)
         self._check_against_alfacrm(integration, settings)
-        self.store.integrations.save_settings(integration_id, settings)
+        self.rt.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
-            self._ensure_funnels(integration, force=True)
-        return settings.model_dump(mode="json")
+            ensure_funnels(self.rt, integration, force=True)
+        dumped: JsonObject = settings.model_dump(mode="json")
+        return dumped
 
     def _check_against_alfacrm(self, integration: Integration, settings: SettingsDocument) -> None:
         """Ids in the document must exist in the AlfaCRM account (one look-up each, only when used)."""
-        client = self.clients.alfacrm(integration)
+        client = self.rt.clients.alfacrm(integration)
         branch = integration.alfacrm.branch_id
         fs = settings.deals.first_sale
         texts = settings.texts
@@ -202,25 +191,20 @@ class Admin:
                             field=f"{path}[{i}].target",
                         )
 
-    def set_active(self, integration_id: str, active: bool) -> dict[str, Any]:
+    def set_active(self, integration_id: str, active: bool) -> JsonObject:
         integration = self._get(integration_id)
         if active and integration.settings.deals.enabled:
             # the funnels must exist before the first deal is uploaded; a UIS failure refuses activation
-            self._ensure_funnels(integration, force=True)
-        self.store.integrations.set_active(integration_id, active)
+            ensure_funnels(self.rt, integration, force=True)
+        self.rt.store.integrations.set_active(integration_id, active)
         return {"active": active}
 
-    def _ensure_funnels(self, integration: Integration, *, force: bool) -> None:
-        from connector.deals.funnels import ensure_funnels
-
-        ensure_funnels(integration, store=self.store, clients=self.clients, force=force)
-
     # --- look-ups -----------------------------------------------------------------------------
-    def alfacrm_lookup(self, integration_id: str, name: str) -> dict[str, Any]:
+    def alfacrm_lookup(self, integration_id: str, name: str) -> JsonObject:
         integration = self._get(integration_id)
-        client = self.clients.alfacrm(integration)
+        client = self.rt.clients.alfacrm(integration)
         branch = integration.alfacrm.branch_id
-        readers: dict[str, Callable[[], Any]] = {
+        readers: dict[str, Callable[[], Sequence[BaseModel | str]]] = {
             "lead-statuses": lambda: client.lead_statuses(branch),
             "lead-sources": lambda: client.lead_sources(branch),
             "branches": client.branches,
@@ -230,93 +214,75 @@ class Admin:
         }
         if name not in readers:
             raise NotFound(f"unknown AlfaCRM look-up '{name}'; known: {', '.join(readers)}")
-        items = readers[name]()
-        return {"items": [_plain(i) for i in items]}
+        return {"items": [_plain(i) for i in readers[name]()]}
 
-    def uis_lookup(self, integration_id: str, name: str) -> dict[str, Any]:
+    def uis_lookup(self, integration_id: str, name: str) -> JsonObject:
         integration = self._get(integration_id)
         methods = {"sites": "get_sites", "chat-channels": "get_chat_channels", "tags": "get_tags"}
         if name not in methods:
             raise NotFound(f"unknown UIS look-up '{name}'; known: {', '.join(methods)}")
         cache_name = f"uis_{name}"
-        cached = self.store.integrations.cached(integration_id, cache_name)
+        integrations = self.rt.store.integrations
+        cached = integrations.cached(integration_id, cache_name)
         if cached is not None:
-            return {"items": cached}
-        client = self.clients.uis(integration)
-        items = [_plain(i) for i in getattr(client, methods[name])()]
-        self.store.integrations.put_cached(integration_id, cache_name, items, UIS_LOOKUP_TTL)
-        # the account's day: UIS's budget resets at its midnight, and the deals and the poller count by it too
-        day = utc_to_local(utcnow(), integration.timezone).date().isoformat()
-        self.store.integrations.add_points(integration_id, day, 1, purpose="admin")
-        return {"items": items}
+            return {"items": cast("list[JsonValue]", cached)}
+        with self.rt.uis_points(integration, "admin") as points:
+            items: list[JsonObject] = getattr(points.client, methods[name])()
+        integrations.put_cached(integration_id, cache_name, items, UIS_LOOKUP_TTL)
+        return {"items": cast("list[JsonValue]", items)}
 
     # --- deals, parked, replay ------------------------------------------------------------------
-    def deals(self, integration_id: str, funnel: str | None) -> dict[str, Any]:
-        from connector.deals.views import deals_view
-
+    def deals(self, integration_id: str, funnel: str | None) -> JsonObject:
         self._get(integration_id)
-        if funnel not in (None, "first_sale", "upsell"):
+        if funnel not in (None, *FUNNELS):
             raise ValidationFailed("funnel: must be 'first_sale' or 'upsell'", field="funnel")
-        return {"items": deals_view(self.store, integration_id, funnel)}
+        return {"items": cast("list[JsonValue]", deals_view(self.rt.store, integration_id, funnel))}
 
-    def parked(self, integration_id: str) -> dict[str, Any]:
+    def parked(self, integration_id: str) -> JsonObject:
         self._get(integration_id)
-        return {"items": self.store.integrations.parked(integration_id)}
+        items = self.rt.store.integrations.parked(integration_id)
+        return {"items": [i.model_dump(mode="json") for i in items]}
 
-    def replay(self, integration_id: str) -> dict[str, Any]:
+    def replay(self, integration_id: str) -> JsonObject:
         """Re-drive this integration's parked items and its messages in the dead-letter queues."""
         self._get(integration_id)
         replayed: dict[str, int] = {"deal": 0, "deal_event": 0, "text_event": 0}
-        e = env()
-        for item in self.store.integrations.parked(integration_id):
-            kind, key, payload = item["kind"], item["key"], item["payload"]
-            if kind == "deal":
-                self.store.deals.mark_pending(integration_id, payload["funnel"], payload["ext_id"])
-            elif kind == "deal_event":
-                # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
-                queues.send(e.deal_events_queue_url, {**payload, "replay": pysecrets.token_hex(8)})
-            elif kind == "text_event":
-                queues.send(e.text_events_queue_url, {**payload, "replay": pysecrets.token_hex(8)})
+        for item in self.rt.store.integrations.parked(integration_id):
+            if self._replay(integration_id, item):
+                self.rt.store.integrations.unpark(integration_id, item.kind, item.key)
+                replayed[item.kind] += 1
+        redriven = self.rt.queues.redrive_dead_letters(integration_id)
+        return {"replayed": cast("JsonObject", replayed), "dead_letters_redriven": redriven}
+
+    def _replay(self, integration_id: str, item: ParkedItem) -> bool:
+        """Send the parked item back where it failed; False (it stays parked, its error shown) when its payload
+        is no message at all (a queue body no worker could read: replaying it would only park it again)."""
+        # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
+        nonce = pysecrets.token_hex(8)
+        try:
+            if item.kind == "deal":
+                self.rt.store.deals.mark_pending(integration_id, DealRef.model_validate(item.payload))
+            elif item.kind == "deal_event":
+                message = DealEventMessage.model_validate(item.payload)
+                self.rt.queues.send_deal_event(message.model_copy(update={"replay": nonce}))
             else:
-                continue
-            self.store.integrations.unpark(integration_id, kind, key)
-            replayed[kind] = replayed.get(kind, 0) + 1
-        redriven = 0
-        for dlq, target in (
-            (e.deal_events_dlq_url, e.deal_events_queue_url),
-            (e.text_events_dlq_url, e.text_events_queue_url),
-        ):
-            if dlq and target:
-                redriven += queues.redrive_dlq(dlq, target, integration_id=integration_id)
-        return {"replayed": replayed, "dead_letters_redriven": redriven}
+                text = TextEventMessage.model_validate(item.payload)
+                self.rt.queues.send_text_event(text.model_copy(update={"replay": nonce}))
+        except ValidationError:
+            return False
+        return True
 
 
-def _plain(item: Any) -> Any:
-    if hasattr(item, "model_dump"):
-        return item.model_dump(mode="json", exclude_none=True)
+def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:
+    base = base_url.rstrip("/")
+    return {
+        "alfacrm": f"{base}/hooks/alfacrm/{integration_id}/{alfa_secret}",
+        "uis": f"{base}/hooks/uis/{integration_id}/{uis_secret}",
+    }
+
+
+def _plain(item: BaseModel | str) -> JsonValue:
+    if isinstance(item, BaseModel):
+        dumped: JsonValue = item.model_dump(mode="json", exclude_none=True)
+        return dumped
     return item
-
-
-def error_reply(exc: ConnectorError) -> tuple[int, dict[str, Any]]:
-    """The one place domain errors become HTTP replies (`{"error": {code, message, field}}`)."""
-    from connector.errors import (
-        AlfaCrmUnavailable,
-        BadRequest,
-        PayloadTooLarge,
-        UisLimitExceeded,
-        UisUnavailable,
-        Unauthorized,
-    )
-
-    status = 500
-    if isinstance(exc, PayloadTooLarge | BadRequest):
-        status = 400
-    elif isinstance(exc, Unauthorized):
-        status = 401
-    elif isinstance(exc, NotFound):
-        status = 404
-    elif isinstance(exc, ValidationFailed | AlfaCrmAuthFailed | UisAuthFailed | UisForbidden):
-        status = 422
-    elif isinstance(exc, AlfaCrmError | UisError):
-        status = 503 if isinstance(exc, AlfaCrmUnavailable | UisUnavailable | UisLimitExceeded) else 502
-    return status, {"error": {"code": exc.code, "message": exc.message, "field": exc.field}}

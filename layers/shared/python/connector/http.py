@@ -5,21 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
-from connector.admin import error_reply
 from connector.errors import BadRequest, ConnectorError
+from connector.http_errors import error_reply
 from connector.jsonbody import decode_utf8, parse_json
+from connector.models.raw import JsonObject
 
 
-def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+def json_reply(status: int, body: JsonObject) -> Response[JsonObject]:
     # the resolver serialises the dict (and validates it against the route's declared return type)
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-def error_response(exc: ConnectorError) -> Response[dict[str, Any]]:
+def error_response(exc: ConnectorError) -> Response[JsonObject]:
     status, body = error_reply(exc)
     return json_reply(status, body)
 
@@ -91,7 +93,7 @@ def undecodable_body(event: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def public_base_url(event: dict[str, Any]) -> str:
+def public_base_url(event: Mapping[str, Any]) -> str:
     """The URL the caller reached us at, for the webhook URLs we hand out."""
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     ctx = event.get("requestContext") or {}

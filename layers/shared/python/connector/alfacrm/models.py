@@ -12,9 +12,11 @@ import contextlib
 import math
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from connector.models.raw import JsonObject, JsonValue
 
 CUSTOM_PREFIX = "custom_"
 
@@ -24,7 +26,7 @@ _DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d")
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M")
 
 
-def _blank(value: Any) -> bool:
+def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -35,19 +37,19 @@ INT_RANGE = 2**63
 MONEY_DIGITS = 18
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """The value as an error message quotes it: bounded, a 256 KB field is not echoed back whole."""
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-def to_int(value: Any) -> int | None:
+def to_int(value: object) -> int | None:
     """`145`, `"145"`, `"145.0"`, `True` → int; `None`/`""` → None; ±2**63 and beyond is refused."""
     if _blank(value):
         return None
     if isinstance(value, bool):
         return int(value)
-    number: Any = value
+    number: object = value
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -69,7 +71,7 @@ def to_int(value: Any) -> int | None:
     raise ValueError(f"not an integer: {_shown(value)}")
 
 
-def to_bool(value: Any) -> bool | None:
+def to_bool(value: object) -> bool | None:
     """0/1, "0"/"1", true/false (any case) → bool; `None`/`""` → None."""
     if _blank(value):
         return None
@@ -86,7 +88,7 @@ def to_bool(value: Any) -> bool | None:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-def to_decimal(value: Any) -> Decimal | None:
+def to_decimal(value: object) -> Decimal | None:
     """Money: `"575.00"`, `575`, `575.5` → Decimal (floats via str, so 0.1 stays 0.1)."""
     if _blank(value):
         return None
@@ -113,7 +115,7 @@ def to_decimal(value: Any) -> Decimal | None:
     return number
 
 
-def to_date(value: Any) -> date | None:
+def to_date(value: object) -> date | None:
     """`dd.mm.yyyy` or `YYYY-MM-DD` (a date-time string keeps its date part)."""
     if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
         return None
@@ -134,7 +136,7 @@ def to_date(value: Any) -> date | None:
     raise ValueError(f"not a date: {value!r}")
 
 
-def to_datetime(value: Any) -> datetime | None:
+def to_datetime(value: object) -> datetime | None:
     """Zone-less `YYYY-MM-DD HH:MM:SS` (account-local) → naive datetime; a bare date → midnight."""
     if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
         return None
@@ -157,13 +159,13 @@ def to_datetime(value: Any) -> datetime | None:
     raise ValueError(f"not a date-time: {value!r}")
 
 
-def to_str(value: Any) -> str | None:
+def to_str(value: object) -> str | None:
     if _blank(value):
         return None
     return value if isinstance(value, str) else str(value)
 
 
-def to_list(value: Any) -> list[Any]:
+def to_list(value: object) -> list[object]:
     """None/""/[] → []; a scalar → [scalar] (single values appear where a list is documented)."""
     if _blank(value):
         return []
@@ -175,7 +177,7 @@ def to_list(value: Any) -> list[Any]:
     return [value]
 
 
-def to_map(value: Any) -> dict[str, Any]:
+def to_map(value: object) -> dict[str, object]:
     """PHP's json_encode turns an empty array into `[]`: an empty object may arrive as a list."""
     if _blank(value) or value == []:
         return {}
@@ -192,7 +194,7 @@ OptDateTime = Annotated[datetime | None, BeforeValidator(to_datetime)]
 OptStr = Annotated[str | None, BeforeValidator(to_str)]
 IntList = Annotated[list[int], BeforeValidator(lambda v: [to_int(item) for item in to_list(v)])]
 StrList = Annotated[list[str], BeforeValidator(lambda v: [str(item).strip() for item in to_list(v)])]
-Map = Annotated[dict[str, Any], BeforeValidator(to_map)]
+Map = Annotated[JsonObject, BeforeValidator(to_map)]
 
 
 class AlfaModel(BaseModel):
@@ -201,7 +203,7 @@ class AlfaModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-def _collect_custom(data: Any) -> Any:
+def _collect_custom(data: object) -> object:
     """Move the flat `custom_<code>` keys into `custom` (codes differ per account)."""
     if not isinstance(data, dict):
         return data
@@ -246,7 +248,7 @@ class Customer(AlfaModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _gather_custom(cls, data: Any) -> Any:
+    def _gather_custom(cls, data: object) -> object:
         return _collect_custom(data)
 
     @property
@@ -279,7 +281,7 @@ class Pay(AlfaModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _gather_custom(cls, data: Any) -> Any:
+    def _gather_custom(cls, data: object) -> object:
         return _collect_custom(data)
 
 
@@ -357,14 +359,14 @@ class IndexPage(BaseModel):
     total: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     count: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     page: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
-    items: Annotated[list[dict[str, Any]], BeforeValidator(to_list)] = Field(default_factory=list)
+    items: Annotated[list[JsonObject], BeforeValidator(to_list)] = Field(default_factory=list)
 
 
 class ModelEnvelope(BaseModel):
     """The reply of `create`/`update`/`delete`; success=false or errors can come with HTTP 200."""
 
     success: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
-    errors: Any = None
+    errors: JsonValue = None
     model: Map = Field(default_factory=dict)
 
 

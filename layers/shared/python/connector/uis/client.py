@@ -5,7 +5,10 @@ Quirks handled here (see shared/reference/uis-api.md):
   batch arrays are rejected by UIS, so there is no batching at the JSON-RPC level — batching happens
   inside methods that take lists (`upload.deals_history`, `create.deal_contacts`);
 - errors are switched on `error.data.mnemonic` and become the named exceptions of `connector.errors`;
-- every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports;
+- every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports; while
+  a unit of work holds the client `metered(meter)`, each point it spends is charged to that meter
+  (connector.uis.points: per purpose and account day, into the integration's ledger), so no use case
+  counts points by hand;
   `limit_exceeded` is waited out in-process only when the reset is short (`RetryPolicy.max_wait`),
   otherwise `UisLimitExceeded` (retryable) goes up so the queue or the next schedule tries later;
 - date-times are zone-less account-local `YYYY-MM-DD hh:mm:ss`; the client only formats naive datetimes
@@ -15,7 +18,6 @@ The access token never appears in a log line, an exception or the client's repr.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -23,8 +25,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -36,6 +40,7 @@ from connector.errors import (
     UisUnavailable,
     UisValidationError,
 )
+from connector.models.raw import JsonObject, JsonValue
 from connector.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -93,7 +98,7 @@ def format_date_time(value: datetime | date) -> str:
     return value.strftime("%Y-%m-%d 00:00:00")
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> str:
     if isinstance(value, datetime | date):
         return format_date_time(value)
     raise TypeError(f"not JSON serialisable for UIS: {type(value).__name__}")
@@ -108,17 +113,15 @@ def _retry_in_call(exc: BaseException) -> bool:
     return False
 
 
-_http_lock = threading.Lock()
-_http: httpx.Client | None = None
+def pooled_http() -> httpx.Client:
+    """A pooled httpx client for UIS (the `Runtime` keeps one per container: connection keep-alive)."""
+    return httpx.Client(timeout=TIMEOUT, headers=HEADERS)
 
 
-def shared_http() -> httpx.Client:
-    """One pooled httpx client per container, reused across invocations (connection keep-alive)."""
-    global _http
-    with _http_lock:
-        if _http is None:
-            _http = httpx.Client(timeout=TIMEOUT, headers=HEADERS)
-        return _http
+class PointMeter(Protocol):
+    def charge(self, points: int) -> None:
+        """`points` UIS points were just spent."""
+        ...
 
 
 class UisClient:
@@ -137,28 +140,39 @@ class UisClient:
             raise ValueError("UIS access token is empty")
         self.api_url = api_url
         self._token = access_token
-        self._http = http if http is not None else shared_http()
+        self._http = http if http is not None else pooled_http()
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock = clock
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         # last `metadata.limits` seen and when (by `clock`), to turn `*_reset` into a wait later
-        self.limits: dict[str, Any] | None = None
+        self.limits: JsonObject | None = None
         self._limits_at: float | None = None
-        self.last_metadata: dict[str, Any] = {}
+        self.last_metadata: JsonObject = {}
         # points spent by this client: UIS charges one per successful call
         self.calls = 0
+        # the meter of the unit of work using the client, per thread (the local stack runs functions in threads)
+        self._meter: ContextVar[PointMeter | None] = ContextVar("uis_point_meter", default=None)
 
     def __repr__(self) -> str:
         return f"UisClient(api_url={self.api_url!r})"
 
+    @contextmanager
+    def metered(self, meter: PointMeter) -> Iterator[UisClient]:
+        """Charge every point this thread spends through the client to `meter` until the block ends."""
+        token = self._meter.set(meter)
+        try:
+            yield self
+        finally:
+            self._meter.reset(token)
+
     # --- transport -------------------------------------------------------------------------------
-    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, params: Mapping[str, object] | None = None) -> JsonObject:
         """Call one Data API method; return its `result` (`data` + `metadata`)."""
         body = dict(params or {})
         return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call)
 
-    def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, method: str, params: dict[str, object]) -> JsonObject:
         # a fresh id per attempt: a retried request is a new JSON-RPC request
         envelope = {
             "jsonrpc": "2.0",
@@ -198,15 +212,18 @@ class UisClient:
         self._remember_limits(self.last_metadata.get("limits"))
         with self._lock:
             self.calls += 1
+        meter = self._meter.get()
+        if meter is not None:
+            meter.charge(1)
         return result
 
     # --- errors and limits -----------------------------------------------------------------------
-    def _error(self, method: str, error: Any) -> UisError:
+    def _error(self, method: str, error: JsonValue) -> UisError:
         error = error if isinstance(error, dict) else {"message": str(error)}
         code = error.get("code")
         rpc_code = code if isinstance(code, int) else None
         raw_data = error.get("data")
-        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        data: JsonObject = raw_data if isinstance(raw_data, dict) else {}
         mnemonic = data.get("mnemonic")
         field = data.get("field")
         meta = data.get("metadata")
@@ -236,7 +253,7 @@ class UisClient:
         # -32700/-32600/-32601/-32099: our request is wrong; retrying will not help
         return UisError(text, **kwargs)
 
-    def _scrub(self, value: Any) -> Any:
+    def _scrub(self, value: JsonValue) -> JsonValue:
         """Drop the token from anything UIS echoes back (an invalid-token error may quote it)."""
         if isinstance(value, str):
             return value.replace(self._token, "***")
@@ -246,13 +263,13 @@ class UisClient:
             return [self._scrub(v) for v in value]
         return value
 
-    def _remember_limits(self, limits: Any) -> None:
+    def _remember_limits(self, limits: JsonValue) -> None:
         # `get.tags` answers `"limits": {}`: keep the last complete picture instead
         if isinstance(limits, dict) and limits:
             self.limits = dict(limits)
             self._limits_at = self._clock()
 
-    def current_limits(self) -> dict[str, Any] | None:
+    def current_limits(self) -> JsonObject | None:
         """The last `metadata.limits`, as they stand now: the resets counted down from when they were seen,
         and None once the day budget has reset since (a warm container must not carry yesterday's budget)."""
         if not self.limits or self._limits_at is None:
@@ -280,7 +297,7 @@ class UisClient:
         """
         if not self.limits or self._limits_at is None:
             return None
-        day_out = _as_float(self.limits.get("day_remaining"), 1.0) <= 0
+        day_out = (_as_float(self.limits.get("day_remaining"), 1.0) or 0.0) <= 0
         key, period = ("day_reset", _DAY) if day_out else ("minute_reset", _MINUTE)
         reset = _as_float(self.limits.get(key), None)
         if reset is None:
@@ -296,33 +313,19 @@ class UisClient:
         """One cheap call that proves the URL, token, IP allow-list and rights (integration creation)."""
         self.call("get.sites", {"limit": 1, "fields": ["id"]})
 
-    def get_sites(self) -> list[dict[str, Any]]:
+    def get_sites(self) -> list[JsonObject]:
         return list(self._iter_pages("get.sites", {"fields": ["id", "domain_name", "name"]}))
 
-    def get_chat_channels(self) -> list[dict[str, Any]]:
+    def get_chat_channels(self) -> list[JsonObject]:
         return list(self._iter_pages("get.chat_channels", {"fields": ["id", "name", "type", "status"]}))
 
-    def get_tags(self) -> list[dict[str, Any]]:
+    def get_tags(self) -> list[JsonObject]:
         return list(self._iter_pages("get.tags", {"fields": ["id", "name"]}))
 
-    def get_employees(self) -> list[dict[str, Any]]:
-        return list(self._iter_pages("get.employees", {}))
-
-    def set_tag_communications(
-        self,
-        communication_id: int,
-        communication_type: Literal["chat", "offline_message", "call", "goal"],
-        tag_id: int,
-    ) -> dict[str, Any]:
-        return self.call(
-            "set.tag_communications",
-            {"communication_id": communication_id, "communication_type": communication_type, "tag_id": tag_id},
-        )
-
     # --- sales funnels ---------------------------------------------------------------------------
-    def get_sales_funnels(self, ext_id: str | None = None) -> list[dict[str, Any]]:
+    def get_sales_funnels(self, ext_id: str | None = None) -> list[JsonObject]:
         """`get.sales_funnel`: funnels with `stages` [{stage_ext_id, stage_name, stage_status, stage_order}]."""
-        params: dict[str, Any] = {}
+        params: dict[str, object] = {}
         if ext_id is not None:
             params["filter"] = {"field": "ext_id", "operator": "=", "value": ext_id}
         return list(self._iter_pages("get.sales_funnel", params))
@@ -332,64 +335,54 @@ class UisClient:
         ext_id: str,
         name: str,
         *,
-        success: Mapping[str, Any],
-        failed: Mapping[str, Any],
-        in_process: Sequence[Mapping[str, Any]],
-    ) -> dict[str, Any]:
+        success: Mapping[str, object],
+        failed: Mapping[str, object],
+        in_process: Sequence[Mapping[str, object]],
+    ) -> JsonObject:
         """`create.sales_funnel`: exactly one success and one failed stage, 1–100 in-process stages."""
         stages = {"success": dict(success), "failed": dict(failed), "in_process": [dict(s) for s in in_process]}
         return self._data(self.call("create.sales_funnel", {"ext_id": ext_id, "name": name, "stages": stages}))
 
-    def update_sales_funnel(self, ext_id: str, name: str) -> dict[str, Any]:
-        return self._data(self.call("update.sales_funnel", {"ext_id": ext_id, "name": name}))
-
-    def delete_sales_funnel(self, ext_id: str) -> dict[str, Any]:
-        """Only allowed by UIS while the funnel holds no deals."""
-        return self._data(self.call("delete.sales_funnel", {"ext_id": ext_id}))
-
-    def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> dict[str, Any]:
+    def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> JsonObject:
         """`create.sales_funnel_stages`: one in-process stage (order ≤ 10000)."""
         params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id, "name": name, "order": order}
         return self._data(self.call("create.sales_funnel_stages", params))
 
     def update_sales_funnel_stage(
         self, funnel_ext_id: str, ext_id: str, *, name: str | None = None, order: int | None = None
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """`update.sales_funnel_stages`: rename any stage; `order` applies to in-process stages only."""
-        params: dict[str, Any] = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
+        params: dict[str, object] = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
         if name is not None:
             params["name"] = name
         if order is not None:
             params["order"] = order
         return self._data(self.call("update.sales_funnel_stages", params))
 
-    def delete_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str) -> dict[str, Any]:
+    def delete_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str) -> JsonObject:
         params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
         return self._data(self.call("delete.sales_funnel_stages", params))
 
     # --- deal contacts, employees, user fields ---------------------------------------------------
-    def create_deal_contacts(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def create_deal_contacts(self, contacts: Sequence[Mapping[str, object]]) -> JsonObject:
         """`create.deal_contacts`: ≤1000 contacts {ext_id, name, created_date_time?, phone_numbers?, emails?}."""
         return self._data(self.call("create.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
 
-    def update_deal_contacts(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def update_deal_contacts(self, contacts: Sequence[Mapping[str, object]]) -> JsonObject:
         """`update.deal_contacts`: UIS replaces each contact's phone and e-mail lists whole."""
         return self._data(self.call("update.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
 
-    def create_deal_employee(self, ext_id: str, name: str) -> dict[str, Any]:
+    def create_deal_employee(self, ext_id: str, name: str) -> JsonObject:
         return self._data(self.call("create.deal_employees", {"ext_id": ext_id, "name": name}))
 
     def create_deal_user_field(
         self, ext_id: str, name: str, data_type: Literal["string", "numeric"] = "string"
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         params = {"ext_id": ext_id, "name": name, "data_type": data_type}
         return self._data(self.call("create.deal_user_field", params))
 
-    def get_deal_user_fields(self) -> list[dict[str, Any]]:
-        return list(self._iter_pages("get.deal_user_fields", {}))
-
     # --- deals -----------------------------------------------------------------------------------
-    def upload_deals_history(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def upload_deals_history(self, rows: Sequence[Mapping[str, object]]) -> JsonObject:
         """`upload.deals_history`: ≤1000 stage-transition rows, all or nothing.
 
         A `UisValidationError` names the offending row in `field` as `deals[<i>].<name>` when UIS says
@@ -400,30 +393,22 @@ class UisClient:
     def get_deals_history(
         self,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         """One page of `get.deals_history` (one row per stage of each deal, `is_generated` included)."""
         return self._page("get.deals_history", _list_params(filter, fields), limit, offset)
 
     def iter_deals_history(
         self,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[JsonObject]:
         return self._iter_pages("get.deals_history", _list_params(filter, fields), limit)
-
-    def deals_in_processing(self) -> int:
-        """`get.deals_in_processing`: how many uploaded deals UIS has not processed yet."""
-        data = self.call("get.deals_in_processing", {}).get("data") or {}
-        return int(data.get("count") or 0) if isinstance(data, dict) else 0
-
-    def delete_deal(self, ext_id: str) -> dict[str, Any]:
-        return self._data(self.call("delete.deals", {"ext_id": ext_id}))
 
     # --- reports ---------------------------------------------------------------------------------
     def get_chats_report(
@@ -431,38 +416,12 @@ class UisClient:
         date_from: datetime,
         date_till: datetime,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
-
-    def iter_chats_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        return self._iter_pages("get.chats_report", _report_params(date_from, date_till, filter, fields), limit)
-
-    def get_chat_messages_report(
-        self,
-        *,
-        chat_id: int | None = None,
-        chat_ids: Sequence[int] | None = None,
-        date_from: datetime | None = None,
-        date_till: datetime | None = None,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
-        return self._page("get.chat_messages_report", params, limit, offset)
 
     def iter_chat_messages_report(
         self,
@@ -471,10 +430,10 @@ class UisClient:
         chat_ids: Sequence[int] | None = None,
         date_from: datetime | None = None,
         date_till: datetime | None = None,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[JsonObject]:
         params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
         return self._iter_pages("get.chat_messages_report", params, limit)
 
@@ -483,34 +442,22 @@ class UisClient:
         date_from: datetime,
         date_till: datetime,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         params = _report_params(date_from, date_till, filter, fields)
         return self._page("get.offline_messages_report", params, limit, offset)
 
-    def iter_offline_messages_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        params = _report_params(date_from, date_till, filter, fields)
-        return self._iter_pages("get.offline_messages_report", params, limit)
-
     # --- paging ----------------------------------------------------------------------------------
-    def _page(self, method: str, params: Mapping[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+    def _page(self, method: str, params: Mapping[str, object], limit: int, offset: int) -> list[JsonObject]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}")
         data = self.call(method, {**params, "limit": limit, "offset": offset}).get("data")
-        return list(data) if isinstance(data, list) else []
+        return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []
 
-    def _iter_pages(self, method: str, params: Mapping[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    def _iter_pages(self, method: str, params: Mapping[str, object], limit: int = PAGE_SIZE) -> Iterator[JsonObject]:
         """Page with limit/offset until a page comes back shorter than `limit` (each page costs a point)."""
         offset = 0
         while True:
@@ -521,24 +468,24 @@ class UisClient:
             offset += limit
 
     @staticmethod
-    def _data(result: Mapping[str, Any]) -> dict[str, Any]:
+    def _data(result: Mapping[str, object]) -> JsonObject:
         data = result.get("data")
         return dict(data) if isinstance(data, dict) else {}
 
 
-def _as_float(value: Any, default: float | None) -> Any:
+def _as_float(value: JsonValue, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
-def _bounded(items: Sequence[Mapping[str, Any]], most: int) -> list[dict[str, Any]]:
+def _bounded(items: Sequence[Mapping[str, object]], most: int) -> list[dict[str, object]]:
     # UIS refuses the whole call above its per-call maximum: fail here, before spending a point
     if len(items) > most:
         raise ValueError(f"at most {most} items per call, got {len(items)}")
     return [dict(item) for item in items]
 
 
-def _list_params(filter: Mapping[str, Any] | None, fields: Sequence[str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def _list_params(filter: Mapping[str, object] | None, fields: Sequence[str] | None) -> dict[str, object]:
+    params: dict[str, object] = {}
     if filter:
         params["filter"] = dict(filter)
     if fields:
@@ -547,8 +494,8 @@ def _list_params(filter: Mapping[str, Any] | None, fields: Sequence[str] | None)
 
 
 def _report_params(
-    date_from: datetime, date_till: datetime, filter: Mapping[str, Any] | None, fields: Sequence[str] | None
-) -> dict[str, Any]:
+    date_from: datetime, date_till: datetime, filter: Mapping[str, object] | None, fields: Sequence[str] | None
+) -> dict[str, object]:
     if date_till < date_from:
         raise ValueError("date_till is before date_from")
     return {
@@ -563,9 +510,9 @@ def _messages_params(
     chat_ids: Sequence[int] | None,
     date_from: datetime | None,
     date_till: datetime | None,
-    filter: Mapping[str, Any] | None,
+    filter: Mapping[str, object] | None,
     fields: Sequence[str] | None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     params = _list_params(filter, fields)
     if chat_id is not None:
         params["chat_id"] = chat_id
@@ -576,22 +523,3 @@ def _messages_params(
     else:
         raise ValueError("get.chat_messages_report needs chat_id, chat_ids or date_from + date_till")
     return params
-
-
-# --- one client per account per container -------------------------------------------------------
-_clients: dict[tuple[str, str], UisClient] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(api_url: str, access_token: str, *, http: httpx.Client | None = None) -> UisClient:
-    """The container's client for this account, so `limits` and `calls` accumulate across invocations.
-
-    Keyed by URL and a digest of the token: a rotated token gets a new client, and the raw token
-    is not kept as a dictionary key.
-    """
-    key = (api_url, hashlib.sha256(access_token.encode("utf-8")).hexdigest())
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = UisClient(api_url, access_token, http=http)
-        return client
