@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from connector.aws import Aws
 from connector.config import Environment
@@ -43,12 +44,12 @@ class Queues:
 
     def _send(self, queue_url: str, message: QueueMessage) -> str:
         reply = self.aws.sqs.send_message(
-            QueueUrl=queue_url, MessageBody=message.body(), MessageGroupId=message.integration_id
+            QueueUrl=queue_url, MessageBody=_message_body(message), MessageGroupId=message.integration_id
         )
         return str(reply["MessageId"])
 
     def _send_many(self, queue_url: str, messages: list[DealEventMessage] | list[TextEventMessage]) -> int:
-        entries = [{"MessageBody": m.body(), "MessageGroupId": m.integration_id} for m in messages]
+        entries = [{"MessageBody": _message_body(m), "MessageGroupId": m.integration_id} for m in messages]
         return self._batches(queue_url, entries)
 
     def _batches(self, queue_url: str, entries: list[dict[str, str]]) -> int:
@@ -74,7 +75,7 @@ class Queues:
     def send_work(self, job: Job, messages: list[SchoolWork | ShardPage]) -> int:
         """Put work items on `job`'s queue: a school's in its own group, a shard page in the shard's."""
         entries = [
-            {"MessageBody": m.body(), "MessageGroupId": work_group(m), "MessageDeduplicationId": work_dedup(m)}
+            {"MessageBody": _message_body(m), "MessageGroupId": work_group(m), "MessageDeduplicationId": work_dedup(m)}
             for m in messages
         ]
         return self._batches(self.work_queue_url(job), entries)
@@ -140,3 +141,13 @@ def work_dedup(message: SchoolWork | ShardPage) -> str:
     else:
         key = ["page", message.job, str(message.shard), message.until, json.dumps(message.start, sort_keys=True)]
     return hashlib.sha256("|".join(key).encode()).hexdigest()
+
+
+# SQS refuses characters outside #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (its
+# SendMessage docs). json.dumps escapes the control characters but writes U+FFFE and U+FFFF as they are; in
+# JSON text they can only stand inside strings, where their escapes mean the same.
+_SQS_REFUSED = re.compile("[\ufffe\uffff]")
+
+
+def _message_body(message: QueueMessage | SchoolWork | ShardPage) -> str:
+    return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", message.body())
