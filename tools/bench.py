@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tools import bench_schools
+
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "shared" / "python"
 
@@ -198,6 +200,7 @@ def main() -> int:
     _table("Deals, in-process (moto + sandboxes; tools/bench_deals.py)", deals)
     stack = full_stack()
     _table("Whole local stack (moto server, real HTTP; latency indicative)", stack)
+    _table("Schools: one scheduler tick per N (in-process; tools/bench_schools.py)", bench_schools.in_subprocess())
     print(f"\nbench finished in {time.perf_counter() - started:.1f}s")
     if "--json" in sys.argv:
         print(json.dumps({"deals": deals, "stack": stack}, ensure_ascii=False, default=str))
