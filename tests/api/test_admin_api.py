@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -59,7 +60,7 @@ def test_every_admin_route_needs_the_bearer_token(lambda_context, headers, metho
 
 
 def test_create_integration_logs_in_to_both_and_returns_webhook_urls_without_secrets(
-    served_sandboxes, lambda_context, secretsmanager
+    served_sandboxes, lambda_context, secretsmanager, kms, state_table
 ):
     status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
     assert status == 201
@@ -82,9 +83,17 @@ def test_create_integration_logs_in_to_both_and_returns_webhook_urls_without_sec
     listed = call(lambda_context, "GET", "/integrations")[1]["items"]
     assert [i["id"] for i in listed] == [body["id"]]
     assert DEFAULT_API_KEY not in json.dumps(listed)
-    # the credentials went to Secrets Manager, nowhere else
-    stored = secretsmanager.get_secret_value(SecretId=f"test/integrations/{body['id']}")["SecretString"]
-    assert DEFAULT_API_KEY in stored and DEFAULT_TOKEN in stored
+    # the credentials are sealed under the stack's key in the integration's partition: plain nowhere
+    items = state_table.scan()["Items"]
+    assert DEFAULT_API_KEY not in repr(items) and DEFAULT_TOKEN not in repr(items)
+    [sealed] = [i for i in items if i["sk"] == "CREDENTIALS"]
+    assert sealed["pk"] == f"INT#{body['id']}"
+    opened = kms.decrypt(
+        CiphertextBlob=base64.b64decode(sealed["ciphertext"]),
+        EncryptionContext={"connector": "integration-credentials", "integration_id": body["id"]},
+    )["Plaintext"].decode()
+    assert DEFAULT_API_KEY in opened and DEFAULT_TOKEN in opened
+    assert [s["Name"] for s in secretsmanager.list_secrets()["SecretList"]] == ["test/admin-token"]
 
 
 def test_webhook_urls_can_be_shown_again(integration, lambda_context):

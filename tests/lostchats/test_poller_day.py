@@ -125,6 +125,7 @@ class _DayStore:
         self.table = store.table
         self.texts = _WatermarkReadThrough(store.texts)
         self.integrations = _ListedOnce(store.integrations)
+        self.credentials = store.credentials
 
 
 @dataclass

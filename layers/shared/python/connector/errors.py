@@ -46,6 +46,12 @@ class UnsafeHostname(ValidationFailed):
     code = "unsafe_hostname"
 
 
+class CredentialsUnreadable(ConnectorError):
+    """An integration's sealed credentials do not open (another integration's, another key, no key set)."""
+
+    code = "credentials_unreadable"
+
+
 # --- AlfaCRM -------------------------------------------------------------------------------------
 class AlfaCrmError(ConnectorError):
     code = "alfacrm_error"

@@ -52,7 +52,7 @@ class ClientFactory(Protocol):
 
 
 class AccountClients:
-    """The production `ClientFactory`: credentials from Secrets Manager, one client per account, all of them
+    """The production `ClientFactory`: credentials from the secrets port, one client per account, all of them
     on the container's two connection pools, AlfaCRM's through the account limiter and one token cache."""
 
     def __init__(self, secrets: Secrets, *, limiter: Limiter, tokens: TokenCache) -> None:
@@ -128,7 +128,7 @@ class Runtime:
         self.aws = aws or Aws()
         self.now = now
         self.store = store or Store(DynamoTable(env.state_table, self.aws))
-        self.secrets = Secrets(env, self.aws)
+        self.secrets = Secrets(env, self.aws, self.store.credentials)
         self.queues = Queues(env, self.aws)
         self.caches = Caches()
         self.tokens = TokenCache()

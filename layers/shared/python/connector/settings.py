@@ -265,7 +265,7 @@ class UisAccount(_Model):
 
 
 class Integration(_Model):
-    """The stored integration (never holds credentials: those live in Secrets Manager)."""
+    """The stored integration (never holds credentials: `secret_id` names them in the secrets port)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -290,7 +290,7 @@ class Integration(_Model):
 
 
 class Credentials(_Model):
-    """What lives in Secrets Manager for one integration."""
+    """One integration's credentials (sealed by the secrets port, `connector.secrets`)."""
 
     alfacrm_api_key: str
     uis_access_token: str

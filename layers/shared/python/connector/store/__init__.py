@@ -10,6 +10,7 @@ from functools import cached_property
 
 from connector.store.access import AccessStore
 from connector.store.base import DynamoTable
+from connector.store.credentials import CredentialStore
 from connector.store.deals import DealStore
 from connector.store.integrations import IntegrationStore
 from connector.store.texts import TextStore
@@ -34,6 +35,10 @@ class Store:
     @cached_property
     def access(self) -> AccessStore:
         return AccessStore(self.table)
+
+    @cached_property
+    def credentials(self) -> CredentialStore:
+        return CredentialStore(self.table)
 
     @property
     def calls(self) -> int:
