@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import string
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -437,8 +438,6 @@ def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
 
 def resolve_is_public(host: str) -> bool:
     """DNS check against rebinding to private ranges: every address the name resolves to is global."""
-    import socket
-
     try:
         infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
     except OSError:
