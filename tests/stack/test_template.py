@@ -220,7 +220,7 @@ def test_secret_permissions_are_the_admin_token_and_the_one_time_move(tpl: Templ
 
 
 def test_only_the_functions_that_open_credentials_may_use_the_key_and_only_with_the_context(tpl: Template) -> None:
-    from connector.secrets import PURPOSE
+    from connector.secrets import PURPOSE, encryption_context
 
     users = set()
     for lid in tpl.functions:
@@ -229,11 +229,14 @@ def test_only_the_functions_that_open_credentials_may_use_the_key_and_only_with_
             if not any(a.startswith("kms:") for a in actions):
                 continue
             users.add(lid)
-            assert set(actions) <= {"kms:Encrypt", "kms:Decrypt"}, lid
+            assert set(actions) <= {"kms:Decrypt", "kms:GenerateDataKey"}, lid
             assert statement["Resource"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}, lid
             condition = statement["Condition"]
             assert condition["StringEquals"] == {"kms:EncryptionContext:connector": PURPOSE}, lid
-            assert condition["Null"] == {"kms:EncryptionContext:integration_id": "false"}, lid
+            assert condition["Null"] == {"kms:EncryptionContext:data_key": "false"}, lid
+            assert set(encryption_context(1)) == set(
+                condition["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+            )
     assert users == CREDENTIAL_USERS
 
 
@@ -245,7 +248,7 @@ def test_the_credentials_key_outlives_the_stack_with_the_table_and_refuses_other
     assert key["Properties"]["EnableKeyRotation"] is True
     [deny] = [st for st in key["Properties"]["KeyPolicy"]["Statement"] if st["Effect"] == "Deny"]
     assert deny["Condition"] == {"StringNotEquals": {"kms:EncryptionContext:connector": PURPOSE}}
-    assert {"kms:Encrypt", "kms:Decrypt"} <= set(deny["Action"])
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(deny["Action"])
     alias = tpl.resources["CredentialsKeyAlias"]["Properties"]
     assert alias["TargetKeyId"] == {"Ref": "CredentialsKey"}
     env = tpl.data["Globals"]["Function"]["Environment"]["Variables"]

@@ -1,11 +1,13 @@
-"""An integration's sealed credentials (`CREDENTIALS`, one item in its partition); `connector.secrets` seals them."""
+"""Sealed credentials (`CREDENTIALS`, one item in each integration's partition) and the stack's wrapped data
+keys (`CREDKEY` / `V#<version>`, outside every partition); `connector.secrets` seals and opens them."""
 
 from __future__ import annotations
 
-from connector.models.credentials import SealedCredentials
+from connector.models.credentials import SealedCredentials, WrappedDataKey
 from connector.store.base import DynamoTable, int_pk, load, model_item
 
 CREDENTIALS = "CREDENTIALS"
+DATA_KEYS = "CREDKEY"
 
 
 class CredentialStore:
@@ -22,3 +24,10 @@ class CredentialStore:
 
     def delete(self, integration_id: str) -> None:
         self.t.delete(int_pk(integration_id), CREDENTIALS)
+
+    def data_key(self, version: int) -> WrappedDataKey | None:
+        return load(WrappedDataKey, self.t.get(DATA_KEYS, f"V#{version}"))
+
+    def add_data_key(self, version: int, wrapped: WrappedDataKey) -> bool:
+        """The first writer of a version wins (→ False for the others: they read the winner's)."""
+        return self.t.put({"pk": DATA_KEYS, "sk": f"V#{version}", **model_item(wrapped)}, if_absent=True)
