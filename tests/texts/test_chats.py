@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from connector.texts.enrich import chat_fields
 from connector.texts.transcript import MAX_PART_BYTES
 from connector.uis.notifications import parse_message
 
@@ -33,8 +34,16 @@ def open_chat(
 
 
 def poller_event(world: World, chat_id: int, event: str = "chat_started") -> dict:
-    """What the chat poller enqueues: the chats_report row as payload."""
-    row = world.uis._chat_row(world.uis.chats[chat_id])
+    """What the chat poller enqueues: its `get.chats_report` row (the columns the poller asks for) as payload."""
+    integration = world.store.integrations.get("int1")
+    assert integration is not None
+    day = world.clock.now.replace(hour=0, minute=0, second=0)
+    [row] = world.clients.uis(integration).get_chats_report(
+        day,
+        day.replace(hour=23, minute=59, second=59),
+        filter={"field": "id", "operator": "=", "value": chat_id},
+        fields=chat_fields(integration.settings.texts.chats.extra_fields),
+    )
     return message(event, row, source="poller")
 
 
@@ -537,3 +546,24 @@ def test_no_customer_read_at_chat_end_when_the_mapped_values_did_not_change(worl
     [lead] = world.new_customers()
     assert lead["note"] == "Яндекс Директ" and len(world.comments(lead["id"])) == 1
     assert finished.alfacrm_calls == 1  # the transcript only
+
+
+def test_a_lead_made_from_a_polled_chat_start_carries_the_utm_and_columns_its_mappings_name(world: World):
+    """get.chats_report returns only its default columns without `fields` (report/get_chats_report): no UTM,
+    no channel, no tags. The poller names what the facts need and every documented column a mapping names."""
+    world.integration(
+        chat_settings(
+            on="chat_started",
+            filters={"sites": [], "channels": ["whatsapp"], "tags": []},
+            extra_fields=[
+                {"source": "utm_source", "target": "custom_utm_source", "update_always": False},
+                {"source": "ua_client_id", "target": "note", "update_always": False},
+            ],
+        )
+    )
+    chat = world.uis.start_chat(
+        chat_channel_type="whatsapp", visitor_phone_number="79261230077", utm_source="vk", ua_client_id="GA1.2.77"
+    )
+    outcome = world.run(poller_event(world, int(chat["id"])))
+    [lead] = world.new_customers()
+    assert outcome.lead_created and (lead["custom_utm_source"], lead["note"]) == ("vk", "GA1.2.77")
