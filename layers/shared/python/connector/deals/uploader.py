@@ -3,18 +3,19 @@
 Per integration with pending deals:
 1. `ensure_funnels` (a DynamoDB read when nothing changed); a deal naming a stage UIS does not know forces
    one real sync (a status added in AlfaCRM a minute ago), and is parked if the stage is still unknown;
-2. contacts: ONE `create.deal_contacts` for new ones and ONE `update.deal_contacts` for changed ones
-   (a hash per contact in `UIS#contact#<ext_id>` tells which);
+2. contacts: ONE `create.deal_contacts` for new ones and one `update.deal_contacts` per changed one (UIS
+   updates one contact per call; a hash per contact in `UIS#contact#<ext_id>` tells which);
 3. ONE `upload.deals_history` per ≤1000 rows, carrying per deal only the transitions UIS lacks (or the
    current stage again, same stage time, for a change that does not move the stage).
-UIS takes a call all or nothing: a validation error parks only the offending deal (the row the error
-names, or found by bisection) and the rest is sent again. An error about what the *account* lacks — a row's
-user field, stage or funnel "not found" (or refused) in UIS, e.g. deleted in the cabinet — is not the
-deal's fault and would park deal after deal: it forces one `ensure_funnels` sync (re-creating missing
-stages and fields) and the batch is sent again; if UIS still refuses it, the flush is deferred with every
-pending mark kept (and no forced sync again for `RESYNC_COOLDOWN`, so a problem only a person can fix does
-not spend the day's points). `limit_exceeded` (beyond what the client waits
-out) and transport errors stop the integration's flush and leave every pending mark for the next run.
+UIS takes a call all or nothing and its error names a field, never a row or contact (`deals.stage_ext_id`):
+a validation error parks only the offending deal, found by bisection (refused calls cost no points), and the
+rest is sent again; a refused contact create is narrowed down the same way. An error about what the
+*account* lacks — a row's user field, stage or funnel "not found" (or refused) in UIS, e.g. deleted in the
+cabinet — is not the deal's fault and would park deal after deal: it forces one `ensure_funnels` sync
+(re-creating missing stages and fields) and the batch is sent again; if UIS still refuses it, the flush is
+deferred with every pending mark kept (and no forced sync again for `RESYNC_COOLDOWN`, so a problem only a
+person can fix does not spend the day's points). `limit_exceeded` (beyond what the client waits out) and
+transport errors stop the integration's flush and leave every pending mark for the next run.
 After a successful call each deal records what UIS now has; its pending mark is cleared only if the deal
 did not change meanwhile (conditional write), so a change made during the upload is uploaded next time.
 """
@@ -34,7 +35,7 @@ from connector.errors import ConnectorError, UisError, UisValidationError
 from connector.observability import logger
 from connector.store.base import on_conflict
 from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
-from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, failed_row_index
+from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS
 
 if TYPE_CHECKING:
     from connector.ports import ClientFactory
@@ -46,7 +47,8 @@ WRITE_ATTEMPTS = 6
 MAX_PENDING_PER_FLUSH = 5000  # bounds one invocation; the rest waits for the next minute
 RESYNC_COOLDOWN = timedelta(minutes=15)  # after a forced sync that did not help, defer without forcing again
 # a row field that names something of the account (UIS#funnel#…, UIS#field#…), with or without `deals[i].`
-_SYNC_FIELD = re.compile(r"^(?:deals\[\d+\]\.)?(?:user_fields|stage_ext_id|sales_funnel_ext_id)\b")
+# UIS names nested parameters with dots and no index (`deals.user_fields.ext_id`); older forms kept
+_SYNC_FIELD = re.compile(r"^(?:deals(?:\[\d+\])?\.)?(?:user_fields|stage_ext_id|sales_funnel_ext_id)\b")
 _SYNC_MNEMONICS = ("entity_not_found", "invalid_parameter_value")
 
 
@@ -329,84 +331,66 @@ def _sync_contacts(
 def _contacts_call(
     uis: UisClient, contacts: list[dict[str, Any]], *, create: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
-    """One create/update call, dropping what UIS names as bad and retrying the rest.
+    """Create these contacts in one call (a refused batch is halved until the refused ones are alone: UIS's
+    error never says which contact), or update them one call each (`update.deal_contacts` takes one).
 
     → (sent successfully, to move to the other call, refused ext_ids).
     """
-    moved: list[dict[str, Any]] = []
-    refused: set[str] = set()
-    remaining = list(contacts)
-    while remaining:
-        try:
-            if create:
-                uis.create_deal_contacts(remaining)
-            else:
-                uis.update_deal_contacts(remaining)
-            return remaining, moved, refused
-        except UisValidationError as exc:
-            index = _contact_index(exc)
-            if index is None or index >= len(remaining):
-                # no contact named: send none of them rather than guess; their deals go without a contact
-                return [], moved, refused | {c["ext_id"] for c in remaining}
-            bad = remaining.pop(index)
-            wrong_call = exc.mnemonic == ("duplicate_entity" if create else "entity_not_found")
-            if wrong_call and str(exc.field or "").endswith(".ext_id"):
-                moved.append(bad)
-            else:
-                refused.add(bad["ext_id"])
-    return [], moved, refused
-
-
-def _contact_index(exc: UisError) -> int | None:
-    text = exc.field or ""
-    if not text.startswith("contacts["):
-        return None
+    if not create:
+        done, moved, refused = [], [], set()
+        for contact in contacts:
+            try:
+                uis.update_deal_contact(contact)
+                done.append(contact)
+            except UisValidationError as exc:
+                if exc.mnemonic == "entity_not_found" and str(exc.field or "") == "ext_id":
+                    moved.append(contact)  # gone from UIS: create it again
+                else:
+                    refused.add(contact["ext_id"])
+        return done, moved, refused
     try:
-        return int(text[len("contacts[") : text.index("]")])
-    except ValueError:
-        return None
+        uis.create_deal_contacts(contacts)
+        return contacts, [], set()
+    except UisValidationError as exc:
+        if len(contacts) > 1:
+            middle = len(contacts) // 2
+            first, second = (
+                _contacts_call(uis, contacts[:middle], create=True),
+                _contacts_call(uis, contacts[middle:], create=True),
+            )
+            return first[0] + second[0], first[1] + second[1], first[2] | second[2]
+        if exc.mnemonic == "duplicate_entity" and str(exc.field or "").endswith("ext_id"):
+            return [], contacts, set()  # created earlier (sync state lost): update it
+        return [], [], {contacts[0]["ext_id"]}
 
 
 # --- upload ---------------------------------------------------------------------------------------------
 def _send(integration: Integration, items: list[_Item], *, store: Store, uis: UisClient, report: FlushReport) -> None:
-    """Upload these deals' rows in one call; on a validation error park the culprit and send the rest."""
-    while items:
-        rows = [row for item in items for row in item.rows]
-        try:
-            uis.upload_deals_history(rows)
-        except UisValidationError as exc:
-            if is_sync_problem(exc):
-                raise _SyncProblem(exc) from exc
-            index = failed_row_index(exc)
-            culprit = _owner(items, index) if index is not None else None
-            if culprit is None:
-                if len(items) == 1:
-                    culprit = items[0]
-                else:
-                    # UIS did not say which row: halve until the bad deal is alone
-                    middle = len(items) // 2
-                    _send(integration, items[:middle], store=store, uis=uis, report=report)
-                    _send(integration, items[middle:], store=store, uis=uis, report=report)
-                    return
-            _park(store, integration, culprit.deal, exc.message, exc.mnemonic or exc.code)
-            culprit.done = True
-            report.parked.append(f"{culprit.deal.funnel}#{culprit.deal.ext_id}")
-            items = [i for i in items if i is not culprit]
-            continue
-        for item in items:
-            _mark_uploaded(store, integration, item)
-            item.done = True
-        report.uploaded += len(items)
+    """Upload these deals' rows in one call; on a validation error halve until the culprit is alone, park it,
+    and send the rest."""
+    if not items:
         return
-
-
-def _owner(items: list[_Item], row_index: int) -> _Item | None:
-    seen = 0
+    rows = [row for item in items for row in item.rows]
+    try:
+        uis.upload_deals_history(rows)
+    except UisValidationError as exc:
+        if is_sync_problem(exc):
+            raise _SyncProblem(exc) from exc
+        if len(items) > 1:
+            # UIS never says which row: halve until the bad deal is alone
+            middle = len(items) // 2
+            _send(integration, items[:middle], store=store, uis=uis, report=report)
+            _send(integration, items[middle:], store=store, uis=uis, report=report)
+            return
+        culprit = items[0]
+        _park(store, integration, culprit.deal, exc.message, exc.mnemonic or exc.code)
+        culprit.done = True
+        report.parked.append(f"{culprit.deal.funnel}#{culprit.deal.ext_id}")
+        return
     for item in items:
-        seen += len(item.rows)
-        if row_index < seen:
-            return item
-    return None
+        _mark_uploaded(store, integration, item)
+        item.done = True
+    report.uploaded += len(items)
 
 
 def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:

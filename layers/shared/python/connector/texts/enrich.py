@@ -13,15 +13,17 @@ UIS points are scarce (e.g. 60/min, 3000/day per account), so:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from connector.errors import UisUnavailable
 from connector.texts.models import ChatFacts, RequestFacts
 from connector.timeutil import utc_to_local, utcnow
+from connector.uis import columns
 
 if TYPE_CHECKING:
+    from connector.settings import ExtraField
     from connector.uis.client import UisClient
 
 # Report windows stay under UIS's 3-month limit; a chat may have started long before it ended.
@@ -29,6 +31,19 @@ CHAT_LOOKBACK = timedelta(days=85)
 REQUEST_LOOKBACK = timedelta(days=30)
 # a little slack for clocks (UIS stamps in the account's local time)
 CLOCK_SLACK = timedelta(minutes=10)
+
+
+def chat_fields(mappings: Iterable[ExtraField] = ()) -> list[str]:
+    """The `get.chats_report` columns to ask for: what the chat facts need, plus every documented column an
+    extra-field mapping names (UIS returns only its default columns otherwise, which lack channel, tags, UTM)."""
+    return columns.with_extra(columns.CHAT_FIELDS, columns.CHATS_REPORT_COLUMNS, (m.source for m in mappings))
+
+
+def request_fields(mappings: Iterable[ExtraField] = ()) -> list[str]:
+    """The `get.offline_messages_report` columns to ask for (the default set lacks date, site domain, UTM)."""
+    return columns.with_extra(
+        columns.REQUEST_FIELDS, columns.OFFLINE_MESSAGES_REPORT_COLUMNS, (m.source for m in mappings)
+    )
 
 
 class NotReadyYet(UisUnavailable):
@@ -40,8 +55,18 @@ class NotReadyYet(UisUnavailable):
 class Enricher:
     """One event's access to UIS: a lazily created client and the calls it spent."""
 
-    def __init__(self, uis: Callable[[], UisClient], *, tz: str | None, anchor: datetime | None = None) -> None:
+    def __init__(
+        self,
+        uis: Callable[[], UisClient],
+        *,
+        tz: str | None,
+        anchor: datetime | None = None,
+        chat_fields: list[str] | None = None,
+        request_fields: list[str] | None = None,
+    ) -> None:
         self._factory = uis
+        self.chat_fields = chat_fields
+        self.request_fields = request_fields
         self._client: UisClient | None = None
         self.tz = tz
         self.anchor = anchor or utcnow()  # aware UTC: when the notification arrived
@@ -69,8 +94,8 @@ class Enricher:
         rows = self.client.get_chats_report(
             date_from,
             date_till,
-            # every column: extra-field mappings may name any report parameter
             filter={"field": field, "operator": "=", "value": value},
+            fields=self.chat_fields,
             limit=10,
         )
         self._spent(before)
@@ -100,7 +125,11 @@ class Enricher:
         date_from, date_till = self._window(REQUEST_LOOKBACK)
         before = self.client.calls
         rows = self.client.get_offline_messages_report(
-            date_from, date_till, filter={"field": field, "operator": "=", "value": value}, limit=10
+            date_from,
+            date_till,
+            filter={"field": field, "operator": "=", "value": value},
+            fields=self.request_fields,
+            limit=10,
         )
         self._spent(before)
         row = next((r for r in rows if str(r.get(field)) == str(value)), None)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from connector.errors import ConcurrentUpdate, ConnectorError
 from connector.observability import logger
+from connector.texts.enrich import chat_fields
 from connector.texts.models import ChatFacts
 from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
 
@@ -296,7 +297,8 @@ class ChatPoller:
         span = timedelta(seconds=float(state.get("span_seconds") or p.max_window.total_seconds()))
         till = min(now, start + min(span, p.max_window))
         result.window = (to_iso(start), to_iso(till))
-        rows, complete = self._read(uis, utc_to_local(start, tz), utc_to_local(till, tz), max_pages)
+        fields = chat_fields(integration.settings.texts.chats.extra_fields)
+        rows, complete = self._read(uis, utc_to_local(start, tz), utc_to_local(till, tz), max_pages, fields)
         result.chats = len(rows)
         result.truncated = not complete
         chats = self._facts(rows, tz)
@@ -345,13 +347,13 @@ class ChatPoller:
         )
 
     def _read(
-        self, uis: UisClient, date_from: datetime, date_till: datetime, max_pages: int
+        self, uis: UisClient, date_from: datetime, date_till: datetime, max_pages: int, fields: list[str]
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Page through the report; → (rows, whether the window was read to its end)."""
+        """Page through the report (naming its columns); → (rows, whether the window was read to its end)."""
         rows: list[dict[str, Any]] = []
         size = self.policy.page_size
         for page in range(max(max_pages, 0)):
-            chunk = uis.get_chats_report(date_from, date_till, limit=size, offset=page * size)
+            chunk = uis.get_chats_report(date_from, date_till, fields=fields, limit=size, offset=page * size)
             rows.extend(chunk)
             if len(chunk) < size:
                 return rows, True

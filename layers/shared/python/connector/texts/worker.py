@@ -37,7 +37,7 @@ from connector.texts.customers import (
     customer_branch,
     find_customer,
 )
-from connector.texts.enrich import Enricher
+from connector.texts.enrich import Enricher, chat_fields, request_fields
 from connector.texts.models import ChatFacts, RequestFacts, Tag
 from connector.texts.transcript import split, transcript_parts
 from connector.uis.notifications import Notification, as_int, as_str, parse_message
@@ -80,7 +80,13 @@ class _Event:
         self.branch_id = self.texts.branch_id or integration.alfacrm.branch_id
         self.region = integration.phone_region
         self.tz = integration.timezone
-        self.uis = Enricher(lambda: worker.clients.uis(integration), tz=self.tz, anchor=n.received_at)
+        self.uis = Enricher(
+            lambda: worker.clients.uis(integration),
+            tz=self.tz,
+            anchor=n.received_at,
+            chat_fields=chat_fields(self.texts.chats.extra_fields),
+            request_fields=request_fields(self.texts.requests.extra_fields),
+        )
         self._alfacrm: AlfaCrmClient | None = None
         self._alfacrm_before = 0
         self.outcome = Outcome("done", event=n.event)
