@@ -284,3 +284,59 @@ def test_malformed_json_is_400_saying_the_body_is_not_json(served_sandboxes, lam
     assert body["error"]["field"] is None
     assert "JSON" in body["error"]["message"]
     assert call(lambda_context, "GET", "/integrations")[1]["items"] == []
+
+
+# --- issue 8.7: UIS components (data_api/components/) -----------------------------------------------------
+@pytest.fixture()
+def components_off(served_sandboxes):
+    """Switch components off in the shared UIS sandbox for one test."""
+    uis = served_sandboxes["uis"]
+
+    def off(*names):
+        uis.set_components(disabled=names)
+
+    yield off
+    uis.set_components()
+
+
+def test_create_refuses_a_uis_account_without_the_sales_funnel_component(
+    served_sandboxes, lambda_context, components_off
+):
+    """Every deal method needs «Воронки продаж»: without it the flush would be deferred for ever, so creation
+    answers 422 naming what is missing, and stores nothing."""
+    components_off("sales_funnel")
+    status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+    assert status == 422
+    assert (body["error"]["code"], body["error"]["field"]) == ("uis_component_missing", "uis")
+    assert "Воронки продаж" in body["error"]["message"] and "sales_funnel" in body["error"]["message"]
+    assert call(lambda_context, "GET", "/integrations")[1]["items"] == []
+
+
+def test_activation_with_chats_on_needs_a_chat_component(integration, served_sandboxes, lambda_context, components_off):
+    iid = integration["id"]
+    settings = {"texts": {"branch_id": 1, "chats": {"enabled": True}}}
+    assert call(lambda_context, "PUT", f"/integrations/{iid}/settings", settings)[0] == 200
+    components_off("call_tracking", "consultant", "lead", "sitephone")
+
+    status, body = call(lambda_context, "POST", f"/integrations/{iid}/activate")
+
+    assert status == 422 and body["error"]["code"] == "uis_component_missing"
+    assert "Консультант" in body["error"]["message"] and "get.chats_report" in body["error"]["message"]
+    assert call(lambda_context, "GET", f"/integrations/{iid}")[1]["active"] is False
+
+
+def test_activation_without_the_visitors_component_still_activates(
+    integration, served_sandboxes, lambda_context, components_off
+):
+    """«Data API для настройки» (get.visitors) only adds the visitor's name: without it the connector falls back."""
+    iid = integration["id"]
+    assert (
+        call(lambda_context, "PUT", f"/integrations/{iid}/settings", {"texts": {"chats": {"enabled": True}}})[0] == 200
+    )
+    components_off("data_api_setup")
+    assert call(lambda_context, "POST", f"/integrations/{iid}/activate") == (200, {"active": True})
+
+
+def test_the_uis_accounts_zone_is_kept_from_creation(integration, lambda_context):
+    shown = call(lambda_context, "GET", f"/integrations/{integration['id']}")[1]
+    assert shown["uis"]["timezone"] == "Europe/Moscow"  # account/get_account: the account's IANA zone
