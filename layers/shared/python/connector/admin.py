@@ -17,6 +17,7 @@ from connector.errors import (
     ConnectorError,
     NotFound,
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     ValidationFailed,
@@ -80,11 +81,14 @@ class Admin:
             self.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+        uis = self.connect_uis(api_url, data.uis.access_token)
         try:
-            self.connect_uis(api_url, data.uis.access_token).check_auth()
+            account = uis.check_auth()
         except UisError as exc:
             code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
             raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
+        # the default settings upload deals: the account needs «Воронки продаж» (data_api/components/)
+        self._require_components(uis, SettingsDocument())
 
         integration_id = pysecrets.token_hex(8)
         alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)  # 192 bits each
@@ -101,7 +105,7 @@ class Admin:
             id=integration_id,
             name=data.name,
             alfacrm={"hostname": hostname, "email": data.alfacrm.email, "branch_id": data.alfacrm.branch_id},
-            uis={"api_url": api_url},
+            uis={"api_url": api_url, "timezone": account.get("timezone") or None},
             timezone=data.timezone,
             phone_region=data.phone_region,
             active=False,
@@ -153,6 +157,8 @@ class Admin:
         integration = self._get(integration_id)
         settings = parse_settings(body)
         self._check_against_alfacrm(integration, settings)
+        if integration.active:
+            self._require_components(self.clients.uis(integration), settings, integration)
         self.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
@@ -204,11 +210,47 @@ class Admin:
 
     def set_active(self, integration_id: str, active: bool) -> dict[str, Any]:
         integration = self._get(integration_id)
+        if active:
+            self._require_components(self.clients.uis(integration), integration.settings, integration)
         if active and integration.settings.deals.enabled:
             # the funnels must exist before the first deal is uploaded; a UIS failure refuses activation
             self._ensure_funnels(integration, force=True)
         self.store.integrations.set_active(integration_id, active)
         return {"active": active}
+
+    def _require_components(self, uis: Any, settings: SettingsDocument, integration: Integration | None = None) -> None:
+        """422 `uis_component_missing` when the UIS account lacks a component what the settings switch on needs
+        (data_api/components/): deals → «Воронки продаж», chats → a chat component for get.chats_report,
+        requests → get.offline_messages_report's. One cheap call per feature (refused calls cost nothing).
+        get.visitors' component is not required: without it lead names fall back to what the chat shows."""
+        from connector.uis.client import FEATURE_METHODS, component_text
+
+        features = [
+            name
+            for name, on in (
+                ("deals", settings.deals.enabled),
+                ("chats", settings.texts.chats.enabled),
+                ("requests", settings.texts.requests.enabled),
+            )
+            if on
+        ]
+        if not features:
+            return
+        before = uis.calls
+        missing = uis.missing_components(features)
+        if integration is not None and uis.calls > before:
+            day = utc_to_local(utcnow(), integration.timezone).date().isoformat()
+            self.store.integrations.add_points(integration.id, day, uis.calls - before, purpose="admin")
+        if missing:
+            text = "; ".join(
+                f"{FEATURE_METHODS[feature]} need {component_text(exc)}" for feature, exc in missing.items()
+            )
+            raise UisComponentMissing(
+                f"The UIS account lacks a component: {text}. Ask UIS to switch it on for the account, "
+                "or turn the feature off in the settings.",
+                field="uis",
+                mnemonic="method_component_disabled",
+            )
 
     def _ensure_funnels(self, integration: Integration, *, force: bool) -> None:
         from connector.deals.funnels import ensure_funnels
@@ -315,7 +357,7 @@ def error_reply(exc: ConnectorError) -> tuple[int, dict[str, Any]]:
         status = 401
     elif isinstance(exc, NotFound):
         status = 404
-    elif isinstance(exc, ValidationFailed | AlfaCrmAuthFailed | UisAuthFailed | UisForbidden):
+    elif isinstance(exc, ValidationFailed | AlfaCrmAuthFailed | UisAuthFailed | UisForbidden | UisComponentMissing):
         status = 422
     elif isinstance(exc, AlfaCrmError | UisError):
         status = 503 if isinstance(exc, AlfaCrmUnavailable | UisUnavailable | UisLimitExceeded) else 502

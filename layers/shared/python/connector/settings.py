@@ -199,6 +199,8 @@ class AlfaCrmAccount(_Model):
 
 class UisAccount(_Model):
     api_url: str = "https://dataapi.uiscom.ru/v2.0"
+    # the account's IANA zone as get.account reported it at creation (None: not known)
+    timezone: str | None = None
 
 
 class Integration(_Model):

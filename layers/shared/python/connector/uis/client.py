@@ -104,6 +104,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable for UIS: {type(value).__name__}")
 
 
+# data_api/components/ ("Права и компоненты"): component ids as UIS's errors name them, and their cabinet names;
+# get.visitors' «Data API для настройки» has no published id (person/get_visitors names it only)
+COMPONENT_NAMES = {
+    "sales_funnel": "Воронки продаж",
+    "consultant": "Консультант",
+    "call_tracking": "Колл-трекинг",
+    "lead": "Лидогенератор",
+    "sitephone": "Сайтфон",
+    "upload_chats": "Загрузка чатов из внешней системы",
+    "upload_offline_messages": "Загрузка оффлайн-сообщений из внешней системы",
+}
+# what each feature's probe calls, for messages
+FEATURE_METHODS = {
+    "deals": "the deal methods (upload.deals_history, …)",
+    "chats": "get.chats_report",
+    "requests": "get.offline_messages_report",
+    "visitors": "get.visitors («Data API для настройки»)",
+}
+
+
+def component_text(exc: UisComponentMissing) -> str:
+    """«Воронки продаж» (sales_funnel), or «Консультант» (consultant) or … — what would switch a method on."""
+    names = [f"«{COMPONENT_NAMES[c]}» ({c})" if c in COMPONENT_NAMES else c for c in exc.components]
+    return " or ".join(names) or "a component UIS did not name"
+
+
 def _retry_in_call(method: str) -> Callable[[BaseException], bool]:
     """What the RetryPolicy may retry inside this invocation (the policy still caps server waits)."""
     repeatable = method.startswith(_REPEATABLE)
