@@ -567,3 +567,15 @@ def test_a_lead_made_from_a_polled_chat_start_carries_the_utm_and_columns_its_ma
     outcome = world.run(poller_event(world, int(chat["id"])))
     [lead] = world.new_customers()
     assert outcome.lead_created and (lead["custom_utm_source"], lead["note"]) == ("vk", "GA1.2.77")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8.5: fixed after the typed core lands")
+def test_a_lead_made_on_a_polled_chat_start_is_named_after_the_visitor_from_get_visitors(world: World):
+    """The chat report has the visitor's phone, not the name or e-mail the visitor typed: get.visitors does."""
+    world.integration(chat_settings(on="chat_started"))
+    chat = world.uis.start_chat(
+        chat_channel_type="whatsapp", visitor_name="Эмма", visitor_phone_number="79261230088", visitor_email="e@x.ru"
+    )
+    outcome = world.run(poller_event(world, int(chat["id"])))
+    [lead] = world.new_customers()
+    assert outcome.lead_created and (lead["name"], lead["email"]) == ("Эмма", ["e@x.ru"])

@@ -473,7 +473,8 @@ class UisSandbox:
             self.components: set[str] = set(COMPONENTS)
             self.notifications: dict[str, dict[str, Any]] = {}
             self.deliveries: list[dict[str, Any]] = []
-            self.rpc_log: list[dict[str, Any]] = []
+            self.rpc_log: list[dict[str, Any]] = []  # successful calls (each cost a point)
+            self.refused: list[dict[str, Any]] = []  # refused calls (free): method and mnemonic
             self._failures: list[_Failure] = []
             self._minute: tuple[int, int] = (-1, 0)  # (window index, points used)
             self._day: tuple[date, int] = (date.min, 0)
@@ -665,6 +666,9 @@ class UisSandbox:
             return exc.status, None
         except RpcError as exc:
             self._pending.clear()
+            method = body.get("method") if isinstance(body, dict) else None
+            with self._lock:
+                self.refused.append({"method": method, "mnemonic": exc.mnemonic, "field": exc.field})
             return 200, {
                 "jsonrpc": "2.0",
                 "id": request_id,
