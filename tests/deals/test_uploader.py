@@ -8,12 +8,13 @@ import pytest
 from connector.deals import rules
 from connector.deals.state import Fact
 from connector.deals.views import deals_view
+from connector.settings import SettingsDocument
 from connector.store.base import int_pk
 from connector.timeutil import to_iso
 from connector.uis.client import UisClient
 
 from tests.deals.builders import INTEGRATION_ID, utc
-from tests.deals.conftest import UIS_TOKEN, UIS_URL
+from tests.deals.conftest import DEAL_SETTINGS, UIS_TOKEN, UIS_URL
 
 
 def uis_path(uis, ext_id):
@@ -612,3 +613,54 @@ def test_deals_carry_the_responsible_manager_and_the_lead_source(alfacrm, captur
     deal = uis.deals[f"customer-{lead['id']}"]
     assert (deal["employee_ext_id"], deal["source"]) == ("user-2", "Сайт")
     assert uis.deals[f"customer-{other['id']}"]["source"] == "Звонок"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8.10: fixed after the typed core lands")
+@pytest.mark.parametrize("archive_flag", [False, True])
+def test_a_lead_refused_with_a_reason_is_a_failed_first_sale_and_a_cleared_reason_reopens_it(
+    alfacrm, captured, deliver, flush, uis, clock, archive_flag
+):
+    """KO_alfacrm_data's real change log shows refusals as `lead_reject_id` in fields_new; no record or client
+    model has an archive flag (`removed` is an index filter). Refused → failed, whatever the flag; reason
+    cleared → back in process."""
+    alfacrm.configure({"archive_flag_in_records": archive_flag})
+    lead = alfacrm.ui_create_customer({"name": "Тимур", "is_study": 0, "lead_status_id": 2})
+    refused = alfacrm.ui_create_customer({"name": "Юля", "is_study": 0, "lead_status_id": 2})
+    clock.advance(600)
+    alfacrm.ui_archive_customer(lead["id"], reason_id=1)
+    alfacrm.ui_update_customer(refused["id"], {"lead_reject_id": 3})  # refused without archiving
+    deliver_all(captured, deliver)
+    flush()
+    assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("failed", "2025-03-03 09:10:00")
+    assert uis_path(uis, f"customer-{refused['id']}")[-1] == ("failed", "2025-03-03 09:10:00")
+
+    clock.advance(600)
+    alfacrm.ui_restore_customer(lead["id"])
+    deliver_all(captured, deliver)
+    flush()
+    assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:20:00")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 8.11: fixed after the typed core lands")
+def test_only_the_pay_items_the_settings_name_are_upsell_revenue(alfacrm, captured, deliver, flush, uis, store):
+    """A goods sale (the real capture: pay_type_id 9, commodity_id set, a pen) or a refund is no upsell: with
+    `deals.upsell.pay_item_ids` [1] only tuition payments become upsell deals."""
+    store.integrations.save_settings(
+        INTEGRATION_ID,
+        SettingsDocument.model_validate(
+            {**DEAL_SETTINGS, "deals": {**DEAL_SETTINGS["deals"], "upsell": {"enabled": True, "pay_item_ids": [1]}}}
+        ),
+    )
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "4000", "pay_item_id": 1, "document_date": "2025-03-01"}
+    )
+    tuition = alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "4000", "pay_item_id": 1, "document_date": "2025-03-05"}
+    )
+    pen = alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "120", "pay_item_id": 2, "pay_type_id": 9, "commodity_id": 14}
+    )
+    deliver_all(captured, deliver)
+    flush()
+    assert f"pay-{tuition['id']}" in uis.deals and f"pay-{pen['id']}" not in uis.deals

@@ -255,3 +255,46 @@ def test_deliveries_naming_the_request_by_different_ids_make_one_comment(world: 
     assert [o.status for o in outcomes] == ["done", "skipped", "skipped"]
     # a repeated delivery costs no UIS call
     assert outcomes[2].uis_calls == 0
+
+
+# --- issue 8.12: phone search spellings -------------------------------------------------------------------
+def test_a_customer_stored_as_11_digits_is_found_by_an_account_matching_exact_text(world: World):
+    """AlfaCRM's phone matching is not documented; a client used against a real account searches with the
+    11-digit 7XXXXXXXXXX form. An account matching the stored text exactly finds "79031234599" only so."""
+    world.alfacrm.configure({"phone_search": "exact"})
+    known = world.alfacrm.ui_create_customer({"name": "Зоя", "is_study": 0, "phone": ["79031234599"]})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 (903) 123-45-99", visitor_email=None)
+    assert [c["id"] for c in world.new_customers()] == [known["id"]]  # no second card for Зоя
+    assert any("Хочу на пробный урок" in c for c in world.comments(known["id"]))
+
+
+def test_once_the_account_spelling_is_learned_a_new_lead_with_a_phone_costs_search_create_comment(world: World):
+    """An account matching digits inside stored numbers (the national digits find "+7(916)123-45-67"): the
+    spelling that found a differently written number answers for the account, so a new visitor's phone costs
+    one search, then the create and the comment."""
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 916 123 45 67", visitor_email=None)  # the seeded client: learned
+    [outcome] = submit(world, visitor_phone_number="79264445566", visitor_email=None, visitor_name="Новая")
+    assert outcome.lead_created and outcome.alfacrm_calls == 3
+
+
+# --- issue 8.13: the comment author -------------------------------------------------------------------------
+def test_comments_are_signed_by_the_api_user_when_alfacrm_requires_an_author(world: World):
+    world.alfacrm.configure({"comment_requires_user_id": True})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    [outcome] = submit(world)
+    [lead] = world.new_customers()
+    assert outcome.status == "done" and world.comments(lead["id"])
+    assert world.alfacrm.state()["communications"][-1]["user_id"] == 3  # the sandbox's API user
+
+
+def test_comments_are_signed_by_the_author_the_settings_name(world: World):
+    world.alfacrm.configure({"comment_requires_user_id": True})
+    world.integration(texts_settings(comment_author_id=2))
+    world.notify("offline_message")
+    submit(world)
+    assert world.alfacrm.state()["communications"][-1]["user_id"] == 2
