@@ -366,18 +366,25 @@ def test_settings_name_pay_items_and_a_comment_author_that_exist_in_alfacrm(inte
         assert (status, body["error"]["field"]) == (422, field)
 
 
-def test_texts_without_a_comment_author_need_the_api_user_to_be_known(integration, served_sandboxes, lambda_context):
+def test_texts_without_a_comment_author_need_the_api_user_to_be_known(served_sandboxes, lambda_context):
     """AlfaCRM may require `user_id` on communication/create: the author defaults to the API user, found among
     the account's users by its e-mail; an account whose users cannot be listed must name one."""
     alfacrm = served_sandboxes["alfacrm"]
     alfacrm.configure({"with_user_index": False})
     try:
-        doc = {"texts": {"requests": {"enabled": True}}}
-        status, body = call(lambda_context, "PUT", f"/integrations/{integration['id']}/settings", doc)
+        status, created = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+        assert (
+            status == 201
+            and call(lambda_context, "GET", f"/integrations/{created['id']}")[1]["alfacrm"]["api_user_id"] is None
+        )
+        path = f"/integrations/{created['id']}/settings"
+        status, body = call(lambda_context, "PUT", path, {"texts": {"requests": {"enabled": True}}})
+        named = call(lambda_context, "PUT", path, {"texts": {"requests": {"enabled": True}, "comment_author_id": 2}})
     finally:
         alfacrm.configure({"with_user_index": True})
     assert status == 422 and body["error"]["field"] == "texts.comment_author_id"
     assert "comment_author_id" in body["error"]["message"] and "author" in body["error"]["message"]
+    assert named[0] == 200
 
 
 def test_the_api_user_is_found_at_creation(integration, lambda_context):

@@ -27,7 +27,7 @@ from connector.timeutil import local_to_utc, to_iso
 from connector.uis.client import UisClient
 
 from tests.support import RecordingSender, sandbox_integration
-from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
+from tools.sandboxes.alfacrm import API_USER_ID, DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
 
 TZ = "Europe/Moscow"
@@ -138,6 +138,7 @@ class World:
             timezone=TZ,
             iid=iid,
             active=active,
+            api_user_id=API_USER_ID,  # as the admin API finds it at creation
         )
 
     def notify(self, *events: str, method: str = "POST", name_event: bool = True, **options: Any) -> None:

@@ -77,10 +77,12 @@ class Admin:
             raise ValidationFailed(
                 f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
             )
+        alfacrm = self.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key)
         try:
-            self.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
+            alfacrm.login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+        api_user_id = _api_user(alfacrm, data.alfacrm.branch_id)
         uis = self.connect_uis(api_url, data.uis.access_token)
         try:
             account = uis.check_auth()
@@ -104,7 +106,12 @@ class Admin:
         integration = Integration(
             id=integration_id,
             name=data.name,
-            alfacrm={"hostname": hostname, "email": data.alfacrm.email, "branch_id": data.alfacrm.branch_id},
+            alfacrm={
+                "hostname": hostname,
+                "email": data.alfacrm.email,
+                "branch_id": data.alfacrm.branch_id,
+                "api_user_id": api_user_id,
+            },
             uis={"api_url": api_url, "timezone": account.get("timezone") or None},
             timezone=data.timezone,
             phone_region=data.phone_region,
@@ -194,6 +201,14 @@ class Admin:
                 raise ValidationFailed(
                     f"texts.branch_id: unknown AlfaCRM branch id {texts.branch_id}", field="texts.branch_id"
                 )
+        pay_items = settings.deals.upsell.pay_item_ids
+        if pay_items:
+            known_items = {item.id for item in client.pay_items(branch)}
+            bad_items = [i for i in pay_items if i not in known_items]
+            if bad_items:
+                path = "deals.upsell.pay_item_ids"
+                raise ValidationFailed(f"{path}: unknown AlfaCRM pay item id {bad_items[0]}", field=path)
+        self._check_comment_author(integration, settings, client)
         mappings = [
             ("texts.requests.extra_fields", texts.requests.extra_fields),
             ("texts.chats.extra_fields", texts.chats.extra_fields),
@@ -207,6 +222,31 @@ class Admin:
                             f"{path}[{i}].target: AlfaCRM customers have no field '{m.target}'",
                             field=f"{path}[{i}].target",
                         )
+
+    def _check_comment_author(self, integration: Integration, settings: SettingsDocument, client: Any) -> None:
+        """The comments' author (`communication/create` `user_id`, which AlfaCRM may require): a user the
+        settings name must exist; with none named, the API user signs, so it must be known (found by its
+        e-mail among the users, once, and kept on the record)."""
+        texts = settings.texts
+        path = "texts.comment_author_id"
+        branch = integration.alfacrm.branch_id
+        if texts.comment_author_id is not None:
+            users = {u.id for u in client.users(branch)}
+            if users and texts.comment_author_id not in users:
+                raise ValidationFailed(f"{path}: unknown AlfaCRM user id {texts.comment_author_id}", field=path)
+            return
+        if not (texts.requests.enabled or texts.chats.enabled) or integration.alfacrm.api_user_id is not None:
+            return
+        found = _api_user(client, branch)
+        if found is None:
+            raise ValidationFailed(
+                f"{path}: AlfaCRM may require an author (user_id) for the connector's comments, and the API user "
+                f"({integration.alfacrm.email}) is not among the users AlfaCRM lists: set texts.comment_author_id "
+                "to the AlfaCRM user id that signs them",
+                field=path,
+            )
+        account = integration.alfacrm.model_copy(update={"api_user_id": found})
+        self.store.integrations.save_alfacrm_account(integration.id, account)
 
     def set_active(self, integration_id: str, active: bool) -> dict[str, Any]:
         integration = self._get(integration_id)
@@ -269,6 +309,7 @@ class Admin:
             "users": lambda: client.users(branch),
             "teachers": lambda: client.teachers(branch),
             "customer-fields": lambda: client.customer_fields(branch),
+            "pay-items": lambda: client.pay_items(branch),
         }
         if name not in readers:
             raise NotFound(f"unknown AlfaCRM look-up '{name}'; known: {', '.join(readers)}")
@@ -331,6 +372,15 @@ class Admin:
             if dlq and target:
                 redriven += queues.redrive_dlq(dlq, target, integration_id=integration_id)
         return {"replayed": replayed, "dead_letters_redriven": redriven}
+
+
+def _api_user(client: Any, branch_id: int) -> int | None:
+    """The API user's id, or None when AlfaCRM cannot say (no `user/index`, no user with that e-mail)."""
+    try:
+        found = client.api_user_id(branch_id)
+    except AlfaCrmError:
+        return None
+    return int(found) if found is not None else None
 
 
 def _plain(item: Any) -> Any:

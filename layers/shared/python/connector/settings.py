@@ -84,6 +84,9 @@ class FirstSaleSettings(_Model):
 
 class UpsellSettings(_Model):
     enabled: bool = True
+    # AlfaCRM pay items (`pay-item`) whose payments are revenue; empty = every positive payment (a goods sale
+    # or a refund item can be left out: see docs/external-apis.md)
+    pay_item_ids: list[int] = Field(default_factory=list)
 
 
 class DealsSettings(_Model):
@@ -180,6 +183,8 @@ class ChatsSettings(_Model):
 
 class TextsSettings(_Model):
     branch_id: int | None = None
+    # the AlfaCRM user who signs the connector's comments (`communication/create` `user_id`); None = the API user
+    comment_author_id: int | None = None
     lead_defaults: LeadDefaults = Field(default_factory=LeadDefaults)
     requests: RequestsSettings = Field(default_factory=RequestsSettings)
     chats: ChatsSettings = Field(default_factory=ChatsSettings)
@@ -195,6 +200,8 @@ class AlfaCrmAccount(_Model):
     hostname: str
     email: str
     branch_id: int = 1
+    # the AlfaCRM user the API key belongs to (found by its e-mail among the users; None: not found)
+    api_user_id: int | None = None
 
 
 class UisAccount(_Model):

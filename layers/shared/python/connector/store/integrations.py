@@ -6,7 +6,7 @@ import builtins
 import time
 from typing import Any
 
-from connector.settings import Integration, SettingsDocument
+from connector.settings import AlfaCrmAccount, Integration, SettingsDocument
 from connector.store.base import DynamoTable, int_pk, is_expired
 
 META = "META"
@@ -63,6 +63,11 @@ class IntegrationStore:
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": settings.model_dump(mode="json")})
+        _MEMO.pop((self.t.name, integration_id), None)
+
+    def save_alfacrm_account(self, integration_id: str, account: AlfaCrmAccount) -> None:
+        """The record's `alfacrm` block (no secrets in it), e.g. once the API user's id is known."""
+        self.t.update_fields(int_pk(integration_id), META, {"alfacrm": account.model_dump(mode="json")})
         _MEMO.pop((self.t.name, integration_id), None)
 
     def set_active(self, integration_id: str, active: bool) -> bool:

@@ -78,6 +78,8 @@ class _Event:
         self.n = n
         self.texts = integration.settings.texts
         self.branch_id = self.texts.branch_id or integration.alfacrm.branch_id
+        # AlfaCRM may require an author on communication/create: the settings' one, else the API user
+        self.comment_author = self.texts.comment_author_id or integration.alfacrm.api_user_id
         self.region = integration.phone_region
         self.tz = integration.timezone
         self.uis = Enricher(
@@ -553,7 +555,7 @@ class TextWorker:
             for part in parts:
                 if part in posted:
                     continue
-                client.add_comment(customer_id, part, branch_id=branch_id)
+                client.add_comment(customer_id, part, branch_id=branch_id, user_id=ev.comment_author)
                 ev.outcome.comments += 1
         except Exception as exc:
             error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
