@@ -10,7 +10,7 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
 # An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
 PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
-.PHONY: help setup setup-sam run demo test lint bench build validate deploy openapi uv clean
+.PHONY: help setup setup-sam run demo test lint bench probe build validate deploy openapi uv clean
 
 help:
 	@echo "setup      app venv (.venv) with uv"
@@ -20,6 +20,7 @@ help:
 	@echo "test       pytest"
 	@echo "lint       ruff check, ruff format --check, mypy (layer), cfn-lint"
 	@echo "bench      benchmark"
+	@echo "probe      check the connector's assumptions against live accounts (ALFACRM_*, UIS_ACCESS_TOKEN; ARGS=--write-contact)"
 	@echo "build      sam build (python3.13 on PATH, no container)"
 	@echo "validate   sam validate --lint"
 	@echo "deploy     sam deploy (samconfig.toml)"
@@ -59,6 +60,9 @@ lint: .venv/.stamp
 
 bench: .venv/.stamp
 	$(PY) -m tools.bench
+
+probe: .venv/.stamp
+	PYTHONPATH=layers/shared/python $(PY) -m tools.probe $(ARGS)
 
 openapi: .venv/.stamp
 	$(PY) -m tools.openapi

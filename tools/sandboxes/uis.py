@@ -52,7 +52,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tools.sandboxes.common import ServedApp, http_sender, json_response, read_json
-from tools.sandboxes.uis_columns import CHAT_MESSAGES_REPORT, CHATS_REPORT, OFFLINE_MESSAGES_REPORT, Columns
+from tools.sandboxes.uis_columns import (
+    CHAT_MESSAGES_REPORT,
+    CHATS_REPORT,
+    DEALS_HISTORY,
+    OFFLINE_MESSAGES_REPORT,
+    Columns,
+)
 
 DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEFAULT_TOKEN = "uis-sandbox-token"
@@ -327,6 +333,9 @@ def _listing(
         if unknown:
             raise _unexpected("fields", unknown)
     if params.get("filter"):
+        if columns is not None:
+            # the filter is judged against the method's columns even when no row would be compared
+            _match(dict.fromkeys(columns), params["filter"], columns)
         rows = [row for row in rows if _match(row, params["filter"], columns)]
     for sort in reversed(params.get("sort") or []):
         key: str = sort.get("field")
@@ -1315,10 +1324,9 @@ class UisSandbox:
                         "is_generated": step["is_generated"],
                         "communication_id": deal["communication_id"],
                         "communication_type": deal["communication_type"],
-                        "user_fields": [{"ext_id": k, "value": v} for k, v in deal["user_fields"].items()],
                     }
                 )
-        return _listing(rows, params)
+        return _listing(rows, params, DEALS_HISTORY)
 
     def _delete_deal(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "ext_id")

@@ -196,3 +196,25 @@ CHAT_MESSAGES_REPORT: Columns = {
     "employee_id": (True, True),
     "employee_full_name": (True, False),
 }
+
+# ca_deal/get_deals_history: the page has no "Ответ по умолчанию" column, every documented column is returned
+# (no `user_fields`: the page lists none)
+DEALS_HISTORY: Columns = {
+    "ext_id": (True, True),
+    "name": (True, True),
+    "created_date_time": (True, True),
+    "closed_date_time": (True, True),
+    "modified_stage_date_time": (True, True),
+    "contact_ext_ids": (True, True),
+    "tag_ext_ids": (True, True),
+    "main_contact_ext_id": (True, True),
+    "employee_ext_id": (True, True),
+    "revenue": (True, True),
+    "sales_funnel_ext_id": (True, True),
+    "stage_ext_id": (True, True),
+    "comments": (True, False),
+    "source": (True, True),
+    "is_generated": (True, True),
+    "communication_id": (True, True),
+    "communication_type": (True, True),
+}

@@ -202,6 +202,50 @@ CHAT_MESSAGES_REPORT_COLUMNS: frozenset[str] = frozenset(
     }
 )
 
+# the "Ответ по умолчанию" columns: all a call without `fields` gets
+CHATS_REPORT_DEFAULT: frozenset[str] = frozenset(
+    {
+        "id",
+        "status",
+        "initiator",
+        "date_time",
+        "duration",
+        "answer_time",
+        "communication_id",
+        "chat_ad_url",
+        "is_group_chat",
+        "is_transfer",
+        "release_cause",
+        "employee_id",
+        "employee_raiting",
+        "site_id",
+        "campaign_id",
+        "visitor_phone_number",
+        "visitor_id",
+        "visitor_ids",
+    }
+)
+OFFLINE_MESSAGES_REPORT_DEFAULT: frozenset[str] = frozenset(
+    {
+        "id",
+        "text",
+        "communication_id",
+        "is_agree_to_process_personal_data",
+        "is_agree_to_mailing",
+        "status",
+        "form_type",
+        "properties",
+        "employee_id",
+        "site_id",
+        "campaign_id",
+        "visitor_phone_number",
+        "visitor_email",
+        "visitor_name",
+        "visitor_id",
+        "visitor_session_id",
+    }
+)
+
 _UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 
 # What the connector reads from each report (facts, filters, lead names, comments, task titles).
