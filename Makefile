@@ -10,14 +10,15 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
 # An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
 PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
-.PHONY: help setup setup-sam run demo test lint bench probe build validate deploy openapi uv clean
+.PHONY: help setup setup-sam run demo test screenshots lint bench probe build validate deploy openapi sam-env uv clean
 
 help:
 	@echo "setup      app venv (.venv) with uv"
 	@echo "setup-sam  aws-sam-cli in its own venv (.venv-sam)"
 	@echo "run        local stack on http://127.0.0.1:$${PORT:-3000} (PORT, ADMIN_TOKEN, SANDBOX=0|1)"
 	@echo "demo       drive both flows end to end against the local stack and print the results"
-	@echo "test       pytest"
+	@echo "test       pytest (browser tests need Debian's chromium: apt-get install -y chromium)"
+	@echo "screenshots  browser tests, saving the page's screenshots to docs/screenshots/"
 	@echo "lint       ruff check, ruff format --check, mypy (layer), cfn-lint"
 	@echo "bench      benchmark"
 	@echo "probe      check the connector's assumptions against live accounts (ALFACRM_*, UIS_ACCESS_TOKEN; ARGS=--write-contact)"
@@ -25,9 +26,10 @@ help:
 	@echo "validate   sam validate --lint"
 	@echo "deploy     sam deploy (samconfig.toml)"
 	@echo "openapi    regenerate the OpenAPI document"
+	@echo "sam-env    regenerate events/env.json (sam local invoke --env-vars)"
 
 uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || test -x "$$HOME/.local/bin/uv" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 # The stamp makes test/demo/run depend on an up-to-date venv without re-syncing every time.
 .venv/.stamp: pyproject.toml uv.lock | uv
@@ -47,10 +49,13 @@ run: .venv/.stamp
 	$(PY) -m tools.localstack
 
 demo: .venv/.stamp
-	$(PY) -m tools.demo
+	@$(PY) -m tools.demo
 
 test: .venv/.stamp
 	.venv/bin/pytest
+
+screenshots: .venv/.stamp
+	UPDATE_SCREENSHOTS=1 .venv/bin/pytest tests/browser
 
 lint: .venv/.stamp
 	.venv/bin/ruff check .
@@ -66,6 +71,9 @@ probe: .venv/.stamp
 
 openapi: .venv/.stamp
 	$(PY) -m tools.openapi
+
+sam-env: .venv/.stamp
+	$(PY) -m tools.localstack.samenv
 
 build: .venv-sam/.stamp
 	$(SAM_ENV) $(SAM) build

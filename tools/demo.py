@@ -116,6 +116,28 @@ def school_day(alfacrm_url: str, advance: Callable[[float], None] = lambda minut
     return {"daria": daria["id"], "artem": artem["id"], "sofia": sofia["id"], "kirill": kirill["id"]}
 
 
+def table(header: list[str], rows: list[list[str]], *, right: frozenset[int] = frozenset()) -> list[str]:
+    """Columns as wide as their widest cell: nothing is cut; columns in `right` are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  " + "  ".join(parts).rstrip()
+
+    return [line(header), "  " + "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def _deals_word(n: int) -> str:
+    if n % 10 == 1 and n % 100 != 11:
+        return "сделка"
+    if n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14):
+        return "сделки"
+    return "сделок"
+
+
 def deals_table(uis_state: dict[str, Any]) -> list[str]:
     """The UIS sandbox's deals per funnel, as a reader would want to see them."""
     funnels = {f["ext_id"]: f for f in uis_state["funnels"]}
@@ -127,34 +149,31 @@ def deals_table(uis_state: dict[str, Any]) -> list[str]:
             continue
         names = {ext: stage["name"] for ext, stage in funnel["stages"].items()}
         lines.append("")
-        lines.append(f"UIS funnel «{funnel['name']}» ({funnel_id}): {len(deals)} deals")
-        header = f"  {'deal':<40} {'stage':<20} {'revenue':>8}  {'teacher':<26} {'branch':<12} path"
-        lines.append(header)
-        lines.append("  " + "-" * (len(header) + 20))
+        lines.append(f"Воронка UIS «{funnel['name']}»: {len(deals)} {_deals_word(len(deals))}")
+        rows = []
         for deal in sorted(deals, key=lambda d: d["ext_id"]):
             path = " → ".join(
                 names.get(p["stage_ext_id"], p["stage_ext_id"]) for p in deal["path"] if not p["is_generated"]
             )
             revenue = "" if deal.get("revenue") is None else f"{deal['revenue']:g}"
             fields = deal.get("user_fields") or {}
-            lines.append(
-                f"  {deal['name'][:40]:<40} {names.get(deal['stage_ext_id'], deal['stage_ext_id'])[:20]:<20} "
-                f"{revenue:>8}  {(fields.get('teacher') or '')[:26]:<26} {(fields.get('branch') or '')[:12]:<12} {path}"
-            )
+            stage = names.get(deal["stage_ext_id"], deal["stage_ext_id"])
+            rows.append([deal["name"], stage, revenue, fields.get("teacher") or "", fields.get("branch") or "", path])
+        lines.extend(table(["сделка", "этап", "выручка", "учитель", "филиал", "путь"], rows, right=frozenset({2})))
     return lines
 
 
 def run_deals_demo(stack: Any, out: Out = print) -> dict[str, Any]:
     alfacrm_url, uis_url = stack.sandboxes["alfacrm"].url, stack.sandboxes["uis"].url
     out("")
-    out("== Deals: AlfaCRM → UIS ==")
-    out("A school day in AlfaCRM: 4 leads, statuses, 2 conversions, payments, an extra payment, a deleted payment")
+    out("== Сделки: AlfaCRM → UIS ==")
+    out("Учебный день в AlfaCRM: 4 лида, смены этапов, 2 лида стали клиентами, платежи, доплата, удалённый платёж")
     started = time.monotonic()
     clock = ShiftedClock(hours_ago=7)
     stack.sandboxes["alfacrm"].sandbox.clock = clock
     ids = school_day(alfacrm_url, clock.advance)
     stack.wait_idle(timeout=120)
-    out(f"AlfaCRM webhooks processed by the deal worker in {time.monotonic() - started:.1f}s")
+    out(f"Webhook'и AlfaCRM обработаны за {time.monotonic() - started:.1f} с")
     _upload(stack, out)
     state = httpx.get(f"{uis_url}/_sandbox/state", timeout=30).json()
     for line in deals_table(state):
@@ -162,13 +181,23 @@ def run_deals_demo(stack: Any, out: Out = print) -> dict[str, Any]:
     return {"customers": ids, "deals": len(state["deals"])}
 
 
+UPLOAD_STATES = {
+    "idle": "нечего выгружать",
+    "uploaded": "всё выгружено",
+    "partial": "выгружено частично",
+    "deferred": "отложено до следующей выгрузки",
+}
+COMMUNICATION_TYPES = {"chat": "чат", "offline_message": "заявка"}
+
+
 def _upload(stack: Any, out: Out) -> None:
     reply = httpx.post(f"{stack.url}/_local/schedules/DealUploadSchedule", timeout=120)
     reply.raise_for_status()
     for report in reply.json().get("result", reply.json()).get("integrations", []):
+        state = UPLOAD_STATES.get(report["state"], report["state"])
         out(
-            f"Uploader: {report['deals']} deals, {report['rows']} rows, {report['points']} UIS points, "
-            f"state {report['state']}" + (f", parked {report['parked']}" if report["parked"] else "")
+            f"Выгрузка в UIS: сделок {report['deals']}, строк истории {report['rows']}, баллов UIS {report['points']}, "
+            f"{state}" + (f", отложено {report['parked']}" if report["parked"] else "")
         )
 
 
@@ -182,22 +211,23 @@ def communication_deals(stack: Any, customers: dict[int, str], out: Out = print)
     state = httpx.get(f"{stack.sandboxes['uis'].url}/_sandbox/state", timeout=30).json()
     by_ext = {d["ext_id"]: d for d in state["deals"] if d["sales_funnel_ext_id"] == "first_sale"}
     rows: list[dict[str, Any]] = []
-    out(f"  {'лид AlfaCRM':<44} {'сделка UIS':<14} communication_id / type")
+    cells: list[list[str]] = []
     for customer_id, name in sorted(customers.items()):
         deal = by_ext.get(f"customer-{customer_id}")
         label = f"#{customer_id} {name}"
         if deal is None:
-            out(f"  {label[:44]:<44} {'—':<14} (сделки нет)")
+            cells.append([label, "—", "сделки нет"])
             continue
         rows.append(deal)
+        kind = COMMUNICATION_TYPES.get(deal.get("communication_type"), deal.get("communication_type"))
         comm = (
-            f"{deal['communication_id']} / {deal['communication_type']}"
-            if deal.get("communication_id") is not None
-            else "— (без коммуникации)"
+            f"{deal['communication_id']} ({kind})" if deal.get("communication_id") is not None else "— (без обращения)"
         )
-        out(f"  {label[:44]:<44} {deal['ext_id']:<14} {comm}")
+        cells.append([label, deal["ext_id"], comm])
+    for line in table(["лид AlfaCRM", "сделка UIS", "обращение UIS"], cells):
+        out(line)
     carried = sum(d.get("communication_id") is not None for d in rows)
-    out(f"Итого: сделок {len(rows)} из {len(customers)}, с коммуникацией UIS {carried}.")
+    out(f"Итого: сделок {len(rows)} из {len(customers)}, с обращением UIS {carried}.")
     return rows
 
 
@@ -218,8 +248,9 @@ def main() -> int:
         extra_env={"ALFACRM_RPS": os.environ["ALFACRM_RPS"], "POWERTOOLS_LOG_LEVEL": "WARNING"},
     )
     stack.start()
+    warnings_seen = _quiet_connector_log()
     try:
-        print(f"local stack {stack.url}, demo integration {stack.demo['id'] if stack.demo else '?'}")
+        print(f"Локальный стек {stack.url}, демо-школа {stack.demo['id'] if stack.demo else '?'}")
         run_deals_demo(stack)
         try:
             texts = importlib.import_module("tools.demo_texts")
@@ -233,7 +264,29 @@ def main() -> int:
                 communication_deals(stack, created)
     finally:
         stack.stop()
+    print("")
+    if warnings_seen:
+        print(f"Предупреждений в журнале коннектора: {len(warnings_seen)} (отложенное видно на странице настроек).")
+    page = "http://127.0.0.1:3000/ui/#token=demo"
+    print(f"Дальше: ADMIN_TOKEN=demo make run и откройте {page} — страницу настроек демо-школы.")
     return 0
+
+
+def _quiet_connector_log() -> list[logging.LogRecord]:
+    """The connector logs JSON lines for CloudWatch; among the demo's tables they are noise. Keep the records
+    (counted at the end) instead of printing them."""
+    from connector.observability import logger
+
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    for handler in list(logger._logger.handlers):
+        logger._logger.removeHandler(handler)
+    logger._logger.addHandler(Keep(level=logging.WARNING))
+    return seen
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def _poll_line(summary: dict[str, Any]) -> str:
         return statuses
     return (
         f"{statuses}: прочитано чатов {summary.get('chats_read', 0)}, "
-        f"событий lost_chat {summary.get('lost_chat_events', 0)}, баллов UIS {summary.get('uis_points', 0)}"
+        f"потерянных чатов {summary.get('lost_chat_events', 0)}, баллов UIS {summary.get('uis_points', 0)}"
     )
 
 
@@ -166,7 +166,7 @@ def lost_chat(stack: Any, say: Any) -> dict[str, Any]:
     known_tasks = {t["id"] for t in before["tasks"]}
     known_customers = {c["id"] for c in before["customers"]}
     say("")
-    say(f"4) Потерянный чат на сайте (Ольга, {LOST_CHAT_PHONE}): никто не ответил, уведомление lost_chat не пришло")
+    say(f"4) Потерянный чат на сайте (Ольга, {LOST_CHAT_PHONE}): никто не ответил, а уведомление UIS не пришло")
     with httpx.Client(base_url=uis_url, timeout=30) as http:
         chat = _post(
             http,
@@ -183,7 +183,7 @@ def lost_chat(stack: Any, say: Any) -> dict[str, Any]:
     stack.wait_idle(timeout=30)
     if [t for t in _state(alfacrm_url)["tasks"] if t["id"] not in known_tasks]:
         raise RuntimeError("a task appeared before the poller ran: the lost_chat notification was not lost")
-    say(f"   Планировщик ChatPollSchedule → {_poll_line(_poll(stack))}")
+    say(f"   Опрос чатов UIS по расписанию → {_poll_line(_poll(stack))}")
 
     after = _state(alfacrm_url)
     customers = {c["id"]: c for c in after["customers"]}
@@ -200,10 +200,10 @@ def lost_chat(stack: Any, say: Any) -> dict[str, Any]:
         for line in str(task.get("text") or "").splitlines():
             say(f"       | {line}")
         if "Ольга" not in task["title"]:
-            say("     (имени «Ольга» нет в строке get.chats_report: {visitor_name} = имя, данное лиду)")
+            say("     Имени «Ольга» в отчёте UIS о чатах нет, поэтому в названии задачи — имя, которое получил лид.")
 
     say("")
-    say(f"   Планировщик ChatPollSchedule ещё раз → {_poll_line(_poll(stack))}")
+    say(f"   Опрос чатов UIS ещё раз → {_poll_line(_poll(stack))}")
     again = [t for t in _state(alfacrm_url)["tasks"] if t["id"] not in known_tasks]
     say(f"   задач по потерянным чатам после повторного опроса: {len(again)} (было {len(tasks)})")
     created = [c for c in after["customers"] if c["id"] not in known_customers]

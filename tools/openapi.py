@@ -17,6 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "openapi.json"
+# The copy `GET /docs` serves (Lambda packages only the pages function's own folder).
+SERVED = ROOT / "functions" / "pages" / "static" / "docs" / "openapi.json"
 FUNCTIONS = ("admin_api", "alfacrm_webhook", "uis_webhook")
 
 
@@ -76,12 +78,14 @@ def main() -> int:
     args = parser.parse_args()
     text = json.dumps(build(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"
     if args.check:
-        current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
-        if current != text:
-            print("docs/openapi.json is stale: run `make openapi`", file=sys.stderr)
-            return 1
+        for path in (OUT, SERVED):
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if current != text:
+                print(f"{path.relative_to(ROOT)} is stale: run `make openapi`", file=sys.stderr)
+                return 1
         return 0
     OUT.write_text(text, encoding="utf-8")
+    SERVED.write_text(text, encoding="utf-8")
     print(f"wrote {OUT.relative_to(ROOT)} ({len(json.loads(text)['paths'])} paths)")
     return 0
 

@@ -10,9 +10,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector import access, admin_edge
 from connector.admin import Admin
 from connector.errors import ConnectorError
-from connector.http import bearer_denied, error_body, error_response, json_reply, public_base_url, route_miss
+from connector.http import error_body, error_response, json_reply, public_base_url, route_miss
 from connector.observability import logger, metrics, tracer
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
 
@@ -124,12 +125,17 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
     return admin().replay(integration_id)
 
 
+@app.post("/integrations/<integration_id>/access", summary="Issue a school's own access token (the old one stops)")
+def issue_access(integration_id: IntegrationId) -> dict[str, Any]:
+    return access.issue(admin().store, integration_id, public_base_url(app.current_event.raw_event))
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
-    denied = bearer_denied(event)
+    denied = admin_edge.denied(event, admin().store)
     if denied is not None:
         return denied
-    return app.resolve(event, context)
+    return app.resolve(admin_edge.as_json(event), context)

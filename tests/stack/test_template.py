@@ -14,6 +14,7 @@ from tools.localstack.template import Template
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {
     "AdminApiFunction": "admin_api",
+    "PagesFunction": "pages",
     "AlfaCrmWebhookFunction": "alfacrm_webhook",
     "UisWebhookFunction": "uis_webhook",
     "DealWorkerFunction": "deal_worker",
@@ -101,7 +102,7 @@ def tpl() -> Template:
     return Template.load(ROOT / "template.yaml")
 
 
-def test_the_eight_functions_live_where_internals_says(tpl: Template) -> None:
+def test_the_nine_functions_live_where_internals_says(tpl: Template) -> None:
     assert {lid: fn.code_uri for lid, fn in tpl.functions.items()} == {
         lid: f"functions/{name}/" for lid, name in FUNCTIONS.items()
     }
@@ -118,6 +119,11 @@ def test_routes(tpl: Template) -> None:
         ("POST", "/hooks/alfacrm/{id}/{secret}", "AlfaCrmWebhookFunction"),
         ("POST", "/hooks/uis/{id}/{secret}", "UisWebhookFunction"),
         ("GET", "/hooks/uis/{id}/{secret}", "UisWebhookFunction"),
+        ("GET", "/ui", "PagesFunction"),
+        ("GET", "/ui/{proxy+}", "PagesFunction"),
+        ("GET", "/widget/alfacrm.js", "PagesFunction"),
+        ("GET", "/docs", "PagesFunction"),
+        ("GET", "/docs/{proxy+}", "PagesFunction"),
     }
 
 

@@ -49,6 +49,9 @@ def main() -> int:
         print(f"demo integration: {stack.demo['id']}")
         for kind, hook in stack.demo["webhooks"].items():
             print(f"  {kind} webhook: {hook}")
+    # the token in the URL fragment: browsers never send it, the page moves it to the tab's sessionStorage
+    print(f"settings page: {url}/ui/#token={stack.admin_token}")
+    print(f"API docs: {url}/docs")
     print(f"started in {time.monotonic() - started:.1f}s")
     print(f"ready {url}", flush=True)
     stopping.wait()

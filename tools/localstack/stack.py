@@ -567,8 +567,10 @@ class LocalStack:
         # The execute-api URL carries the stage (/v1/hooks/...); accept it so URLs built either way work.
         if path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :]
+        # API Gateway (REST) matches `/ui/` to the resource `/ui`; the handler still sees the path as sent.
+        matched_path = path.rstrip("/") if len(path) > 1 else path
         for route in self.template.routes:
-            match = route.pattern.match(path)
+            match = route.pattern.match(path) or route.pattern.match(matched_path)
             if match and route.method in ("ANY", request.method):
                 runtime = self.functions[route.function_id]
                 event = api_event(request, route, path, match.groupdict(), stage=self.stage, server_port=self.port)

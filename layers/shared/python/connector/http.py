@@ -1,16 +1,13 @@
-"""HTTP edge helpers shared by the API handlers: error replies, auth, the public base URL."""
+"""HTTP edge helpers shared by the API handlers: error replies, the public base URL (auth: connector.access)."""
 
 from __future__ import annotations
 
-import hmac
-import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
 from connector.admin import error_reply
-from connector.errors import ConnectorError, Unauthorized
-from connector.secrets import admin_token
+from connector.errors import ConnectorError
 
 
 def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
@@ -48,33 +45,6 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
             Allow=", ".join(allowed),
         )
     return error_body(404, "not_found", f"no route {method} {path}")
-
-
-def check_bearer(headers: dict[str, str] | None) -> None:
-    """Constant-time bearer check; no token configured means nobody gets in."""
-    lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    auth = lowered.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    expected = admin_token()
-    if scheme.lower() != "bearer" or not token or not expected:
-        raise Unauthorized("missing or malformed bearer token")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("invalid bearer token")
-
-
-def bearer_denied(event: dict[str, Any]) -> dict[str, Any] | None:
-    """A ready API Gateway proxy reply (401) when the bearer token is missing or wrong, else None."""
-    try:
-        check_bearer(event.get("headers"))
-    except Unauthorized as exc:
-        status, body = error_reply(exc)
-        return {
-            "statusCode": status,
-            "headers": {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
-            "body": json.dumps(body),
-            "isBase64Encoded": False,
-        }
-    return None
 
 
 def public_base_url(event: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -71,8 +72,14 @@ class _Model(BaseModel):
 
 # --- deals ----------------------------------------------------------------------------------------
 class FirstSaleSettings(_Model):
-    success_status_ids: list[int] = Field(default_factory=list)
-    failure_status_ids: list[int] = Field(default_factory=list)
+    success_status_ids: list[int] = Field(
+        default_factory=list,
+        description="AlfaCRM lead status ids that end a first sale successfully (merged into one UIS success stage)",
+    )
+    failure_status_ids: list[int] = Field(
+        default_factory=list,
+        description="AlfaCRM lead status ids that end a first sale as failed (merged into one UIS failure stage)",
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> FirstSaleSettings:
@@ -83,29 +90,37 @@ class FirstSaleSettings(_Model):
 
 
 class UpsellSettings(_Model):
-    enabled: bool = True
-    # AlfaCRM pay items (`pay-item`) whose payments are revenue; empty = every positive payment (a goods sale
-    # or a refund item can be left out: see docs/external-apis.md)
-    pay_item_ids: list[int] = Field(default_factory=list)
+    enabled: bool = Field(default=True, description="Payments after the first sale become «Допродажи» deals")
+    # a goods sale or a refund item can be left out: see docs/external-apis.md, "Revenue and refunds"
+    pay_item_ids: list[int] = Field(
+        default_factory=list,
+        description="AlfaCRM pay items whose payments are revenue (look-up: pay-items); empty: every positive payment",
+    )
 
 
 class DealsSettings(_Model):
-    enabled: bool = True
-    first_sale: FirstSaleSettings = Field(default_factory=FirstSaleSettings)
-    upsell: UpsellSettings = Field(default_factory=UpsellSettings)
+    enabled: bool = Field(default=True, description="Deals AlfaCRM → UIS: leads and payments become UIS deals")
+    first_sale: FirstSaleSettings = Field(
+        default_factory=FirstSaleSettings, description="Funnel «Первая продажа» (AlfaCRM leads)"
+    )
+    upsell: UpsellSettings = Field(default_factory=UpsellSettings, description="Funnel «Допродажи» (payments)")
 
 
 # --- texts ----------------------------------------------------------------------------------------
 class LeadDefaults(_Model):
-    lead_status_id: int | None = None
-    lead_source_id: int | None = None
-    assigned_id: int | None = None
+    lead_status_id: int | None = Field(default=None, description="AlfaCRM lead status of new leads (null: AlfaCRM's)")
+    lead_source_id: int | None = Field(default=None, description="AlfaCRM lead source of new leads (null: none)")
+    assigned_id: int | None = Field(default=None, description="AlfaCRM user responsible for new leads (null: none)")
 
 
 class ExtraField(_Model):
-    source: str = Field(min_length=1)
-    target: str = Field(min_length=1)
-    update_always: bool = False
+    source: str = Field(
+        min_length=1, description="UIS notification/report parameter (utm_source, campaign_name, search_query, …)"
+    )
+    target: str = Field(min_length=1, description="AlfaCRM customer field (note, web, email, custom_*, …)")
+    update_always: bool = Field(
+        default=False, description="«Обновлять всегда»: also overwrite on later communications, not only fill empty"
+    )
 
     @field_validator("target")
     @classmethod
@@ -116,27 +131,31 @@ class ExtraField(_Model):
 
 
 class RequestFilters(_Model):
-    sites: StrList = Field(default_factory=list)
-    form_types: StrList = Field(default_factory=list)
+    sites: StrList = Field(default_factory=list, description="Site domain names or ids (empty: any)")
+    form_types: StrList = Field(default_factory=list, description="Request form types (empty: any)")
 
 
 class RequestsSettings(_Model):
-    enabled: bool = False
-    filters: RequestFilters = Field(default_factory=RequestFilters)
-    create_lead: bool = True
-    extra_fields: list[ExtraField] = Field(default_factory=list)
+    enabled: bool = Field(default=False, description="«Передавать заявки»: site requests go to AlfaCRM")
+    filters: RequestFilters = Field(
+        default_factory=RequestFilters, description="OR within a list, AND across lists; an empty list means any"
+    )
+    create_lead: bool = Field(default=True, description="«Создавать лид по обращению» when no customer matches")
+    extra_fields: list[ExtraField] = Field(default_factory=list, description="Extra fields written to the lead")
 
 
 class ChatFilters(_Model):
-    sites: StrList = Field(default_factory=list)
-    channels: StrList = Field(default_factory=list)
-    tags: StrList = Field(default_factory=list)
+    sites: StrList = Field(default_factory=list, description="Site domain names or ids (empty: any)")
+    channels: StrList = Field(default_factory=list, description="Chat channel types or ids (empty: any)")
+    tags: StrList = Field(default_factory=list, description="UIS tag ids or names (empty: any)")
 
 
 class CreateLeadOnChat(_Model):
-    enabled: bool = True
-    on: Literal["chat_started", "chat_finished", "tag_set"] = "chat_finished"
-    tags: StrList = Field(default_factory=list)
+    enabled: bool = Field(default=True, description="«Создавать лид» from chats")
+    on: Literal["chat_started", "chat_finished", "tag_set"] = Field(
+        default="chat_finished", description="When: chat start, chat end, or when one of `tags` is set"
+    )
+    tags: StrList = Field(default_factory=list, description="Tag ids or names for `tag_set`")
 
     @model_validator(mode="after")
     def _tags_for_tag_set(self) -> CreateLeadOnChat:
@@ -149,10 +168,13 @@ DEFAULT_LOST_CHAT_TITLE = "Потерянный чат: {visitor_name} {visitor_
 
 
 class LostChatTask(_Model):
-    enabled: bool = False
-    title: str = DEFAULT_LOST_CHAT_TITLE
-    assigned_ids: list[int] = Field(default_factory=list)
-    due_hours: int = Field(default=24, ge=0, le=24 * 90)
+    enabled: bool = Field(default=False, description="«Создавать задачу по потерянному чату»")
+    title: str = Field(
+        default=DEFAULT_LOST_CHAT_TITLE,
+        description="Task title template; parameters: " + ", ".join(f"{{{p}}}" for p in TITLE_PARAMS),
+    )
+    assigned_ids: list[int] = Field(default_factory=list, description="AlfaCRM users the task is assigned to")
+    due_hours: int = Field(default=24, ge=0, le=24 * 90, description="Task due time, hours after the chat")
 
     @field_validator("title")
     @classmethod
@@ -172,27 +194,71 @@ class LostChatTask(_Model):
 
 
 class ChatsSettings(_Model):
-    enabled: bool = False
-    filters: ChatFilters = Field(default_factory=ChatFilters)
-    create_lead: CreateLeadOnChat = Field(default_factory=CreateLeadOnChat)
-    lost_chat_task: LostChatTask = Field(default_factory=LostChatTask)
-    without_contacts: bool = False
-    extra_fields: list[ExtraField] = Field(default_factory=list)
-    poll_interval_minutes: int = Field(default=5, ge=1, le=60)
+    enabled: bool = Field(default=False, description="«Передавать чаты»: chats go to AlfaCRM")
+    filters: ChatFilters = Field(
+        default_factory=ChatFilters, description="OR within a list, AND across lists; an empty list means any"
+    )
+    create_lead: CreateLeadOnChat = Field(default_factory=CreateLeadOnChat, description="Lead creation from chats")
+    lost_chat_task: LostChatTask = Field(default_factory=LostChatTask, description="Tasks for lost chats")
+    without_contacts: bool = Field(
+        default=False, description="Chats of visitors without phone or e-mail make a new lead each (duplicates)"
+    )
+    extra_fields: list[ExtraField] = Field(default_factory=list, description="Extra fields written to the customer")
+    poll_interval_minutes: int = Field(
+        default=5, ge=1, le=60, description="How often get.chats_report is read (UIS points per day)"
+    )
 
 
 class TextsSettings(_Model):
-    branch_id: int | None = None
-    # the AlfaCRM user who signs the connector's comments (`communication/create` `user_id`); None = the API user
-    comment_author_id: int | None = None
-    lead_defaults: LeadDefaults = Field(default_factory=LeadDefaults)
-    requests: RequestsSettings = Field(default_factory=RequestsSettings)
-    chats: ChatsSettings = Field(default_factory=ChatsSettings)
+    branch_id: int | None = Field(default=None, description="AlfaCRM branch of new leads (null: the account's)")
+    # AlfaCRM may require the author (`user_id`) on communication/create
+    comment_author_id: int | None = Field(
+        default=None, description="AlfaCRM user who signs the connector's comments (null: the API user)"
+    )
+    lead_defaults: LeadDefaults = Field(default_factory=LeadDefaults, description="Values of new leads")
+    requests: RequestsSettings = Field(default_factory=RequestsSettings, description="Site requests (заявки)")
+    chats: ChatsSettings = Field(default_factory=ChatsSettings, description="Chats")
+
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+class WidgetSettings(_Model):
+    """The РМО widget on AlfaCRM customer cards (`GET /widget/alfacrm.js?integration=<id>`)."""
+
+    enabled: bool = Field(default=False, description="Show the «Открыть РМО UIS» button on AlfaCRM customer cards")
+    workplace_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        validate_default=True,
+        description="UIS operator workplace (РМО) URL; https (http only on a loopback host); needed when enabled",
+    )
+    open_in: Literal["iframe", "window"] = Field(
+        default="iframe", description="Open the workplace in a panel on the card (iframe) or in a new window"
+    )
+
+    @field_validator("workplace_url")
+    @classmethod
+    def _workplace_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None or not v.strip():
+            if info.data.get("enabled"):
+                raise ValueError("give the workplace URL to enable the widget")
+            return None
+        raw = v.strip()
+        parts = urlsplit(raw)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an https URL such as https://app.uiscom.ru/…")
+        if parts.username or parts.password:
+            raise ValueError("must not carry a user name or password")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+            raise ValueError("must be https (http only for a workplace on this computer)")
+        return raw
 
 
 class SettingsDocument(_Model):
-    deals: DealsSettings = Field(default_factory=DealsSettings)
-    texts: TextsSettings = Field(default_factory=TextsSettings)
+    deals: DealsSettings = Field(default_factory=DealsSettings, description="Deals AlfaCRM → UIS")
+    texts: TextsSettings = Field(default_factory=TextsSettings, description="Text communications UIS → AlfaCRM")
+    widget: WidgetSettings = Field(default_factory=WidgetSettings, description="РМО widget in AlfaCRM")
 
 
 # --- integration record ---------------------------------------------------------------------------

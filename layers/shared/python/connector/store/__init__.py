@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from connector.store.access import AccessStore
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
 from connector.store.integrations import IntegrationStore, clear_memo
@@ -25,6 +26,10 @@ class Store:
     @cached_property
     def texts(self) -> TextStore:
         return TextStore(self.table)
+
+    @cached_property
+    def access(self) -> AccessStore:
+        return AccessStore(self.table)
 
     @property
     def calls(self) -> int:
