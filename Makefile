@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 PY := .venv/bin/python
 SAM := .venv-sam/bin/sam
+# The app venv, the tests and `sam build` all run on Python 3.13, the Lambda runtime (template.yaml).
 # `sam build` without a container needs a Python of the runtime's exact minor version on PATH.
 PY313_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) $(wildcard /root/.pyenv/versions/3.13*/bin))
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
@@ -33,7 +34,7 @@ uv:
 
 # The stamp makes test/demo/run depend on an up-to-date venv without re-syncing every time.
 .venv/.stamp: pyproject.toml uv.lock | uv
-	PATH="$$HOME/.local/bin:$$PATH" uv sync --frozen --python 3.11
+	PATH="$$HOME/.local/bin:$$PATH" uv sync --frozen --python $(PY313)
 	@touch $@
 
 setup: .venv/.stamp

@@ -5,9 +5,14 @@ environment is set to exactly what the template gives the functions, resolved ag
 session fixture then creates. One `mock_aws()` for the whole session and cached clients: a fresh mock per
 test made the suite ~6x slower (reference/tooling.md); `clean_aws` empties everything between tests.
 
+Every test is a cold container: `container_runtime` (autouse) installs a fresh `Runtime` for the handlers,
+on the session's AWS handles (`AWS`); a test that calls a use case directly builds its own with
+`runtime(store=..., clients=..., now=...)`. Nothing is ever reset.
+
 Fixtures for other conftests (names are stable): `template`, `table_names`, `queue_urls`, `dynamodb`,
 `dynamodb_resource`, `state_table`, `idempotency_table`, `sqs`, `secretsmanager`, `lambda_context`,
-`clean_aws` (autouse), `start_local_stack` (in-process LocalStack sharing this moto state).
+`clean_aws` (autouse), `container_runtime` (autouse), `store`, `start_local_stack` (in-process LocalStack
+sharing this moto state).
 """
 
 from __future__ import annotations
@@ -87,6 +92,20 @@ from moto import mock_aws  # noqa: E402 - after the environment, so nothing sees
 
 _MOCK = mock_aws()
 _MOCK.start()
+
+import boto3  # noqa: E402
+from connector.aws import Aws  # noqa: E402
+from connector.config import Environment  # noqa: E402
+from connector.runtime import Runtime, install  # noqa: E402
+from connector.store import Store  # noqa: E402
+
+# One set of boto3 handles for the whole session (a client costs ~110 ms to create).
+AWS = Aws(boto3.session.Session(region_name=REGION))
+
+
+def runtime(**parts: Any) -> Runtime:
+    """A runtime on this session's moto state: `runtime(store=..., clients=..., now=...)` (see Runtime)."""
+    return Runtime(Environment.from_environ(), aws=AWS, **parts)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -217,6 +236,18 @@ def clean_aws(
         for secret in page["SecretList"]:
             if secret["Name"] not in keep:
                 secretsmanager.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
+
+
+@pytest.fixture(autouse=True)
+def container_runtime(_aws_resources: dict[str, dict[str, str]]) -> Runtime:
+    """The handlers' runtime: a new one per test, as a cold Lambda container would build."""
+    return install(runtime())
+
+
+@pytest.fixture
+def store(container_runtime: Runtime) -> Store:
+    """The container's store (what the handlers read and write)."""
+    return container_runtime.store
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-from connector.store import default_store, reset_default_store
 
 from tests.api.builders import stored_integration
 from tests.handlers import load_handler
@@ -54,9 +53,8 @@ API_EXPECTATIONS = {
 
 
 @pytest.mark.parametrize("name", sorted(API_EXPECTATIONS))
-def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context):
-    reset_default_store()
-    stored_integration(default_store())
+def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context, store):
+    stored_integration(store)
     event = json.loads((ROOT / "events" / name).read_text(encoding="utf-8"))
     reply = load_handler(function_of(ROOT / "events" / name))(event, lambda_context)
     queue, status = API_EXPECTATIONS[name]
@@ -69,7 +67,6 @@ def test_api_events_reach_their_queue(name, sqs, queue_urls, lambda_context):
         assert [i["id"] for i in json.loads(reply["body"])["items"]] == ["0a1b2c3d"]
     else:
         assert reply["body"] and reply["headers"]["Content-Type"].split(";")[0] in {"text/html", "text/javascript"}
-    reset_default_store()
 
 
 @pytest.mark.parametrize("path", EVENTS, ids=lambda p: p.name)

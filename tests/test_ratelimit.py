@@ -25,11 +25,11 @@ class FakeTime:
 ACCOUNT = ("https://school.s20.online/v2api/", "api@school.ru")
 
 
-def test_two_containers_share_one_account_budget_of_four_per_second():
+def test_two_containers_share_one_account_budget_of_four_per_second(store: Store):
     """Given two containers calling the same AlfaCRM account, when each makes 10 requests as fast as it can,
     then no calendar second holds more than 4 of the 20 requests, and every request is eventually made."""
     t = FakeTime()
-    table = Store().table
+    table = store.table
     a = SharedWindowLimiter(table, 4, clock=t.clock, sleep=t.sleep)
     b = SharedWindowLimiter(table, 4, clock=t.clock, sleep=t.sleep)
     seconds: Counter[int] = Counter()
@@ -42,9 +42,9 @@ def test_two_containers_share_one_account_budget_of_four_per_second():
     assert len(seconds) == 5  # 20 requests at 4 per second
 
 
-def test_accounts_do_not_share_a_budget():
+def test_accounts_do_not_share_a_budget(store: Store):
     t = FakeTime()
-    limiter = SharedWindowLimiter(Store().table, 4, clock=t.clock, sleep=t.sleep)
+    limiter = SharedWindowLimiter(store.table, 4, clock=t.clock, sleep=t.sleep)
     start = t.now
     for _ in range(4):
         limiter.acquire(("https://a.s20.online/v2api/", "x@a.ru"))
@@ -52,45 +52,39 @@ def test_accounts_do_not_share_a_budget():
     assert t.now == start  # 4 each within the same second: nobody waited
 
 
-def test_no_personal_data_in_the_counter_keys(state_table):
+def test_no_personal_data_in_the_counter_keys(state_table, store: Store):
     t = FakeTime()
-    SharedWindowLimiter(Store().table, 4, clock=t.clock, sleep=t.sleep).acquire(ACCOUNT)
+    SharedWindowLimiter(store.table, 4, clock=t.clock, sleep=t.sleep).acquire(ACCOUNT)
     keys = [item["pk"] + item["sk"] for item in state_table.scan()["Items"]]
     assert keys and not any("school" in k or "@" in k for k in keys)
 
 
-def test_an_exhausted_budget_is_a_retryable_error_not_an_endless_wait():
+def test_an_exhausted_budget_is_a_retryable_error_not_an_endless_wait(store: Store):
     t = FakeTime()
-    limiter = SharedWindowLimiter(Store().table, 1, clock=lambda: t.now, sleep=lambda s: None, max_wait=2.0)
+    limiter = SharedWindowLimiter(store.table, 1, clock=lambda: t.now, sleep=lambda s: None, max_wait=2.0)
     limiter.acquire(ACCOUNT)  # takes the only slot; the clock never moves on
     with pytest.raises(AlfaCrmUnavailable) as err:
         limiter.acquire(ACCOUNT)
     assert err.value.retryable
 
 
-def test_the_chain_spaces_requests_in_process_and_counts_them_account_wide():
+def test_the_chain_spaces_requests_in_process_and_counts_them_account_wide(store: Store):
     t = FakeTime()
     spacing = RateLimiter(2, clock=t.clock, sleep=t.sleep)
-    chain = ChainedLimiter(spacing, SharedWindowLimiter(Store().table, 4, clock=t.clock, sleep=t.sleep))
+    chain = ChainedLimiter(spacing, SharedWindowLimiter(store.table, 4, clock=t.clock, sleep=t.sleep))
     start = t.now
     for _ in range(4):
         chain.acquire(ACCOUNT)
     assert t.now - start == pytest.approx(1.5)  # 2 per second in this process: 0, 0.5, 1.0, 1.5
 
 
-def test_production_clients_get_the_shared_account_budget(monkeypatch):
-    from connector import ports
-    from connector.config import env
+def test_production_clients_get_the_shared_account_budget():
+    from connector.config import Environment
+    from connector.runtime import Runtime
 
-    monkeypatch.setenv("ALFACRM_ACCOUNT_RPS", "4")
-    env.cache_clear()
-    ports.reset_limiter()
-    try:
-        chain = ports.alfacrm_limiter()
-        shared = [lim for lim in chain.limiters if isinstance(lim, SharedWindowLimiter)]
-        assert len(shared) == 1 and shared[0].rate == 4
-    finally:
-        monkeypatch.delenv("ALFACRM_ACCOUNT_RPS")
-        monkeypatch.setenv("ALFACRM_ACCOUNT_RPS", "0")
-        env.cache_clear()
-        ports.reset_limiter()
+    from tests.conftest import AWS
+
+    rt = Runtime(Environment(alfacrm_account_rps=4), aws=AWS)
+    shared = [lim for lim in rt.alfacrm_limiter.limiters if isinstance(lim, SharedWindowLimiter)]
+    assert len(shared) == 1 and shared[0].rate == 4
+    assert rt.accounts.limiter is rt.alfacrm_limiter

@@ -37,14 +37,15 @@ def run(customers: int = 25) -> dict[str, Any]:
 def _run(customers: int, boto3: Any) -> dict[str, Any]:
     import httpx
     from connector.alfacrm.client import AlfaCrmClient
-    from connector.deals import funnels
+    from connector.aws import Aws
+    from connector.config import Environment
     from connector.deals.uploader import flush_integration
     from connector.deals.worker import handle_deal_event_once
     from connector.intake import hash_secret
+    from connector.models.messages import DealEventMessage
     from connector.retry import RateLimiter, RetryPolicy
+    from connector.runtime import Runtime
     from connector.settings import Integration, SettingsDocument
-    from connector.store import Store
-    from connector.store.base import DynamoTable
     from connector.timeutil import local_to_utc
     from connector.uis.client import UisClient
 
@@ -56,21 +57,18 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
     tables = create_tables(
         boto3.client("dynamodb", region_name="eu-central-1"), Template.load(ROOT / "template.yaml"), stack_name="bench"
     )
-    table = DynamoTable(tables["StateTable"], resource=boto3.resource("dynamodb", region_name="eu-central-1"))
+    clock = ManualClock(datetime(2025, 3, 3, 9, 0, 0))
+    env = Environment(state_table=tables["StateTable"], idempotency_table=tables["IdempotencyTable"])
+    rt = Runtime(env, aws=Aws(), now=lambda: local_to_utc(clock(), "Europe/Moscow"))
+    store = rt.store
+    table = store.table
     # duplicates are answered from the Powertools idempotency table, whose calls are counted here too
-    os.environ["IDEMPOTENCY_TABLE"] = tables["IdempotencyTable"]
-    from connector.config import env
-    from connector.store import idempotency
-
-    env.cache_clear()
     idem_calls = [0]
 
     def _count(**_: Any) -> None:
         idem_calls[0] += 1
 
-    idempotency.persistence_layer().client.meta.events.register("before-call", _count)
-    store = Store(table)
-    clock = ManualClock(datetime(2025, 3, 3, 9, 0, 0))
+    rt.idempotency.client.meta.events.register("before-call", _count)
     hooks: list[dict[str, Any]] = []
 
     def capture(method: str, url: str, body: bytes | None, headers: dict[str, str]) -> int:
@@ -107,6 +105,8 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
         def uis(self, integration: Integration) -> UisClient:
             return uis_client
 
+    rt.clients = Clients()
+
     integration = Integration(
         id="bench",
         name="Bench",
@@ -121,8 +121,6 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
         ),
     )
     store.integrations.create(integration)
-    funnels.forget_memo()
-    now = lambda: local_to_utc(clock(), integration.timezone)  # noqa: E731
 
     for number in range(customers):
         lead = alfacrm.ui_create_customer(
@@ -143,8 +141,7 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
         per_event = []
         for body in bodies:
             a, d = alfa_client.calls, ddb()
-            message = {"integration_id": "bench", "event": body}
-            handle_deal_event_once(message, store=store, clients=Clients(), now=now)
+            handle_deal_event_once(rt, DealEventMessage(integration_id="bench", event=body))
             per_event.append((alfa_client.calls - a, ddb() - d))
         n = len(bodies)
         return {
@@ -160,7 +157,7 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
     first = stream(list(hooks))
     duplicates = stream(list(hooks))
     uis0, ddb0, started = uis.points_spent, table.calls, time.perf_counter()
-    report = flush_integration(integration, store=store, clients=Clients(), now=now)
+    report = flush_integration(rt, integration)
     flush = {
         "deals": report.deals,
         "rows": report.rows,
@@ -170,7 +167,7 @@ def _run(customers: int, boto3: Any) -> dict[str, Any]:
         "ms": round((time.perf_counter() - started) * 1000, 1),
     }
     uis1, ddb1 = uis.points_spent, table.calls
-    flush_integration(integration, store=store, clients=Clients(), now=now)
+    flush_integration(rt, integration)
     idle = {"uis_points": uis.points_spent - uis1, "dynamodb_requests": table.calls - ddb1}
     return {
         "customers": customers,

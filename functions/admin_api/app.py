@@ -15,10 +15,10 @@ from connector.admin import Admin
 from connector.errors import ConnectorError
 from connector.http import error_body, error_response, json_reply, public_base_url, route_miss
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
 
 app = APIGatewayRestResolver(enable_validation=True)
-_admin: Admin | None = None
 
 IntegrationId = Annotated[str, Path(description="Integration id", pattern=r"^[0-9a-f]{1,64}$")]
 AlfaLookup = Annotated[
@@ -28,10 +28,7 @@ UisLookup = Annotated[str, Path(description="sites | chat-channels | tags")]
 
 
 def admin() -> Admin:
-    global _admin
-    if _admin is None:
-        _admin = Admin()
-    return _admin
+    return Admin(container())
 
 
 @app.exception_handler(ConnectorError)
@@ -127,7 +124,7 @@ def replay(integration_id: IntegrationId) -> dict[str, Any]:
 
 @app.post("/integrations/<integration_id>/access", summary="Issue a school's own access token (the old one stops)")
 def issue_access(integration_id: IntegrationId) -> dict[str, Any]:
-    return access.issue(admin().store, integration_id, public_base_url(app.current_event.raw_event))
+    return access.issue(container().store, integration_id, public_base_url(app.current_event.raw_event))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -135,7 +132,7 @@ def issue_access(integration_id: IntegrationId) -> dict[str, Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
-    denied = admin_edge.denied(event, admin().store)
+    denied = admin_edge.denied(event, container())
     if denied is not None:
         return denied
     return app.resolve(admin_edge.as_json(event), context)

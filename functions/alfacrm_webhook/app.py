@@ -13,6 +13,7 @@ from connector.errors import ConnectorError
 from connector.http import error_response, json_reply, route_miss
 from connector.intake import accept_alfacrm
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -32,7 +33,7 @@ def _no_route(exc: NotFoundError) -> Response[Any]:
 def alfacrm_hook(integration_id: Annotated[str, Path()], secret: Annotated[str, Path()]) -> Response[dict[str, Any]]:
     # AlfaCRM posts raw JSON under a form Content-Type: read the (base64-decoded) raw body, never form fields
     body = app.current_event.decoded_body or ""
-    accepted = accept_alfacrm(integration_id, secret, body.encode("utf-8", "surrogateescape"))
+    accepted = accept_alfacrm(container(), integration_id, secret, body.encode("utf-8", "surrogateescape"))
     metrics.add_metric(
         name="AlfaCrmWebhooksQueued" if accepted.queued else "AlfaCrmWebhooksDropped", unit="Count", value=1
     )

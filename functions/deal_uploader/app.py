@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.deals.uploader import flush_all
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -19,7 +20,7 @@ from connector.observability import logger, metrics, tracer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     integration_id = event.get("integration_id") if isinstance(event, dict) else None
-    reports = flush_all(integration_id=integration_id or None)
+    reports = flush_all(container(), integration_id=integration_id or None)
     for report in reports:
         metrics.add_metric(name="DealsUploaded", unit="Count", value=report.uploaded)
         metrics.add_metric(name="DealsParked", unit="Count", value=len(report.parked))

@@ -6,21 +6,22 @@ then the DLQ takes it) only for errors a later attempt may fix; the use case par
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.deals.worker import DEAL_EVENT_IDEMPOTENCY, handle_deal_event_once
+from connector.models.messages import DealEventRecord
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# each record's body is parsed into a DealEventMessage; one that is none fails alone (retries, then the DLQ)
+processor = BatchProcessor(event_type=EventType.SQS, model=DealEventRecord)
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
-    outcome = handle_deal_event_once(json.loads(record.body))
+def record_handler(record: DealEventRecord) -> None:
+    outcome = handle_deal_event_once(container(), record.body)
     logger.info("deal event", extra={"status": outcome.status, "reason": outcome.reason, "deals": outcome.changed})
     metrics.add_metric(name=f"DealEvents{outcome.status.capitalize()}", unit="Count", value=1)
 

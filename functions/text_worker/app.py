@@ -12,14 +12,16 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.observability import logger, metrics, tracer
-from connector.texts.worker import handle_text_event
+from connector.runtime import container
+from connector.texts.worker import TextWorker
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
-    outcome = handle_text_event(record.body)
+    # the body is read into a TextEventMessage by the use case: one it cannot read is parked, not retried
+    outcome = TextWorker(container()).handle(record.body)
     metrics.add_metric(name=f"TextEvents{outcome.status.capitalize()}", unit="Count", value=1)
 
 

@@ -13,6 +13,7 @@ from connector.errors import ConnectorError
 from connector.http import error_response, json_reply, route_miss
 from connector.intake import accept_uis
 from connector.observability import logger, metrics, tracer
+from connector.runtime import container
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -32,6 +33,7 @@ def _accept(integration_id: str, secret: str) -> Response[dict[str, Any]]:
     event = app.current_event
     body = (event.decoded_body or "").encode("utf-8", "surrogateescape")
     accepted = accept_uis(
+        container(),
         integration_id,
         secret,
         method=event.http_method,

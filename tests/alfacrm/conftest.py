@@ -2,7 +2,8 @@
 
 One hand-driven clock drives everything: the sandbox's account-local time (token expiry, the 429 window,
 webhook `datetime`), the client's token cache, its rate limiter and its retry sleeps. A back-off therefore
-"sleeps" by moving the clock, and the suite never really sleeps.
+"sleeps" by moving the clock, and the suite never really sleeps. The clients of one test share one token
+cache, as the clients of one container do (the runtime holds one).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from connector.alfacrm import client as alfacrm_client
-from connector.alfacrm.client import AlfaCrmClient
+from connector.alfacrm.client import AlfaCrmClient, TokenCache
 from connector.retry import RateLimiter, RetryPolicy
 
 from tests.support import RecordingSender
@@ -24,14 +24,6 @@ HOST = "http://alfacrm.sandbox"
 
 class Inbox(RecordingSender):
     """Webhook receiver of the AlfaCRM sandbox."""
-
-
-@pytest.fixture(autouse=True)
-def _fresh_module_state() -> Iterator[None]:
-    # tokens, limiters and cached clients are container-wide: no test may see another's
-    alfacrm_client.reset_caches()
-    yield
-    alfacrm_client.reset_caches()
 
 
 @pytest.fixture
@@ -50,7 +42,12 @@ def sandbox(clock: ManualClock, inbox: Inbox) -> AlfaCrmSandbox:
 
 
 @pytest.fixture
-def make_client(clock: ManualClock) -> Iterator[Callable[..., AlfaCrmClient]]:
+def tokens() -> TokenCache:
+    return TokenCache()
+
+
+@pytest.fixture
+def make_client(clock: ManualClock, tokens: TokenCache) -> Iterator[Callable[..., AlfaCrmClient]]:
     """Build a client bound to a sandbox in-process; by default 2 req/s and retries on the fake clock."""
     opened: list[httpx.Client] = []
 
@@ -72,6 +69,7 @@ def make_client(clock: ManualClock) -> Iterator[Callable[..., AlfaCrmClient]]:
             http=http,
             retry=retry or RetryPolicy(sleep=clock.sleep),
             limiter=RateLimiter(rps, clock=clock.monotonic, sleep=clock.sleep),
+            tokens=tokens,
             clock=clock.monotonic,
         )
 

@@ -13,9 +13,7 @@ from connector.alfacrm.client import (
     COMMENT_MAX_CHARS,
     AlfaCrmClient,
     base_url,
-    client_for,
     format_errors,
-    reset_caches,
 )
 from connector.errors import AlfaCrmAuthFailed, AlfaCrmUnavailable, AlfaCrmValidationError
 from connector.retry import RateLimiter, RetryPolicy
@@ -473,9 +471,15 @@ def test_given_one_limiter_when_two_clients_of_one_account_call_then_they_share_
     assert clock.monotonic() >= 1.0  # login + 2 calls, 0.5 s apart, across both clients
 
 
-def test_client_for_returns_one_client_per_account_until_reset():
-    first = client_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY)
-    assert client_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY) is first
-    assert client_for("school.s20.online", DEFAULT_EMAIL, "rotated-key") is not first
-    reset_caches()
-    assert client_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY) is not first
+def test_a_container_has_one_client_per_account_and_a_new_container_a_new_one():
+    from connector.config import Environment
+    from connector.runtime import Runtime
+
+    from tests.conftest import AWS
+
+    accounts = Runtime(Environment(), aws=AWS).accounts
+    first = accounts.alfacrm_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY)
+    assert accounts.alfacrm_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY) is first
+    assert accounts.alfacrm_for("school.s20.online", DEFAULT_EMAIL, "rotated-key") is not first
+    fresh = Runtime(Environment(), aws=AWS).accounts
+    assert fresh.alfacrm_for("school.s20.online", DEFAULT_EMAIL, DEFAULT_API_KEY) is not first

@@ -1,20 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from connector.store import Store, default_store, reset_default_store
-
-
-@pytest.fixture(autouse=True)
-def _fresh_store_memory():
-    """The store keeps integration records in memory for a few seconds (warm Lambdas); tests start cold."""
-    reset_default_store()
-    yield
-    reset_default_store()
-
-
-@pytest.fixture()
-def store() -> Store:
-    return default_store()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from connector.store import default_store
 
 from tests.api.builders import api_event, stored_integration
 from tests.handlers import load_handler
@@ -35,9 +34,9 @@ def test_nothing_outside_the_static_folder_is_served(lambda_context, path):
     assert get(lambda_context, path)["statusCode"] == 404
 
 
-def test_the_widget_carries_its_integrations_settings(lambda_context):
+def test_the_widget_carries_its_integrations_settings(lambda_context, store):
     stored_integration(
-        default_store(),
+        store,
         settings={
             "widget": {"enabled": True, "workplace_url": "https://rmo.example.ru/</script>", "open_in": "window"}
         },

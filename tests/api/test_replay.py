@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from connector.models.parked import ParkedItem
+
 from tests.api.builders import api_event, reply_json, stored_integration
 from tests.conftest import ADMIN_TOKEN
 from tests.handlers import load_handler
@@ -30,7 +32,8 @@ def test_replay_requeues_parked_events_and_this_integrations_dead_letters(store,
     mine = stored_integration(store)
     stored_integration(store, integration_id="0f0f0f0f")
     text_message = {"integration_id": mine.id, "event": "offline_message", "payload": {"offline_message_id": "7"}}
-    store.integrations.park(mine.id, "text_event", "om7", payload=text_message, error="lead refused: dob required")
+    parked_item = ParkedItem(kind="text_event", key="om7", payload=text_message, error="lead refused: dob required")
+    store.integrations.park(mine.id, parked_item)
     dead_mine = {"integration_id": mine.id, "event": {"entity": "Customer", "entity_id": 5}}
     dead_other = {"integration_id": "0f0f0f0f", "event": {"entity": "Customer", "entity_id": 9}}
     for body in (dead_mine, dead_other):

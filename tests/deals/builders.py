@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from connector.alfacrm.models import Customer, Pay, WebhookEvent
-from connector.deals import rules
-from connector.deals.state import CustomerSnapshot
+from connector.deals import snapshots
+from connector.models.deals import CustomerSnapshot
+from connector.models.messages import DealEventMessage
 from connector.settings import DealsSettings
 from connector.timeutil import local_to_utc, to_iso
 
@@ -55,8 +56,12 @@ def webhook(
     return body
 
 
-def message(body: dict[str, Any], integration_id: str = INTEGRATION_ID, received_at: str | None = None) -> dict:
-    return {"integration_id": integration_id, "received_at": received_at or "2025-03-03T07:00:05Z", "event": body}
+def message(
+    body: dict[str, Any], integration_id: str = INTEGRATION_ID, received_at: str | None = None
+) -> DealEventMessage:
+    return DealEventMessage(
+        integration_id=integration_id, received_at=received_at or "2025-03-03T07:00:05Z", event=body
+    )
 
 
 def customer(customer_id: int = 7, **fields: Any) -> Customer:
@@ -115,14 +120,14 @@ class Timeline:
 
     def customer_event(self, body: dict[str, Any], reread: Customer | None, read_at: str) -> CustomerSnapshot:
         event = WebhookEvent.model_validate(body)
-        at = rules.event_time(event, None, TZ)
-        base = self.snap or rules.new_snapshot(self.customer_id, at)
-        self.snap = rules.observe_customer(base, event, reread, at=at, read_at=utc(read_at), tz=TZ)
+        at = snapshots.event_time(event, None, TZ)
+        base = self.snap or snapshots.new_snapshot(self.customer_id, at)
+        self.snap = snapshots.observe_customer(base, event, reread, at=at, read_at=utc(read_at), tz=TZ)
         return self.snap
 
     def pay_event(self, body: dict[str, Any], reread: Pay | None, read_at: str) -> CustomerSnapshot:
         event = WebhookEvent.model_validate(body)
-        at = rules.event_time(event, None, TZ)
-        base = self.snap or rules.new_snapshot(self.customer_id, at)
-        self.snap = rules.observe_pay(base, event, reread, at=at, read_at=utc(read_at))
+        at = snapshots.event_time(event, None, TZ)
+        base = self.snap or snapshots.new_snapshot(self.customer_id, at)
+        self.snap = snapshots.observe_pay(base, event, reread, at=at, read_at=utc(read_at))
         return self.snap

@@ -1,5 +1,6 @@
 """Fixtures for the deals tests: the AlfaCRM and UIS sandboxes in-process on one hand-driven clock, clients
-bound to them, the moto-backed store (root conftest) and a stored, active integration.
+bound to them, the moto-backed store (root conftest), a runtime wiring them (`rt`) and a stored, active
+integration.
 
 The AlfaCRM sandbox's webhooks are captured (not delivered): a test decides when and in which order the
 deal worker sees them, which is how duplicates and shuffled deliveries are produced.
@@ -13,19 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
-from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient
-from connector.deals import funnels, lookups
 from connector.deals.uploader import FlushReport, flush_integration
 from connector.deals.worker import Outcome, handle_deal_event
 from connector.retry import RateLimiter, RetryPolicy
+from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store import Store
-from connector.store.base import DynamoTable
 from connector.timeutil import local_to_utc
 from connector.uis.client import UisClient
 
 from tests.api.builders import stored_integration
+from tests.conftest import runtime
 from tests.deals.builders import INTEGRATION_ID, TZ, message
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox, ManualClock
 from tools.sandboxes.uis import UisSandbox
@@ -73,17 +73,6 @@ class SandboxClients:
         return self.uis_client
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memory() -> Iterator[None]:
-    # per-container memories (funnel memo, miss refreshes, AlfaCRM tokens) must not leak between tests
-    funnels.forget_memo()
-    lookups._miss_refreshes.clear()
-    alfacrm_client.reset_caches()
-    yield
-    funnels.forget_memo()
-    lookups._miss_refreshes.clear()
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime(2025, 3, 3, 9, 0, 0))
@@ -129,11 +118,6 @@ def clients(alfacrm: AlfaCrmSandbox, uis: UisSandbox, clock: ManualClock) -> Ite
 
 
 @pytest.fixture
-def store() -> Store:
-    return Store(DynamoTable())
-
-
-@pytest.fixture
 def integration(store: Store) -> Integration:
     return stored_integration(store, integration_id=INTEGRATION_ID, settings=DEAL_SETTINGS)
 
@@ -145,22 +129,26 @@ def now(clock: ManualClock) -> Callable[[], datetime]:
 
 
 @pytest.fixture
-def deliver(
-    store: Store, clients: SandboxClients, now: Callable[[], datetime], integration: Integration
-) -> Callable[..., Outcome]:
+def rt(store: Store, clients: SandboxClients, now: Callable[[], datetime]) -> Runtime:
+    """A container of the deal functions, on moto and the sandboxes (a new one per test: cold memories)."""
+    return runtime(store=store, clients=clients, now=now)
+
+
+@pytest.fixture
+def deliver(rt: Runtime, integration: Integration) -> Callable[..., Outcome]:
     """Hand one webhook body to the deal worker, as the SQS event source would."""
 
     def run(body: dict[str, Any], integration_id: str = INTEGRATION_ID) -> Outcome:
-        return handle_deal_event(message(body, integration_id), store=store, clients=clients, now=now)
+        return handle_deal_event(rt, message(body, integration_id))
 
     return run
 
 
 @pytest.fixture
-def flush(store: Store, clients: SandboxClients, now: Callable[[], datetime]) -> Callable[..., FlushReport]:
+def flush(rt: Runtime) -> Callable[..., FlushReport]:
     def run(integration_id: str = INTEGRATION_ID) -> FlushReport:
-        found = store.integrations.get(integration_id, fresh=True)
+        found = rt.store.integrations.get(integration_id, fresh=True)
         assert found is not None
-        return flush_integration(found, store=store, clients=clients, now=now)
+        return flush_integration(rt, found)
 
     return run

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from connector import secrets
-from connector.alfacrm import client as alfacrm_client
 from connector.deals.views import deals_view
 from connector.intake import hash_secret
+from connector.runtime import Runtime, install
 from connector.settings import Credentials, Integration, SettingsDocument
-from connector.store import default_store, reset_default_store
 
+from tests.conftest import runtime
 from tests.deals.conftest import DEAL_SETTINGS
 from tests.handlers import load_handler
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
@@ -31,15 +30,13 @@ def event(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def accounts(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AlfaCrmSandbox, UisSandbox]]:
-    # the container-wide AlfaCRM rate (ALFACRM_RPS, 2/s on Lambda) would only slow the suite down here
-    monkeypatch.setattr(alfacrm_client, "DEFAULT_RPS", 0.0)
+def accounts(container_runtime: Runtime) -> Iterator[tuple[AlfaCrmSandbox, UisSandbox]]:
+    # the container's runtime (a fresh one per test) has ALFACRM_RPS=0: no spacing to slow the suite down
     alfacrm, uis = AlfaCrmSandbox(), UisSandbox(sender=lambda *args: 200)
     served = [ServedApp(alfacrm.app).start(), ServedApp(uis.app).start()]
     # the customer the sample webhook moves to status 3, as AlfaCRM holds it after that change
     alfacrm.ui_update_customer(2, {"lead_status_id": 3})
-    reset_default_store()
-    secrets.reset()
+    secrets = container_runtime.secrets
     integration = Integration(
         id=INTEGRATION_ID,
         name="Школа №1",
@@ -58,20 +55,18 @@ def accounts(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AlfaCrmSandbox, 
         uis_webhook_secret="u" * 32,
     )
     secrets.store_credentials(INTEGRATION_ID, creds)
-    default_store().integrations.create(integration)
+    container_runtime.store.integrations.create(integration)
     yield alfacrm, uis
     for app in served:
         app.stop()
-    reset_default_store()
-    secrets.reset()
 
 
-def test_each_deal_handler_runs_its_sample_event(accounts, lambda_context):
+def test_each_deal_handler_runs_its_sample_event(accounts, lambda_context, store):
     _alfacrm, uis = accounts
     # the deal worker: both records succeed, and the deals exist
     reply = load_handler("deal_worker")(event("deal_worker_sqs.json"), lambda_context)
     assert reply == {"batchItemFailures": []}
-    deals = {d["ext_id"]: d for d in deals_view(default_store(), INTEGRATION_ID)}
+    deals = {d["ext_id"]: d for d in deals_view(store, INTEGRATION_ID)}
     assert deals["customer-2"]["stage"] == "3"
     assert deals["customer-1"]["stage"] == "success" and deals["customer-1"]["revenue"] == 4500
     # the uploader: everything pending reaches UIS
@@ -96,7 +91,7 @@ def test_a_failing_record_is_reported_alone_and_a_failing_batch_is_retried_whole
     # AlfaCRM refusing every record (the API key was revoked): Powertools fails the invocation and SQS
     # retries the batch, then the DLQ keeps it for a replay once the credentials are fixed
     alfacrm.accounts[DEFAULT_EMAIL.lower()].api_key = "revoked"
-    alfacrm_client.reset_caches()
+    install(runtime())  # a new container: no AlfaCRM token cached from before the revocation
     fresh = json.loads(json.dumps(sample))
     for record in fresh["Records"]:  # new deliveries (a processed one is answered by the idempotency table)
         record["body"] = json.dumps({**json.loads(record["body"]), "replay": "after-revocation"})

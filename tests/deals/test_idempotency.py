@@ -6,7 +6,6 @@ import copy
 import json
 
 from connector.deals.views import deals_view
-from connector.store import default_store
 
 from tests.deals.test_handlers import INTEGRATION_ID, accounts, event  # noqa: F401  (fixture)
 from tests.handlers import load_handler
@@ -16,14 +15,14 @@ def alfacrm_requests(sandbox) -> int:
     return sandbox.stats["requests"]
 
 
-def test_a_repeated_delivery_reads_alfacrm_once_and_changes_nothing(accounts, lambda_context):  # noqa: F811
+def test_a_repeated_delivery_reads_alfacrm_once_and_changes_nothing(accounts, lambda_context, store):  # noqa: F811
     alfacrm, _uis = accounts
     worker = load_handler("deal_worker")
     sqs_event = event("deal_worker_sqs.json")
 
     assert worker(sqs_event, lambda_context) == {"batchItemFailures": []}
     after_first = alfacrm_requests(alfacrm)
-    deals_first = deals_view(default_store(), INTEGRATION_ID)
+    deals_first = deals_view(store, INTEGRATION_ID)
 
     # the same deliveries again, with new SQS ids and receive times, as SQS or AlfaCRM would re-send them
     again = copy.deepcopy(sqs_event)
@@ -34,7 +33,7 @@ def test_a_repeated_delivery_reads_alfacrm_once_and_changes_nothing(accounts, la
         record["body"] = json.dumps(body, ensure_ascii=False)
     assert worker(again, lambda_context) == {"batchItemFailures": []}
     assert alfacrm_requests(alfacrm) == after_first
-    assert deals_view(default_store(), INTEGRATION_ID) == deals_first
+    assert deals_view(store, INTEGRATION_ID) == deals_first
 
 
 def test_a_replayed_event_runs_again(accounts, lambda_context):  # noqa: F811

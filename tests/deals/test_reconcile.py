@@ -5,24 +5,23 @@ from __future__ import annotations
 from connector.deals.reconcile import reconcile_integration
 from connector.deals.views import deals_view
 from connector.deals.worker import handle_deal_event
+from connector.models.messages import DealEventMessage
 
 from tests.deals.builders import INTEGRATION_ID, utc
 
 
-def test_a_lost_webhook_is_caught_up_from_the_change_log(
-    alfacrm, captured, clients, store, integration, now, clock, uis, flush
-):
+def test_a_lost_webhook_is_caught_up_from_the_change_log(alfacrm, captured, rt, store, integration, clock, uis, flush):
     fed: list[dict] = []
 
     def send(messages):
         # the deal events queue, drained straight into the worker
         for m in messages:
             fed.append(m)
-            handle_deal_event(m, store=store, clients=clients, now=now)
+            handle_deal_event(rt, m)
         return len(messages)
 
     def reconcile():
-        return reconcile_integration(integration, store=store, clients=clients, send=send, now=now)
+        return reconcile_integration(rt, integration, send=send)
 
     # Given an hour-old history the connector never needs to replay
     old = alfacrm.ui_create_customer({"name": "Старый лид", "is_study": 0, "lead_status_id": 1})
@@ -35,11 +34,11 @@ def test_a_lost_webhook_is_caught_up_from_the_change_log(
     clock.advance(600)
     alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 3})
     create, _lost = captured.take()
-    handle_deal_event({"integration_id": INTEGRATION_ID, "event": create}, store=store, clients=clients, now=now)
+    handle_deal_event(rt, DealEventMessage(integration_id=INTEGRATION_ID, event=create))
     # When the reconciler runs
     report = reconcile()
     # Then only the missed change was fed back, and the deal took its step at AlfaCRM's time
-    assert report.fed == 1 and fed[0]["event"]["fields_new"] == {"lead_status_id": "3"}
+    assert report.fed == 1 and fed[0].event["fields_new"] == {"lead_status_id": "3"}
     [deal] = [d for d in deals_view(store, INTEGRATION_ID) if d["ext_id"] == f"customer-{lead['id']}"]
     assert [(h["stage"], h["at"]) for h in deal["history"]] == [
         ("1", utc("2025-03-03 09:10:00")),
@@ -50,22 +49,20 @@ def test_a_lost_webhook_is_caught_up_from_the_change_log(
     assert old["id"] != lead["id"]
 
 
-def test_a_status_renamed_in_alfacrm_is_renamed_in_uis(
-    alfacrm, captured, deliver, flush, clients, store, integration, now, uis
-):
+def test_a_status_renamed_in_alfacrm_is_renamed_in_uis(alfacrm, captured, deliver, flush, rt, integration, uis):
     alfacrm.ui_create_customer({"name": "Вера", "is_study": 0, "lead_status_id": 1})
     for body in captured.take():
         deliver(body)
     flush()
     assert uis.funnels["first_sale"]["stages"]["2"]["name"] == "Связались"
     alfacrm.lookups["lead-status"][2]["name"] = "Дозвонились"
-    reconcile_integration(integration, store=store, clients=clients, send=lambda m: 0, now=now)
+    reconcile_integration(rt, integration, send=lambda m: 0)
     assert uis.funnels["first_sale"]["stages"]["2"]["name"] == "Дозвонились"
     assert len(uis.funnels) == 2
 
 
 def test_a_payment_deleted_while_its_webhook_was_lost_is_cancelled_in_uis_from_the_change_log(
-    alfacrm, captured, deliver, flush, clients, store, integration, now, clock, uis
+    alfacrm, captured, deliver, flush, rt, integration, clock, uis
 ):
     """log/index entries carry `event` as an integer (3 = delete) and fields as maps or lists of one-key maps
     (aioalfacrm, Airumian/alfacrm, YegorPanin/alfacrm-client, KO_alfacrm_data): they must reach the worker."""
@@ -79,15 +76,15 @@ def test_a_payment_deleted_while_its_webhook_was_lost_is_cancelled_in_uis_from_t
 
     def send(messages):
         for m in messages:
-            handle_deal_event(m, store=store, clients=clients, now=now)
+            handle_deal_event(rt, m)
         return len(messages)
 
-    reconcile_integration(integration, store=store, clients=clients, send=send, now=now)
+    reconcile_integration(rt, integration, send=send)
     clock.advance(600)
     alfacrm.drop_next_deliveries(1)
     alfacrm.ui_delete_pay(extra["id"])
 
-    report = reconcile_integration(integration, store=store, clients=clients, send=send, now=now)
+    report = reconcile_integration(rt, integration, send=send)
     flush()
 
     assert report.fed == 1

@@ -7,13 +7,15 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from connector.alfacrm.models import Customer
-from connector.deals import rules
-from connector.deals.state import DealRecord, Step
+from connector.alfacrm.models import Customer, WebhookEvent
+from connector.deals import drafts, funnels, paths, snapshots
+from connector.models.deals import DealRecord, PayInfo, Step
+from connector.models.texts import CustomerLink
+from connector.uis import deal_rows
 
 from tests.deals.builders import TZ, Timeline, customer, pay, settings, utc, webhook
 
-DIRECTORY = rules.Directory(
+DIRECTORY = drafts.Directory(
     teachers={1: "Соколова Анна Викторовна", 2: "Волков Игорь Петрович", 3: "Лебедева Мария Андреевна"},
     branches={1: "Центральный", 2: "Северный"},
 )
@@ -21,15 +23,15 @@ NOW = datetime(2025, 3, 20, 9, 0, tzinfo=UTC)
 
 
 def path_of(snap, deal_settings=None):
-    return [(s.stage, s.at) for s in rules.customer_path(snap, deal_settings or settings())]
+    return [(s.stage, s.at) for s in paths.customer_path(snap, deal_settings or settings())]
 
 
 def deals_of(snap, deal_settings=None, link=None):
-    return {d.ext_id: d for d in rules.derive_deals(snap, deal_settings or settings(), DIRECTORY, link)}
+    return {d.ext_id: d for d in drafts.derive_deals(snap, deal_settings or settings(), DIRECTORY, link)}
 
 
 def record(draft, at="2025-03-03T07:00:00Z"):
-    deal = rules.apply_draft(None, draft, at=at, source_version=1)
+    deal = drafts.apply_draft(None, draft, at=at, source_version=1)
     assert deal is not None
     return deal
 
@@ -38,8 +40,8 @@ def uploaded(deal: DealRecord) -> DealRecord:
     """The deal as it is once UIS has everything it holds now."""
     return deal.model_copy(
         update={
-            "uploaded": rules.history(deal),
-            "uploaded_sig": rules.signature(deal),
+            "uploaded": drafts.history(deal),
+            "uploaded_sig": drafts.signature(deal),
             "uploaded_contact_sig": deal.contact_sig,
             "upload_state": "uploaded",
         }
@@ -65,7 +67,7 @@ def test_stage_rows_carry_alfacrms_times_stored_utc_and_sent_local():
     snap = status_change(t, 1, 2, "2025-03-03 11:30:00")
     # When its first-sale deal is derived and uploaded
     deal = record(deals_of(snap)["customer-7"])
-    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=NOW)
+    rows = deal_rows.upload_rows(deal, drafts.rows_to_send(deal), tz=TZ, now=NOW)
     # Then the history is stored in UTC and UIS gets the local wall times, one row per transition
     assert [(s.stage, s.at) for s in deal.path] == [("1", "2025-03-03T07:00:00Z"), ("2", "2025-03-03T08:30:00Z")]
     assert [(r["stage_ext_id"], r["modified_stage_date_time"]) for r in rows] == [
@@ -78,9 +80,9 @@ def test_stage_rows_carry_alfacrms_times_stored_utc_and_sent_local():
 
 def test_times_follow_the_integrations_zone():
     body = webhook("Customer", 7, "create", new={"lead_status_id": 1}, at="2025-03-03 10:00:00")
-    event = rules.WebhookEvent.model_validate(body)
-    assert rules.event_time(event, None, "Asia/Yekaterinburg") == "2025-03-03T05:00:00Z"
-    assert rules.event_time(event, None, "Europe/Moscow") == "2025-03-03T07:00:00Z"
+    event = WebhookEvent.model_validate(body)
+    assert snapshots.event_time(event, None, "Asia/Yekaterinburg") == "2025-03-03T05:00:00Z"
+    assert snapshots.event_time(event, None, "Europe/Moscow") == "2025-03-03T07:00:00Z"
 
 
 # --- success and failure statuses merged ------------------------------------------------------------------
@@ -106,7 +108,7 @@ def test_conversion_to_client_is_a_won_first_sale_closed_at_conversion():
     body = webhook("Customer", 7, new={"is_study": 1}, old={"is_study": 0}, at="2025-03-05 15:00:00")
     snap = t.customer_event(body, customer(is_study=1, lead_status_id=2), "2025-03-05 15:00:02")
     deal = record(deals_of(snap)["customer-7"])
-    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=NOW)
+    rows = deal_rows.upload_rows(deal, drafts.rows_to_send(deal), tz=TZ, now=NOW)
     assert [r["stage_ext_id"] for r in rows] == ["2", "success"]
     assert rows[-1]["closed_date_time"] == "2025-03-05 15:00:00"
 
@@ -145,7 +147,7 @@ def test_an_archived_lead_stays_failed_when_the_reread_record_has_no_archive_fla
     body = webhook("Customer", 7, new={"removed": 1, "lead_reject_id": 1}, old={"removed": 0}, at="2025-03-06 09:00:00")
     snap = t.customer_event(body, customer_without_flag(lead_status_id=3), "2025-03-06 09:00:01")
     deal = record(deals_of(snap)["customer-7"])
-    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=NOW)
+    rows = deal_rows.upload_rows(deal, drafts.rows_to_send(deal), tz=TZ, now=NOW)
     assert [(r["stage_ext_id"], r["modified_stage_date_time"]) for r in rows] == [
         ("3", "2025-03-03 10:00:00"),
         ("failed", "2025-03-06 09:00:00"),
@@ -173,7 +175,7 @@ def test_a_failed_deal_may_come_back_to_an_in_process_stage():
     snap = status_change(t, 5, 2, "2025-03-10 10:00:00")
     assert [stage for stage, _ in path_of(snap)] == ["1", "failed", "2"]
     deal = record(deals_of(snap)["customer-7"])
-    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=NOW)
+    rows = deal_rows.upload_rows(deal, drafts.rows_to_send(deal), tz=TZ, now=NOW)
     assert [("closed_date_time" in r) for r in rows] == [False, True, False]
 
 
@@ -186,17 +188,17 @@ def test_a_late_event_older_than_the_uploaded_stage_sends_nothing_older():
     deal = uploaded(record(deals_of(t.snap)["customer-7"]))
     # When the webhook of the 11:00 move to status 2 arrives late
     snap = status_change(t, 1, 2, "2025-03-03 11:00:00", lead_status_id=3)
-    later = rules.apply_draft(deal, deals_of(snap)["customer-7"], at=utc("2025-03-03 12:05:00"), source_version=2)
+    later = drafts.apply_draft(deal, deals_of(snap)["customer-7"], at=utc("2025-03-03 12:05:00"), source_version=2)
     # Then nothing older than 12:00 is sent (UIS would refuse it) and nothing is pending
     assert later is not None
-    assert rules.rows_to_send(later) == []
-    assert not rules.needs_upload(later)
+    assert drafts.rows_to_send(later) == []
+    assert not drafts.needs_upload(later)
 
 
 def test_merge_keeps_uploaded_rows_and_moves_a_late_final_stage_to_the_last_uploaded_time():
     uploaded_rows = [Step(stage="1", at="2025-03-03T07:00:00Z"), Step(stage="3", at="2025-03-03T09:00:00Z")]
     path = [Step(stage="1", at="2025-03-03T07:00:00Z"), Step(stage="failed", at="2025-03-03T08:00:00Z")]
-    merged = rules.merge_history(uploaded_rows, path)
+    merged = paths.merge_history(uploaded_rows, path)
     assert [(s.stage, s.at) for s in merged] == [
         ("1", "2025-03-03T07:00:00Z"),
         ("3", "2025-03-03T09:00:00Z"),
@@ -224,7 +226,7 @@ def test_first_sale_revenue_is_the_first_payment_by_document_date_then_id():
         (pay(7, income="3000", document_date="05.03.2025"), "2025-03-10 12:00:00"),
     )
     deals = deals_of(t.snap)
-    assert rules.money(deals["customer-7"].revenue) == 3000  # pay 7: earliest date, lower id than pay 9
+    assert deal_rows.money(deals["customer-7"].revenue) == 3000  # pay 7: earliest date, lower id than pay 9
     assert sorted(deals) == ["customer-7", "pay-5", "pay-9"]
 
 
@@ -234,7 +236,7 @@ def test_a_later_payment_is_an_upsell_deal_new_then_paid():
         (pay(2, income="2500.50", document_date="01.04.2025"), "2025-04-01 12:00:00"),
     )
     deal = record(deals_of(t.snap)["pay-2"])
-    rows = rules.upload_rows(deal, rules.rows_to_send(deal), tz=TZ, now=datetime(2025, 4, 2, tzinfo=UTC))
+    rows = deal_rows.upload_rows(deal, drafts.rows_to_send(deal), tz=TZ, now=datetime(2025, 4, 2, tzinfo=UTC))
     assert [(r["stage_ext_id"], r["modified_stage_date_time"]) for r in rows] == [
         ("new", "2025-04-01 12:00:00"),
         ("paid", "2025-04-01 12:00:00"),
@@ -294,7 +296,7 @@ def test_deleting_the_first_payment_moves_the_revenue_to_the_next_one():
     body = webhook("Pay", 1, "delete", old={"customer_id": 7, "income": "1000.00"}, at="2025-04-03 10:00:00")
     snap = t.pay_event(body, None, "2025-04-03 10:00:01")
     deals = deals_of(snap)
-    assert rules.money(deals["customer-7"].revenue) == 2000
+    assert deal_rows.money(deals["customer-7"].revenue) == 2000
     assert sorted(deals) == ["customer-7"]  # pay 2 is the first sale now, pay 1 was never an upsell
 
 
@@ -308,10 +310,10 @@ def test_an_income_edit_resends_the_current_row_with_its_stage_time_and_a_new_mo
     # When a manager corrects the amount the next day
     body = webhook("Pay", 2, new={"income": "2200"}, old={"income": "2000.00"}, at="2025-04-02 09:30:00")
     snap = t.pay_event(body, pay(2, income="2200", document_date="01.04.2025"), "2025-04-02 09:30:00")
-    edited = rules.apply_draft(deal, deals_of(snap)["pay-2"], at=utc("2025-04-02 09:30:00"), source_version=3)
+    edited = drafts.apply_draft(deal, deals_of(snap)["pay-2"], at=utc("2025-04-02 09:30:00"), source_version=3)
     # Then only the current row goes again: same stage time, new modified time, new revenue
-    assert edited is not None and rules.needs_upload(edited)
-    rows = rules.upload_rows(edited, rules.rows_to_send(edited), tz=TZ, now=datetime(2025, 4, 3, tzinfo=UTC))
+    assert edited is not None and drafts.needs_upload(edited)
+    rows = deal_rows.upload_rows(edited, drafts.rows_to_send(edited), tz=TZ, now=datetime(2025, 4, 3, tzinfo=UTC))
     assert [
         (r["stage_ext_id"], r["modified_stage_date_time"], r["modified_date_time"], r["revenue"]) for r in rows
     ] == [("paid", "2025-04-01 12:00:00", "2025-04-02 09:30:00", 2200)]
@@ -324,8 +326,8 @@ def test_refunds_expenses_and_payments_without_customer_are_not_deals():
         (pay(3, income="0", document_date="02.04.2025"), "2025-04-02 12:00:00"),
     )
     assert sorted(deals_of(t.snap)) == ["customer-7"]
-    orphan = rules.PayInfo(id=4, customer_id=None, income="500", created_at="2025-04-01T09:00:00Z")
-    assert not rules.is_deal_payment(orphan)
+    orphan = PayInfo(id=4, customer_id=None, income="500", created_at="2025-04-01T09:00:00Z")
+    assert not snapshots.is_deal_payment(orphan)
 
 
 def test_upsells_follow_the_setting():
@@ -339,7 +341,7 @@ def test_the_contact_is_the_customer_with_e164_phones_and_emails():
     body = webhook("Customer", 7, "create", new={"name": "Петров Илья"})
     phones = ["8 (916) 123-45-67", "+7(999)999-99-99", "позвонить маме"]
     snap = t.customer_event(body, customer(phone=phones, email=["ilya@example.ru", "нет"]), "2025-03-03 10:00:01")
-    contact = rules.contact_payload(snap, region="RU", tz=TZ, now=NOW)
+    contact = deal_rows.contact_payload(snap, region="RU", tz=TZ, now=NOW)
     assert contact == {
         "ext_id": "customer-7",
         "name": "Петров Илья",
@@ -365,12 +367,12 @@ def test_user_fields_name_the_customers_teachers_or_the_payments_teacher_and_the
 
 def test_the_first_sale_carries_the_communication_that_created_the_lead():
     t = client_with_pays((pay(1), "2025-03-03 11:00:00"), (pay(2, document_date="01.04.2025"), "2025-04-01 12:00:00"))
-    deals = deals_of(t.snap, link={"communication_id": 90000042, "communication_type": "chat"})
+    deals = deals_of(t.snap, link=CustomerLink(communication_id=90000042, communication_type="chat"))
     first, upsell = record(deals["customer-7"]), record(deals["pay-2"])
     now = datetime(2025, 4, 2, tzinfo=UTC)
-    row = rules.upload_rows(first, rules.rows_to_send(first), tz=TZ, now=now)[0]
+    row = deal_rows.upload_rows(first, drafts.rows_to_send(first), tz=TZ, now=now)[0]
     assert (row["communication_id"], row["communication_type"]) == (90000042, "chat")
-    assert all("communication_id" not in r for r in rules.upload_rows(upsell, rules.rows_to_send(upsell), tz=TZ))
+    assert all("communication_id" not in r for r in deal_rows.upload_rows(upsell, drafts.rows_to_send(upsell), tz=TZ))
 
 
 # --- delivery order ------------------------------------------------------------------------------------------------
@@ -421,7 +423,7 @@ def test_a_repeated_delivery_changes_nothing():
     again = lead_created(t)
     assert again == snap
     assert (
-        rules.apply_draft(deal, deals_of(again)["customer-7"], at=utc("2025-03-03 10:05:00"), source_version=1) is None
+        drafts.apply_draft(deal, deals_of(again)["customer-7"], at=utc("2025-03-03 10:05:00"), source_version=1) is None
     )
 
 
@@ -435,7 +437,7 @@ def test_first_sale_stages_follow_alfacrm_statuses_by_weight_with_gaps():
         {"id": 4, "name": "Оплатил", "weight": 5},
         {"id": 5, "name": "Отказ", "weight": 6},
     ]
-    specs = rules.funnel_specs(statuses, settings(success=[4], failure=[5]))
+    specs = funnels.funnel_specs(statuses, settings(success=[4], failure=[5]))
     first = [(s.ext_id, s.name, s.status, s.order) for s in specs["first_sale"]]
     assert first == [
         ("no_status", "Без статуса", "in_process", 10),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from connector.deals import rules
-from connector.deals.state import Fact
+from connector.deals import drafts, snapshots
 from connector.deals.views import deals_view
+from connector.models.deals import DealRef, Fact
+from connector.models.texts import CustomerLink
 from connector.settings import SettingsDocument
 from connector.store.base import int_pk
 from connector.timeutil import to_iso
@@ -132,12 +133,12 @@ def test_a_deal_uis_refuses_is_parked_and_the_others_are_uploaded(alfacrm, captu
     assert views[f"customer-{anna['id']}"]["upload"] == {"state": "uploaded", "error": None}
     assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна С. Смирнова"
     parked = store.integrations.parked(INTEGRATION_ID)
-    assert [(p["kind"], p["key"], p["payload"]) for p in parked] == [
+    assert [(p.kind, p.key, p.payload) for p in parked] == [
         ("deal", f"first_sale#customer-{boris['id']}", {"funnel": "first_sale", "ext_id": f"customer-{boris['id']}"})
     ]
     # And after UIS's copy is fixed, a replay uploads it and clears the parked item
     uis.deals[f"customer-{boris['id']}"]["path"][-1]["modified_stage_date_time"] = "2025-03-03 10:00:00"
-    assert store.deals.mark_pending(INTEGRATION_ID, "first_sale", f"customer-{boris['id']}")
+    assert store.deals.mark_pending(INTEGRATION_ID, DealRef(funnel="first_sale", ext_id=f"customer-{boris['id']}"))
     assert flush().parked == []
     assert uis_path(uis, f"customer-{boris['id']}")[-1] == ("2", "2025-03-03 12:20:00")
     assert store.integrations.parked(INTEGRATION_ID) == []
@@ -191,13 +192,13 @@ def test_more_than_1000_rows_go_in_several_calls_without_splitting_a_deal(flush,
     items = []
     start = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
     for cid in range(1, 12):
-        snap = rules.new_snapshot(cid, to_iso(start))
+        snap = snapshots.new_snapshot(cid, to_iso(start))
         snap.name = f"Ученик {cid}"
         snap.facts["lead_status_id"] = [
             Fact(at=to_iso(start + timedelta(minutes=i)), value=1 + i % 2) for i in range(100)
         ]
-        draft = rules.derive_deals(snap, settings, rules.Directory())[0]
-        deal = rules.apply_draft(None, draft, at=to_iso(start), source_version=1)
+        draft = drafts.derive_deals(snap, settings, drafts.Directory())[0]
+        deal = drafts.apply_draft(None, draft, at=to_iso(start), source_version=1)
         assert deal is not None and len(deal.path) == 100
         items.append({"pk": pk, "sk": f"CUST#{cid}", **snap.model_dump(mode="json")})
         items.append(
@@ -269,7 +270,9 @@ def test_a_lead_linked_to_its_uis_chat_after_its_deal_was_built_reaches_uis_with
     for body in captured.take():
         deliver(body)
     assert deals_view(store, INTEGRATION_ID, "first_sale")[0]["communication_id"] is None
-    store.texts.link_customer(INTEGRATION_ID, lead["id"], 90000004, "chat")
+    store.texts.link_customer(
+        INTEGRATION_ID, lead["id"], CustomerLink(communication_id=90000004, communication_type="chat")
+    )
 
     flush()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import random
 
-from connector.deals import rules
+from connector.alfacrm.models import WebhookEvent
+from connector.deals import snapshots
 from connector.deals.views import deals_view
 from connector.deals.worker import handle_deal_event
 from connector.store import Store
 from connector.store.deals import DealStore
 
 from tests.api.builders import stored_integration
+from tests.conftest import runtime
 from tests.deals.builders import INTEGRATION_ID, message, utc, webhook
 from tests.deals.conftest import DEAL_SETTINGS
 
@@ -109,8 +111,8 @@ def test_shuffled_deliveries_end_in_the_same_deals_as_ordered_ones(alfacrm, capt
     # replayed, it dates the cancelled deal from the payment's creation in both
     for integration_id in (INTEGRATION_ID, "shuffled"):
         for item in store.integrations.parked(integration_id):
-            assert item["kind"] == "deal_event" and item["payload"]["event"]["entity_id"] == wrong["id"]
-            assert deliver(item["payload"]["event"], integration_id=integration_id).status == "done"
+            assert item.kind == "deal_event" and item.payload["event"]["entity_id"] == wrong["id"]
+            assert deliver(item.payload["event"], integration_id=integration_id).status == "done"
     ordered, mixed = by_id(store), by_id(store, "shuffled")
     assert ordered == mixed
     assert history(ordered[f"pay-{wrong['id']}"])[0] == ("new", utc("2025-03-03 09:30:00"))
@@ -119,8 +121,8 @@ def test_shuffled_deliveries_end_in_the_same_deals_as_ordered_ones(alfacrm, capt
 def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
     # Given two workers read the same snapshot version
     t0, t1 = utc("2025-03-03 10:00:00"), utc("2025-03-03 11:00:00")
-    create = rules.WebhookEvent.model_validate(webhook("Customer", 7, "create", new={"lead_status_id": 1}))
-    update = rules.WebhookEvent.model_validate(
+    create = WebhookEvent.model_validate(webhook("Customer", 7, "create", new={"lead_status_id": 1}))
+    update = WebhookEvent.model_validate(
         webhook("Customer", 7, new={"lead_status_id": 2}, old={"lead_status_id": 1}, at="2025-03-03 11:00:00")
     )
     raced = []
@@ -131,12 +133,12 @@ def test_two_events_for_one_customer_at_once_lose_nothing(store, integration):
             store.deals.update_customer(
                 INTEGRATION_ID,
                 7,
-                lambda c: rules.observe_customer(
-                    c or rules.new_snapshot(7, t1), update, None, at=t1, read_at=t0, tz="Europe/Moscow"
+                lambda c: snapshots.observe_customer(
+                    c or snapshots.new_snapshot(7, t1), update, None, at=t1, read_at=t0, tz="Europe/Moscow"
                 ),
             )
-        base = current or rules.new_snapshot(7, t0)
-        return rules.observe_customer(base, create, None, at=t0, read_at=t0, tz="Europe/Moscow")
+        base = current or snapshots.new_snapshot(7, t0)
+        return snapshots.observe_customer(base, create, None, at=t0, read_at=t0, tz="Europe/Moscow")
 
     # When the first worker's conditional write loses the race
     snap, written = store.deals.update_customer(INTEGRATION_ID, 7, first_worker)
@@ -195,7 +197,7 @@ def test_what_alfacrm_refuses_is_parked_and_transient_failures_are_raised(alfacr
     # Then it is parked with the message kept for a replay
     assert deliver(body).status == "parked"
     parked = store.integrations.parked(INTEGRATION_ID)
-    assert [(p["kind"], p["payload"]["event"]["entity_id"]) for p in parked] == [("deal_event", lead["id"])]
+    assert [(p.kind, p.payload["event"]["entity_id"]) for p in parked] == [("deal_event", lead["id"])]
     # And AlfaCRM being down is raised, so SQS redelivers the record
     alfacrm.fail_next(503, count=10)
     with pytest.raises(AlfaCrmUnavailable):
@@ -248,10 +250,10 @@ def test_a_customer_reread_that_finds_nothing_parks_the_event_and_leaves_the_dea
     assert alfacrm.stats["requests"] - before == 2  # the event's branch, then the integration's
     assert by_id(store)[f"customer-{lead['id']}"] == shown
     [parked] = store.integrations.parked(INTEGRATION_ID)
-    assert parked["kind"] == "deal_event" and parked["payload"]["event"] == body
+    assert parked.kind == "deal_event" and parked.payload["event"] == body
     # And a replay once the lead is listed again moves the deal on
     alfacrm.customers[lead["id"]] = record
-    assert deliver(parked["payload"]["event"]).status == "done"
+    assert deliver(parked.payload["event"]).status == "done"
     deal = by_id(store)[f"customer-{lead['id']}"]
     assert history(deal) == [("1", utc("2025-03-03 09:00:00")), ("2", utc("2025-03-03 09:10:00"))]
 
@@ -275,7 +277,7 @@ def test_a_payment_reread_that_finds_nothing_parks_the_event_and_cancels_nothing
 
     assert outcome.status == "parked"
     assert f"pay-{second['id']}" not in by_id(store)
-    assert [p["kind"] for p in store.integrations.parked(INTEGRATION_ID)] == ["deal_event"]
+    assert [p.kind for p in store.integrations.parked(INTEGRATION_ID)] == ["deal_event"]
     alfacrm.pays[second["id"]] = record
     assert deliver(body).status == "done"
     assert [s for s, _ in history(by_id(store)[f"pay-{second['id']}"])] == ["new", "paid"]
@@ -340,7 +342,7 @@ def withdrawn_upsell_race(alfacrm, captured, deliver, store, clients, now, clock
     racing = Store(store.table)
     racing.deals = DealsReadBeforeAnotherWorker(store.table)
     racing.deals.meanwhile = lambda: [deliver(body) for body in newer]
-    handle_deal_event(message(delete), store=racing, clients=clients, now=now)
+    handle_deal_event(runtime(store=racing, clients=clients, now=now), message(delete))
     return client, second
 
 
@@ -392,7 +394,7 @@ def test_an_upsell_uploaded_while_a_worker_withdraws_it_ends_cancelled_in_uis(
     racing.deals = DealsReadBeforeAnotherWorker(store.table)
     racing.deals.meanwhile = flush
 
-    handle_deal_event(message(delete), store=racing, clients=clients, now=now)
+    handle_deal_event(runtime(store=racing, clients=clients, now=now), message(delete))
 
     assert [s for s, _ in history(by_id(store)[f"pay-{second['id']}"])] == ["new", "paid", "cancelled"]
     clock.advance(60)
@@ -417,7 +419,7 @@ def test_a_create_parked_as_not_listed_is_cleared_when_the_payments_delete_arriv
     create, delete = captured.take()
 
     assert deliver(create).status == "parked"
-    assert [p["code"] for p in store.integrations.parked(INTEGRATION_ID)] == ["not_listed"]
+    assert [p.code for p in store.integrations.parked(INTEGRATION_ID)] == ["not_listed"]
     assert deliver(delete).status == "done"
 
     assert store.integrations.parked(INTEGRATION_ID) == []

@@ -15,18 +15,19 @@ from typing import Any
 
 import httpx
 import pytest
-from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient
 from connector.retry import RateLimiter, RetryPolicy
+from connector.runtime import Runtime
 from connector.settings import Integration, SettingsDocument, parse_settings
 from connector.store import Store
+from connector.texts.facts import chat_facts, merge_chat_report, report_chat_facts
 from connector.texts.lost_chats import LostChatTasks
-from connector.texts.models import ChatFacts
 from connector.texts.poller import ChatPoller, PollPolicy
 from connector.timeutil import local_to_utc
 from connector.uis.client import UisClient
 from connector.uis.notifications import parse_message
 
+from tests.conftest import runtime
 from tests.support import RecordingSender, sandbox_integration
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
@@ -108,11 +109,15 @@ class World:
     uis: UisSandbox
     alfacrm: AlfaCrmSandbox
     outbox: Outbox
-    store: Store
+    rt: Runtime
     clients: Factory
     queue_url: str
     sqs: Any
     events: list[dict[str, Any]] = field(default_factory=list)  # every text event the worker step saw
+
+    @property
+    def store(self) -> Store:
+        return self.rt.store
 
     # --- the integration ---------------------------------------------------------------------------
     def integration(
@@ -134,13 +139,13 @@ class World:
         self.clock.advance(minutes * 60)
 
     def poller(self, **policy: Any) -> ChatPoller:
-        return ChatPoller(self.store, self.clients, clock=self.clock.utc, policy=PollPolicy(**policy))
+        return ChatPoller(self.rt, policy=PollPolicy(**policy))
 
     def poll(self, **policy: Any) -> Any:
         return self.poller(**policy).run()
 
     def tasks(self) -> LostChatTasks:
-        return LostChatTasks(self.store, self.clients, clock=self.clock.epoch)
+        return LostChatTasks(self.rt)
 
     # --- what the text worker does with a lost chat (its last step is handle_lost_chat) -------------
     def deliver_notifications(self, integration: Integration) -> list[str]:
@@ -155,11 +160,9 @@ class World:
                 "method": sent["method"],
                 "payload": json.loads(sent["body"]),
             }
-            facts = parse_message(message).chat_facts(TZ)
+            facts = chat_facts(parse_message(message), TZ)
             report = next(r for r in self.report_rows() if r["id"] == facts.chat_id)
-            outcomes.append(
-                self.tasks().handle(integration, facts.merged_with_report(ChatFacts.from_report_row(report, TZ)))
-            )
+            outcomes.append(self.tasks().handle(integration, merge_chat_report(facts, report_chat_facts(report, TZ))))
             self.events.append(message)
         self.outbox.sent.clear()
         return outcomes
@@ -180,7 +183,7 @@ class World:
                 self.events.append(body)
                 note = parse_message(body)
                 if note.event == "lost_chat":
-                    outcomes.append(self.tasks().handle(integration, note.chat_facts(TZ)))
+                    outcomes.append(self.tasks().handle(integration, chat_facts(note, TZ)))
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
     def queued(self, event: str) -> list[dict[str, Any]]:
@@ -192,7 +195,6 @@ class World:
 
 @pytest.fixture
 def world(queue_urls: dict[str, str], sqs: Any) -> Iterator[World]:
-    alfacrm_client.reset_caches()
     clock = Clock()
     outbox = Outbox()
     uis = UisSandbox(access_tokens=[DEFAULT_TOKEN], clock=clock, sender=outbox)
@@ -212,7 +214,8 @@ def world(queue_urls: dict[str, str], sqs: Any) -> Iterator[World]:
     uis_client = UisClient(
         UIS_URL, DEFAULT_TOKEN, http=http_u, retry=RetryPolicy(attempts=2, sleep=clock.sleep), clock=clock.monotonic
     )
-    yield World(clock, uis, alfacrm, outbox, Store(), Factory(alfa, uis_client), queue_urls["TextEventsQueue"], sqs)
+    clients = Factory(alfa, uis_client)
+    rt = runtime(clients=clients, now=clock.utc)
+    yield World(clock, uis, alfacrm, outbox, rt, clients, queue_urls["TextEventsQueue"], sqs)
     http_a.close()
     http_u.close()
-    alfacrm_client.reset_caches()

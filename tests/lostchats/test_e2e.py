@@ -83,10 +83,11 @@ def _age_last_poll(integration_id: str) -> None:
     """Move the integration's last poll back past its interval (the suite never sleeps)."""
     from datetime import timedelta
 
-    from connector.store import Store
+    from connector.runtime import container
     from connector.timeutil import from_iso, to_iso
 
-    texts = Store().texts
+    texts = container().store.texts  # the local stack's functions run in this process, on this container
     state = texts.get_watermark(integration_id, "chats")
-    state["last_poll_at"] = to_iso(from_iso(state["last_poll_at"]) - timedelta(minutes=10))
-    texts.put_watermark(integration_id, "chats", state, expected_version=state["version"])
+    assert state is not None and state.last_poll_at is not None
+    aged = state.model_copy(update={"last_poll_at": to_iso(from_iso(state.last_poll_at) - timedelta(minutes=10))})
+    texts.put_watermark(integration_id, "chats", aged, expected_version=state.version)

@@ -153,7 +153,7 @@ def test_a_holder_that_died_after_creating_the_task_is_not_repeated(world: World
 
 
 def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_not_repeated(world: World) -> None:
-    from connector.texts.models import ChatFacts
+    from connector.texts.facts import report_chat_facts
 
     # Given a lost chat only the poller saw (its report row has no visitor name: the task took the customer's)
     integration = world.integration()
@@ -169,7 +169,7 @@ def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_no
     # When the same report row is handled again after the claim went stale
     world.advance(16)
     row = next(r for r in world.report_rows() if r["id"] == chat_id)
-    outcome = world.tasks().handle(integration, ChatFacts.from_report_row(row, "Europe/Moscow"))
+    outcome = world.tasks().handle(integration, report_chat_facts(row, "Europe/Moscow"))
     # Then the task is found in AlfaCRM, not created a second time
     assert outcome == "recovered" and len(world.alfacrm_tasks()) == 1
 

@@ -22,12 +22,14 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
+from connector.models.sync import PollerState
 from connector.settings import Integration
 from connector.store import Store
 from connector.texts.poller import DAY_MINUTES, ChatPoller, PollPolicy, PollResult
 from connector.timeutil import local_to_utc, to_iso
 from connector.uis.client import UisClient
 
+from tests.conftest import runtime
 from tests.lostchats.conftest import TZ, World, settings_doc
 from tools.sandboxes.uis import DEFAULT_TOKEN
 
@@ -97,16 +99,16 @@ class _WatermarkReadThrough:
 
     def __init__(self, texts: Any) -> None:
         self._texts = texts
-        self._seen: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._seen: dict[tuple[str, str], PollerState | None] = {}
 
-    def get_watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
+    def get_watermark(self, integration_id: str, name: str) -> PollerState | None:
         key = (integration_id, name)
         if key not in self._seen:
             self._seen[key] = self._texts.get_watermark(integration_id, name)
         seen = self._seen[key]
-        return None if seen is None else dict(seen)
+        return None if seen is None else seen.model_copy()
 
-    def put_watermark(self, integration_id: str, name: str, value: dict[str, Any], *, expected_version: int) -> int:
+    def put_watermark(self, integration_id: str, name: str, value: PollerState, *, expected_version: int) -> int:
         self._seen.pop((integration_id, name), None)
         return int(self._texts.put_watermark(integration_id, name, value, expected_version=expected_version))
 
@@ -120,6 +122,7 @@ class _DayStore:
     change the outcome: nothing but the poller writes those items during the day."""
 
     def __init__(self, store: Store) -> None:
+        self.table = store.table
         self.texts = _WatermarkReadThrough(store.texts)
         self.integrations = _ListedOnce(store.integrations)
 
@@ -147,9 +150,8 @@ def live_a_day(
 ) -> DayLog:
     """Fire the scheduler every `every` minutes for `minutes` minutes, playing `script` in between."""
     rnd = random.Random(7)
-    poller = ChatPoller(
-        cast("Store", _DayStore(world.store)), world.clients, clock=world.clock.utc, policy=policy or PollPolicy()
-    )
+    day = runtime(store=cast("Store", _DayStore(world.store)), clients=world.clients, now=world.clock.utc)
+    poller = ChatPoller(day, policy=policy or PollPolicy())
     log = DayLog()
     by_minute: dict[int, list[Callable[[], None]]] = {}
     notifications: dict[int, dict[str, Any]] = {}
@@ -365,8 +367,9 @@ def test_a_day_budget_spent_by_deal_uploads_makes_polling_back_off_and_keeps_the
             assert tasks[chat.chat_id] == 1, chat
     waiting = [c for c in lost if not tasks[c.chat_id]]
     watermark = world.store.texts.get_watermark("int1", "chats")
+    assert watermark is not None and watermark.watermark is not None
     assert waiting and all(
-        watermark["watermark"] <= to_iso(local_to_utc(DAY + timedelta(minutes=c.start), TZ)) for c in waiting
+        watermark.watermark <= to_iso(local_to_utc(DAY + timedelta(minutes=c.start), TZ)) for c in waiting
     )
 
 

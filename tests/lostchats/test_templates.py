@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 from connector.errors import ValidationFailed
+from connector.models.texts import ChatFacts, Tag
 from connector.settings import TITLE_PARAMS, parse_settings
-from connector.texts.models import ChatFacts, Tag
 from connector.texts.templates import render_title
 
 FULL = ChatFacts(

@@ -17,15 +17,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient
 from connector.retry import RateLimiter, RetryPolicy
+from connector.runtime import Runtime
 from connector.settings import Integration, SettingsDocument, parse_settings
 from connector.store import Store
 from connector.texts.worker import Outcome, TextWorker
 from connector.timeutil import local_to_utc, to_iso
 from connector.uis.client import UisClient
 
+from tests.conftest import runtime
 from tests.support import RecordingSender, sandbox_integration
 from tools.sandboxes.alfacrm import API_USER_ID, DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
@@ -46,6 +47,9 @@ class Clock:
 
     def epoch(self) -> float:
         return local_to_utc(self.now, TZ).timestamp()
+
+    def utc(self) -> datetime:
+        return local_to_utc(self.now, TZ)
 
     def monotonic(self) -> float:
         return self.now.timestamp()
@@ -123,8 +127,12 @@ class World:
     uis: UisSandbox
     alfacrm: AlfaCrmSandbox
     outbox: Outbox
-    store: Store
+    rt: Runtime
     clients: Factory
+
+    @property
+    def store(self) -> Store:
+        return self.rt.store
 
     def integration(
         self, settings: SettingsDocument | None = None, *, active: bool = True, iid: str = "int1"
@@ -148,7 +156,7 @@ class World:
             self.uis.configure_notification(event, url, method=method, **options)
 
     def worker(self) -> TextWorker:
-        return TextWorker(self.store, self.clients, clock=self.clock.epoch)
+        return TextWorker(self.rt)
 
     def messages(self) -> list[dict[str, Any]]:
         received = to_iso(local_to_utc(self.clock.now, TZ))
@@ -186,7 +194,6 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    alfacrm_client.reset_caches()
     clock = Clock()
     outbox = Outbox()
     uis = UisSandbox(access_tokens=[DEFAULT_TOKEN], clock=clock, sender=outbox)
@@ -203,9 +210,9 @@ def world() -> Iterator[World]:
         clock=clock.monotonic,
     )
     uis_client = UisClient(UIS_URL, DEFAULT_TOKEN, http=http_u, retry=RetryPolicy(attempts=1), clock=clock.monotonic)
-    w = World(clock, uis, alfacrm, outbox, Store(), Factory(alfa, uis_client))
+    clients = Factory(alfa, uis_client)
+    w = World(clock, uis, alfacrm, outbox, runtime(clients=clients, now=clock.utc), clients)
     w.seeded_max = max((c["id"] for c in w.customers()), default=0)
     yield w
     http_a.close()
     http_u.close()
-    alfacrm_client.reset_caches()

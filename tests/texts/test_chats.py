@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from connector.texts.enrich import chat_fields
+from connector.models.texts import CustomerLink
+from connector.texts.facts import chat_facts, chat_fields
 from connector.texts.transcript import MAX_PART_BYTES
 from connector.uis.notifications import parse_message
 
@@ -67,7 +68,10 @@ def test_chat_finished_creates_the_lead_and_posts_the_transcript(world: World):
     ]
     assert outcome.uis_calls == 1
     link = world.store.texts.customer_link("int1", lead["id"])
-    assert link == {"communication_id": world.uis.chats[chat_id]["communication_id"], "communication_type": "chat"}
+    assert link is not None and link.model_dump() == {
+        "communication_id": world.uis.chats[chat_id]["communication_id"],
+        "communication_type": "chat",
+    }
 
 
 def test_no_uis_call_when_the_notification_has_everything(world: World):
@@ -346,7 +350,7 @@ def test_stale_claim_after_a_crash_finds_the_lead_instead_of_creating_another(wo
     world.notify("chat_finished")
     world.uis.finish_chat(open_chat(world))
     [msg] = world.messages()
-    chat = parse_message(msg).chat_facts("Europe/Moscow")
+    chat = chat_facts(parse_message(msg), "Europe/Moscow")
     world.store.texts.claim_step("int1", f"CHAT#{chat.chat_id}", "lead", now=world.clock.epoch())
     world.alfacrm.ui_create_customer({"name": "Павел", "phone": ["+79261230001"], "is_study": 0}, branch_id=1)
     # When the message comes back after the claim went stale
@@ -361,7 +365,7 @@ def test_unparseable_event_is_parked_not_retried(world: World):
     outcome = world.run(message(None, {"foo": "bar"}))
     assert outcome.status == "parked"
     [parked] = world.store.integrations.parked("int1")
-    assert "add ?event=" in parked["error"]
+    assert "add ?event=" in parked.error
 
 
 def test_builders_shape_is_what_uis_sends(world: World):
@@ -427,7 +431,7 @@ def test_replayed_chat_without_contacts_never_lands_on_a_namesake(world: World):
     assert refused.status == "parked"
     world.alfacrm.configure({"required_customer_fields": ("name",)})
     [parked] = world.store.integrations.parked("int1")
-    replayed = world.run(parked["payload"])
+    replayed = world.run(parked.payload)
     # Then the visitor gets a lead of his own with the transcript; the namesake's card is untouched
     [lead] = world.new_customers()
     assert replayed.lead_created and lead["name"].startswith("Петров Илья (чат") and lead["phone"] == []
@@ -479,10 +483,9 @@ def test_lead_made_from_a_chat_api_start_is_linked_to_the_chat_once_its_communic
     world.uis.finish_chat(chat_id)
     world.deliver()
     # Then the deals side can read the exact communication that made this lead
-    assert world.store.texts.customer_link("int1", lead["id"]) == {
-        "communication_id": chat["communication_id"],
-        "communication_type": "chat",
-    }
+    assert world.store.texts.customer_link("int1", lead["id"]) == CustomerLink(
+        communication_id=chat["communication_id"], communication_type="chat"
+    )
 
 
 def test_a_named_visitor_without_contacts_gets_a_lead_a_manager_recognises_as_a_chat(world: World):

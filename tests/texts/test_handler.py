@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from connector import secrets
-from connector.alfacrm import client as alfacrm_client
+from connector.runtime import Runtime
 from connector.settings import Credentials, Integration
-from connector.store import default_store, reset_default_store
 
 from tests.handlers import load_handler
 from tests.texts.conftest import texts_settings
@@ -23,20 +21,15 @@ EVENT = json.loads((Path(__file__).resolve().parents[2] / "events" / "text_worke
 
 @pytest.fixture
 def served():
-    reset_default_store()
-    secrets.reset()
-    alfacrm_client.reset_caches()
     alfacrm, uis = AlfaCrmSandbox(), UisSandbox(sender=lambda *a: 200)
     apps = [ServedApp(alfacrm.app).start(), ServedApp(uis.app).start()]
     yield alfacrm, uis, apps[0].url, f"{apps[1].url}/v2.0"
     for app in apps:
         app.stop()
-    reset_default_store()
-    alfacrm_client.reset_caches()
 
 
-def add_integration(iid: str, alfacrm_url: str, uis_url: str, **requests) -> None:
-    name = secrets.store_credentials(
+def add_integration(rt: Runtime, iid: str, alfacrm_url: str, uis_url: str, **requests) -> None:
+    name = rt.secrets.store_credentials(
         iid,
         Credentials(
             alfacrm_api_key=DEFAULT_API_KEY,
@@ -45,7 +38,7 @@ def add_integration(iid: str, alfacrm_url: str, uis_url: str, **requests) -> Non
             uis_webhook_secret="b" * 32,
         ),
     )
-    default_store().integrations.create(
+    rt.store.integrations.create(
         Integration(
             id=iid,
             name="Школа",
@@ -60,13 +53,13 @@ def add_integration(iid: str, alfacrm_url: str, uis_url: str, **requests) -> Non
     )
 
 
-def test_sample_event_comments_on_the_customer_and_reports_no_failure(served, lambda_context):
+def test_sample_event_comments_on_the_customer_and_reports_no_failure(served, lambda_context, container_runtime):
     # Given the integration of the sample event, and AlfaCRM already knowing the visitor's phone
     alfacrm, _uis, alfacrm_url, uis_url = served
     known = alfacrm.ui_create_customer(
         {"name": "Ковалёва Ирина", "phone": ["+7 (926) 123-45-01"], "is_study": 0}, branch_id=1
     )
-    add_integration("int-demo-01", alfacrm_url, uis_url)
+    add_integration(container_runtime, "int-demo-01", alfacrm_url, uis_url)
     # When the handler gets the sample SQS event
     reply = load_handler("text_worker")(copy.deepcopy(EVENT), lambda_context)
     # Then no failed record, and the request is on the customer's card
@@ -75,11 +68,13 @@ def test_sample_event_comments_on_the_customer_and_reports_no_failure(served, la
     assert "Хочу записать сына" in comment and "Поисковый запрос: английский для детей пробный урок" in comment
 
 
-def test_a_retryable_failure_fails_only_its_record(served, lambda_context):
+def test_a_retryable_failure_fails_only_its_record(served, lambda_context, container_runtime):
     # Given two integrations: the second filters by request type, so it must ask UIS, which is down
     _alfacrm, uis, alfacrm_url, uis_url = served
-    add_integration("int-demo-01", alfacrm_url, uis_url, enabled=False)
-    add_integration("int-demo-02", alfacrm_url, uis_url, filters={"sites": [], "form_types": ["standard"]})
+    add_integration(container_runtime, "int-demo-01", alfacrm_url, uis_url, enabled=False)
+    add_integration(
+        container_runtime, "int-demo-02", alfacrm_url, uis_url, filters={"sites": [], "form_types": ["standard"]}
+    )
     uis.fail("http", count=5, http_status=503)
     event = copy.deepcopy(EVENT)
     second = copy.deepcopy(event["Records"][0])

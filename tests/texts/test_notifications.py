@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from connector.errors import BadRequest
+from connector.texts.facts import chat_facts, request_facts
 from connector.uis.notifications import as_int, as_messages, as_tags, clean, parse_message
 
 from tests.texts.builders import chat_finished_post, message, offline_message_post
@@ -56,7 +57,7 @@ def test_offline_message_post_nested_visitor_is_flattened():
     # Given the default POST body of an offline message
     n = parse_message(message("offline_message", offline_message_post()))
     # When it becomes request facts
-    req = n.request_facts("Europe/Moscow")
+    req = request_facts(n, "Europe/Moscow")
     # Then the nested visitor fields are the request's
     assert (req.offline_message_id, req.communication_id) == (700042, 90000042)
     assert (req.visitor_name, req.visitor_phone, req.visitor_email) == ("Ирина", "79261234501", "irina@example.ru")
@@ -78,7 +79,7 @@ def test_get_query_form_with_stringified_ids_and_empty_values():
         "site_domain_name": "school.ru",
         "utm_source": "",
     }
-    chat = parse_message(message("chat_finished", payload, method="GET")).chat_facts("Europe/Moscow")
+    chat = chat_facts(parse_message(message("chat_finished", payload, method="GET")), "Europe/Moscow")
     assert (chat.chat_id, chat.communication_id, chat.visitor_id) == (777, 90000077, 3000077)
     assert [t.id for t in chat.tags] == ["501", "503"]
     assert chat.visitor_name is None and chat.messages is None and "utm_source" not in chat.params
@@ -104,7 +105,7 @@ def test_url_event_wins_for_marks():
 
 
 def test_chat_finished_post_gives_chat_facts():
-    chat = parse_message(message("chat_finished", chat_finished_post())).chat_facts("Europe/Moscow")
+    chat = chat_facts(parse_message(message("chat_finished", chat_finished_post())), "Europe/Moscow")
     assert chat.chat_id == 777 and chat.visitor_name == "Павел" and chat.status == "succeed"
     assert chat.messages and len(chat.messages) == 2
     # the default body carries no phone: that fact is unknown, not known-absent
@@ -124,7 +125,7 @@ def test_poller_report_row_is_complete():
         "visitor_phone_number": 79161234567,
         "tags": [],
     }
-    chat = parse_message(message("chat_started", row, source="poller")).chat_facts("Europe/Moscow")
+    chat = chat_facts(parse_message(message("chat_started", row, source="poller")), "Europe/Moscow")
     assert chat.complete and chat.visitor_phone == "79161234567" and chat.channel_type == "whatsapp"
 
 

@@ -39,7 +39,8 @@ def test_request_creates_a_lead_with_defaults_fields_and_a_comment(world: World)
     assert "Сообщение: Хочу на пробный урок" in comment and "Рекламная кампания: Яндекс Директ" in comment
     assert "UTM: utm_source=yandex" in comment
     # and the link the deals side reads
-    assert world.store.texts.customer_link("int1", lead["id"])["communication_type"] == "offline_message"
+    link = world.store.texts.customer_link("int1", lead["id"])
+    assert link is not None and link.communication_type == "offline_message"
 
 
 def test_request_without_a_name_is_named_after_the_site(world: World):
@@ -200,12 +201,12 @@ def test_alfacrm_refusing_the_lead_is_reported_and_parked(world: World):
     # Then nothing is created, the record succeeds, and the event is parked with AlfaCRM's own words
     assert outcome.status == "parked" and world.new_customers() == []
     [parked] = world.store.integrations.parked("int1")
-    assert parked["kind"] == "text_event" and parked["key"].startswith("om")
-    assert "dob" in parked["error"] and "Необходимо заполнить" in parked["error"]
-    assert parked["payload"]["event"] == "offline_message"
+    assert parked.kind == "text_event" and parked.key.startswith("om")
+    assert "dob" in parked.error and "Необходимо заполнить" in parked.error
+    assert parked.payload["event"] == "offline_message"
     # and once the account is fixed, replaying it creates the lead
     world.alfacrm.configure({"required_customer_fields": ("name",)})
-    assert world.run(parked["payload"]).lead_created
+    assert world.run(parked.payload).lead_created
 
 
 def test_branch_mapping_is_merged_into_branch_ids_never_replacing_them(world: World):

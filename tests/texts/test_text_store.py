@@ -5,9 +5,9 @@ from __future__ import annotations
 from connector.store import Store
 
 
-def test_a_finished_step_is_reported_done_with_its_result_not_busy():
+def test_a_finished_step_is_reported_done_with_its_result_not_busy(store: Store):
     # Given a step claimed and finished (the lead 42 was created)
-    texts = Store().texts
+    texts = store.texts
     assert texts.claim_step("int9", "CHAT#1", "lead", now=1000.0).status == "claimed"
     texts.finish_step("int9", "CHAT#1", "lead", 42)
     # When a redelivery claims it again
@@ -16,8 +16,8 @@ def test_a_finished_step_is_reported_done_with_its_result_not_busy():
     assert (again.status, again.result) == ("done", 42)
 
 
-def test_a_contact_claim_is_busy_then_names_the_lead_then_expires():
-    texts = Store().texts
+def test_a_contact_claim_is_busy_then_names_the_lead_then_expires(store: Store):
+    texts = store.texts
     assert texts.claim_contact("int9", "+79161234567", "CHAT#1", now=1000.0).status == "claimed"
     assert texts.claim_contact("int9", "+79161234567", "REQ#om1", now=1001.0).status == "busy"
     texts.release_contact("int9", "+79161234567", "CHAT#1", customer_id=7, now=1002.0)

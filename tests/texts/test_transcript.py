@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.texts.models import ChatFacts
+from connector.models.texts import ChatFacts
 from connector.texts.transcript import MAX_PART_BYTES, render, transcript_parts
 from connector.uis.notifications import as_messages
 

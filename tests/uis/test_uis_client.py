@@ -18,7 +18,7 @@ from connector.errors import (
     UisValidationError,
 )
 from connector.retry import RetryPolicy
-from connector.uis.client import UisClient, client_for
+from connector.uis.client import UisClient
 
 from tests.uis.builders import API_URL, TOKEN, funnel_params
 
@@ -299,11 +299,17 @@ def test_report_dates_must_be_naive_local_times(client):
         client.get_chats_report(aware, aware)
 
 
-def test_client_for_returns_one_client_per_account():
-    a = client_for("https://dataapi.uiscom.ru/v2.0", "token-a")
-    assert client_for("https://dataapi.uiscom.ru/v2.0", "token-a") is a
-    assert client_for("https://dataapi.uiscom.ru/v2.0", "token-b") is not a
-    assert client_for("https://dataapi.comagic.ru/v2.0", "token-a") is not a
+def test_a_container_has_one_client_per_account():
+    from connector.config import Environment
+    from connector.runtime import Runtime
+
+    from tests.conftest import AWS
+
+    accounts = Runtime(Environment(), aws=AWS).accounts
+    a = accounts.uis_for("https://dataapi.uiscom.ru/v2.0", "token-a")
+    assert accounts.uis_for("https://dataapi.uiscom.ru/v2.0", "token-a") is a
+    assert accounts.uis_for("https://dataapi.uiscom.ru/v2.0", "token-b") is not a
+    assert accounts.uis_for("https://dataapi.comagic.ru/v2.0", "token-a") is not a
     assert "token-a" not in repr(a)
 
 

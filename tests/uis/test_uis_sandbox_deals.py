@@ -89,7 +89,7 @@ def test_duplicate_funnel_ext_id_is_duplicate_entity(client, funnel):
 
 def test_funnel_and_stages_can_be_renamed_added_reordered_and_deleted(client, funnel):
     # When the funnel follows renamed and added AlfaCRM statuses
-    client.update_sales_funnel(funnel, "Первая продажа (школа)")
+    client.call("update.sales_funnel", {"ext_id": funnel, "name": "Первая продажа (школа)"})
     client.create_sales_funnel_stage(funnel, "first_sale:s9", "Пробный урок", 25)
     client.update_sales_funnel_stage(funnel, "first_sale:s1", name="Думает", order=35)
     client.update_sales_funnel_stage(funnel, "first_sale:won", name="Стал клиентом")
@@ -186,7 +186,7 @@ def test_user_fields_need_a_known_type_and_a_new_ext_id(client, funnel):
     with pytest.raises(UisValidationError) as caught:
         client.create_deal_user_field("teacher", "Преподаватель")
     assert caught.value.mnemonic == "duplicate_entity"
-    assert {f["ext_id"] for f in client.get_deal_user_fields()} == {"teacher", "hours"}
+    assert {f["ext_id"] for f in client.call("get.deal_user_fields", {})["data"]} == {"teacher", "hours"}
 
 
 def test_deal_employees_are_created_once(client, sandbox):
@@ -405,13 +405,13 @@ def test_more_than_1000_rows_are_refused_by_uis(client, sandbox, funnel):
 def test_deleted_deal_is_gone_and_the_funnel_can_then_be_deleted(client, sandbox, funnel):
     client.upload_deals_history([deal_row("d1", "first_sale:s0", "2025-03-01 10:00:00")])
     with pytest.raises(UisValidationError):
-        client.delete_sales_funnel(funnel)
+        client.call("delete.sales_funnel", {"ext_id": funnel})
 
-    client.delete_deal("d1")
-    client.delete_sales_funnel(funnel)
+    client.call("delete.deals", {"ext_id": "d1"})
+    client.call("delete.sales_funnel", {"ext_id": funnel})
 
     assert sandbox.state()["deals"] == [] and sandbox.state()["funnels"] == []
-    assert client.deals_in_processing() == 0
+    assert client.call("get.deals_in_processing", {})["data"]["count"] == 0
 
 
 def test_a_row_naming_an_employee_uis_lacks_is_refused_and_a_created_one_is_taken(client, sandbox, funnel):

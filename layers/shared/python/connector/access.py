@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets as pysecrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from connector.errors import NotFound, Unauthorized
-from connector.secrets import admin_token
+from connector.models.access import SchoolToken
+from connector.models.raw import JsonObject
 from connector.store import Store
 from connector.timeutil import to_iso, utcnow
 
@@ -52,7 +53,7 @@ class Caller:
         return None
 
 
-def bearer_of(headers: dict[str, str] | None) -> str:
+def bearer_of(headers: Mapping[str, str] | None) -> str:
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
     scheme, _, token = lowered.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -60,24 +61,24 @@ def bearer_of(headers: dict[str, str] | None) -> str:
     return token.strip()
 
 
-def identify(store: Store, headers: dict[str, str] | None) -> Caller:
+def identify(store: Store, headers: Mapping[str, str] | None, admin_token: str) -> Caller:
     """The caller behind the bearer token; Unauthorized when it is neither the admin token nor a school's."""
     token = bearer_of(headers)
-    expected = admin_token()
+    expected = admin_token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         return Caller()
     integration_id, dot, secret = token.partition(".")
     stored = None
     if dot and secret and 0 < len(integration_id) <= 64 and integration_id.isalnum():
         stored = store.access.current(integration_id)
-    expected_hash = str(stored["token_hash"]) if stored else _DUMMY_HASH
+    expected_hash = stored.token_hash if stored else _DUMMY_HASH
     ok = hmac.compare_digest(_digest(secret), expected_hash)
     if stored is None or not ok:
         raise Unauthorized("invalid bearer token")
     return Caller(integration_id)
 
 
-def issue(store: Store, integration_id: str, base_url: str) -> dict[str, Any]:
+def issue(store: Store, integration_id: str, base_url: str) -> JsonObject:
     """A new school token for `integration_id` (the previous one stops working) and the page link carrying it.
 
     The token travels in the URL fragment (`#token=`), which browsers never send to a server, so it stays
@@ -86,6 +87,6 @@ def issue(store: Store, integration_id: str, base_url: str) -> dict[str, Any]:
     if store.integrations.get(integration_id, fresh=True) is None:
         raise NotFound(f"integration {integration_id} not found")
     secret = pysecrets.token_urlsafe(24)
-    store.access.replace(integration_id, _digest(secret), to_iso(utcnow()))
+    store.access.replace(integration_id, SchoolToken(token_hash=_digest(secret), issued_at=to_iso(utcnow())))
     token = f"{integration_id}.{secret}"
     return {"token": token, "url": f"{base_url.rstrip('/')}/ui/#token={token}"}

@@ -6,11 +6,12 @@ Both run before the resolver: it validates bodies first, and a caller without a 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from connector.access import Caller, identify
 from connector.errors import Unauthorized
-from connector.store import Store
+from connector.runtime import Runtime
 
 JSON = "application/json"
 
@@ -24,10 +25,10 @@ def _reply(status: int, code: str, message: str, **headers: str) -> dict[str, An
     }
 
 
-def denied(event: dict[str, Any], store: Store) -> dict[str, Any] | None:
+def denied(event: Mapping[str, Any], rt: Runtime) -> dict[str, Any] | None:
     """A ready 401 (no or wrong token) or 403 (a school token outside its integration) reply, else None."""
     try:
-        caller: Caller = identify(store, event.get("headers"))
+        caller: Caller = identify(rt.store, event.get("headers"), rt.secrets.admin_token())
     except Unauthorized as exc:
         return _reply(401, exc.code, exc.message, **{"WWW-Authenticate": "Bearer"})
     reason = caller.denial(str(event.get("path") or "/"))

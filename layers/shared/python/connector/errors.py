@@ -155,12 +155,6 @@ class UisUnavailable(UisError):
 
 
 # --- domain --------------------------------------------------------------------------------------
-class DealRejected(ConnectorError):
-    """UIS refused one deal's rows; the deal is parked with UIS's message."""
-
-    code = "deal_rejected"
-
-
 class ConcurrentUpdate(ConnectorError):
     """A conditional write lost a race; re-read and retry."""
 

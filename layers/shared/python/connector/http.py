@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
-from connector.admin import error_reply
 from connector.errors import ConnectorError
+from connector.http_errors import error_reply
+from connector.models.raw import JsonObject
 
 
-def json_reply(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
+def json_reply(status: int, body: JsonObject) -> Response[JsonObject]:
     # the resolver serialises the dict (and validates it against the route's declared return type)
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-def error_response(exc: ConnectorError) -> Response[dict[str, Any]]:
+def error_response(exc: ConnectorError) -> Response[JsonObject]:
     status, body = error_reply(exc)
     return json_reply(status, body)
 
@@ -47,7 +49,7 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
     return error_body(404, "not_found", f"no route {method} {path}")
 
 
-def public_base_url(event: dict[str, Any]) -> str:
+def public_base_url(event: Mapping[str, Any]) -> str:
     """The URL the caller reached us at, for the webhook URLs we hand out."""
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     ctx = event.get("requestContext") or {}

@@ -10,23 +10,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
-from connector import queues
-from connector.config import env
+from connector.alfacrm.models import WebhookEvent
 from connector.errors import BadRequest, NotFound, PayloadTooLarge
+from connector.models.messages import TEXT_EVENTS, DealEventMessage, TextEventMessage, TextEventName
+from connector.models.raw import JsonObject
+from connector.runtime import Runtime
 from connector.settings import Integration, json_path
-from connector.store import Store, default_store
-from connector.timeutil import to_iso, utcnow
+from connector.store import Store
+from connector.timeutil import to_iso
 
 # AlfaCRM entities that feed deals; other triggers a school may have configured are acknowledged and dropped
 DEAL_ENTITIES = {"Customer", "Pay"}
-UIS_EVENTS = {"offline_message", "chat_finished", "lost_chat", "set_mark", "unset_mark", "chat_started"}
 _DUMMY_HASH = hashlib.sha256(b"no such integration").hexdigest()
 
 
@@ -40,7 +40,7 @@ class Accepted:
     reason: str
     message_id: str | None = None
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JsonObject:
         return {"ok": True, "queued": self.queued, "reason": self.reason}
 
 
@@ -58,13 +58,12 @@ def authenticate(store: Store, integration_id: str, secret: str, which: str) -> 
     return integration
 
 
-def _check_size(body: bytes) -> None:
-    limit = env().max_body_bytes
+def _check_size(body: bytes, limit: int) -> None:
     if len(body) > limit:
         raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {limit}")
 
 
-def _parse_json_object(body: bytes) -> dict[str, Any]:
+def _parse_json_object(body: bytes) -> JsonObject:
     if not body.strip():
         raise BadRequest("body is empty; a JSON object is expected")
     try:
@@ -73,23 +72,13 @@ def _parse_json_object(body: bytes) -> dict[str, Any]:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
-    return data
+    return cast("JsonObject", data)
 
 
-def accept_alfacrm(
-    integration_id: str,
-    secret: str,
-    body: bytes,
-    *,
-    store: Store | None = None,
-    send: Callable[[dict[str, Any]], str] = queues.send_deal_event,
-) -> Accepted:
+def accept_alfacrm(rt: Runtime, integration_id: str, secret: str, body: bytes) -> Accepted:
     """AlfaCRM sends raw JSON, sometimes under `application/x-www-form-urlencoded`: parse the raw body."""
-    from connector.alfacrm.models import WebhookEvent
-
-    store = store or default_store()
-    integration = authenticate(store, integration_id, secret, "alfacrm")
-    _check_size(body)
+    integration = authenticate(rt.store, integration_id, secret, "alfacrm")
+    _check_size(body, rt.env.max_body_bytes)
     data = _parse_json_object(body)
     try:
         event = WebhookEvent.model_validate(data)
@@ -101,11 +90,12 @@ def accept_alfacrm(
         return Accepted(False, "integration inactive")
     if event.entity not in DEAL_ENTITIES:
         return Accepted(False, f"entity {event.entity} is not used")
-    message_id = send({"integration_id": integration.id, "received_at": to_iso(utcnow()), "event": data})
-    return Accepted(True, "queued", message_id)
+    message = DealEventMessage(integration_id=integration.id, received_at=to_iso(rt.now()), event=data)
+    return Accepted(True, "queued", rt.queues.send_deal_event(message))
 
 
 def accept_uis(
+    rt: Runtime,
     integration_id: str,
     secret: str,
     *,
@@ -113,23 +103,20 @@ def accept_uis(
     body: bytes,
     query: dict[str, str],
     content_type: str = "",
-    store: Store | None = None,
-    send: Callable[[dict[str, Any]], str] = queues.send_text_event,
 ) -> Accepted:
     """UIS notifications come as GET with query parameters or POST with a user-written JSON body.
 
     The notification's event is named by the URL's `?event=` (README asks users to add it); when absent,
     the text worker infers it from the fields.
     """
-    store = store or default_store()
-    integration = authenticate(store, integration_id, secret, "uis")
-    _check_size(body)
-    params = dict(query)
+    integration = authenticate(rt.store, integration_id, secret, "uis")
+    _check_size(body, rt.env.max_body_bytes)
+    params: JsonObject = dict(query)
     event = params.pop("event", None) or params.pop("notification_type", None)
-    if event is not None and event not in UIS_EVENTS:
-        raise BadRequest(f"event: unknown event '{event}'; expected one of {sorted(UIS_EVENTS)}", field="event")
+    if event is not None and event not in TEXT_EVENTS:
+        raise BadRequest(f"event: unknown event '{event}'; expected one of {sorted(TEXT_EVENTS)}", field="event")
     if method.upper() == "GET":
-        payload: dict[str, Any] = params
+        payload: JsonObject = params
         if not payload:
             raise BadRequest("no notification parameters in the query string")
     elif "application/x-www-form-urlencoded" in content_type.lower() and not body.lstrip().startswith(b"{"):
@@ -138,12 +125,12 @@ def accept_uis(
         payload = {**params, **_parse_json_object(body)}
     if not integration.active:
         return Accepted(False, "integration inactive")
-    message = {
-        "integration_id": integration.id,
-        "received_at": to_iso(utcnow()),
-        "source": "notification",
-        "event": event,
-        "method": method.upper(),
-        "payload": payload,
-    }
-    return Accepted(True, "queued", send(message))
+    message = TextEventMessage(
+        integration_id=integration.id,
+        received_at=to_iso(rt.now()),
+        source="notification",
+        event=cast("TextEventName | None", event),
+        method="GET" if method.upper() == "GET" else "POST",
+        payload=payload,
+    )
+    return Accepted(True, "queued", rt.queues.send_text_event(message))

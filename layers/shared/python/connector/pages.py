@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connector.store import Store, default_store
+from connector.store import Store
 
 TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -56,16 +55,15 @@ def _text(status: int, message: str) -> PageReply:
 @dataclass
 class Pages:
     root: Path
-    store: Callable[[], Store] = default_store
 
-    def serve(self, path: str, query: dict[str, str] | None = None) -> PageReply:
+    def serve(self, store: Store, path: str, query: dict[str, str] | None = None) -> PageReply:
         if path == "/ui":
             # relative URLs of the page (`app.js`, `../integrations`) need the trailing slash
             return PageReply(301, "", {"Location": "ui/", "Cache-Control": "no-store"})
         if path == "/docs/":
             return PageReply(301, "", {"Location": "../docs", "Cache-Control": "no-store"})
         if path == "/widget/alfacrm.js":
-            return self.widget((query or {}).get("integration", ""))
+            return self.widget(store, (query or {}).get("integration", ""))
         if path == "/docs":
             return self.file("docs/index.html", DOCS_CSP)
         if path.startswith("/docs/"):
@@ -103,7 +101,7 @@ class Pages:
             },
         )
 
-    def widget(self, integration_id: str) -> PageReply:
+    def widget(self, store: Store, integration_id: str) -> PageReply:
         """The widget script with its integration's widget settings inlined.
 
         An unknown integration gets a 404 whose body is still a harmless script: the host page's script tag
@@ -116,7 +114,7 @@ class Pages:
             # AlfaCRM pages load it cross-origin with a plain <script src>; nothing else is needed
             "Cross-Origin-Resource-Policy": "cross-origin",
         }
-        integration = self.store().integrations.get(integration_id) if _INTEGRATION_ID.match(integration_id) else None
+        integration = store.integrations.get(integration_id) if _INTEGRATION_ID.match(integration_id) else None
         if integration is None:
             headers["Cache-Control"] = "no-store"
             return PageReply(404, "/* РМО UIS: интеграция не найдена, виджет не подключён */\n", headers)

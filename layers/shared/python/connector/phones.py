@@ -38,11 +38,6 @@ def normalise_all(raws: list[str] | None, region: str = DEFAULT_REGION) -> list[
     return out
 
 
-def same_phone(a: str | None, b: str | None, region: str = DEFAULT_REGION) -> bool:
-    ea, eb = to_e164(a, region), to_e164(b, region)
-    return ea is not None and ea == eb
-
-
 def national_digits(e164: str) -> str | None:
     """The national significant number of an E.164 phone (+79161234567 → 9161234567), for servers that
     compare digits; None when it does not parse."""

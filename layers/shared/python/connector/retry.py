@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -63,7 +63,10 @@ class RetryPolicy:
         return retrying(fn)
 
 
-NO_RETRY = RetryPolicy(attempts=1)
+class Limiter(Protocol):
+    def acquire(self, key: Hashable) -> float:
+        """Block until `key` (an account) may make a call; return the seconds waited."""
+        ...
 
 
 class RateLimiter:
@@ -82,10 +85,10 @@ class RateLimiter:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self._clock = clock
         self._sleep = sleep
-        self._next: dict[Any, float] = {}
+        self._next: dict[Hashable, float] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, key: Any) -> float:
+    def acquire(self, key: Hashable) -> float:
         """Block until `key` may make a call; return the seconds waited."""
         if self.interval == 0:
             return 0.0
@@ -102,8 +105,8 @@ class RateLimiter:
 class ChainedLimiter:
     """Several limiters in turn: in-process spacing first, then the account-wide budget shared by containers."""
 
-    def __init__(self, *limiters: Any) -> None:
+    def __init__(self, *limiters: Limiter) -> None:
         self.limiters = limiters
 
-    def acquire(self, key: Any) -> float:
+    def acquire(self, key: Hashable) -> float:
         return sum(float(limiter.acquire(key)) for limiter in self.limiters)

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from connector.errors import UnsafeHostname, ValidationFailed
+from connector.models.raw import JsonObject
 
 # --- title template -------------------------------------------------------------------------------
 TITLE_PARAMS = (
@@ -294,7 +295,7 @@ class Integration(_Model):
     uis_webhook_secret_hash: str
     settings: SettingsDocument = Field(default_factory=SettingsDocument)
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> JsonObject:
         """The integration as the admin API shows it: no secrets, no secret hashes."""
         return self.model_dump(
             mode="json", exclude={"secret_id", "alfacrm_webhook_secret_hash", "uis_webhook_secret_hash"}

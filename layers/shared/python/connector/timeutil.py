@@ -6,7 +6,7 @@ UIS receives local `YYYY-MM-DD hh:mm:ss`.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -54,7 +54,3 @@ def to_iso(value: datetime) -> str:
 
 def from_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def date_start_utc(day: date, tz: str | None) -> datetime:
-    return local_to_utc(datetime(day.year, day.month, day.day), tz)

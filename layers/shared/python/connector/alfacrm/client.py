@@ -1,8 +1,9 @@
-"""AlfaCRM v2api client (httpx, synchronous, one pooled connection pool per container).
+"""AlfaCRM v2api client (httpx, synchronous; the container's `Runtime` gives its clients one pool).
 
 The quirks it absorbs (`../shared/reference/alfacrm-api.md`):
 - every call is a POST with a JSON body, `index` included; the token goes in `X-ALFACRM-TOKEN`;
-- tokens live 15 minutes: cached per account for less than that, and a 401 triggers one re-login;
+- tokens live 15 minutes: cached per account for less than that (`TokenCache`), and a 401 triggers one
+  re-login;
 - 403 means bad credentials or a role without the v2api module;
 - validation errors may come with HTTP 200 (`success: false` / non-empty `errors`, list or field map);
 - 429 and 5xx are retried with backoff through `connector.retry.RetryPolicy`;
@@ -15,14 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import httpx
 
@@ -45,8 +44,10 @@ from connector.errors import (
     AlfaCrmUnavailable,
     AlfaCrmValidationError,
 )
+from connector.models.lookups import PhoneSearch
+from connector.models.raw import JsonObject, JsonValue
 from connector.phones import national_digits, to_e164
-from connector.retry import RateLimiter, RetryPolicy
+from connector.retry import Limiter, RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,8 @@ SEARCH_MAX_PAGES = 4
 _NO_BRANCH_ENTITIES = frozenset({"auth", "branch"})
 
 
-def _rps_from_env() -> float:
-    raw = os.environ.get("ALFACRM_RPS", "").strip()
-    try:
-        return float(raw) if raw else 2.0
-    except ValueError:
-        return 2.0
-
-
-# Read once at import (cold start): per worker process; see docs/internals.md for the account-wide budget.
-DEFAULT_RPS = _rps_from_env()
+# AlfaCRM asks for sequential calls; a client without a limiter spaces its own calls at this rate.
+DEFAULT_RPS = 2.0
 
 # Customer fields every account has (custom_* ones are learned from a record).
 STANDARD_CUSTOMER_FIELDS: tuple[str, ...] = (
@@ -101,63 +94,46 @@ STANDARD_CUSTOMER_FIELDS: tuple[str, ...] = (
 ALL_CUSTOMERS = {"is_study": 2, "removed": 1}
 
 
-# --- container-wide state (one Lambda container = one process) ----------------------------------------
-_state_lock = threading.Lock()
-_tokens: dict[tuple[str, str], tuple[str, str, float]] = {}  # (base, email) → (key fingerprint, token, expiry)
-_limiters: dict[float, RateLimiter] = {}
-_clients: dict[tuple[str, str, str], AlfaCrmClient] = {}
-_shared_http: httpx.Client | None = None
-
-
-def _fingerprint(api_key: str) -> str:
+def fingerprint(api_key: str) -> str:
     # A changed API key must not reuse the old key's token; only a digest is kept in memory.
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-def shared_http() -> httpx.Client:
-    """The container's one pooled httpx client (connections are reused across invocations)."""
-    global _shared_http
-    with _state_lock:
-        if _shared_http is None:
-            _shared_http = httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=20))
-        return _shared_http
+class TokenCache:
+    """AlfaCRM tokens per account ((base URL, e-mail) → key fingerprint, token, expiry), shared by the clients
+    of one container (the `Runtime` holds one), so a second client of an account logs in no second time."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, account: tuple[str, str], fingerprint: str, now: float) -> str | None:
+        with self._lock:
+            cached = self._tokens.get(account)
+        if cached and cached[0] == fingerprint and cached[2] > now:
+            return cached[1]
+        return None
+
+    def put(self, account: tuple[str, str], fingerprint: str, token: str, expires: float) -> None:
+        with self._lock:
+            self._tokens[account] = (fingerprint, token, expires)
+
+    def forget(self, account: tuple[str, str], token: str) -> None:
+        with self._lock:
+            cached = self._tokens.get(account)
+            if cached and cached[1] == token:
+                del self._tokens[account]
+
+    def secret(self, account: tuple[str, str]) -> str | None:
+        """The account's current token whatever its key (only to scrub it from server messages)."""
+        with self._lock:
+            cached = self._tokens.get(account)
+        return cached[1] if cached else None
 
 
-def shared_limiter(rps: float) -> RateLimiter:
-    """One limiter per rate, shared by every client in the container, keyed per account."""
-    with _state_lock:
-        limiter = _limiters.get(rps)
-        if limiter is None:
-            limiter = _limiters[rps] = RateLimiter(rps)
-        return limiter
-
-
-def reset_caches() -> None:
-    """Forget tokens, limiters, cached clients and the pooled http client (tests; credentials rotation)."""
-    global _shared_http
-    with _state_lock:
-        _tokens.clear()
-        _limiters.clear()
-        _clients.clear()
-        http, _shared_http = _shared_http, None
-    if http is not None:
-        http.close()
-
-
-def client_for(hostname: str, email: str, api_key: str, *, limiter: Any = None) -> AlfaCrmClient:
-    """The container's client for one AlfaCRM account (token, limiter and pool are reused).
-
-    `limiter` (with `acquire(account)`) replaces the in-process spacing, e.g. by a chain that adds the
-    account-wide budget shared across containers (connector.ports).
-    """
-    key = (hostname, email, _fingerprint(api_key))
-    with _state_lock:
-        client = _clients.get(key)
-    if client is None:
-        client = AlfaCrmClient(hostname, email, api_key, limiter=limiter)
-        with _state_lock:
-            client = _clients.setdefault(key, client)
-    return client
+def pooled_http() -> httpx.Client:
+    """A pooled httpx client for AlfaCRM (the `Runtime` keeps one per container: connections are reused)."""
+    return httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=20))
 
 
 def base_url(hostname: str) -> str:
@@ -171,25 +147,26 @@ def base_url(hostname: str) -> str:
     return f"{host}/v2api/"
 
 
-def format_errors(errors: Any) -> tuple[str, str | None]:
+def format_errors(errors: JsonValue) -> tuple[str, str | None]:
     """AlfaCRM's `errors` (list of strings, or field → message(s), shape undocumented) → text + first field."""
     if isinstance(errors, Mapping):
         parts = []
         for name, messages in errors.items():
-            texts = messages if isinstance(messages, list | tuple) else [messages]
-            parts.append(f"{name}: {'; '.join(str(text) for text in texts)}")
+            listed = messages if isinstance(messages, list | tuple) else [messages]
+            parts.append(f"{name}: {'; '.join(str(text) for text in listed)}")
         return "; ".join(parts), (str(next(iter(errors))) if errors else None)
     if isinstance(errors, list | tuple):
-        texts, first_field = [], None
+        texts: list[str] = []
+        first_field: str | None = None
         for item in errors:
             if isinstance(item, Mapping) and "message" in item:
                 # Yii's own shape: [{"field": ..., "message": ...}]
-                name = item.get("field")
-                first_field = first_field or (str(name) if name else None)
-                texts.append(f"{name}: {item['message']}" if name else str(item["message"]))
+                field = item.get("field")
+                first_field = first_field or (str(field) if field else None)
+                texts.append(f"{field}: {item['message']}" if field else str(item["message"]))
             elif isinstance(item, Mapping):
-                text, name = format_errors(item)
-                first_field = first_field or name
+                text, inner = format_errors(item)
+                first_field = first_field or inner
                 texts.append(text)
             else:
                 texts.append(str(item))
@@ -245,14 +222,14 @@ def _certainly_not_applied(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False)) and not getattr(exc, "ambiguous", False)
 
 
-def _body(response: httpx.Response) -> Any:
+def _body(response: httpx.Response) -> JsonValue:
     try:
         return response.json()
     except ValueError:
         return None
 
 
-def _server_message(body: Any) -> str:
+def _server_message(body: JsonValue) -> str:
     """The 401/403/5xx bodies are undocumented (Yii-style `{"name","message"}` likely): parse defensively."""
     if isinstance(body, Mapping):
         for key in ("message", "name", "error"):
@@ -273,23 +250,25 @@ class AlfaCrmClient:
         http: httpx.Client | None = None,
         rps: float | None = None,
         retry: RetryPolicy | None = None,
-        limiter: Any = None,
+        limiter: Limiter | None = None,
+        tokens: TokenCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hostname = hostname
         self.email = email
         self._api_key = api_key
-        self._fingerprint = _fingerprint(api_key)
+        self._fingerprint = fingerprint(api_key)
         self.base_url = base_url(hostname)
         self._http = http
         self._retry = retry or RetryPolicy()
-        self._limiter = limiter or shared_limiter(DEFAULT_RPS if rps is None else rps)
+        self._limiter: Limiter = limiter or RateLimiter(DEFAULT_RPS if rps is None else rps)
+        self._tokens = tokens or TokenCache()
         self._clock = clock
         self._account = (self.base_url, email)
         self.calls = 0
-        # what phone searches taught about this account (see `find_customers`); `phone_search_state` exports it
-        self._spelling: str | None = None  # the spelling kind that last found a customer
-        self._substring = False  # the national digits found a longer stored number: the server matches inside
+        # what phone searches taught about this account (see `find_customers`), kept beyond the container by
+        # the caller (`phone_search` / `remember_phone_search`)
+        self.phone_search = PhoneSearch()
 
     def __repr__(self) -> str:
         # never the API key or token; the e-mail is personal data, so only its domain
@@ -299,7 +278,9 @@ class AlfaCrmClient:
     # --- transport --------------------------------------------------------------------------------------
     @property
     def http(self) -> httpx.Client:
-        return self._http if self._http is not None else shared_http()
+        if self._http is None:
+            self._http = pooled_http()
+        return self._http
 
     def _url(self, entity: str, action: str, branch_id: int | None) -> str:
         if branch_id is None or entity in _NO_BRANCH_ENTITIES:
@@ -308,16 +289,14 @@ class AlfaCrmClient:
 
     def _scrub(self, text: str) -> str:
         """Defence in depth: a server message must never carry our secret into logs or errors."""
-        secrets = [self._api_key]
-        cached = _tokens.get(self._account)
-        if cached:
-            secrets.append(cached[1])
-        for secret in secrets:
+        for secret in (self._api_key, self._tokens.secret(self._account)):
             if secret:
                 text = text.replace(secret, "***")
         return text
 
-    def _send(self, url: str, body: Any, query: Mapping[str, Any] | None, token: str | None) -> httpx.Response:
+    def _send(
+        self, url: str, body: Mapping[str, object], query: Mapping[str, object] | None, token: str | None
+    ) -> httpx.Response:
         """One HTTP request: rate-limited, counted; transport failures become AlfaCrmUnavailable."""
         self._limiter.acquire(self._account)
         headers = {"Accept": "application/json"}
@@ -325,7 +304,8 @@ class AlfaCrmClient:
             headers[TOKEN_HEADER] = token
         self.calls += 1
         try:
-            return self.http.post(url, json=body, params=dict(query) if query else None, headers=headers)
+            params = {k: v for k, v in query.items()} if query else None
+            return self.http.post(url, json=body, params=params, headers=headers)  # type: ignore[arg-type]
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never reached AlfaCRM: safe to repeat, even a create
             raise AlfaCrmUnavailable(f"AlfaCRM unreachable ({type(exc).__name__})") from None
@@ -333,7 +313,7 @@ class AlfaCrmClient:
             # sent, but no answer (read timeout, dropped connection): AlfaCRM may have applied it
             raise _ambiguous(AlfaCrmUnavailable(f"AlfaCRM did not answer ({type(exc).__name__})")) from None
 
-    def _check(self, response: httpx.Response, what: str) -> Any:
+    def _check(self, response: httpx.Response, what: str) -> JsonValue:
         """Map an HTTP reply to its JSON body or a named error (401 is handled by the caller)."""
         status = response.status_code
         body = _body(response)
@@ -369,7 +349,7 @@ class AlfaCrmClient:
             self._raise_validation(body.get("errors") or "success=false without a reason", what)
         return body
 
-    def _raise_validation(self, errors: Any, what: str) -> None:
+    def _raise_validation(self, errors: JsonValue, what: str) -> None:
         text, field = format_errors(errors)
         raise AlfaCrmValidationError(f"AlfaCRM rejected {what}: {self._scrub(text)}", errors=errors, field=field)
 
@@ -388,34 +368,26 @@ class AlfaCrmClient:
         token = body.get("token") if isinstance(body, Mapping) else None
         if not token:
             raise AlfaCrmAuthFailed("AlfaCRM login returned no token")
-        with _state_lock:
-            _tokens[self._account] = (self._fingerprint, str(token), self._clock() + TOKEN_TTL_SECONDS)
+        self._tokens.put(self._account, self._fingerprint, str(token), self._clock() + TOKEN_TTL_SECONDS)
         return str(token)
 
     def _token(self) -> str:
         """The cached token, or a new one. A single attempt: the caller's retry loop covers the login too."""
-        with _state_lock:
-            cached = _tokens.get(self._account)
-        if cached and cached[0] == self._fingerprint and cached[2] > self._clock():
-            return cached[1]
-        return self._login_once()
+        return self._tokens.get(self._account, self._fingerprint, self._clock()) or self._login_once()
 
     def _forget(self, token: str) -> None:
-        with _state_lock:
-            cached = _tokens.get(self._account)
-            if cached and cached[1] == token:
-                del _tokens[self._account]
+        self._tokens.forget(self._account, token)
 
     def request(
         self,
         entity: str,
         action: str,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, object] | None = None,
         *,
         branch_id: int | None,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         idempotent: bool = True,
-    ) -> Any:
+    ) -> JsonValue:
         """POST `{base}/{branch}/{entity}/{action}?{query}` with retries; → the JSON body.
 
         A non-idempotent call (`create`) is repeated only after failures that prove it was not applied
@@ -426,7 +398,7 @@ class AlfaCrmClient:
         what = f"{entity}/{action}"
         payload = dict(body or {})
 
-        def attempt() -> Any:
+        def attempt() -> JsonValue:
             token = self._token()
             response = self._send(url, payload, query, token)
             if response.status_code == 401:
@@ -446,10 +418,10 @@ class AlfaCrmClient:
     def index(
         self,
         entity: str,
-        filters: Mapping[str, Any] | None = None,
+        filters: Mapping[str, object] | None = None,
         *,
         branch_id: int | None,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         page: int = 0,
     ) -> IndexPage:
         body = {**(filters or {}), "page": page}
@@ -458,12 +430,12 @@ class AlfaCrmClient:
     def iter_all(
         self,
         entity: str,
-        filters: Mapping[str, Any] | None = None,
+        filters: Mapping[str, object] | None = None,
         *,
         branch_id: int | None,
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, object] | None = None,
         max_pages: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[JsonObject]:
         """Every item, page by page (0, 1, …) until `total` items are read or a page comes back empty
         (or `max_pages` pages are read)."""
         page, seen = 0, 0
@@ -483,9 +455,9 @@ class AlfaCrmClient:
         id: int,
         *,
         branch_id: int | None,
-        filters: Mapping[str, Any] | None = None,
-        query: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
+        filters: Mapping[str, object] | None = None,
+        query: Mapping[str, object] | None = None,
+    ) -> JsonObject | None:
         """One record: `index` with `{"id": N}`. The id is checked, so an ignored filter never returns a stranger."""
         reply = self.index(entity, {**(filters or {}), "id": id}, branch_id=branch_id, query=query)
         for item in reply.items:
@@ -497,12 +469,12 @@ class AlfaCrmClient:
         self,
         entity: str,
         action: str,
-        fields: Mapping[str, Any],
+        fields: Mapping[str, object],
         *,
         branch_id: int | None,
-        query: Mapping[str, Any],
+        query: Mapping[str, object],
         idempotent: bool = True,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         reply = self.request(entity, action, fields, branch_id=branch_id, query=query, idempotent=idempotent)
         model = reply.get("model") if isinstance(reply, Mapping) else None
         return dict(model) if isinstance(model, Mapping) else {}
@@ -510,11 +482,11 @@ class AlfaCrmClient:
     def create(
         self,
         entity: str,
-        fields: Mapping[str, Any],
+        fields: Mapping[str, object],
         *,
         branch_id: int | None,
-        query: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        query: Mapping[str, object] | None = None,
+    ) -> JsonObject:
         """→ the created model (a dict as AlfaCRM returned it)."""
         return self._write(entity, "create", fields, branch_id=branch_id, query=query or {}, idempotent=False)
 
@@ -522,15 +494,15 @@ class AlfaCrmClient:
         self,
         entity: str,
         id: int,
-        fields: Mapping[str, Any],
+        fields: Mapping[str, object],
         *,
         branch_id: int | None,
-        query: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        query: Mapping[str, object] | None = None,
+    ) -> JsonObject:
         """Send only the changed fields; the id goes in the query string."""
         return self._write(entity, "update", fields, branch_id=branch_id, query={**(query or {}), "id": id})
 
-    def delete(self, entity: str, id: int, *, branch_id: int | None) -> dict[str, Any]:
+    def delete(self, entity: str, id: int, *, branch_id: int | None) -> JsonObject:
         return self._write(entity, "delete", {}, branch_id=branch_id, query={"id": id})
 
     # --- customers and payments --------------------------------------------------------------------------
@@ -565,10 +537,11 @@ class AlfaCrmClient:
         if phone:
             target = to_e164(phone, region)
             spellings = _phone_spellings(phone, target)
-            if self._substring and "national" in spellings:
+            learned = self.phone_search
+            if learned.substring and "national" in spellings:
                 spellings = {"national": spellings["national"]}
-            elif self._spelling in spellings:
-                spellings = {self._spelling: spellings[self._spelling], **spellings}
+            elif learned.spelling in spellings:
+                spellings = {learned.spelling: spellings[learned.spelling], **spellings}
             for kind, text in spellings.items():
                 found = [
                     customer
@@ -589,43 +562,45 @@ class AlfaCrmClient:
         return []
 
     def _learn_spelling(self, kind: str, text: str, found: list[Customer]) -> None:
-        self._spelling = kind
+        substring = self.phone_search.substring
         if kind == "national":
             wanted = _digits(text)
-            longer = any(len(_digits(p)) > len(wanted) and wanted in _digits(p) for c in found for p in c.phone)
-            self._substring = self._substring or longer
+            substring = substring or any(
+                len(_digits(p)) > len(wanted) and wanted in _digits(p) for c in found for p in c.phone
+            )
+        self.phone_search = PhoneSearch(spelling=kind, substring=substring)
 
-    def phone_search_state(self) -> dict[str, Any]:
-        """What phone searches learned about this account, to keep beyond this container."""
-        return {"spelling": self._spelling, "substring": self._substring}
+    def remember_phone_search(self, learned: PhoneSearch | None) -> None:
+        """Start from what an earlier container learned about this account."""
+        if learned is not None:
+            self.phone_search = learned
 
-    def remember_phone_search(self, state: Mapping[str, Any] | None) -> None:
-        """Start from what an earlier container learned (`phone_search_state`)."""
-        if state:
-            spelling = state.get("spelling")
-            self._spelling = str(spelling) if spelling else None
-            self._substring = bool(state.get("substring"))
+    @property
+    def account(self) -> tuple[str, str]:
+        """The account this client logs in to: (base URL, e-mail)."""
+        return self._account
 
-    def _search_customers(self, filters: Mapping[str, Any], branch_id: int) -> list[Customer]:
+    def _search_customers(self, filters: Mapping[str, object], branch_id: int) -> list[Customer]:
         # Bounded: should an account ignore the filter, we must not page through its whole customer base.
         items = self.iter_all("customer", {**filters, **ALL_CUSTOMERS}, branch_id=branch_id, max_pages=SEARCH_MAX_PAGES)
         return [Customer.model_validate(item) for item in items]
 
-    def create_customer(self, fields: Mapping[str, Any], branch_id: int) -> Customer:
+    def create_customer(self, fields: Mapping[str, object], branch_id: int) -> Customer:
         body = dict(fields)
         # a customer outside every branch is invisible in AlfaCRM's UI
         body.setdefault("branch_ids", [branch_id])
         return Customer.model_validate(self.create("customer", body, branch_id=branch_id))
 
     def update_customer(
-        self, id: int, fields: Mapping[str, Any], branch_id: int, *, merge_branches: bool = True
+        self, id: int, fields: Mapping[str, object], branch_id: int, *, merge_branches: bool = True
     ) -> Customer:
         """Update the given fields. `branch_ids` replaces the whole list in AlfaCRM: it is merged first."""
         body = dict(fields)
-        if merge_branches and "branch_ids" in body:
+        branches = body.get("branch_ids")
+        if merge_branches and isinstance(branches, list | tuple):
             current = self.get_customer(id, branch_id)
             if current is not None:
-                wanted = [int(branch) for branch in body["branch_ids"]]
+                wanted = [int(branch) for branch in branches]
                 body["branch_ids"] = current.branch_ids + [b for b in wanted if b not in current.branch_ids]
         model = self.update("customer", id, body, branch_id=branch_id)
         if not model.get("id"):
@@ -644,17 +619,17 @@ class AlfaCrmClient:
         branch_id: int,
         user_id: int | None = None,
         type_id: int = 1,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """A comment on the customer's card (type 1 = plain comment). → the created communication.
 
         A text longer than `COMMENT_MAX_CHARS` is posted as several numbered comments, in order, so nothing
         is cut silently; the first one is returned.
         """
         parts = split_comment(text)
-        created: list[dict[str, Any]] = []
+        created: list[JsonObject] = []
         for number, part in enumerate(parts, start=1):
             comment = part if len(parts) == 1 else f"({number}/{len(parts)}) {part}"
-            body: dict[str, Any] = {"type_id": type_id, "comment": comment}
+            body: dict[str, object] = {"type_id": type_id, "comment": comment}
             if user_id is not None:
                 body["user_id"] = user_id
             created.append(
@@ -667,7 +642,7 @@ class AlfaCrmClient:
             )
         return created[0]
 
-    def comments(self, customer_id: int, *, branch_id: int) -> list[dict[str, Any]]:
+    def comments(self, customer_id: int, *, branch_id: int) -> list[JsonObject]:
         return list(
             self.iter_all(
                 "communication", {}, branch_id=branch_id, query={"class": "Customer", "related_id": customer_id}
@@ -687,9 +662,9 @@ class AlfaCrmClient:
         priority: int | None = None,
         is_private: bool | None = None,
         is_notify: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """A task for the managers (`assigned_ids` are executors, `user_id` the author). → the created task."""
-        body: dict[str, Any] = {
+        body: dict[str, object] = {
             "title": title,
             "text": text,
             "customer_ids": list(customer_ids),

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from connector.models.raw import JsonObject, JsonValue
 
 CUSTOM_PREFIX = "custom_"
 
@@ -22,11 +24,11 @@ _DATE_FORMATS = ("%d.%m.%Y", "%Y-%m-%d")
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M")
 
 
-def _blank(value: Any) -> bool:
+def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def to_int(value: Any) -> int | None:
+def to_int(value: object) -> int | None:
     """`145`, `"145"`, `"145.0"`, `True` → int; `None`/`""` → None."""
     if _blank(value):
         return None
@@ -47,7 +49,7 @@ def to_int(value: Any) -> int | None:
     raise ValueError(f"not an integer: {value!r}")
 
 
-def to_bool(value: Any) -> bool | None:
+def to_bool(value: object) -> bool | None:
     """0/1, "0"/"1", true/false (any case) → bool; `None`/`""` → None."""
     if _blank(value):
         return None
@@ -64,7 +66,7 @@ def to_bool(value: Any) -> bool | None:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-def to_decimal(value: Any) -> Decimal | None:
+def to_decimal(value: object) -> Decimal | None:
     """Money: `"575.00"`, `575`, `575.5` → Decimal (floats via str, so 0.1 stays 0.1)."""
     if _blank(value):
         return None
@@ -86,7 +88,7 @@ def to_decimal(value: Any) -> Decimal | None:
     raise ValueError(f"not a number: {value!r}")
 
 
-def to_date(value: Any) -> date | None:
+def to_date(value: object) -> date | None:
     """`dd.mm.yyyy` or `YYYY-MM-DD` (a date-time string keeps its date part)."""
     if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
         return None
@@ -107,7 +109,7 @@ def to_date(value: Any) -> date | None:
     raise ValueError(f"not a date: {value!r}")
 
 
-def to_datetime(value: Any) -> datetime | None:
+def to_datetime(value: object) -> datetime | None:
     """Zone-less `YYYY-MM-DD HH:MM:SS` (account-local) → naive datetime; a bare date → midnight."""
     if _blank(value) or (isinstance(value, str) and value.strip() in _ZERO_DATES):
         return None
@@ -130,13 +132,13 @@ def to_datetime(value: Any) -> datetime | None:
     raise ValueError(f"not a date-time: {value!r}")
 
 
-def to_str(value: Any) -> str | None:
+def to_str(value: object) -> str | None:
     if _blank(value):
         return None
     return value if isinstance(value, str) else str(value)
 
 
-def to_list(value: Any) -> list[Any]:
+def to_list(value: object) -> list[object]:
     """None/""/[] → []; a scalar → [scalar] (single values appear where a list is documented)."""
     if _blank(value):
         return []
@@ -148,7 +150,7 @@ def to_list(value: Any) -> list[Any]:
     return [value]
 
 
-def to_map(value: Any) -> dict[str, Any]:
+def to_map(value: object) -> dict[str, object]:
     """PHP's json_encode turns an empty array into `[]`: an empty object may arrive as a list."""
     if _blank(value) or value == []:
         return {}
@@ -165,7 +167,7 @@ OptDateTime = Annotated[datetime | None, BeforeValidator(to_datetime)]
 OptStr = Annotated[str | None, BeforeValidator(to_str)]
 IntList = Annotated[list[int], BeforeValidator(lambda v: [to_int(item) for item in to_list(v)])]
 StrList = Annotated[list[str], BeforeValidator(lambda v: [str(item).strip() for item in to_list(v)])]
-Map = Annotated[dict[str, Any], BeforeValidator(to_map)]
+Map = Annotated[JsonObject, BeforeValidator(to_map)]
 
 
 class AlfaModel(BaseModel):
@@ -174,7 +176,7 @@ class AlfaModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-def _collect_custom(data: Any) -> Any:
+def _collect_custom(data: object) -> object:
     """Move the flat `custom_<code>` keys into `custom` (codes differ per account)."""
     if not isinstance(data, dict):
         return data
@@ -219,7 +221,7 @@ class Customer(AlfaModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _gather_custom(cls, data: Any) -> Any:
+    def _gather_custom(cls, data: object) -> object:
         return _collect_custom(data)
 
     @property
@@ -252,7 +254,7 @@ class Pay(AlfaModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _gather_custom(cls, data: Any) -> Any:
+    def _gather_custom(cls, data: object) -> object:
         return _collect_custom(data)
 
 
@@ -316,7 +318,7 @@ class Communication(AlfaModel):
 LOG_EVENTS = {1: "create", 2: "update", 3: "delete"}
 
 
-def to_log_event(value: Any) -> str:
+def to_log_event(value: object) -> str:
     """A log entry's `event` — 1/2/3, or a word as webhooks spell it — as the webhook's word."""
     if isinstance(value, str) and value.strip().lower() in LOG_EVENTS.values():
         return value.strip().lower()
@@ -326,11 +328,11 @@ def to_log_event(value: Any) -> str:
     return LOG_EVENTS[code]
 
 
-def to_field_map(value: Any) -> dict[str, Any]:
+def to_field_map(value: object) -> dict[str, object]:
     """A log entry's `fields_old`/`fields_new`: a map, or a list of one-key maps (both seen: KO_alfacrm_data's
     export reads either; YegorPanin's client types them as lists), or `[]` for nothing."""
     if isinstance(value, list):
-        merged: dict[str, Any] = {}
+        merged: dict[str, object] = {}
         for item in value:
             if not isinstance(item, dict):
                 raise ValueError(f"not a field map: {item!r}")
@@ -339,7 +341,7 @@ def to_field_map(value: Any) -> dict[str, Any]:
     return to_map(value)
 
 
-FieldMap = Annotated[dict[str, Any], BeforeValidator(to_field_map)]
+FieldMap = Annotated[JsonObject, BeforeValidator(to_field_map)]
 
 
 class LogEntry(AlfaModel):
@@ -357,7 +359,7 @@ class LogEntry(AlfaModel):
     fields_new: FieldMap = Field(default_factory=dict)
     date_time: OptDateTime = Field(default=None, validation_alias=AliasChoices("date_time", "datetime"))
 
-    def as_webhook(self, branch_id: int) -> dict[str, Any]:
+    def as_webhook(self, branch_id: int) -> JsonObject:
         """The webhook AlfaCRM would have sent for this change (a `WebhookEvent` body)."""
         return {
             "branch_id": branch_id,
@@ -389,14 +391,14 @@ class IndexPage(BaseModel):
     total: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     count: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     page: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
-    items: Annotated[list[dict[str, Any]], BeforeValidator(to_list)] = Field(default_factory=list)
+    items: Annotated[list[JsonObject], BeforeValidator(to_list)] = Field(default_factory=list)
 
 
 class ModelEnvelope(BaseModel):
     """The reply of `create`/`update`/`delete`; success=false or errors can come with HTTP 200."""
 
     success: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
-    errors: Any = None
+    errors: JsonValue = None
     model: Map = Field(default_factory=dict)
 
 

@@ -3,8 +3,9 @@ costs no AlfaCRM call beyond its own re-read.
 
 Two cache levels through `IntegrationStore.cached/put_cached`: memory (per container) over DynamoDB
 (`CACHE#<name>` with a TTL). A miss — an id the cached list does not know, e.g. a teacher added today —
-refreshes the list from AlfaCRM, at most once per `MISS_REFRESH_SECONDS` per list and container, so a
-stream of events naming a deleted teacher does not turn into a stream of AlfaCRM calls.
+refreshes the list from AlfaCRM, at most once per list per few minutes and container (the runtime's
+`caches.lookup_misses`), so a stream of events naming a deleted teacher does not turn into a stream of
+AlfaCRM calls.
 
 Cached values are lists of records as AlfaCRM's models dump them (`[{"id", "name", …}]`), the shape the
 admin API's look-ups use too; anything else found under the name is treated as a miss and overwritten.
@@ -12,32 +13,35 @@ admin API's look-ups use too; anything else found under the name is treated as a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
+from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import to_int
-from connector.deals.rules import Directory
-
-if TYPE_CHECKING:
-    from connector.alfacrm.client import AlfaCrmClient
-    from connector.settings import Integration
-    from connector.store import Store
+from connector.deals.drafts import Directory
+from connector.memo import Gate
+from connector.models.raw import JsonObject
+from connector.runtime import Runtime
+from connector.settings import Integration
+from connector.store import Store
 
 LEAD_STATUSES = "lead_statuses"
 BRANCHES = "branches"
 TEACHERS = "teachers"
 TTL_SECONDS = {LEAD_STATUSES: 3600, BRANCHES: 6 * 3600, TEACHERS: 6 * 3600}
-MISS_REFRESH_SECONDS = 300.0
 
-# (integration id, list name) → monotonic time of the last refresh caused by a miss
-_miss_refreshes: dict[tuple[str, str], float] = {}
+Records = list[JsonObject]
 
 
-def _records(value: Any) -> list[dict[str, Any]] | None:
-    if not isinstance(value, list) or not all(isinstance(v, dict) and "id" in v for v in value):
+def _records(value: Records | None) -> Records | None:
+    if value is None or not all("id" in v for v in value):
         return None
     return value
+
+
+def _dumped(models: Iterable[BaseModel]) -> Records:
+    return [m.model_dump(mode="json") for m in models]
 
 
 class Lookups:
@@ -49,15 +53,25 @@ class Lookups:
         *,
         store: Store,
         alfacrm: Callable[[], AlfaCrmClient],
-        clock: Callable[[], float] = time.monotonic,
+        misses: Gate[tuple[str, str]],
     ) -> None:
         self.integration = integration
         self.store = store
         self._alfacrm = alfacrm
-        self._clock = clock
+        self._misses = misses
+
+    @classmethod
+    def of(cls, rt: Runtime, integration: Integration, alfacrm: Callable[[], AlfaCrmClient] | None = None) -> Lookups:
+        """The integration's look-ups over the runtime's store, client factory and miss gate."""
+        return cls(
+            integration,
+            store=rt.store,
+            alfacrm=alfacrm or (lambda: rt.clients.alfacrm(integration)),
+            misses=rt.caches.lookup_misses,
+        )
 
     # --- generic --------------------------------------------------------------------------------------
-    def _get(self, name: str, fetch: Callable[[], list[dict[str, Any]]], *, refresh: bool = False) -> list[dict]:
+    def _get(self, name: str, fetch: Callable[[], Records], *, refresh: bool = False) -> Records:
         if not refresh:
             cached = _records(self.store.integrations.cached(self.integration.id, name))
             if cached is not None:
@@ -66,53 +80,56 @@ class Lookups:
         self.store.integrations.put_cached(self.integration.id, name, fresh, TTL_SECONDS[name])
         return fresh
 
-    def _may_refresh_on_miss(self, name: str) -> bool:
-        key = (self.integration.id, name)
-        now = self._clock()
-        last = _miss_refreshes.get(key)
-        if last is not None and now - last < MISS_REFRESH_SECONDS:
-            return False
-        _miss_refreshes[key] = now
-        return True
-
-    def _names(self, name: str, fetch: Callable[[], list[dict[str, Any]]], wanted: Iterable[int]) -> dict[int, str]:
-        wanted = {int(i) for i in wanted if i is not None}
-        records = self._get(name, fetch) if wanted else []
-        known = {to_int(r["id"]): str(r.get("name") or "") for r in records}
-        if wanted - known.keys() and self._may_refresh_on_miss(name):
-            records = self._get(name, fetch, refresh=True)
-            known = {to_int(r["id"]): str(r.get("name") or "") for r in records}
-        return {i: n for i, n in known.items() if i is not None}
+    def _names(self, name: str, fetch: Callable[[], Records], wanted: Iterable[int | None]) -> dict[int, str]:
+        ids = {int(i) for i in wanted if i is not None}
+        records = self._get(name, fetch) if ids else []
+        known = _by_id(records)
+        if ids - known.keys() and self._misses.passes((self.integration.id, name)):
+            known = _by_id(self._get(name, fetch, refresh=True))
+        return known
 
     # --- lists ------------------------------------------------------------------------------------------
-    def lead_statuses(self, *, refresh: bool = False) -> list[dict[str, Any]]:
+    def lead_statuses(self, *, refresh: bool = False) -> Records:
         """Every lead status (enabled or not: deals may sit in a disabled one), in AlfaCRM's order."""
         branch = self.integration.alfacrm.branch_id
-
-        def fetch() -> list[dict[str, Any]]:
-            return [s.model_dump(mode="json") for s in self._alfacrm().lead_statuses(branch)]
-
-        return self._get(LEAD_STATUSES, fetch, refresh=refresh)
+        return self._get(LEAD_STATUSES, lambda: _dumped(self._alfacrm().lead_statuses(branch)), refresh=refresh)
 
     def directory(
-        self, *, teacher_ids: Iterable[int] = (), branch_ids: Iterable[int] = (), branch_hint: int | None = None
+        self,
+        *,
+        teacher_ids: Iterable[int | None] = (),
+        branch_ids: Iterable[int | None] = (),
+        branch_hint: int | None = None,
     ) -> Directory:
         """Names for these teachers and branches (others may be included)."""
         home = self.integration.alfacrm.branch_id
 
-        def fetch_branches() -> list[dict[str, Any]]:
-            return [b.model_dump(mode="json") for b in self._alfacrm().branches()]
-
-        def fetch_teachers() -> list[dict[str, Any]]:
+        def fetch_teachers() -> Records:
             # AlfaCRM lists a branch's teachers; the event's branch and the home branch cover the usual case
             cached = _records(self.store.integrations.cached(self.integration.id, TEACHERS)) or []
-            by_id: dict[int, dict[str, Any]] = {int(t["id"]): t for t in cached}
+            by_id = {_id(t): t for t in cached}
             for branch in dict.fromkeys(b for b in (home, branch_hint) if b):
                 for teacher in self._alfacrm().teachers(branch):
                     by_id[teacher.id] = teacher.model_dump(mode="json")
-            return list(by_id.values())
+            return [t for i, t in by_id.items() if i is not None]
 
         return Directory(
             teachers=self._names(TEACHERS, fetch_teachers, teacher_ids),
-            branches=self._names(BRANCHES, fetch_branches, branch_ids),
+            branches=self._names(BRANCHES, lambda: _dumped(self._alfacrm().branches()), branch_ids),
         )
+
+
+def _id(record: JsonObject) -> int | None:
+    try:
+        return to_int(record.get("id"))
+    except ValueError:
+        return None
+
+
+def _by_id(records: Records) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for record in records:
+        found = _id(record)
+        if found is not None:
+            out[found] = str(record.get("name") or "")
+    return out

@@ -20,29 +20,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
+from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import LogEntry, WebhookEvent, to_int
-from connector.deals import rules
+from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
 from connector.errors import ConnectorError
+from connector.models.messages import DealEventMessage
+from connector.models.raw import JsonObject, JsonValue
+from connector.models.sync import LogMark
 from connector.observability import logger
-from connector.timeutil import to_iso, utcnow
+from connector.runtime import Runtime
+from connector.settings import Integration
+from connector.store import Store
+from connector.timeutil import to_iso
 
-if TYPE_CHECKING:
-    from connector.alfacrm.client import AlfaCrmClient
-    from connector.ports import ClientFactory
-    from connector.settings import Integration
-    from connector.store import Store
-
-WATERMARK = "alfacrm_log"
 LOG_ENTITIES = ("Customer", "Pay")
 MAX_PAGES = 20  # × 50 entries per entity per hour
 PAGE_SIZE = 50
 
-Sender = Callable[[list[dict[str, Any]]], int]
+Sender = Callable[[list[DealEventMessage]], int]
 
 
 @dataclass
@@ -55,37 +53,13 @@ class ReconcileReport:
     per_entity: dict[str, int] = field(default_factory=dict)
 
 
-def _queue_sender(messages: list[dict[str, Any]]) -> int:
-    from connector import queues
-    from connector.config import env
-
-    return queues.send_many(env().deal_events_queue_url, messages) if messages else 0
-
-
-def reconcile_all(
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    send: Sender | None = None,
-    now: Callable[[], datetime] = utcnow,
-    max_pages: int = MAX_PAGES,
-) -> list[ReconcileReport]:
-    from connector.ports import default_clients
-    from connector.store import default_store
-
-    store = store or default_store()
-    clients = clients or default_clients
-    send = send or _queue_sender
+def reconcile_all(rt: Runtime, *, max_pages: int = MAX_PAGES) -> list[ReconcileReport]:
     reports = []
-    for integration in store.integrations.list_active():
+    for integration in rt.store.integrations.list_active():
         if not integration.settings.deals.enabled:
             continue
         try:
-            reports.append(
-                reconcile_integration(
-                    integration, store=store, clients=clients, send=send, now=now, max_pages=max_pages
-                )
-            )
+            reports.append(reconcile_integration(rt, integration, max_pages=max_pages))
         except ConnectorError as exc:
             logger.warning("reconcile failed", extra={"integration_id": integration.id, "code": exc.code})
             reports.append(ReconcileReport(integration.id, error=exc.message))
@@ -93,29 +67,27 @@ def reconcile_all(
 
 
 def reconcile_integration(
-    integration: Integration,
-    *,
-    store: Store,
-    clients: ClientFactory,
-    send: Sender,
-    now: Callable[[], datetime] = utcnow,
-    max_pages: int = MAX_PAGES,
+    rt: Runtime, integration: Integration, *, send: Sender | None = None, max_pages: int = MAX_PAGES
 ) -> ReconcileReport:
+    """Funnels synced with AlfaCRM's statuses, then each change the log has and no snapshot saw, re-queued.
+
+    `send` puts the messages on the deal events queue (a test drains them straight into the worker)."""
+    send = send or rt.queues.send_deal_events
     report = ReconcileReport(integration.id)
-    alfacrm = clients.alfacrm(integration)
-    Lookups(integration, store=store, alfacrm=lambda: alfacrm).lead_statuses(refresh=True)
-    report.funnels_changed = ensure_funnels(integration, store=store, clients=clients, now=now).changed
+    alfacrm = rt.clients.alfacrm(integration)
+    Lookups.of(rt, integration, lambda: alfacrm).lead_statuses(refresh=True)
+    report.funnels_changed = ensure_funnels(rt, integration).changed
 
     branch = integration.alfacrm.branch_id
-    marks = dict(store.deals.watermark(integration.id, WATERMARK) or {})
-    received_at = to_iso(now())
+    marks = rt.store.deals.log_marks(integration.id)
+    received_at = to_iso(rt.now())
     for entity in LOG_ENTITIES:
         entries, mark, pages = _read_log(alfacrm, entity, branch, marks.get(entity), max_pages)
         report.pages += pages
         events = _as_webhooks(entries, branch)
-        unseen = _unseen(store, integration.id, entity, events)
+        unseen = _unseen(rt.store, integration.id, entity, events)
         messages = [
-            {"integration_id": integration.id, "received_at": received_at, "source": "reconciler", "event": e}
+            DealEventMessage(integration_id=integration.id, received_at=received_at, source="reconciler", event=e)
             for e in unseen
         ]
         if messages:
@@ -124,31 +96,31 @@ def reconcile_integration(
         report.fed += len(messages)
         marks[entity] = mark
         # saved per entity: a failure on Pay keeps Customer's progress
-        store.deals.set_watermark(integration.id, WATERMARK, marks)
+        rt.store.deals.set_log_marks(integration.id, marks)
     if report.fed:
         logger.info("missed AlfaCRM changes re-queued", extra={"integration_id": integration.id, "count": report.fed})
     return report
 
 
 # --- the log -----------------------------------------------------------------------------------------------
-def _key(entry: Mapping[str, Any]) -> tuple[str, int]:
+def _key(entry: Mapping[str, JsonValue]) -> tuple[str, int]:
     return str(entry.get("date_time") or entry.get("datetime") or ""), to_int(entry.get("id")) or 0
 
 
-def _order(items: list[dict[str, Any]]) -> str | None:
+def _order(items: list[JsonObject]) -> str | None:
     if len(items) < 2 or _key(items[0]) == _key(items[-1]):
         return None
     return "desc" if _key(items[0]) > _key(items[-1]) else "asc"
 
 
 def _read_log(
-    alfacrm: AlfaCrmClient, entity: str, branch: int, mark: Mapping[str, Any] | None, max_pages: int
-) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    alfacrm: AlfaCrmClient, entity: str, branch: int, mark: LogMark | None, max_pages: int
+) -> tuple[list[JsonObject], LogMark, int]:
     """Entries newer than `mark` (oldest first), the new mark, and the pages read."""
     filters = {"entity": entity}
     first = alfacrm.index("log", filters, branch_id=branch, page=0)
     pages = 1
-    order = (mark or {}).get("order") or _order(first.items)
+    order = (mark.order if mark else None) or _order(first.items)
     if mark is None:
         # first run: remember where the log ends now, replay nothing
         last_page = max((first.total - 1) // PAGE_SIZE, 0)
@@ -159,8 +131,8 @@ def _read_log(
         newest = max(items, key=_key) if items else None
         return [], _mark(newest, last_page if order != "desc" else 0, order), pages
 
-    since = (str(mark.get("at") or ""), int(mark.get("id") or 0))
-    found: list[dict[str, Any]] = []
+    since = (mark.at, mark.id)
+    found: list[JsonObject] = []
     if order == "desc":
         page, items = 0, first.items
         while items:
@@ -172,7 +144,7 @@ def _read_log(
             pages += 1
         last_page = 0
     else:
-        page = int(mark.get("page") or 0)
+        page = mark.page
         items = first.items if page == 0 else alfacrm.index("log", filters, branch_id=branch, page=page).items
         pages += page != 0
         last_page = page
@@ -186,18 +158,20 @@ def _read_log(
             pages += 1
     found.sort(key=_key)
     newest = found[-1] if found else None
-    new_mark = _mark(newest, last_page, order) if newest else {**mark, "page": last_page, "order": order}
+    new_mark = (
+        _mark(newest, last_page, order) if newest else mark.model_copy(update={"page": last_page, "order": order})
+    )
     return found, new_mark, pages
 
 
-def _mark(entry: Mapping[str, Any] | None, page: int, order: str | None) -> dict[str, Any]:
+def _mark(entry: Mapping[str, JsonValue] | None, page: int, order: str | None) -> LogMark:
     at, log_id = _key(entry) if entry else ("", 0)
-    return {"at": at, "id": log_id, "page": page, "order": order}
+    return LogMark(at=at, id=log_id, page=page, order=order)
 
 
-def _as_webhooks(entries: list[dict[str, Any]], branch: int) -> list[dict[str, Any]]:
+def _as_webhooks(entries: list[JsonObject], branch: int) -> list[JsonObject]:
     """Log entries as the webhooks AlfaCRM would have sent for them."""
-    out = []
+    out: list[JsonObject] = []
     for raw in entries:
         try:
             out.append(LogEntry.model_validate(raw).as_webhook(branch))
@@ -206,7 +180,7 @@ def _as_webhooks(entries: list[dict[str, Any]], branch: int) -> list[dict[str, A
     return out
 
 
-def _unseen(store: Store, integration_id: str, entity: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _unseen(store: Store, integration_id: str, entity: str, events: list[JsonObject]) -> list[JsonObject]:
     """The changes whose snapshot has not recorded them (their webhook never arrived)."""
     parsed = []
     for raw in events:
@@ -227,4 +201,4 @@ def _unseen(store: Store, integration_id: str, entity: str, events: list[dict[st
         for pay_id, cid in owners.items():
             info = snaps[cid].pays.get(str(pay_id)) if cid in snaps else None
             seen[pay_id] = set(info.seen) if info else set()
-    return [raw for raw, event in parsed if rules.event_key(event) not in seen.get(event.entity_id, set())]
+    return [raw for raw, event in parsed if snapshots.event_key(event) not in seen.get(event.entity_id, set())]

@@ -23,25 +23,24 @@ did not change meanwhile (conditional write), so a change made during the upload
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
-from connector.deals import rules
+from connector.deals import drafts
 from connector.deals.funnels import ensure_funnels
-from connector.deals.state import DealRecord, Step
 from connector.errors import ConnectorError, UisError, UisValidationError
+from connector.models.deals import FIRST_SALE, UPSELL, DealRecord, DealRef, Step, contact_ext_id
+from connector.models.parked import ParkedItem
+from connector.models.raw import JsonObject
+from connector.models.sync import ResyncMark
 from connector.observability import logger
+from connector.runtime import Runtime
+from connector.settings import Integration
 from connector.store.base import on_conflict
-from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
-from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS
-
-if TYPE_CHECKING:
-    from connector.ports import ClientFactory
-    from connector.settings import Integration
-    from connector.store import Store
-    from connector.uis.client import UisClient
+from connector.timeutil import from_iso, to_iso
+from connector.uis import deal_rows
+from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, UisClient
+from connector.uis.points import UisPoints
 
 WRITE_ATTEMPTS = 6
 MAX_PENDING_PER_FLUSH = 5000  # bounds one invocation; the rest waits for the next minute
@@ -68,9 +67,11 @@ class FlushReport:
 
 @dataclass
 class _Item:
+    """One deal's part of a flush: the rows to send and what the deal records once UIS has them."""
+
     deal: DealRecord
     steps: list[Step]
-    rows: list[dict[str, Any]]
+    rows: list[JsonObject]
     merged: list[Step]
     sig: str
     contact_sig: str | None = None
@@ -78,30 +79,19 @@ class _Item:
     done: bool = False  # uploaded or parked by this flush
 
 
-def flush_all(
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    integration_id: str | None = None,
-    now: Callable[[], datetime] = utcnow,
-) -> list[FlushReport]:
+def flush_all(rt: Runtime, *, integration_id: str | None = None) -> list[FlushReport]:
     """Flush every active integration with deals enabled (or just `integration_id`, on demand)."""
-    from connector.ports import default_clients
-    from connector.store import default_store
-
-    store = store or default_store()
-    clients = clients or default_clients
     if integration_id:
-        found = store.integrations.get(integration_id, fresh=True)
+        found = rt.store.integrations.get(integration_id, fresh=True)
         integrations = [found] if found else []
     else:
-        integrations = store.integrations.list_active()
+        integrations = rt.store.integrations.list_active()
     reports = []
     for integration in integrations:
         if not integration.active or not integration.settings.deals.enabled:
             continue
         try:
-            reports.append(flush_integration(integration, store=store, clients=clients, now=now))
+            reports.append(flush_integration(rt, integration))
         except ConnectorError as exc:
             # one integration's broken credentials or UIS outage must not hold up the others
             logger.warning("deal flush failed", extra={"integration_id": integration.id, "code": exc.code})
@@ -109,90 +99,35 @@ def flush_all(
     return reports
 
 
-def flush_integration(
-    integration: Integration,
-    *,
-    store: Store,
-    clients: ClientFactory,
-    now: Callable[[], datetime] = utcnow,
-) -> FlushReport:
+def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
+    """prepare → sync contacts → send chunks (one forced funnel sync on a sync problem) → report."""
     report = FlushReport(integration.id)
-    keys = store.deals.pending_keys(integration.id, limit=MAX_PENDING_PER_FLUSH)
-    if not keys:
-        return report
-    # the GSI is eventually consistent: read the deals themselves before deciding what UIS lacks
-    deals = [d for d in store.deals.get_deals(integration.id, keys).values() if d.upload_state == "pending"]
+    deals = _pending(rt, integration)
     if not deals:
         return report
-    uis = clients.uis(integration)
-    moment = now()
-    spent_before: int | None = None
-    resynced = False
-    try:
-        sync = ensure_funnels(integration, store=store, clients=clients, now=now)
-        report.points += sync.points
-        if any(_unknown_stages(d, sync.known) for d in deals):
-            sync = ensure_funnels(integration, store=store, clients=clients, force=True, now=now)
-            report.points += sync.points
-        spent_before = uis.calls  # ensure_funnels counted its own points
-        ready: list[DealRecord] = []
-        for deal in deals:
-            unknown = _unknown_stages(deal, sync.known)
-            if unknown:
-                _park(
-                    store, integration, deal, f"stage {unknown[0]} is not in UIS funnel {deal.funnel}", "unknown_stage"
-                )
-                report.parked.append(f"{deal.funnel}#{deal.ext_id}")
-            else:
-                ready.append(deal)
-        ready = _attach_communications(integration, ready, store=store)
-        without_contact = _sync_contacts(integration, ready, store=store, uis=uis, now=moment, report=report)
-        items = [_plan(integration, d, now=moment, with_contact=d.contact_ext_id not in without_contact) for d in ready]
-        for item in items:
-            if not item.rows:
-                # only the contact changed (phones, e-mails): synced above, the deal's rows are as UIS has them
-                _mark_uploaded(store, integration, item)
-        items = [i for i in items if i.rows]
-        report.deals = len(items)
-        report.rows = sum(len(i.rows) for i in items)
-        for chunk in _chunks(items):
-            while True:
-                try:
-                    _send(integration, [i for i in chunk if not i.done], store=store, uis=uis, report=report)
-                    break
-                except _SyncProblem:
-                    if resynced or not _may_resync(store, integration, moment):
-                        raise
-                    # UIS lacks a stage, funnel or user field a row names (deleted in the cabinet?): sync, resend
-                    resynced = True
-                    calls_before = uis.calls
-                    sync = ensure_funnels(integration, store=store, clients=clients, force=True, now=now)
-                    spent_before += uis.calls - calls_before  # ensure_funnels counted its own points
-                    report.points += sync.points
-        report.state = "uploaded" if not report.parked else "partial"
-    except _SyncProblem as problem:
-        # still refused after a sync: an account-wide problem, not one deal's; keep every pending mark
-        exc = problem.error
-        report.state = "deferred"
-        report.error = f"UIS refuses what the deals name ({exc.field}): {exc.message}"
-        if resynced:
-            store.deals.put_sync(integration.id, "resync", {"at": to_iso(moment), "error": report.error})
-        logger.warning(
-            "deal upload deferred: uis out of sync",
-            extra={"integration_id": integration.id, "code": exc.mnemonic, "field": exc.field},
-        )
-    except UisError as exc:
-        # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
-        report.state = "deferred"
-        report.error = exc.message
-        logger.warning("deal upload deferred", extra={"integration_id": integration.id, "code": exc.code})
-    finally:
-        spent = uis.calls - spent_before if spent_before is not None else 0
-        if spent:
-            day = utc_to_local(moment, integration.timezone).date().isoformat()
-            store.integrations.add_points(integration.id, day, spent, purpose="deals")
-        report.points += spent
+    with rt.uis_points(integration, "deals") as uis:
+        flush = _Flush(rt, integration, uis, rt.now(), report)
+        try:
+            ready = flush.prepare(deals)
+            items = flush.plan(ready, without_contact=flush.sync_contacts(ready))
+            flush.send_chunks(items)
+            report.state = "uploaded" if not report.parked else "partial"
+        except _SyncProblem as problem:
+            flush.defer_out_of_sync(problem.error)
+        except UisError as exc:
+            # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
+            flush.defer(exc)
+        finally:
+            report.points = uis.spent
     return report
+
+
+def _pending(rt: Runtime, integration: Integration) -> list[DealRecord]:
+    keys = rt.store.deals.pending_keys(integration.id, limit=MAX_PENDING_PER_FLUSH)
+    if not keys:
+        return []
+    # the GSI is eventually consistent: read the deals themselves before deciding what UIS lacks
+    return [d for d in rt.store.deals.get_deals(integration.id, keys).values() if d.upload_state == "pending"]
 
 
 class _SyncProblem(Exception):
@@ -208,51 +143,159 @@ def is_sync_problem(error: UisError) -> bool:
     return error.mnemonic in _SYNC_MNEMONICS and bool(_SYNC_FIELD.match(error.field or ""))
 
 
-def _may_resync(store: Store, integration: Integration, moment: datetime) -> bool:
-    """No forced sync within `RESYNC_COOLDOWN` of one that did not cure a sync problem."""
-    last = store.deals.sync_items(integration.id, ["resync"]).get("resync")
-    at = str(last.get("at") or "") if last else ""
-    return not at or moment - from_iso(at) >= RESYNC_COOLDOWN
+class _Flush:
+    """One integration's flush: the runtime, metered UIS access, the flush's moment and its report."""
+
+    def __init__(
+        self, rt: Runtime, integration: Integration, uis: UisPoints, moment: datetime, report: FlushReport
+    ) -> None:
+        self.rt = rt
+        self.integration = integration
+        self.uis = uis
+        self.moment = moment
+        self.report = report
+        self.resynced = False
+
+    # --- prepare ------------------------------------------------------------------------------------
+    def prepare(self, deals: list[DealRecord]) -> list[DealRecord]:
+        """Funnels in sync (one forced sync when a deal names a stage UIS lacks: a status added a minute ago);
+        deals whose stage is still unknown are parked; late communication links are attached."""
+        sync = ensure_funnels(self.rt, self.integration, points=self.uis)
+        if any(_unknown_stages(d, sync.known) for d in deals):
+            sync = ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
+        ready: list[DealRecord] = []
+        for deal in deals:
+            unknown = _unknown_stages(deal, sync.known)
+            if unknown:
+                self._park(deal, f"stage {unknown[0]} is not in UIS funnel {deal.funnel}", "unknown_stage")
+            else:
+                ready.append(deal)
+        return self._attach_communications(ready)
+
+    def _attach_communications(self, deals: list[DealRecord]) -> list[DealRecord]:
+        """Give first-sale deals the UIS communication their lead came from, when it was linked after they
+        were built.
+
+        The text worker links a lead it created only once AlfaCRM has answered the create, but AlfaCRM fires
+        the Customer webhook during that call: the deal worker may build the deal before the link exists.
+        One batch read per flush closes that gap before UIS first sees the deal (the saved deal keeps it).
+        """
+        lacking = {d.key: d.customer_id for d in deals if d.funnel == FIRST_SALE and d.communication_id is None}
+        if not lacking:
+            return deals
+        links = self.rt.store.texts.customer_links(self.integration.id, list(lacking.values()))
+        out = []
+        for deal in deals:
+            link = links.get(deal.customer_id) if deal.key in lacking else None
+            out.append(deal.model_copy(update=link.model_dump()) if link else deal)
+        return out
+
+    # --- contacts ---------------------------------------------------------------------------------------
+    def sync_contacts(self, deals: list[DealRecord]) -> set[str]:
+        """Create new and update changed contacts; → contact ext_ids UIS refused (their deals go without one)."""
+        return _sync_contacts(self.rt, self.integration, deals, uis=self.uis.client, now=self.moment)
+
+    # --- plan and send -----------------------------------------------------------------------------------
+    def plan(self, deals: list[DealRecord], *, without_contact: set[str]) -> list[_Item]:
+        items = [
+            _plan(self.integration, d, now=self.moment, with_contact=d.contact_ext_id not in without_contact)
+            for d in deals
+        ]
+        for item in items:
+            if not item.rows:
+                # only the contact changed (phones, e-mails): synced above, the deal's rows are as UIS has them
+                self._mark_uploaded(item)
+        items = [i for i in items if i.rows]
+        self.report.deals = len(items)
+        self.report.rows = sum(len(i.rows) for i in items)
+        return items
+
+    def send_chunks(self, items: list[_Item]) -> None:
+        for chunk in _chunks(items):
+            while True:
+                try:
+                    self._send([i for i in chunk if not i.done])
+                    break
+                except _SyncProblem:
+                    if self.resynced or not self._may_resync():
+                        raise
+                    # UIS lacks a stage, funnel or user field a row names (deleted in the cabinet?): sync, resend
+                    self.resynced = True
+                    ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
+
+    def _may_resync(self) -> bool:
+        """No forced sync within `RESYNC_COOLDOWN` of one that did not cure a sync problem."""
+        last = self.rt.store.deals.resync_mark(self.integration.id)
+        return last is None or not last.at or self.moment - from_iso(last.at) >= RESYNC_COOLDOWN
+
+    def _send(self, items: list[_Item]) -> None:
+        """Upload these deals' rows in one call; on a validation error halve until the culprit is alone, park it,
+        and send the rest."""
+        if not items:
+            return
+        try:
+            self.uis.client.upload_deals_history([row for item in items for row in item.rows])
+        except UisValidationError as exc:
+            if is_sync_problem(exc):
+                raise _SyncProblem(exc) from exc
+            if len(items) > 1:
+                # UIS never says which row: halve until the bad deal is alone
+                middle = len(items) // 2
+                self._send(items[:middle])
+                self._send(items[middle:])
+                return
+            culprit = items[0]
+            self._park(culprit.deal, exc.message, exc.mnemonic or exc.code)
+            culprit.done = True
+            return
+        for item in items:
+            self._mark_uploaded(item)
+            item.done = True
+        self.report.uploaded += len(items)
+
+    # --- report --------------------------------------------------------------------------------------------
+    def defer_out_of_sync(self, exc: UisValidationError) -> None:
+        """Still refused after a sync: an account-wide problem, not one deal's; every pending mark is kept."""
+        self.report.state = "deferred"
+        self.report.error = f"UIS refuses what the deals name ({exc.field}): {exc.message}"
+        if self.resynced:
+            mark = ResyncMark(at=to_iso(self.moment), error=self.report.error)
+            self.rt.store.deals.put_resync_mark(self.integration.id, mark)
+        logger.warning(
+            "deal upload deferred: uis out of sync",
+            extra={"integration_id": self.integration.id, "code": exc.mnemonic, "field": exc.field},
+        )
+
+    def defer(self, exc: UisError) -> None:
+        self.report.state = "deferred"
+        self.report.error = exc.message
+        logger.warning("deal upload deferred", extra={"integration_id": self.integration.id, "code": exc.code})
+
+    def _mark_uploaded(self, item: _Item) -> None:
+        _mark_uploaded(self.rt, self.integration, item)
+
+    def _park(self, deal: DealRecord, error: str, code: str) -> None:
+        _park(self.rt, self.integration, deal, error, code)
+        self.report.parked.append(f"{deal.funnel}#{deal.ext_id}")
 
 
 # --- planning ---------------------------------------------------------------------------------------------
-def _attach_communications(integration: Integration, deals: list[DealRecord], *, store: Store) -> list[DealRecord]:
-    """Give first-sale deals the UIS communication their lead came from, when it was linked after they were built.
-
-    The text worker links a lead it created only once AlfaCRM has answered the create, but AlfaCRM fires the
-    Customer webhook during that call: the deal worker may build the deal before the link exists. One batch
-    read per flush closes that gap before UIS first sees the deal (the saved deal keeps the link).
-    """
-    lacking = [d for d in deals if d.funnel == rules.FIRST_SALE and d.communication_id is None]
-    if not lacking:
-        return deals
-    links = store.texts.customer_links(integration.id, [d.customer_id for d in lacking])
-    if not links:
-        return deals
-    lacking_keys = {d.key for d in lacking}
-    out = []
-    for deal in deals:
-        link = links.get(deal.customer_id) if deal.key in lacking_keys else None
-        out.append(deal.model_copy(update=link) if link else deal)
-    return out
-
-
 def _unknown_stages(deal: DealRecord, known: dict[str, set[str]]) -> list[str]:
     stages = known.get(deal.funnel, set())
-    return [s.stage for s in rules.rows_to_send(deal, force=True) if s.stage not in stages]
+    return [s.stage for s in drafts.rows_to_send(deal, force=True) if s.stage not in stages]
 
 
 def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_contact: bool) -> _Item:
     # an admin replay marks a fully uploaded deal pending: send its current row again
-    force = not rules.needs_upload(deal)
-    steps = rules.rows_to_send(deal, force=force)
-    rows = rules.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
+    force = not drafts.needs_upload(deal)
+    steps = drafts.rows_to_send(deal, force=force)
+    rows = deal_rows.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
     return _Item(
         deal=deal,
         steps=steps,
         rows=rows,
-        merged=rules.history(deal),
-        sig=rules.signature(deal),
+        merged=drafts.history(deal),
+        sig=drafts.signature(deal),
         contact_sig=deal.contact_sig,
         at=to_iso(now),
     )
@@ -278,29 +321,23 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
 
 # --- contacts --------------------------------------------------------------------------------------------
 def _sync_contacts(
-    integration: Integration,
-    deals: list[DealRecord],
-    *,
-    store: Store,
-    uis: UisClient,
-    now: datetime,
-    report: FlushReport,
+    rt: Runtime, integration: Integration, deals: list[DealRecord], *, uis: UisClient, now: datetime
 ) -> set[str]:
     """Create new and update changed contacts; → contact ext_ids UIS refused (their deals go without one)."""
     customer_ids = sorted({d.customer_id for d in deals})
     if not customer_ids:
         return set()
-    snaps = store.deals.get_customers(integration.id, customer_ids)
+    snaps = rt.store.deals.get_customers(integration.id, customer_ids)
     contacts = {
-        rules.contact_ext_id(cid): rules.contact_payload(
+        contact_ext_id(cid): deal_rows.contact_payload(
             snap, region=integration.phone_region, tz=integration.timezone, now=now
         )
         for cid, snap in snaps.items()
     }
-    missing = {rules.contact_ext_id(c) for c in customer_ids if c not in snaps}
-    known = store.deals.contact_hashes(integration.id, contacts)
+    missing = {contact_ext_id(c) for c in customer_ids if c not in snaps}
+    known = rt.store.deals.contact_hashes(integration.id, contacts)
     new = [c for e, c in contacts.items() if e not in known]
-    changed = [c for e, c in contacts.items() if e in known and known[e] != rules.contact_hash(c)]
+    changed = [c for e, c in contacts.items() if e in known and known[e] != deal_rows.contact_hash(c)]
     refused: set[str] = set(missing)
     synced: dict[str, str] = {}
     queued = {True: new, False: changed}
@@ -311,33 +348,36 @@ def _sync_contacts(
             while pending:
                 chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
                 done, moved, bad = _contacts_call(uis, chunk, create=create)
-                synced.update({c["ext_id"]: rules.contact_hash(c) for c in done})
+                synced.update({str(c["ext_id"]): deal_rows.contact_hash(c) for c in done})
                 refused |= bad
                 # created earlier (sync state lost) → update them; gone from UIS on update → create them again;
                 # once only, so a contact UIS bounces between the two calls ends refused, not in a loop
                 for contact in moved:
-                    if contact["ext_id"] in moved_once:
-                        refused.add(contact["ext_id"])
+                    ext_id = str(contact["ext_id"])
+                    if ext_id in moved_once:
+                        refused.add(ext_id)
                     else:
-                        moved_once.add(contact["ext_id"])
+                        moved_once.add(ext_id)
                         queued[not create].append(contact)
     if synced:
-        store.deals.put_contact_hashes(integration.id, synced)
+        rt.store.deals.put_contact_hashes(integration.id, synced)
     if refused - missing:
         logger.warning("uis refused contacts", extra={"integration_id": integration.id, "count": len(refused)})
     return refused
 
 
 def _contacts_call(
-    uis: UisClient, contacts: list[dict[str, Any]], *, create: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    uis: UisClient, contacts: list[JsonObject], *, create: bool
+) -> tuple[list[JsonObject], list[JsonObject], set[str]]:
     """Create these contacts in one call (a refused batch is halved until the refused ones are alone: UIS's
     error never says which contact), or update them one call each (`update.deal_contacts` takes one).
 
     → (sent successfully, to move to the other call, refused ext_ids).
     """
     if not create:
-        done, moved, refused = [], [], set()
+        done: list[JsonObject] = []
+        moved: list[JsonObject] = []
+        refused: set[str] = set()
         for contact in contacts:
             try:
                 uis.update_deal_contact(contact)
@@ -346,7 +386,7 @@ def _contacts_call(
                 if exc.mnemonic == "entity_not_found" and str(exc.field or "") == "ext_id":
                     moved.append(contact)  # gone from UIS: create it again
                 else:
-                    refused.add(contact["ext_id"])
+                    refused.add(str(contact["ext_id"]))
         return done, moved, refused
     try:
         uis.create_deal_contacts(contacts)
@@ -361,39 +401,11 @@ def _contacts_call(
             return first[0] + second[0], first[1] + second[1], first[2] | second[2]
         if exc.mnemonic == "duplicate_entity" and str(exc.field or "").endswith("ext_id"):
             return [], contacts, set()  # created earlier (sync state lost): update it
-        return [], [], {contacts[0]["ext_id"]}
+        return [], [], {str(contacts[0]["ext_id"])}
 
 
-# --- upload ---------------------------------------------------------------------------------------------
-def _send(integration: Integration, items: list[_Item], *, store: Store, uis: UisClient, report: FlushReport) -> None:
-    """Upload these deals' rows in one call; on a validation error halve until the culprit is alone, park it,
-    and send the rest."""
-    if not items:
-        return
-    rows = [row for item in items for row in item.rows]
-    try:
-        uis.upload_deals_history(rows)
-    except UisValidationError as exc:
-        if is_sync_problem(exc):
-            raise _SyncProblem(exc) from exc
-        if len(items) > 1:
-            # UIS never says which row: halve until the bad deal is alone
-            middle = len(items) // 2
-            _send(integration, items[:middle], store=store, uis=uis, report=report)
-            _send(integration, items[middle:], store=store, uis=uis, report=report)
-            return
-        culprit = items[0]
-        _park(store, integration, culprit.deal, exc.message, exc.mnemonic or exc.code)
-        culprit.done = True
-        report.parked.append(f"{culprit.deal.funnel}#{culprit.deal.ext_id}")
-        return
-    for item in items:
-        _mark_uploaded(store, integration, item)
-        item.done = True
-    report.uploaded += len(items)
-
-
-def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
+# --- recording what UIS has ----------------------------------------------------------------------------
+def _mark_uploaded(rt: Runtime, integration: Integration, item: _Item) -> None:
     """Record what UIS now has; stay pending if the deal changed since it was read (conditional write).
 
     The worker deletes an upsell deal UIS never received when its payment stops being an upsell; if that
@@ -403,8 +415,8 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
     def step(attempt: int) -> bool:
         deal, gone = item.deal, False
         if attempt:
-            fresh = store.deals.get_deal(integration.id, item.deal.funnel, item.deal.ext_id)
-            if fresh is None and item.deal.funnel != rules.UPSELL:
+            fresh = rt.store.deals.get_deal(integration.id, item.deal.funnel, item.deal.ext_id)
+            if fresh is None and item.deal.funnel != UPSELL:
                 return False
             gone, deal = fresh is None, fresh or item.deal
         updated = deal.model_copy(
@@ -415,34 +427,36 @@ def _mark_uploaded(store: Store, integration: Integration, item: _Item) -> None:
                 "upload_error": None,
             }
         )
-        updated.upload_state = "pending" if rules.needs_upload(updated) else "uploaded"
+        updated.upload_state = "pending" if drafts.needs_upload(updated) else "uploaded"
         if gone:
-            _, updated = rules.orphan(updated, at=item.at or updated.modified_at)
+            _, updated = drafts.orphan(updated, at=item.at or updated.modified_at)
             updated.version = 0  # re-created: only if the worker has not written it again meanwhile
-        store.deals.save_deal(integration.id, updated)
+        rt.store.deals.save_deal(integration.id, updated)
         return True
 
     key = f"{item.deal.funnel}#{item.deal.ext_id}"
     if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key} (marked uploaded)"):
         return
     if item.deal.upload_error is not None:
-        store.integrations.unpark(integration.id, "deal", key)
+        rt.store.integrations.unpark(integration.id, "deal", key)
 
 
-def _park(store: Store, integration: Integration, deal: DealRecord, error: str, code: str) -> None:
+def _park(rt: Runtime, integration: Integration, deal: DealRecord, error: str, code: str) -> None:
     """The deal leaves the upload queue with UIS's message, visible and replayable (`mark_pending`)."""
 
     def step(attempt: int) -> bool:
-        read = store.deals.get_deal(integration.id, deal.funnel, deal.ext_id) if attempt else deal
+        read = rt.store.deals.get_deal(integration.id, deal.funnel, deal.ext_id) if attempt else deal
         if read is None:
             return False
-        store.deals.save_deal(integration.id, read.model_copy(update={"upload_state": "parked", "upload_error": error}))
+        parked = read.model_copy(update={"upload_state": "parked", "upload_error": error})
+        rt.store.deals.save_deal(integration.id, parked)
         return True
 
     if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {deal.funnel}#{deal.ext_id} (parked)"):
         return
     key = f"{deal.funnel}#{deal.ext_id}"
-    store.integrations.park(
-        integration.id, "deal", key, payload={"funnel": deal.funnel, "ext_id": deal.ext_id}, error=error, code=code
+    payload = DealRef(funnel=deal.funnel, ext_id=deal.ext_id).model_dump(mode="json")
+    rt.store.integrations.park(
+        integration.id, ParkedItem(kind="deal", key=key, payload=payload, error=error, code=code)
     )
     logger.warning("deal parked", extra={"integration_id": integration.id, "deal": key, "code": code})

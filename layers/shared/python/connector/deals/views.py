@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from connector.deals import rules
-from connector.deals.state import DealRecord
+from connector.deals import drafts
 from connector.errors import ValidationFailed
+from connector.models.deals import FUNNELS, DealRecord
+from connector.models.raw import JsonObject
+from connector.store import Store
+from connector.uis import deal_rows
 
-if TYPE_CHECKING:
-    from connector.store import Store
 
-
-def deal_view(deal: DealRecord) -> dict[str, Any]:
+def deal_view(deal: DealRecord) -> JsonObject:
     """One deal: its stage path (what UIS has, then what is still to send), revenue and upload state."""
-    steps = rules.history(deal)
-    revenue = rules.money(deal.revenue)
+    steps = drafts.history(deal)
+    revenue = deal_rows.money(deal.revenue)
     return {
         "ext_id": deal.ext_id,
         "funnel": deal.funnel,
@@ -28,12 +26,12 @@ def deal_view(deal: DealRecord) -> dict[str, Any]:
     }
 
 
-def deals_view(store: Store, integration_id: str, funnel: str | None = None) -> list[dict[str, Any]]:
+def deals_view(store: Store, integration_id: str, funnel: str | None = None) -> list[JsonObject]:
     """Every deal of the integration (optionally of one funnel), first-sale deals first, then by ext_id."""
-    if funnel is not None and funnel not in rules.FUNNELS:
-        raise ValidationFailed(f"funnel: unknown funnel '{funnel}'; known: {', '.join(rules.FUNNELS)}", field="funnel")
+    if funnel is not None and funnel not in FUNNELS:
+        raise ValidationFailed(f"funnel: unknown funnel '{funnel}'; known: {', '.join(FUNNELS)}", field="funnel")
     deals = store.deals.list_deals(integration_id, funnel)
-    order = {name: i for i, name in enumerate(rules.FUNNELS)}
+    order = {name: i for i, name in enumerate(FUNNELS)}
     deals.sort(key=lambda d: (order.get(d.funnel, 99), _natural(d.ext_id)))
     return [deal_view(d) for d in deals]
 

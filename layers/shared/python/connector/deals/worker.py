@@ -18,28 +18,27 @@ by the connector's API user (the texts side creating leads) are ordinary custome
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from pydantic import ValidationError
 
+from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer, WebhookEvent, to_int
-from connector.deals import rules
+from connector.deals import drafts, snapshots
 from connector.deals.lookups import Lookups
-from connector.deals.state import CustomerSnapshot, DealRecord
 from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError
+from connector.models.deals import UPSELL, CustomerSnapshot, DealDraft, DealRecord, upsell_ext_id
+from connector.models.messages import DealEventMessage
+from connector.models.parked import ParkedItem
+from connector.models.raw import JsonObject
 from connector.observability import logger
+from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store.base import on_conflict
-from connector.timeutil import to_iso, utcnow
-
-if TYPE_CHECKING:
-    from connector.alfacrm.client import AlfaCrmClient
-    from connector.ports import ClientFactory
-    from connector.store import Store
+from connector.timeutil import to_iso
 
 ENTITIES = ("Customer", "Pay")
 _T = TypeVar("_T")
@@ -57,59 +56,39 @@ class Outcome:
 
 @dataclass
 class _Context:
+    rt: Runtime
     integration: Integration
-    store: Store
     alfacrm: AlfaCrmClient
     lookups: Lookups
-    now: Callable[[], datetime]
 
 
-def handle_deal_event(
-    message: Mapping[str, Any],
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    now: Callable[[], datetime] = utcnow,
-) -> Outcome:
-    """Process one deal-events queue message `{"integration_id", "received_at", "event": {webhook}}`.
+def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
+    """Process one deal-events queue message (one AlfaCRM webhook).
 
     Raises retryable errors (AlfaCRM unavailable, a race lost too often) so SQS tries again; AlfaCRM
     refusing the read (validation, 404) or listing the entity in no branch tried parks the message instead.
     """
-    from connector.ports import default_clients
-    from connector.store import default_store
-
-    store = store or default_store()
-    clients = clients or default_clients
-    integration_id = str(message.get("integration_id") or "")
-    integration = store.integrations.get(integration_id) if integration_id else None
+    integration = rt.store.integrations.get(message.integration_id) if message.integration_id else None
     if integration is None or not integration.active or not integration.settings.deals.enabled:
         return Outcome("skipped", "integration missing, inactive or deals disabled")
     try:
-        event = WebhookEvent.model_validate(message.get("event"))
+        event = WebhookEvent.model_validate(message.event)
     except ValidationError as exc:
-        _park(store, integration_id, message, f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}", "bad_event")
+        _park(rt, message, f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}", "bad_event")
         return Outcome("parked", "malformed event")
     if event.entity not in ENTITIES:
         return Outcome("ignored", f"entity {event.entity}")
-
-    alfacrm = clients.alfacrm(integration)
-    ctx = _Context(
-        integration=integration,
-        store=store,
-        alfacrm=alfacrm,
-        lookups=Lookups(integration, store=store, alfacrm=lambda: alfacrm),
-        now=now,
-    )
-    at = rules.event_time(event, message.get("received_at"), integration.timezone)
+    alfacrm = rt.clients.alfacrm(integration)
+    ctx = _Context(rt, integration, alfacrm, Lookups.of(rt, integration, lambda: alfacrm))
+    at = snapshots.event_time(event, message.received_at, integration.timezone)
     try:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
     except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
-        _park(store, integration_id, message, exc.message, exc.code)
+        _park(rt, message, exc.message, exc.code)
         return Outcome("parked", exc.code)
     except _NotListed as exc:
         # not a deletion (only a delete event says that): parked untouched, a replay reads it again
-        _park(store, integration_id, message, exc.message, "not_listed")
+        _park(rt, message, exc.message, "not_listed")
         return Outcome("parked", "not_listed")
     if not snaps:
         return Outcome("ignored", "payment without a customer")
@@ -117,24 +96,22 @@ def handle_deal_event(
     for snap in snaps:
         changed += refresh_deals(ctx, snap, at, branch_hint=event.branch_for(integration.alfacrm.branch_id))
     if event.event == "delete":
-        changed += _revisit_not_listed(store, clients, now, integration_id, event)
+        changed += _revisit_not_listed(rt, integration.id, event)
     return Outcome("done", changed=changed)
 
 
-def _revisit_not_listed(
-    store: Store, clients: ClientFactory, now: Callable[[], datetime], integration_id: str, event: WebhookEvent
-) -> list[str]:
+def _revisit_not_listed(rt: Runtime, integration_id: str, event: WebhookEvent) -> list[str]:
     """A create/update parked because AlfaCRM listed the entity nowhere is explained by its deletion: now that
     the delete is known, run those events again (they fold in with their own times) and clear them from
     the parked list. Deletes are rare, so the parked-list read stays off the ordinary path."""
     prefix = f"{event.entity}#{event.entity_id}#"
     changed: list[str] = []
-    for item in store.integrations.parked(integration_id):
-        if item["kind"] != "deal_event" or item.get("code") != "not_listed" or not item["key"].startswith(prefix):
+    for item in rt.store.integrations.parked(integration_id):
+        if item.kind != "deal_event" or item.code != "not_listed" or not item.key.startswith(prefix):
             continue
-        outcome = handle_deal_event(item["payload"], store=store, clients=clients, now=now)
+        outcome = handle_deal_event(rt, DealEventMessage.model_validate(item.payload))
         if outcome.status != "parked":
-            store.integrations.unpark(integration_id, "deal_event", item["key"])
+            rt.store.integrations.unpark(integration_id, "deal_event", item.key)
             changed += outcome.changed
     return changed
 
@@ -147,39 +124,36 @@ DEAL_EVENT_IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[integration_id, event, replay]",
     expires_after_seconds=24 * 3600,
 )
-_once: Callable[..., dict[str, Any]] | None = None
 
 
-def _run_as_dict(message: Mapping[str, Any], **ports: Any) -> dict[str, Any]:
-    outcome = handle_deal_event(message, **ports)
-    return {"status": outcome.status, "reason": outcome.reason, "changed": outcome.changed}
+def _run_as_dict(*, message: DealEventMessage, rt: Runtime) -> JsonObject:
+    # the idempotency record's key names this function (`connector.deals.worker._run_as_dict`): keep the name
+    outcome = handle_deal_event(rt, message)
+    return {"status": outcome.status, "reason": outcome.reason, "changed": list(outcome.changed)}
 
 
-def handle_deal_event_once(
-    message: Mapping[str, Any],
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    now: Callable[[], datetime] = utcnow,
-) -> Outcome:
+def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
     """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table)."""
-    global _once
-    if _once is None:
-        from connector.store.idempotency import persistence_layer
+    once = idempotent_function(
+        data_keyword_argument="message", persistence_store=rt.idempotency, config=DEAL_EVENT_IDEMPOTENCY
+    )(_run_as_dict)
+    result: JsonObject = once(message=message, rt=rt)
+    changed = result.get("changed")
+    return Outcome(
+        str(result.get("status")),
+        str(result.get("reason") or ""),
+        changed=[str(c) for c in changed] if isinstance(changed, list) else [],
+    )
 
-        _once = idempotent_function(
-            data_keyword_argument="message", persistence_store=persistence_layer(), config=DEAL_EVENT_IDEMPOTENCY
-        )(_run_as_dict)
-    result = _once(message=dict(message), store=store, clients=clients, now=now)
-    return Outcome(result["status"], result.get("reason") or "", changed=list(result.get("changed") or []))
 
-
-def _park(store: Store, integration_id: str, message: Mapping[str, Any], error: str, code: str) -> None:
-    raw = message.get("event")
-    event: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+def _park(rt: Runtime, message: DealEventMessage, error: str, code: str) -> None:
+    event = message.event
     key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{event.get('datetime')}"
-    store.integrations.park(integration_id, "deal_event", key, payload=dict(message), error=error, code=code)
-    logger.warning("deal event parked", extra={"integration_id": integration_id, "key": key, "code": code})
+    payload = message.model_dump(mode="json", exclude_none=True)
+    rt.store.integrations.park(
+        message.integration_id, ParkedItem(kind="deal_event", key=key, payload=payload, error=error, code=code)
+    )
+    logger.warning("deal event parked", extra={"integration_id": message.integration_id, "key": key, "code": code})
 
 
 # --- entities ------------------------------------------------------------------------------------------
@@ -220,17 +194,17 @@ def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnap
         try:
             customer, _ = _reread(ctx, event, ctx.alfacrm.get_customer)
         except _NotListed:
-            known = ctx.store.deals.get_customer(integration.id, event.entity_id)
+            known = ctx.rt.store.deals.get_customer(integration.id, event.entity_id)
             if known is None or known.deleted_at is None:
                 raise
             # its delete event came first: that explains the empty read, the event's own facts still count
-    read_at = to_iso(ctx.now())
+    read_at = to_iso(ctx.rt.now())
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
-        base = current or rules.new_snapshot(event.entity_id, at)
-        return rules.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
+        base = current or snapshots.new_snapshot(event.entity_id, at)
+        return snapshots.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
 
-    snap, _ = ctx.store.deals.update_customer(integration.id, event.entity_id, change)
+    snap, _ = ctx.rt.store.deals.update_customer(integration.id, event.entity_id, change)
     return snap
 
 
@@ -249,7 +223,7 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
     integration = ctx.integration
     branch = event.branch_for(integration.alfacrm.branch_id)
     pay = None
-    owner = ctx.store.deals.pay_owner(integration.id, event.entity_id)
+    owner = ctx.rt.store.deals.pay_owner(integration.id, event.entity_id)
     if event.event != "delete":
         try:
             pay, branch = _reread(ctx, event, ctx.alfacrm.get_pay)
@@ -257,23 +231,23 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
             if not _pay_deleted(ctx, event.entity_id, owner):
                 raise
             # its delete event came first: that explains the empty read, the event's own fields still count
-    read_at = to_iso(ctx.now())
+    read_at = to_iso(ctx.rt.now())
     customer_id = (pay.customer_id if pay is not None else None) or _pay_customer_id(event) or owner
     if not customer_id:
         return []  # a payment without a customer is not a deal
     snaps: list[CustomerSnapshot] = []
     if owner is not None and owner != customer_id:
         # the payment was moved to another customer: it stops counting for the old one
-        old, _ = ctx.store.deals.update_customer(
+        old, _ = ctx.rt.store.deals.update_customer(
             integration.id,
             owner,
-            lambda current: rules.detach_pay(current or rules.new_snapshot(owner, at), event.entity_id),
+            lambda current: snapshots.detach_pay(current or snapshots.new_snapshot(owner, at), event.entity_id),
         )
         snaps.append(old)
     if owner != customer_id:
-        ctx.store.deals.set_pay_owner(integration.id, event.entity_id, customer_id)
+        ctx.rt.store.deals.set_pay_owner(integration.id, event.entity_id, customer_id)
 
-    known = ctx.store.deals.get_customer(integration.id, customer_id)
+    known = ctx.rt.store.deals.get_customer(integration.id, customer_id)
     first_sight: Customer | None = None
     if known is None:
         # the first event about this customer is a payment: read the customer once (contact, stage, name)
@@ -281,16 +255,16 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
         base = current or _first_snapshot(ctx, customer_id, first_sight, at=at, read_at=read_at)
-        return rules.observe_pay(base, event, pay, at=at, read_at=read_at)
+        return snapshots.observe_pay(base, event, pay, at=at, read_at=read_at)
 
-    snap, _ = ctx.store.deals.update_customer(integration.id, customer_id, change, current=known)
+    snap, _ = ctx.rt.store.deals.update_customer(integration.id, customer_id, change, current=known)
     snaps.append(snap)
     return snaps
 
 
 def _pay_deleted(ctx: _Context, pay_id: int, owner: int | None) -> bool:
     """Whether the payment's delete event has been processed already (its snapshot says so)."""
-    snap = ctx.store.deals.get_customer(ctx.integration.id, owner) if owner is not None else None
+    snap = ctx.rt.store.deals.get_customer(ctx.integration.id, owner) if owner is not None else None
     info = snap.pays.get(str(pay_id)) if snap is not None else None
     return info is not None and info.deleted_at is not None
 
@@ -299,11 +273,11 @@ def _first_snapshot(
     ctx: _Context, customer_id: int, customer: Customer | None, *, at: str, read_at: str
 ) -> CustomerSnapshot:
     """A snapshot for a customer known only through a payment: its state as read now."""
-    base = rules.new_snapshot(customer_id, at)
+    base = snapshots.new_snapshot(customer_id, at)
     if customer is None:
         return base
     baseline = WebhookEvent(event="update", entity="Customer", entity_id=customer_id)
-    return rules.observe_customer(base, baseline, customer, at=at, read_at=read_at, tz=ctx.integration.timezone)
+    return snapshots.observe_customer(base, baseline, customer, at=at, read_at=read_at, tz=ctx.integration.timezone)
 
 
 # --- deals ---------------------------------------------------------------------------------------------
@@ -311,29 +285,29 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     """Recompute the customer's deals from the snapshot and write the changed ones (→ their keys)."""
     integration = ctx.integration
     settings = integration.settings.deals
-    link = ctx.store.texts.customer_link(integration.id, snap.customer_id)
+    link = ctx.rt.store.texts.customer_link(integration.id, snap.customer_id)
     pays = list(snap.pays.values())
     directory = ctx.lookups.directory(
         teacher_ids=[*snap.teacher_ids, *(p.teacher_id for p in pays if p.teacher_id)],
         branch_ids=[*snap.branch_ids, *(p.branch_id for p in pays if p.branch_id)],
         branch_hint=branch_hint,
     )
-    drafts = {(d.funnel, d.ext_id): d for d in rules.derive_deals(snap, settings, directory, link)}
-    keys = set(drafts)
+    wanted = {(d.funnel, d.ext_id): d for d in drafts.derive_deals(snap, settings, directory, link)}
+    keys = set(wanted)
     if settings.upsell.enabled:
-        keys |= {(rules.UPSELL, rules.upsell_ext_id(int(p))) for p in snap.pays}
-    existing = ctx.store.deals.get_deals(integration.id, keys)
+        keys |= {(UPSELL, upsell_ext_id(int(p))) for p in snap.pays}
+    existing = ctx.rt.store.deals.get_deals(integration.id, keys)
     changed: list[str] = []
-    for key, draft in drafts.items():
+    for key, draft in wanted.items():
 
-        def apply(current: DealRecord | None, draft: rules.DealDraft = draft) -> DealRecord | None:
-            return rules.apply_draft(current, draft, at=at, source_version=snap.version)
+        def apply(current: DealRecord | None, draft: DealDraft = draft) -> DealRecord | None:
+            return drafts.apply_draft(current, draft, at=at, source_version=snap.version)
 
         if _write(ctx, key, existing.get(key), apply, snap.version):
             changed.append(f"{key[0]}#{key[1]}")
     deleted = False
     for key, deal in existing.items():
-        if key in drafts or key[0] != rules.UPSELL:
+        if key in wanted or key[0] != UPSELL:
             continue
         action = _withdraw(ctx, key, deal, at, snap.version)
         if action:
@@ -342,7 +316,7 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     if deleted:
         # A worker on a newer snapshot may have read the deal just before it went, found it right and written
         # nothing: if the snapshot moved on, recompute from it (a deal that is wanted again is written anew).
-        fresh = ctx.store.deals.get_customer(integration.id, snap.customer_id)
+        fresh = ctx.rt.store.deals.get_customer(integration.id, snap.customer_id)
         if fresh is not None and fresh.version > snap.version:
             changed += [c for c in refresh_deals(ctx, fresh, at, branch_hint=branch_hint) if c not in changed]
     return changed
@@ -354,14 +328,14 @@ def _withdraw(ctx: _Context, key: tuple[str, str], current: DealRecord | None, a
     "delete", "update" or "")."""
 
     def step(attempt: int) -> str:
-        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        read = ctx.rt.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
         if read is None or read.source_version > source_version:
             return ""  # gone already, or written meanwhile from a newer snapshot: that one decides
-        action, updated = rules.orphan(read, at=at)
+        action, updated = drafts.orphan(read, at=at)
         if action == "delete":
-            ctx.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
+            ctx.rt.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
         elif action == "update":
-            ctx.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": read.version}))
+            ctx.rt.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": read.version}))
         else:
             return ""
         return action
@@ -379,7 +353,7 @@ def _write(
     """Write the recomputed deal conditionally; on a lost race re-read and recompute (→ whether written)."""
 
     def step(attempt: int) -> bool:
-        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        read = ctx.rt.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
         if read is not None and read.source_version > source_version:
             return False  # another worker already wrote this deal from a newer snapshot
         updated = compute(read)
@@ -387,7 +361,7 @@ def _write(
             return False
         if read is not None:
             updated = updated.model_copy(update={"version": read.version})
-        ctx.store.deals.save_deal(ctx.integration.id, updated)
+        ctx.rt.store.deals.save_deal(ctx.integration.id, updated)
         return True
 
     return on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key[0]}#{key[1]}")

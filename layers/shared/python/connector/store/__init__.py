@@ -1,4 +1,8 @@
-"""The only package that talks to DynamoDB. `Store` groups the subject stores over one table."""
+"""The only package that talks to DynamoDB. `Store` groups the subject stores over one table.
+
+The container's store is the `Runtime`'s (`rt.store`); the memories it keeps (integration records, look-ups)
+live in its subject stores, so a new `Store` starts cold.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ from functools import cached_property
 from connector.store.access import AccessStore
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
-from connector.store.integrations import IntegrationStore, clear_memo
+from connector.store.integrations import IntegrationStore
 from connector.store.texts import TextStore
 
 
 class Store:
-    def __init__(self, table: DynamoTable | None = None) -> None:
-        self.table = table or DynamoTable()
+    def __init__(self, table: DynamoTable) -> None:
+        self.table = table
 
     @cached_property
     def integrations(self) -> IntegrationStore:
@@ -34,20 +38,3 @@ class Store:
     @property
     def calls(self) -> int:
         return self.table.calls
-
-
-_default: Store | None = None
-
-
-def default_store() -> Store:
-    """One store per container, created lazily (after the environment is set)."""
-    global _default
-    if _default is None:
-        _default = Store()
-    return _default
-
-
-def reset_default_store() -> None:
-    global _default
-    _default = None
-    clear_memo()

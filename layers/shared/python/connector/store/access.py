@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from connector.store.base import DynamoTable, int_pk
+from connector.models.access import SchoolToken
+from connector.store.base import DynamoTable, int_pk, load, model_item
 
 ACCESS = "ACCESS"
 
@@ -13,9 +12,9 @@ class AccessStore:
     def __init__(self, table: DynamoTable) -> None:
         self.t = table
 
-    def replace(self, integration_id: str, token_hash: str, issued_at: str) -> None:
+    def replace(self, integration_id: str, token: SchoolToken) -> None:
         """The one current token of the integration: a put over the old item revokes the old token."""
-        self.t.put({"pk": int_pk(integration_id), "sk": ACCESS, "token_hash": token_hash, "issued_at": issued_at})
+        self.t.put({"pk": int_pk(integration_id), "sk": ACCESS, **model_item(token)})
 
-    def current(self, integration_id: str) -> dict[str, Any] | None:
-        return self.t.get(int_pk(integration_id), ACCESS)
+    def current(self, integration_id: str) -> SchoolToken | None:
+        return load(SchoolToken, self.t.get(int_pk(integration_id), ACCESS))

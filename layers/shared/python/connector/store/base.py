@@ -1,42 +1,32 @@
 """The DynamoDB table behind everything (single-table design, keys in docs/internals.md).
 
-Only `connector.store` talks to DynamoDB. Values go in as JSON-like dicts; floats become Decimal on the
-way in and Decimals become int/float on the way out, so callers never see boto3's types.
+Only `connector.store` talks to DynamoDB. The subject stores load and save models; items go in as JSON-like
+dicts (`Item`): floats become Decimal on the way in and Decimals become int/float on the way out, so
+nothing above the store sees boto3's types.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import boto3
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 
-from connector.config import env
+from connector.aws import Aws
 from connector.errors import ConcurrentUpdate
+from connector.models.raw import JsonObject
 
 T = TypeVar("T")
-
-_resource: Any = None
-
-
-def dynamodb_resource() -> Any:
-    """One boto3 resource per container (creating one costs ~25 ms; a client ~110 ms)."""
-    global _resource
-    if _resource is None:
-        _resource = boto3.resource("dynamodb")
-    return _resource
+M = TypeVar("M", bound=BaseModel)
+Item = JsonObject  # an item as the store reads and writes it (keys `pk`, `sk` and the model's fields)
+KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "expires_at"})
 
 
-def reset_resource() -> None:
-    global _resource
-    _resource = None
-
-
-def to_ddb(value: Any) -> Any:
+def to_ddb(value: object) -> object:
     if isinstance(value, float):
         return Decimal(str(value))
     if isinstance(value, dict):
@@ -46,7 +36,7 @@ def to_ddb(value: Any) -> Any:
     return value
 
 
-def from_ddb(value: Any) -> Any:
+def from_ddb(value: object) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
@@ -62,57 +52,68 @@ def int_pk(integration_id: str) -> str:
     return f"INT#{integration_id}"
 
 
-class DynamoTable:
-    """Thin, typed access to the state table; counts the requests it makes (`calls`) for benchmarks."""
+def model_item(model: BaseModel, *, exclude: set[str] | None = None) -> Item:
+    """A model as the fields of an item (JSON types: datetimes as ISO strings, sets as lists)."""
+    dumped: Item = model.model_dump(mode="json", exclude=exclude)
+    return dumped
 
-    def __init__(self, table_name: str | None = None, resource: Any = None) -> None:
-        self.name = table_name or env().state_table
-        self._resource = resource
+
+def load(model: type[M], item: Mapping[str, object] | None) -> M | None:
+    """The model an item holds (the keys and TTL attribute ignored), or None for no item."""
+    if item is None:
+        return None
+    return model.model_validate({k: v for k, v in item.items() if k not in KEYS})
+
+
+class DynamoTable:
+    """Thin access to the state table; counts the requests it makes (`calls`) for benchmarks."""
+
+    def __init__(self, table_name: str, aws: Aws) -> None:
+        self.name = table_name
+        self.aws = aws
         self._table: Any = None
         self.calls = 0
 
     @property
     def table(self) -> Any:
         if self._table is None:
-            self._table = (self._resource or dynamodb_resource()).Table(self.name)
+            self._table = self.aws.dynamodb.Table(self.name)
         return self._table
 
     # --- reads --------------------------------------------------------------------------------
-    def get(self, pk: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
+    def get(self, pk: str, sk: str, *, consistent: bool = True) -> Item | None:
         self.calls += 1
         item = self.table.get_item(Key={"pk": pk, "sk": sk}, ConsistentRead=consistent).get("Item")
         return from_ddb(item) if item else None
 
-    def batch_get(self, keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def batch_get(self, keys: list[tuple[str, str]]) -> list[Item]:
+        out: list[Item] = []
         pending = [{"pk": pk, "sk": sk} for pk, sk in dict.fromkeys(keys)]
         while pending:
             chunk, pending = pending[:100], pending[100:]
             request = {self.name: {"Keys": chunk, "ConsistentRead": True}}
             while request:
                 self.calls += 1
-                reply = (self._resource or dynamodb_resource()).batch_get_item(RequestItems=request)
+                reply = self.aws.dynamodb.batch_get_item(RequestItems=request)
                 out.extend(from_ddb(i) for i in reply.get("Responses", {}).get(self.name, []))
                 request = reply.get("UnprocessedKeys") or {}
         return out
 
     def query(
         self, pk: str, sk_prefix: str | None = None, *, limit: int | None = None, forward: bool = True
-    ) -> Iterator[dict[str, Any]]:
-        cond: Any = Key("pk").eq(pk)
+    ) -> Iterator[Item]:
+        cond: ConditionBase = Key("pk").eq(pk)
         if sk_prefix:
             cond = cond & Key("sk").begins_with(sk_prefix)
         yield from self._paged({"KeyConditionExpression": cond, "ScanIndexForward": forward}, limit)
 
-    def query_gsi(
-        self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None
-    ) -> Iterator[dict[str, Any]]:
-        cond: Any = Key("gsi1pk").eq(gsi1pk)
+    def query_gsi(self, gsi1pk: str, sk_prefix: str | None = None, *, limit: int | None = None) -> Iterator[Item]:
+        cond: ConditionBase = Key("gsi1pk").eq(gsi1pk)
         if sk_prefix:
             cond = cond & Key("gsi1sk").begins_with(sk_prefix)
         yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)
 
-    def _paged(self, kwargs: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
+    def _paged(self, kwargs: dict[str, object], limit: int | None) -> Iterator[Item]:
         seen = 0
         while True:
             if limit is not None:
@@ -127,11 +128,11 @@ class DynamoTable:
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
     # --- writes -------------------------------------------------------------------------------
-    def put(self, item: dict[str, Any], *, if_absent: bool = False, expected_version: int | None = None) -> bool:
+    def put(self, item: Mapping[str, object], *, if_absent: bool = False, expected_version: int | None = None) -> bool:
         """Write an item. `if_absent`: only when no item has this key (→ False if one exists).
         `expected_version`: only when the stored `version` equals it (0 = absent) — otherwise
         ConcurrentUpdate, so read-modify-write never loses an update."""
-        kwargs: dict[str, Any] = {"Item": to_ddb(item)}
+        kwargs: dict[str, object] = {"Item": to_ddb(dict(item))}
         if if_absent:
             kwargs["ConditionExpression"] = Attr("pk").not_exists()
         elif expected_version is not None:
@@ -149,14 +150,20 @@ class DynamoTable:
             raise ConcurrentUpdate(f"{item['pk']}/{item['sk']} changed meanwhile") from None
         return True
 
-    def put_many(self, items: list[dict[str, Any]]) -> None:
+    def put_many(self, items: list[Item]) -> None:
         with self.table.batch_writer() as batch:
             for item in items:
                 self.calls += 1
                 batch.put_item(Item=to_ddb(item))
 
     def update_fields(
-        self, pk: str, sk: str, fields: dict[str, Any], *, remove: list[str] | None = None, must_exist: bool = True
+        self,
+        pk: str,
+        sk: str,
+        fields: Mapping[str, object],
+        *,
+        remove: list[str] | None = None,
+        must_exist: bool = True,
     ) -> bool:
         """Set (and remove) top-level attributes without a read; False when the item is absent."""
         names = {f"#f{i}": k for i, k in enumerate(fields)}
@@ -165,7 +172,7 @@ class DynamoTable:
         if remove:
             names.update({f"#r{i}": k for i, k in enumerate(remove)})
             expr += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        kwargs: dict[str, Any] = {
+        kwargs: dict[str, object] = {
             "Key": {"pk": pk, "sk": sk},
             "UpdateExpression": expr.strip(),
             "ExpressionAttributeNames": names,
@@ -186,7 +193,7 @@ class DynamoTable:
     def add_counter(self, pk: str, sk: str, field: str, amount: int, *, ttl_seconds: int | None = None) -> int:
         """Atomic counter; returns the new value."""
         expr = "ADD #f :n"
-        values: dict[str, Any] = {":n": amount}
+        values: dict[str, object] = {":n": amount}
         names = {"#f": field}
         if ttl_seconds:
             expr += " SET expires_at = if_not_exists(expires_at, :exp)"
@@ -220,7 +227,7 @@ def on_conflict(step: Callable[[int], T], *, attempts: int = 6, what: str = "ite
     raise AssertionError("unreachable")
 
 
-def is_expired(item: dict[str, Any], now: float | None = None) -> bool:
+def is_expired(item: Mapping[str, object], now: float | None = None) -> bool:
     """DynamoDB deletes TTL items late (and moto never): always check the expiry in code."""
     exp = item.get("expires_at")
-    return exp is not None and float(exp) <= (now if now is not None else time.time())
+    return isinstance(exp, int | float) and float(exp) <= (now if now is not None else time.time())

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
-from connector.deals.state import CustomerSnapshot, DealRecord
 from connector.errors import ConcurrentUpdate
-from connector.store.base import DynamoTable, int_pk, on_conflict
+from connector.models.deals import FUNNELS, USER_FIELDS, CustomerSnapshot, DealRecord, DealRef
+from connector.models.sync import FunnelState, LogMark, ResyncMark, UisSyncState, UserFieldState
+from connector.store.base import KEYS, DynamoTable, Item, int_pk, load, model_item, on_conflict
 
 UPDATE_ATTEMPTS = 6
 _UNREAD = object()
@@ -46,8 +46,7 @@ class DealStore:
 
     # --- customer snapshots ------------------------------------------------------------------------
     def get_customer(self, integration_id: str, customer_id: int) -> CustomerSnapshot | None:
-        item = self.t.get(int_pk(integration_id), _cust_sk(customer_id))
-        return CustomerSnapshot.model_validate(item) if item else None
+        return load(CustomerSnapshot, self.t.get(int_pk(integration_id), _cust_sk(customer_id)))
 
     def get_customers(self, integration_id: str, customer_ids: Iterable[int]) -> dict[int, CustomerSnapshot]:
         pk = int_pk(integration_id)
@@ -58,7 +57,7 @@ class DealStore:
     def save_customer(self, integration_id: str, snapshot: CustomerSnapshot) -> CustomerSnapshot:
         """Write the snapshot if nobody else did since it was read (→ the stored copy, version bumped)."""
         saved = snapshot.model_copy(update={"version": snapshot.version + 1})
-        item = {"pk": int_pk(integration_id), "sk": _cust_sk(snapshot.customer_id), **saved.model_dump(mode="json")}
+        item = {"pk": int_pk(integration_id), "sk": _cust_sk(snapshot.customer_id), **model_item(saved)}
         self.t.put(item, expected_version=snapshot.version)
         return saved
 
@@ -88,13 +87,18 @@ class DealStore:
 
     # --- payment → customer pointers --------------------------------------------------------------
     def pay_owner(self, integration_id: str, pay_id: int) -> int | None:
-        item = self.t.get(int_pk(integration_id), _pay_sk(pay_id))
-        return int(item["customer_id"]) if item and item.get("customer_id") is not None else None
+        item = self.t.get(int_pk(integration_id), _pay_sk(pay_id)) or {}
+        owner = item.get("customer_id")
+        return owner if isinstance(owner, int) else None
 
     def pay_owners(self, integration_id: str, pay_ids: Iterable[int]) -> dict[int, int]:
         pk = int_pk(integration_id)
         items = self.t.batch_get([(pk, _pay_sk(p)) for p in pay_ids])
-        return {int(i["pay_id"]): int(i["customer_id"]) for i in items if i.get("customer_id") is not None}
+        return {
+            pay: owner
+            for i in items
+            if isinstance(pay := i.get("pay_id"), int) and isinstance(owner := i.get("customer_id"), int)
+        }
 
     def set_pay_owner(self, integration_id: str, pay_id: int, customer_id: int) -> None:
         # last writer wins on purpose: the owner comes from a fresh AlfaCRM read either way
@@ -102,8 +106,7 @@ class DealStore:
 
     # --- deals --------------------------------------------------------------------------------------
     def get_deal(self, integration_id: str, funnel: str, ext_id: str) -> DealRecord | None:
-        item = self.t.get(int_pk(integration_id), _deal_sk(funnel, ext_id))
-        return DealRecord.model_validate(item) if item else None
+        return load(DealRecord, self.t.get(int_pk(integration_id), _deal_sk(funnel, ext_id)))
 
     def get_deals(self, integration_id: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DealRecord]:
         """Consistent batch read (the uploader must see the latest `uploaded` rows, not a stale GSI copy)."""
@@ -115,10 +118,10 @@ class DealStore:
     def save_deal(self, integration_id: str, deal: DealRecord) -> DealRecord:
         """Conditional on `deal.version` (0 = must not exist); marks/unmarks pending from `upload_state`."""
         saved = deal.model_copy(update={"version": deal.version + 1})
-        item: dict[str, Any] = {
+        item: Item = {
             "pk": int_pk(integration_id),
             "sk": _deal_sk(deal.funnel, deal.ext_id),
-            **saved.model_dump(mode="json"),
+            **model_item(saved),
             "updated_at": int(time.time()),
         }
         if saved.upload_state == "pending":
@@ -151,37 +154,54 @@ class DealStore:
             out.append((funnel, ext_id))
         return out
 
-    def mark_pending(self, integration_id: str, funnel: str, ext_id: str) -> bool:
+    def mark_pending(self, integration_id: str, ref: DealRef) -> bool:
         """Queue the deal for the next upload (admin replay of a parked deal). False if there is no such deal.
 
         The version is bumped so an upload in flight cannot clear this mark.
         """
 
         def step(_: int) -> bool:
-            deal = self.get_deal(integration_id, funnel, ext_id)
+            deal = self.get_deal(integration_id, ref.funnel, ref.ext_id)
             if deal is None:
                 return False
             self.save_deal(integration_id, deal.model_copy(update={"upload_state": "pending"}))
             return True
 
-        return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"deal {funnel}#{ext_id}")
+        return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"deal {ref.funnel}#{ref.ext_id}")
 
     def list_deals(self, integration_id: str, funnel: str | None = None) -> list[DealRecord]:
         prefix = f"DEAL#{funnel}#" if funnel else "DEAL#"
         return [DealRecord.model_validate(i) for i in self.t.query(int_pk(integration_id), prefix)]
 
     # --- UIS sync state -------------------------------------------------------------------------------
-    def sync_items(self, integration_id: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """`UIS#<name>` items (`funnel#first_sale`, `field#teacher`, …) in one read."""
-        pk = int_pk(integration_id)
-        items = self.t.batch_get([(pk, f"UIS#{n}") for n in names])
-        return {str(i["sk"]).removeprefix("UIS#"): i for i in items}
+    def uis_sync(self, integration_id: str) -> UisSyncState:
+        """Both funnels' and every user field's `UIS#…` item, in one read."""
+        names = [f"funnel#{f}" for f in FUNNELS] + [f"field#{n}" for n in USER_FIELDS]
+        items = self._sync_items(integration_id, names)
+        state = UisSyncState()
+        for name, item in items.items():
+            kind, _, key = name.partition("#")
+            if kind == "funnel":
+                state.funnels[key] = FunnelState.model_validate(item)
+            elif kind == "field":
+                state.fields[key] = UserFieldState.model_validate(item)
+        return state
 
-    def put_sync(self, integration_id: str, name: str, value: dict[str, Any]) -> None:
-        self.t.put({**value, "pk": int_pk(integration_id), "sk": f"UIS#{name}", "synced_at": int(time.time())})
+    def put_funnel(self, integration_id: str, funnel: str, state: FunnelState) -> None:
+        self._put_sync(integration_id, f"funnel#{funnel}", model_item(state))
+
+    def put_user_field(self, integration_id: str, name: str, state: UserFieldState) -> None:
+        self._put_sync(integration_id, f"field#{name}", model_item(state))
+
+    def resync_mark(self, integration_id: str) -> ResyncMark | None:
+        """The last forced sync that did not cure a sync problem (`UIS#resync`), if any."""
+        return load(ResyncMark, self._sync_items(integration_id, ["resync"]).get("resync"))
+
+    def put_resync_mark(self, integration_id: str, mark: ResyncMark) -> None:
+        self._put_sync(integration_id, "resync", model_item(mark))
 
     def contact_hashes(self, integration_id: str, ext_ids: Iterable[str]) -> dict[str, str]:
-        items = self.sync_items(integration_id, [f"contact#{e}" for e in ext_ids])
+        items = self._sync_items(integration_id, [f"contact#{e}" for e in ext_ids])
         return {name.removeprefix("contact#"): str(i.get("hash")) for name, i in items.items()}
 
     def put_contact_hashes(self, integration_id: str, hashes: dict[str, str]) -> None:
@@ -189,15 +209,23 @@ class DealStore:
         now = int(time.time())
         self.t.put_many([{"pk": pk, "sk": f"UIS#contact#{e}", "hash": h, "synced_at": now} for e, h in hashes.items()])
 
-    # --- watermarks ------------------------------------------------------------------------------------
-    def watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
-        item = self.t.get(int_pk(integration_id), f"WM#{name}")
-        if not item:
-            return None
-        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+    def _sync_items(self, integration_id: str, names: Iterable[str]) -> dict[str, Item]:
+        pk = int_pk(integration_id)
+        items = self.t.batch_get([(pk, f"UIS#{n}") for n in names])
+        return {str(i["sk"]).removeprefix("UIS#"): i for i in items}
 
-    def set_watermark(self, integration_id: str, name: str, value: dict[str, Any]) -> None:
-        self.t.put({**value, "pk": int_pk(integration_id), "sk": f"WM#{name}", "updated_at": int(time.time())})
+    def _put_sync(self, integration_id: str, name: str, value: Item) -> None:
+        self.t.put({**value, "pk": int_pk(integration_id), "sk": f"UIS#{name}", "synced_at": int(time.time())})
+
+    # --- the reconciler's log marks ------------------------------------------------------------------
+    def log_marks(self, integration_id: str) -> dict[str, LogMark]:
+        """`WM#alfacrm_log`: how far `log/index` was read, per entity (empty before the first run)."""
+        item = self.t.get(int_pk(integration_id), "WM#alfacrm_log") or {}
+        return {k: LogMark.model_validate(v) for k, v in item.items() if k not in KEYS and isinstance(v, dict)}
+
+    def set_log_marks(self, integration_id: str, marks: dict[str, LogMark]) -> None:
+        body = {entity: model_item(mark) for entity, mark in marks.items()}
+        self.t.put({**body, "pk": int_pk(integration_id), "sk": "WM#alfacrm_log", "updated_at": int(time.time())})
 
 
 def _v(snapshot: CustomerSnapshot | None) -> int:

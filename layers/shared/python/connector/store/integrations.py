@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import builtins
 import time
-from typing import Any
 
+from connector.memo import Memo
+from connector.models.lookups import CachedLookup
+from connector.models.parked import ParkedItem
+from connector.models.raw import JsonObject
 from connector.settings import AlfaCrmAccount, Integration, SettingsDocument
-from connector.store.base import DynamoTable, int_pk, is_expired
+from connector.store.base import DynamoTable, int_pk, is_expired, load, model_item
 
 META = "META"
-
-# Process-wide, so a write through any Store instance invalidates every reader in this container (the
-# local stack runs all functions in one process). Across Lambda containers a change shows within
-# `memory_ttl` seconds.
-_MEMO: dict[tuple[str, str], tuple[float, Integration]] = {}
-
-
-def clear_memo() -> None:
-    _MEMO.clear()
+INTEGRATION_MEMORY_SECONDS = 10.0
+POINTS_TTL_SECONDS = 90 * 86400
+_NOT_POINTS = frozenset({"pk", "sk", "expires_at"})
 
 
 class IntegrationStore:
-    """Integration records are read on every event: keep them in memory for a few seconds."""
+    """Integration records are read on every event: they are kept in memory for a few seconds (a write
+    through this store drops its copy; another container sees a change within `memory_ttl` seconds)."""
 
-    def __init__(self, table: DynamoTable, *, memory_ttl: float = 10.0) -> None:
+    def __init__(self, table: DynamoTable, *, memory_ttl: float = INTEGRATION_MEMORY_SECONDS) -> None:
         self.t = table
-        self.memory_ttl = memory_ttl
-        self._lookups: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._records: Memo[str, Integration] = Memo(memory_ttl)
+        self._lookups: Memo[tuple[str, str], list[JsonObject]] = Memo(0, clock=time.time)
 
     # --- integrations -------------------------------------------------------------------------
     def create(self, integration: Integration) -> None:
@@ -37,22 +34,20 @@ class IntegrationStore:
             "gsi1pk": "INTEGRATIONS",
             "gsi1sk": integration.id,
             "version": 1,
-            **integration.model_dump(mode="json"),
+            **model_item(integration),
         }
         self.t.put(item, if_absent=True)
-        _MEMO.pop((self.t.name, integration.id), None)
+        self._records.drop(integration.id)
 
     def get(self, integration_id: str, *, fresh: bool = False) -> Integration | None:
-        now = time.monotonic()
-        hit = _MEMO.get((self.t.name, integration_id))
-        if hit and not fresh and now - hit[0] < self.memory_ttl:
-            return hit[1]
-        item = self.t.get(int_pk(integration_id), META)
-        if item is None:
-            _MEMO.pop((self.t.name, integration_id), None)
+        hit = None if fresh else self._records.get(integration_id)
+        if hit is not None:
+            return hit
+        integration = load(Integration, self.t.get(int_pk(integration_id), META))
+        if integration is None:
+            self._records.drop(integration_id)
             return None
-        integration = Integration.model_validate(item)
-        _MEMO[(self.t.name, integration_id)] = (now, integration)
+        self._records.put(integration_id, integration)
         return integration
 
     def all(self) -> list[Integration]:
@@ -62,82 +57,77 @@ class IntegrationStore:
         return [i for i in self.all() if i.active]
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
-        self.t.update_fields(int_pk(integration_id), META, {"settings": settings.model_dump(mode="json")})
-        _MEMO.pop((self.t.name, integration_id), None)
+        self.t.update_fields(int_pk(integration_id), META, {"settings": model_item(settings)})
+        self._records.drop(integration_id)
 
     def save_alfacrm_account(self, integration_id: str, account: AlfaCrmAccount) -> None:
         """The record's `alfacrm` block (no secrets in it), e.g. once the API user's id is known."""
-        self.t.update_fields(int_pk(integration_id), META, {"alfacrm": account.model_dump(mode="json")})
-        _MEMO.pop((self.t.name, integration_id), None)
+        self.t.update_fields(int_pk(integration_id), META, {"alfacrm": model_item(account)})
+        self._records.drop(integration_id)
 
     def set_active(self, integration_id: str, active: bool) -> bool:
         done = self.t.update_fields(int_pk(integration_id), META, {"active": active})
-        _MEMO.pop((self.t.name, integration_id), None)
+        self._records.drop(integration_id)
         return done
 
     # --- look-up cache (DynamoDB + memory) --------------------------------------------------------
-    def cached(self, integration_id: str, name: str) -> Any | None:
+    def cached(self, integration_id: str, name: str) -> list[JsonObject] | None:
         """A cached look-up (lead statuses, branches, teachers…) or None when absent or expired."""
-        now = time.time()
         hit = self._lookups.get((integration_id, name))
-        if hit and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         item = self.t.get(int_pk(integration_id), f"CACHE#{name}", consistent=False)
-        if item is None or is_expired(item, now):
+        if item is None or is_expired(item):
             return None
-        self._lookups[(integration_id, name)] = (float(item["expires_at"]), item["value"])
-        return item["value"]
+        try:
+            entry = load(CachedLookup, item)
+        except ValueError:
+            return None  # an older shape under this name: a miss, overwritten by the next fetch
+        assert entry is not None
+        self._lookups.put((integration_id, name), entry.value, until=float(entry.expires_at))
+        return entry.value
 
-    def put_cached(self, integration_id: str, name: str, value: Any, ttl_seconds: int) -> None:
-        expires = int(time.time()) + ttl_seconds
-        self.t.put({"pk": int_pk(integration_id), "sk": f"CACHE#{name}", "value": value, "expires_at": expires})
-        self._lookups[(integration_id, name)] = (float(expires), value)
-
-    def drop_cached(self, integration_id: str, name: str) -> None:
-        self.t.delete(int_pk(integration_id), f"CACHE#{name}")
-        self._lookups.pop((integration_id, name), None)
+    def put_cached(self, integration_id: str, name: str, value: list[JsonObject], ttl_seconds: int) -> None:
+        entry = CachedLookup(value=value, expires_at=int(time.time()) + ttl_seconds)
+        self.t.put({"pk": int_pk(integration_id), "sk": f"CACHE#{name}", **model_item(entry)})
+        self._lookups.put((integration_id, name), entry.value, until=float(entry.expires_at))
 
     # --- parked items ---------------------------------------------------------------------------
-    def park(
-        self, integration_id: str, kind: str, key: str, *, payload: Any, error: str, code: str | None = None
-    ) -> None:
+    def park(self, integration_id: str, item: ParkedItem) -> None:
         """Something that failed for a reason a retry will not fix: visible and replayable."""
+        parked = item.model_copy(update={"parked_at": int(time.time())})
         self.t.put(
             {
                 "pk": int_pk(integration_id),
-                "sk": f"PARKED#{kind}#{key}",
+                "sk": f"PARKED#{item.kind}#{item.key}",
                 "gsi1pk": f"PARKED#{integration_id}",
-                "gsi1sk": f"{kind}#{key}",
-                "kind": kind,
-                "key": key,
-                "payload": payload,
-                "error": error,
-                "code": code,
-                "parked_at": int(time.time()),
+                "gsi1sk": f"{item.kind}#{item.key}",
+                **model_item(parked),
             }
         )
 
-    def parked(self, integration_id: str) -> builtins.list[dict[str, Any]]:
-        return [
-            {k: i.get(k) for k in ("kind", "key", "payload", "error", "code", "parked_at")}
-            for i in self.t.query_gsi(f"PARKED#{integration_id}")
-        ]
+    def parked(self, integration_id: str) -> list[ParkedItem]:
+        return [ParkedItem.model_validate(i) for i in self.t.query_gsi(f"PARKED#{integration_id}")]
 
     def unpark(self, integration_id: str, kind: str, key: str) -> None:
         self.t.delete(int_pk(integration_id), f"PARKED#{kind}#{key}")
 
-    # --- UIS points spent per day -----------------------------------------------------------------
-    def add_points(self, integration_id: str, day: str, points: int, purpose: str = "total") -> int:
-        return self.t.add_counter(int_pk(integration_id), f"BUDGET#{day}", purpose, points, ttl_seconds=90 * 86400)
+    # --- UIS points spent per day (the ledger connector.uis.points writes) --------------------------
+    def add_points(self, integration_id: str, day: str, points: int, purpose: str) -> int:
+        return self.t.add_counter(
+            int_pk(integration_id), f"BUDGET#{day}", purpose, points, ttl_seconds=POINTS_TTL_SECONDS
+        )
 
     def points(self, integration_id: str, day: str) -> dict[str, int]:
         item = self.t.get(int_pk(integration_id), f"BUDGET#{day}", consistent=False) or {}
-        return {k: int(v) for k, v in item.items() if k not in {"pk", "sk", "expires_at"}}
+        return _points(item)
 
     def recent_points(self, integration_id: str, days: int = 7) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for item in self.t.query(int_pk(integration_id), "BUDGET#", forward=False, limit=days):
-            out[item["sk"].removeprefix("BUDGET#")] = {
-                k: int(v) for k, v in item.items() if k not in {"pk", "sk", "expires_at"}
-            }
+            out[str(item["sk"]).removeprefix("BUDGET#")] = _points(item)
         return out
+
+
+def _points(item: JsonObject) -> dict[str, int]:
+    return {k: int(v) for k, v in item.items() if k not in _NOT_POINTS and isinstance(v, int | float)}

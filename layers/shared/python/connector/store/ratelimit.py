@@ -12,8 +12,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
 
 from connector.errors import AlfaCrmUnavailable
 from connector.store.base import DynamoTable
@@ -38,11 +37,11 @@ class SharedWindowLimiter:
         self.max_wait = max_wait
 
     @staticmethod
-    def account_key(key: Any) -> str:
+    def account_key(key: Hashable) -> str:
         # the account is (base URL, e-mail): keep personal data out of the table's keys
         return hashlib.sha256(repr(key).encode()).hexdigest()[:24]
 
-    def acquire(self, key: Any) -> float:
+    def acquire(self, key: Hashable) -> float:
         """Block until this account has a free slot in the current second; return the seconds waited."""
         if self.rate <= 0:
             return 0.0

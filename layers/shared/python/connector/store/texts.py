@@ -1,17 +1,23 @@
-"""Text-communication state: communication → customer links, chat and request progress (claimed steps)."""
+"""Text-communication state: communication → customer links, chat and request progress (claimed steps),
+per-contact lead claims, lost-chat task claims, the poller's watermark and marks."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Literal, TypeVar, cast
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from connector.errors import ConcurrentUpdate
-from connector.store.base import DynamoTable, from_ddb, int_pk, to_ddb
+from connector.models.raw import JsonValue
+from connector.models.sync import PollerState
+from connector.models.texts import ChatProgress, CustomerLink, LostTaskClaim, RequestProgress
+from connector.store.base import DynamoTable, Item, from_ddb, int_pk, load, model_item, to_ddb
+
+P = TypeVar("P", ChatProgress, RequestProgress)
 
 PROGRESS_TTL_SECONDS = 180 * 86400  # a notification later than this is not expected; keeps the table bounded
 # A claim older than this belongs to a dead worker: the text worker times out at 60 s (template.yaml).
@@ -27,9 +33,7 @@ class TextStore:
         self.t = table
 
     # --- the link the deals side reads ----------------------------------------------------------
-    def link_customer(
-        self, integration_id: str, customer_id: int, communication_id: int | str, communication_type: str
-    ) -> bool:
+    def link_customer(self, integration_id: str, customer_id: int, link: CustomerLink) -> bool:
         """Remember that the connector created `customer_id` from this UIS communication.
 
         Written once (the first communication that created the lead wins), so the first-sale deal
@@ -39,32 +43,21 @@ class TextStore:
             {
                 "pk": int_pk(integration_id),
                 "sk": f"CUSTCOMM#{customer_id}",
-                "communication_id": int(communication_id),
-                "communication_type": communication_type,
+                **model_item(link),
                 "linked_at": int(time.time()),
             },
             if_absent=True,
         )
 
-    def customer_link(self, integration_id: str, customer_id: int) -> dict[str, Any] | None:
-        """`{"communication_id": int, "communication_type": "chat"|"offline_message"}` or None."""
+    def customer_link(self, integration_id: str, customer_id: int) -> CustomerLink | None:
         # consistent: the text worker writes the link just after AlfaCRM's create, whose webhook races it here
-        item = self.t.get(int_pk(integration_id), f"CUSTCOMM#{customer_id}")
-        if not item:
-            return None
-        return {"communication_id": item["communication_id"], "communication_type": item["communication_type"]}
+        return load(CustomerLink, self.t.get(int_pk(integration_id), f"CUSTCOMM#{customer_id}"))
 
-    def customer_links(self, integration_id: str, customer_ids: list[int]) -> dict[int, dict[str, Any]]:
+    def customer_links(self, integration_id: str, customer_ids: list[int]) -> dict[int, CustomerLink]:
         """`customer_link` for many customers in one batch read (the uploader, once per flush)."""
         pk = int_pk(integration_id)
         items = self.t.batch_get([(pk, f"CUSTCOMM#{cid}") for cid in dict.fromkeys(customer_ids)])
-        return {
-            int(i["sk"].removeprefix("CUSTCOMM#")): {
-                "communication_id": i["communication_id"],
-                "communication_type": i["communication_type"],
-            }
-            for i in items
-        }
+        return {int(str(i["sk"]).removeprefix("CUSTCOMM#")): CustomerLink.model_validate(i) for i in items}
 
     # --- chat and request progress ----------------------------------------------------------------
     # One item per chat (`CHAT#<chat_id>`) and per request (`REQ#<key>`): the facts learned so far, the
@@ -73,12 +66,21 @@ class TextStore:
     # it, so a redelivered event never repeats a finished write, and a claim whose worker died (older than
     # `stale_after`) can be taken over — the new owner is told (`retaken`) so it checks AlfaCRM first.
 
-    def progress(self, integration_id: str, item: str) -> dict[str, Any]:
-        """The progress item (`CHAT#777`, `REQ#om5`), or {} when nothing was recorded yet."""
-        return self.t.get(int_pk(integration_id), item) or {}
+    def chat_progress(self, integration_id: str, chat_id: int) -> ChatProgress:
+        """`CHAT#<chat_id>` (empty when nothing was recorded yet)."""
+        return self._progress(ChatProgress, integration_id, chat_item(chat_id))
 
-    def remember(self, integration_id: str, item: str, fields: dict[str, Any]) -> None:
-        """Set attributes of a progress item (created when absent), e.g. `facts`, `customer_id`."""
+    def request_progress(self, integration_id: str, item: str) -> RequestProgress:
+        """`REQ#om<id>` / `REQ#c<id>` (empty when nothing was recorded yet)."""
+        return self._progress(RequestProgress, integration_id, item)
+
+    def _progress(self, model: type[P], integration_id: str, item: str) -> P:
+        return load(model, self.t.get(int_pk(integration_id), item)) or model()
+
+    def remember(self, integration_id: str, item: str, update: ChatProgress | RequestProgress) -> None:
+        """Write the fields `update` was built with (and only those) into a progress item, created when
+        absent: `remember(iid, "CHAT#7", ChatProgress(customer_id=5))` leaves every other attribute alone."""
+        fields = update.model_dump(mode="json", exclude_unset=True)
         self.t.update_fields(
             int_pk(integration_id),
             item,
@@ -138,21 +140,31 @@ class TextStore:
             old = _old_item(exc)
             if not old:
                 # older boto3/moto without ReturnValuesOnConditionCheckFailure: read it
-                old = self.progress(integration_id, item)
-            state = old.get(attr) or {}
-            if state.get("state") == "done":
+                old = self.t.get(int_pk(integration_id), item) or {}
+            state = old.get(attr)
+            if isinstance(state, dict) and state.get("state") == "done":
                 return StepClaim("done", result=state.get("result"))
             return StepClaim("busy")
         previous = from_ddb((reply.get("Attributes") or {}).get(attr) or {})
-        return StepClaim("claimed", retaken=bool(previous), previous_error=previous.get("error"))
+        error = previous.get("error")
+        return StepClaim("claimed", retaken=bool(previous), previous_error=error if isinstance(error, str) else None)
 
-    def finish_step(self, integration_id: str, item: str, step: str, result: Any = None) -> None:
-        self.t.update_fields(
-            int_pk(integration_id),
-            item,
-            {f"step_{step}": {"state": "done", "at": int(time.time()), "result": result}},
-            must_exist=False,
-        )
+    def finish_step(
+        self,
+        integration_id: str,
+        item: str,
+        step: str,
+        result: JsonValue = None,
+        *,
+        progress: ChatProgress | RequestProgress | None = None,
+    ) -> None:
+        """Mark the step done with its result; `progress` (the fields it was built with) goes in the same write,
+        so what the step produced (the lead's customer) is recorded together with the step."""
+        fields: dict[str, object] = {f"step_{step}": {"state": "done", "at": int(time.time()), "result": result}}
+        if progress is not None:
+            fields.update(progress.model_dump(mode="json", exclude_unset=True))
+            fields["expires_at"] = int(time.time()) + PROGRESS_TTL_SECONDS
+        self.t.update_fields(int_pk(integration_id), item, fields, must_exist=False)
 
     def fail_step(self, integration_id: str, item: str, step: str, error: str) -> None:
         """The write failed: the next delivery may claim it at once (and will check AlfaCRM first)."""
@@ -209,8 +221,9 @@ class TextStore:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old = _old_item(exc) or self.t.get(pk, sk) or {}
-            if old.get("state") == "created" and old.get("customer_id") is not None:
-                return ContactClaim("created", customer_id=int(old["customer_id"]))
+            made = old.get("customer_id")
+            if old.get("state") == "created" and isinstance(made, int | float):
+                return ContactClaim("created", customer_id=int(made))
             return ContactClaim("busy")
         return ContactClaim("claimed")
 
@@ -254,103 +267,96 @@ class TextStore:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
-    # ==============================================================================================
-    # Lost chats and the chat poller (issue #5) — watermarks, lost-chat task claims, poller marks.
+    # --- lost chats and the chat poller: the poller's watermark, lost-chat task claims, poller marks -------
     # Kept in their own sort keys (`WM#<name>`, `CHAT#<id>#lost_task`, `CHAT#<id>#polled_<kind>`) so
     # these writes never race the text worker's writes to `CHAT#<id>`.
-    # ==============================================================================================
     # a lost chat's claim and the poller's marks outlive any window the poller re-reads (≤ 3 months)
     CHAT_MARK_TTL = 120 * 86400
 
-    def get_watermark(self, integration_id: str, name: str) -> dict[str, Any] | None:
-        """The `WM#<name>` item (with `version`), or None before the first successful run."""
-        item = self.t.get(int_pk(integration_id), f"WM#{name}")
-        if item is None:
-            return None
-        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+    def get_watermark(self, integration_id: str, name: str) -> PollerState | None:
+        """The poller's `WM#<name>` item (with `version`), or None before the first successful run."""
+        return load(PollerState, self.t.get(int_pk(integration_id), f"WM#{name}"))
 
-    def put_watermark(self, integration_id: str, name: str, value: dict[str, Any], *, expected_version: int) -> int:
+    def put_watermark(self, integration_id: str, name: str, value: PollerState, *, expected_version: int) -> int:
         """Write `WM#<name>` only if nobody moved it since it was read (0 = absent); → the new version.
 
         Raises ConcurrentUpdate when another run wrote first: that run's watermark stands.
         """
         version = expected_version + 1
-        fields = {k: v for k, v in value.items() if k not in {"pk", "sk", "version"}}
         self.t.put(
-            {"pk": int_pk(integration_id), "sk": f"WM#{name}", **fields, "version": version},
+            {
+                "pk": int_pk(integration_id),
+                "sk": f"WM#{name}",
+                **model_item(value, exclude={"version"}),
+                "version": version,
+            },
             expected_version=expected_version,
         )
         return version
 
-    def lost_task(self, integration_id: str, chat_id: int) -> dict[str, Any] | None:
-        item = self.t.get(int_pk(integration_id), f"CHAT#{chat_id}#lost_task")
-        return {k: v for k, v in item.items() if k not in {"pk", "sk"}} if item else None
+    def lost_task(self, integration_id: str, chat_id: int) -> LostTaskClaim | None:
+        return load(LostTaskClaim, self.t.get(int_pk(integration_id), _lost_sk(chat_id)))
 
     def claim_lost_task(
         self, integration_id: str, chat_id: int, *, token: str, now: float, stale_after: float
-    ) -> tuple[str, dict[str, Any]]:
-        """Claim the right to create this chat's lost-chat task → (`claimed`|`done`|`busy`, item).
+    ) -> tuple[Literal["claimed", "done", "busy"], LostTaskClaim]:
+        """Claim the right to create this chat's lost-chat task → (`claimed`|`done`|`busy`, the claim).
 
         `claimed`: the caller must create the task, then `update_lost_task(... state="done")`.
-        `done`: a task exists (its id is in the item). `busy`: another worker holds a fresh claim.
+        `done`: a task exists (its id is in the claim). `busy`: another worker holds a fresh claim.
         A claim older than `stale_after` seconds, or one released after a failure, is taken over.
         """
-        pk, sk = int_pk(integration_id), f"CHAT#{chat_id}#lost_task"
-        fresh = {
-            "state": "claimed",
-            "token": token,
-            "claimed_at": now,
-            "attempts": 1,
-            "expires_at": int(now) + self.CHAT_MARK_TTL,
-        }
-        if self.t.put({"pk": pk, "sk": sk, **fresh, "version": 1}, if_absent=True):
-            return "claimed", {**fresh, "version": 1}
-        item = self.lost_task(integration_id, chat_id) or {}
-        state = item.get("state")
-        if state == "done":
-            return "done", item
-        if state in {"claimed", "sending"} and now - float(item.get("claimed_at") or 0) < stale_after:
-            return "busy", item
-        taken = {
-            **item,
-            "state": "claimed",
-            "token": token,
-            "claimed_at": now,
-            "attempts": int(item.get("attempts") or 0) + 1,
-            "taken_over": state,
-        }
+        pk, sk = int_pk(integration_id), _lost_sk(chat_id)
+        fresh = LostTaskClaim(state="claimed", token=token, claimed_at=now, attempts=1, version=1)
+        expires = int(now) + self.CHAT_MARK_TTL
+        if self.t.put({"pk": pk, "sk": sk, **model_item(fresh), "expires_at": expires}, if_absent=True):
+            return "claimed", fresh
+        found = self.lost_task(integration_id, chat_id)
+        if found is None:
+            return "busy", fresh  # deleted in between (never, but no claim to take over)
+        if found.state == "done":
+            return "done", found
+        if found.state in {"claimed", "sending"} and now - found.claimed_at < stale_after:
+            return "busy", found
+        taken = found.model_copy(
+            update={
+                "state": "claimed",
+                "token": token,
+                "claimed_at": now,
+                "attempts": found.attempts + 1,
+                "taken_over": found.state,
+            }
+        )
         try:
-            version = self._put_lost_task(pk, sk, taken, int(item.get("version") or 0))
+            return "claimed", self._put_lost_task(pk, sk, taken, expires)
         except ConcurrentUpdate:
-            return "busy", item
-        return "claimed", {**taken, "version": version}
+            return "busy", found
 
     def update_lost_task(
-        self, integration_id: str, chat_id: int, claim: dict[str, Any], **changes: Any
-    ) -> dict[str, Any]:
+        self, integration_id: str, chat_id: int, claim: LostTaskClaim, **changes: object
+    ) -> LostTaskClaim:
         """Move a claim on (`sending`, `done`, `released`); ConcurrentUpdate if it was taken over meanwhile."""
-        pk, sk = int_pk(integration_id), f"CHAT#{chat_id}#lost_task"
-        item = {**claim, **changes}
-        version = self._put_lost_task(pk, sk, item, int(claim["version"]))
-        return {**item, "version": version}
+        updated = LostTaskClaim.model_validate({**claim.model_dump(), **changes})
+        expires = int(time.time()) + self.CHAT_MARK_TTL
+        return self._put_lost_task(int_pk(integration_id), _lost_sk(chat_id), updated, expires)
 
-    def _put_lost_task(self, pk: str, sk: str, item: dict[str, Any], expected_version: int) -> int:
-        version = expected_version + 1
-        body = {k: v for k, v in item.items() if k not in {"pk", "sk", "version"}}
-        self.t.put({"pk": pk, "sk": sk, **body, "version": version}, expected_version=expected_version)
-        return version
+    def _put_lost_task(self, pk: str, sk: str, claim: LostTaskClaim, expires_at: int) -> LostTaskClaim:
+        """Write the claim if its stored version is still `claim.version`; → the claim as stored."""
+        stored = claim.model_copy(update={"version": claim.version + 1})
+        self.t.put({"pk": pk, "sk": sk, **model_item(stored), "expires_at": expires_at}, expected_version=claim.version)
+        return stored
 
     def lost_tasks_done(self, integration_id: str, chat_ids: list[int]) -> set[int]:
         """Which of these chats already have their lost-chat task."""
         pk = int_pk(integration_id)
-        items = self.t.batch_get([(pk, f"CHAT#{cid}#lost_task") for cid in chat_ids])
-        return {int(i["sk"].split("#")[1]) for i in items if i.get("state") == "done"}
+        items = self.t.batch_get([(pk, _lost_sk(cid)) for cid in chat_ids])
+        return {int(str(i["sk"]).split("#")[1]) for i in items if i.get("state") == "done"}
 
     def polled_chats(self, integration_id: str, kind: str, chat_ids: list[int]) -> set[int]:
         """Which of these chats the poller already announced as `kind` (`started`, `lost`)."""
         pk = int_pk(integration_id)
         items = self.t.batch_get([(pk, f"CHAT#{cid}#polled_{kind}") for cid in chat_ids])
-        return {int(i["chat_id"]) for i in items}
+        return {int(str(i["sk"]).split("#")[1]) for i in items}
 
     def mark_polled(self, integration_id: str, kind: str, chat_ids: list[int], *, at: float) -> None:
         """Remember that the poller sent this `kind` of event for these chats."""
@@ -369,18 +375,26 @@ class TextStore:
         )
 
 
-def _old_item(exc: ClientError) -> dict[str, Any]:
+def chat_item(chat_id: int) -> str:
+    return f"CHAT#{chat_id}"
+
+
+def _lost_sk(chat_id: int) -> str:
+    return f"CHAT#{chat_id}#lost_task"
+
+
+def _old_item(exc: ClientError) -> Item:
     """The item a failed condition returned (`ReturnValuesOnConditionCheckFailure`): the error carries it in
     DynamoDB's wire format (`{"S": ...}`) even through the resource API, so it is deserialised here."""
-    raw: dict[str, Any] = cast("dict[str, Any]", exc.response.get("Item") or {})
+    raw = cast("dict[str, object]", exc.response.get("Item") or {})
     deserializer = TypeDeserializer()
-    return {k: from_ddb(deserializer.deserialize(v)) for k, v in raw.items()}
+    return {k: from_ddb(deserializer.deserialize(v)) for k, v in raw.items()}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class StepClaim:
     status: Literal["claimed", "done", "busy"]
-    result: Any = None
+    result: JsonValue = None
     retaken: bool = False  # an earlier attempt claimed this step: its write may have happened
     previous_error: str | None = None
 

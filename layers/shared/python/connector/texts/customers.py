@@ -9,15 +9,12 @@ replaced: AlfaCRM's `update` replaces the whole list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from connector.alfacrm.client import AlfaCrmClient
+from connector.alfacrm.models import Customer
 from connector.phones import to_e164
 from connector.settings import LeadDefaults
 from connector.texts.rules import FieldValue, fields_for_existing, fields_for_new_lead
-
-if TYPE_CHECKING:
-    from connector.alfacrm.client import AlfaCrmClient
-    from connector.alfacrm.models import Customer
 
 
 def _pick(found: list[Customer]) -> Customer | None:
@@ -54,30 +51,25 @@ class NewLead:
     defaults: LeadDefaults
     extra: tuple[FieldValue, ...] = ()
 
-    def fields(self, region: str = "RU") -> dict[str, Any]:
+    def fields(self, region: str = "RU") -> dict[str, object]:
         """The `customer/create` body: a lead (`is_study` 0), a person (`legal_type` 1), in the branch."""
-        body: dict[str, Any] = fields_for_new_lead(self.extra)
-        mapped_branches = [b for b in body.get("branch_ids", []) if b != self.branch_id]
-        body.update(
-            {"name": self.name, "is_study": 0, "legal_type": 1, "branch_ids": [self.branch_id, *mapped_branches]}
-        )
+        fields = fields_for_new_lead(self.extra)
+        mapped_branches = [b for b in fields.ids.get("branch_ids", []) if b != self.branch_id]
+        fields.ids["branch_ids"] = [self.branch_id, *mapped_branches]
+        fields.values.update({"name": self.name, "is_study": 0, "legal_type": 1})
         if self.phone:
             phones = [to_e164(self.phone, region) or self.phone.strip()]
-            body["phone"] = phones + [p for p in body.get("phone", []) if to_e164(p, region) not in phones]
+            mapped = fields.lists.get("phone", [])
+            fields.lists["phone"] = phones + [p for p in mapped if to_e164(p, region) not in phones]
         if self.email:
-            emails = [self.email.strip()]
-            body["email"] = emails + [e for e in body.get("email", []) if e.lower() != self.email.strip().lower()]
+            wanted = self.email.strip()
+            mapped = fields.lists.get("email", [])
+            fields.lists["email"] = [wanted] + [e for e in mapped if e.lower() != wanted.lower()]
         for name in ("lead_status_id", "lead_source_id", "assigned_id"):
             value = getattr(self.defaults, name)
             if value is not None:
-                body[name] = value
-        return body
-
-
-@dataclass(frozen=True)
-class LeadResult:
-    customer: Customer
-    created: bool
+                fields.values[name] = value
+        return fields.body()
 
 
 def create_lead(client: AlfaCrmClient, lead: NewLead, *, region: str = "RU") -> Customer:
@@ -85,21 +77,9 @@ def create_lead(client: AlfaCrmClient, lead: NewLead, *, region: str = "RU") -> 
     return client.create_customer(lead.fields(region), lead.branch_id)
 
 
-def find_or_create_lead(client: AlfaCrmClient, lead: NewLead, *, region: str = "RU", search: bool = True) -> LeadResult:
-    """The existing customer with the lead's phone/e-mail (extra fields applied), else a new lead.
-
-    `search=False` is for visitors without contact data: each such chat is a new lead by design.
-    """
-    if search:
-        existing = find_customer(client, branch_id=lead.branch_id, phone=lead.phone, email=lead.email, region=region)
-        if existing is not None:
-            return LeadResult(apply_extra_fields(client, existing, lead.extra, branch_id=lead.branch_id), False)
-    return LeadResult(create_lead(client, lead, region=region), True)
-
-
-def current_values(customer: Customer) -> dict[str, Any]:
+def current_values(customer: Customer) -> dict[str, object]:
     """The customer's fields by AlfaCRM name (custom ones as `custom_<code>`), to judge "empty"."""
-    values: dict[str, Any] = customer.model_dump(exclude={"custom"})
+    values: dict[str, object] = customer.model_dump(exclude={"custom"})
     values.update(customer.model_extra or {})
     values.update({(k if k.startswith("custom_") else f"custom_{k}"): v for k, v in customer.custom.items()})
     return values

@@ -22,27 +22,21 @@ and however often, the chat gets exactly one task. The `CHAT#<chat_id>#lost_task
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from datetime import UTC, date, datetime, timedelta
 
+from connector.alfacrm.client import AlfaCrmClient
+from connector.alfacrm.models import Customer, to_int
 from connector.errors import AlfaCrmError, ConcurrentUpdate, ConnectorError
+from connector.models.raw import JsonValue
+from connector.models.texts import ChatFacts, LostTaskClaim
 from connector.observability import logger
+from connector.runtime import Runtime
+from connector.settings import Integration, LostChatTask
 from connector.texts.customers import find_customer
-from connector.texts.models import ChatFacts
 from connector.texts.rules import chat_passes_filters
 from connector.texts.templates import render_title, title_values
 from connector.timeutil import utc_to_local
-
-if TYPE_CHECKING:
-    from connector.alfacrm.client import AlfaCrmClient
-    from connector.alfacrm.models import Customer
-    from connector.ports import ClientFactory
-    from connector.settings import Integration
-    from connector.store import Store
-    from connector.store.texts import TextStore
 
 STALE_AFTER = 15 * 60.0  # seconds; the longest function that creates tasks times out well before
 RECOVERY_PAGES = 2  # AlfaCRM pages (50 tasks each) searched for a task a dead holder may have created
@@ -96,13 +90,12 @@ def task_applies(integration: Integration, chat: ChatFacts) -> tuple[bool, str]:
 
 
 class LostChatTasks:
-    """The use case behind `handle_lost_chat`, with its clock injectable for the stale-claim tests."""
+    """The one AlfaCRM task of each lost chat, on the runtime's store, clients and clock."""
 
-    def __init__(self, store: Store, clients: ClientFactory, *, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.texts = cast("TextStore", store.texts)
-        self.clients = clients
-        self.clock = clock
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.texts = rt.store.texts
+        self.clock = rt.epoch
 
     def handle(
         self,
@@ -116,6 +109,8 @@ class LostChatTasks:
 
         `customer_id`: the AlfaCRM customer the text worker attached this chat to (found or just created —
         a lead for a visitor without contacts cannot be found again by phone or e-mail); the task links it.
+        Raises `LostChatTaskBusy` (retryable) when another worker is creating it right now, and the AlfaCRM
+        client's errors when AlfaCRM refuses or is unavailable (the claim is released first).
         """
         ok, why = task_applies(integration, chat)
         if not ok:
@@ -140,58 +135,47 @@ class LostChatTasks:
         self,
         integration: Integration,
         chat: ChatFacts,
-        claim: dict[str, Any],
+        claim: LostTaskClaim,
         customer_id: int | None = None,
         customer_branch_id: int | None = None,
     ) -> str:
-        settings = integration.settings.texts
-        task = settings.chats.lost_chat_task
-        branch_id = settings.branch_id or integration.alfacrm.branch_id
-        client = self.clients.alfacrm(integration)
+        task = integration.settings.texts.chats.lost_chat_task
+        branch_id = integration.settings.texts.branch_id or integration.alfacrm.branch_id
+        client = self.rt.clients.alfacrm(integration)
         title = render_title(task.title, chat, integration.timezone)
-        # the previous holder may have reached AlfaCRM: it died in `sending`, or its call timed out there
-        if claim.get("taken_over") == "sending" or claim.get("was_sending"):
-            # the title it sent is kept in the claim (it may differ: a customer's name filled it in)
-            found = None
-            for sent_title in dict.fromkeys(t for t in (claim.get("title"), title) if t):
-                found = self._find_existing(client, branch_id, str(sent_title), chat.chat_id)
-                if found is not None:
-                    break
-            if found is not None:
-                self.texts.update_lost_task(
-                    integration.id,
-                    chat.chat_id,
-                    claim,
-                    state="done",
-                    task_id=found,
-                    done_at=int(self.clock()),
-                    recovered=True,
-                )
-                logger.warning(
-                    "lost chat: task found after a takeover, not created again",
-                    extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": found},
-                )
-                return "recovered"
-        customer: Customer | None = None
-        if customer_id is not None:
-            # known already: read only for its name, when the chat lacks one
-            if not chat.visitor_name:
-                customer = client.get_customer(int(customer_id), customer_branch_id or branch_id)
-        elif chat.visitor_phone or chat.visitor_email:
-            customer = find_customer(
-                client,
-                branch_id=branch_id,
-                phone=chat.visitor_phone,
-                email=chat.visitor_email,
-                region=integration.phone_region,
-            )
+        if self._recovered(integration, chat, claim, client, branch_id, title):
+            return "recovered"
+        customer = self._customer(integration, chat, client, branch_id, customer_id, customer_branch_id)
         if customer is not None and not chat.visitor_name:
             # `get.chats_report` has no visitor name (only notifications carry it): the customer's is the best
             chat = chat.model_copy(update={"visitor_name": customer.name})
             title = render_title(task.title, chat, integration.timezone)
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        due = utc_to_local(now + timedelta(hours=task.due_hours), integration.timezone).date()
-        linked = int(customer_id) if customer_id is not None else (customer.id if customer else None)
+        linked = customer_id if customer_id is not None else (customer.id if customer else None)
+        task_id = self._send_task(integration, chat, claim, client, branch_id=branch_id, title=title, linked=linked)
+        logger.info(
+            "lost chat: task created",
+            extra={
+                "integration_id": integration.id,
+                "chat_id": chat.chat_id,
+                "task_id": task_id,
+                "customer_found": linked is not None,
+            },
+        )
+        return "created"
+
+    def _send_task(
+        self,
+        integration: Integration,
+        chat: ChatFacts,
+        claim: LostTaskClaim,
+        client: AlfaCrmClient,
+        *,
+        branch_id: int,
+        title: str,
+        linked: int | None,
+    ) -> int | None:
+        """`sending` (with the title, for a takeover's search) → AlfaCRM's create → `done` with the task's id."""
+        task = integration.settings.texts.chats.lost_chat_task
         claim = self.texts.update_lost_task(
             integration.id, chat.chat_id, claim, state="sending", customer_id=linked, title=title
         )
@@ -201,7 +185,7 @@ class LostChatTasks:
             text=task_text(chat, integration.timezone),
             customer_ids=[linked] if linked is not None else [],
             assigned_ids=list(task.assigned_ids),
-            due_date=due,
+            due_date=self._due(task, integration),
         )
         task_id = _int(created.get("id"))
         try:
@@ -214,16 +198,64 @@ class LostChatTasks:
                 "lost chat: claim taken over while creating the task",
                 extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": task_id},
             )
-        logger.info(
-            "lost chat: task created",
-            extra={
-                "integration_id": integration.id,
-                "chat_id": chat.chat_id,
-                "task_id": task_id,
-                "customer_found": linked is not None,
-            },
+        return task_id
+
+    def _recovered(
+        self,
+        integration: Integration,
+        chat: ChatFacts,
+        claim: LostTaskClaim,
+        client: AlfaCrmClient,
+        branch_id: int,
+        title: str,
+    ) -> bool:
+        """The previous holder may have reached AlfaCRM (it died in `sending`, or its call timed out there):
+        its task, when found, is recorded as this chat's instead of creating a second one."""
+        if claim.taken_over != "sending" and not claim.was_sending:
+            return False
+        # the title it sent is kept in the claim (it may differ: a customer's name filled it in)
+        found = None
+        for sent_title in dict.fromkeys(t for t in (claim.title, title) if t):
+            found = self._find_existing(client, branch_id, sent_title, chat.chat_id)
+            if found is not None:
+                break
+        if found is None:
+            return False
+        self.texts.update_lost_task(
+            integration.id, chat.chat_id, claim, state="done", task_id=found, done_at=int(self.clock()), recovered=True
         )
-        return "created"
+        logger.warning(
+            "lost chat: task found after a takeover, not created again",
+            extra={"integration_id": integration.id, "chat_id": chat.chat_id, "task_id": found},
+        )
+        return True
+
+    @staticmethod
+    def _customer(
+        integration: Integration,
+        chat: ChatFacts,
+        client: AlfaCrmClient,
+        branch_id: int,
+        customer_id: int | None,
+        customer_branch_id: int | None,
+    ) -> Customer | None:
+        """The customer the task links: the one the chat is attached to (read only for its name, when the
+        chat lacks one), else the one with the visitor's phone or e-mail."""
+        if customer_id is not None:
+            return None if chat.visitor_name else client.get_customer(customer_id, customer_branch_id or branch_id)
+        if chat.visitor_phone or chat.visitor_email:
+            return find_customer(
+                client,
+                branch_id=branch_id,
+                phone=chat.visitor_phone,
+                email=chat.visitor_email,
+                region=integration.phone_region,
+            )
+        return None
+
+    def _due(self, task: LostChatTask, integration: Integration) -> date:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        return utc_to_local(now + timedelta(hours=task.due_hours), integration.timezone).date()
 
     def _find_existing(self, client: AlfaCrmClient, branch_id: int, title: str, chat_id: int) -> int | None:
         """A task a dead holder created for this chat: our marker in its text (AlfaCRM may ignore the filter)."""
@@ -238,12 +270,12 @@ class LostChatTasks:
                 return None
         return None
 
-    def _release(self, integration: Integration, chat: ChatFacts, claim: dict[str, Any], exc: Exception) -> None:
+    def _release(self, integration: Integration, chat: ChatFacts, claim: LostTaskClaim, exc: Exception) -> None:
         """Free the claim so the next report (SQS retry, replay, next poll) tries again at once."""
         error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
         try:
-            current = self.texts.lost_task(integration.id, chat.chat_id) or {}
-            if current.get("token") != claim.get("token") or current.get("state") == "done":
+            current = self.texts.lost_task(integration.id, chat.chat_id)
+            if current is None or current.token != claim.token or current.state == "done":
                 return
             self.texts.update_lost_task(
                 integration.id,
@@ -252,7 +284,7 @@ class LostChatTasks:
                 state="released",
                 error=error[:500],
                 released_at=int(self.clock()),
-                was_sending=current.get("state") == "sending" or current.get("was_sending"),
+                was_sending=current.state == "sending" or current.was_sending,
             )
         except Exception:  # the claim simply goes stale instead; never hide the original error
             logger.exception("lost chat: could not release the claim", extra={"chat_id": chat.chat_id})
@@ -268,36 +300,8 @@ class LostChatTasks:
         )
 
 
-def handle_lost_chat(
-    integration: Integration,
-    chat: ChatFacts,
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    customer_id: int | None = None,
-    customer_branch_id: int | None = None,
-) -> None:
-    """Create the one AlfaCRM task for this lost chat (if the settings ask for it and the filters pass).
-
-    Called by the text worker for `lost_chat` notifications and by the chat poller for `lost` report rows.
-    Raises `LostChatTaskBusy` (retryable) when another worker is creating it right now, and the AlfaCRM
-    client's errors when AlfaCRM refuses or is unavailable (the claim is released first).
-    """
-    if store is None:
-        from connector.store import default_store
-
-        store = default_store()
-    if clients is None:
-        from connector.ports import default_clients
-
-        clients = default_clients
-    LostChatTasks(store, clients).handle(
-        integration, chat, customer_id=customer_id, customer_branch_id=customer_branch_id
-    )
-
-
-def _int(value: Any) -> int | None:
+def _int(value: JsonValue) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        return to_int(value)
+    except ValueError:
         return None

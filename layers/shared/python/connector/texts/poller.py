@@ -42,20 +42,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
 
 from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.models.messages import TextEventMessage
+from connector.models.raw import JsonObject
+from connector.models.sync import PollerState, SeenLimits, UisLimits
+from connector.models.texts import ChatFacts
 from connector.observability import logger
-from connector.texts.enrich import chat_fields
-from connector.texts.models import ChatFacts
-from connector.timeutil import from_iso, to_iso, utc_to_local, utcnow
-
-if TYPE_CHECKING:
-    from connector.ports import ClientFactory
-    from connector.settings import Integration
-    from connector.store import Store
-    from connector.store.texts import TextStore
-    from connector.uis.client import UisClient
+from connector.runtime import Runtime
+from connector.settings import Integration
+from connector.texts.facts import chat_fields, report_chat_facts
+from connector.timeutil import from_iso, to_iso, utc_to_local
+from connector.uis.client import UisClient
+from connector.uis.points import UisPoints
 
 WATERMARK = "chats"
 OPEN_STATUSES = frozenset({"new", "active"})
@@ -101,15 +100,11 @@ class Budget:
     reason: str
 
 
-def budget_from_limits(limits: dict[str, Any] | None, policy: PollPolicy) -> Budget:
+def budget_from_limits(limits: UisLimits | None, policy: PollPolicy) -> Budget:
     """`limits` as UIS reported them (`day_limit`, `day_remaining`), or None when unknown."""
-    if not limits:
+    if limits is None or limits.day_limit is None or limits.day_remaining is None:
         return Budget(True, 1, "budget unknown")
-    try:
-        day_limit = float(limits["day_limit"])
-        remaining = float(limits["day_remaining"])
-    except (KeyError, TypeError, ValueError):
-        return Budget(True, 1, "budget unknown")
+    day_limit, remaining = limits.day_limit, limits.day_remaining
     if day_limit <= 0:
         return Budget(True, 1, "budget unknown")
     reserve = max(policy.reserve_ratio * day_limit, float(policy.reserve_points))
@@ -125,17 +120,22 @@ def budget_from_limits(limits: dict[str, Any] | None, policy: PollPolicy) -> Bud
     return Budget(True, 1, "budget ok")
 
 
-def stored_limits(state: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+def stored_limits(state: PollerState, now: datetime) -> UisLimits | None:
     """The last limits this poller saw, while they still describe today's budget (until `day_reset`)."""
-    limits = state.get("limits")
-    if not isinstance(limits, dict):
+    limits = state.limits
+    if limits is None or limits.seen_at is None:
         return None
     try:
-        seen = from_iso(str(limits["seen_at"]))
-        reset_at = seen + timedelta(seconds=float(limits.get("day_reset") or 0))
-    except (KeyError, TypeError, ValueError):
+        reset_at = from_iso(limits.seen_at) + timedelta(seconds=limits.day_reset or 0)
+    except ValueError:
         return None
     return limits if now < reset_at else None
+
+
+def live_limits(uis: UisClient) -> UisLimits | None:
+    """What this container's client of the account last heard from UIS (other calls of it count too)."""
+    limits = uis.current_limits()
+    return UisLimits.model_validate(limits) if limits else None
 
 
 @dataclass
@@ -156,10 +156,11 @@ class RunSummary:
     integrations: int = 0
     results: list[PollResult] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        by_status: dict[str, int] = {}
+    def as_dict(self) -> JsonObject:
+        by_status: JsonObject = {}
         for r in self.results:
-            by_status[r.status] = by_status.get(r.status, 0) + 1
+            count = by_status.get(r.status, 0)
+            by_status[r.status] = (count if isinstance(count, int) else 0) + 1
         return {
             "integrations": self.integrations,
             "by_status": by_status,
@@ -181,44 +182,26 @@ class RunSummary:
         }
 
 
-def _send_text_events(bodies: list[dict[str, Any]]) -> int:
-    from connector import queues
-    from connector.config import env
-
-    return queues.send_many(env().text_events_queue_url, bodies)
-
-
 class ChatPoller:
-    def __init__(
-        self,
-        store: Store,
-        clients: ClientFactory,
-        *,
-        send_events: Callable[[list[dict[str, Any]]], int] = _send_text_events,
-        clock: Callable[[], datetime] = utcnow,
-        policy: PollPolicy | None = None,
-    ) -> None:
-        self.store = store
-        self.texts = cast("TextStore", store.texts)
-        self.clients = clients
-        self.send_events = send_events
-        self.clock = clock
+    def __init__(self, rt: Runtime, *, policy: PollPolicy | None = None) -> None:
+        self.rt = rt
+        self.texts = rt.store.texts
+        self.clock = rt.now
         self.policy = policy or PollPolicy()
 
     # --- one scheduled run ------------------------------------------------------------------------
     def run(self, *, remaining_ms: Callable[[], int] | None = None) -> RunSummary:
         """Poll every integration that is due; the most overdue first, so a short run is still fair."""
         summary = RunSummary()
-        # IntegrationStore has a method named `list`, which confuses its annotations for type checkers
-        integrations = cast("list[Integration]", self.store.integrations.list_active())
+        integrations = self.rt.store.integrations.list_active()
         summary.integrations = len(integrations)
-        states = {}
+        states: dict[str, tuple[Integration, PollerState]] = {}
         for integration in integrations:
             if not needs_polling(integration):
                 summary.results.append(PollResult(integration.id, "not_needed"))
                 continue
-            states[integration.id] = (integration, self.texts.get_watermark(integration.id, WATERMARK) or {})
-        order = sorted(states.values(), key=lambda pair: str(pair[1].get("last_poll_at") or ""))
+            states[integration.id] = (integration, self.texts.get_watermark(integration.id, WATERMARK) or PollerState())
+        order = sorted(states.values(), key=lambda pair: pair[1].last_poll_at or "")
         for integration, state in order:
             if remaining_ms is not None and remaining_ms() < self.policy.deadline_margin_ms:
                 summary.results.append(PollResult(integration.id, "no_time", "the run is out of time"))
@@ -231,10 +214,10 @@ class ChatPoller:
         return summary
 
     # --- one integration --------------------------------------------------------------------------
-    def poll(self, integration: Integration, state: dict[str, Any] | None = None) -> PollResult:
+    def poll(self, integration: Integration, state: PollerState | None = None) -> PollResult:
         """Poll one integration if it is due and the budget allows; never raises for one integration."""
         if state is None:
-            state = self.texts.get_watermark(integration.id, WATERMARK) or {}
+            state = self.texts.get_watermark(integration.id, WATERMARK) or PollerState()
         now = self.clock()
         interval = integration.settings.texts.chats.poll_interval_minutes
         budget = budget_from_limits(stored_limits(state, now), self.policy)
@@ -244,95 +227,76 @@ class ChatPoller:
             return PollResult(integration.id, "not_due")
         # the account's day (UIS's budget resets at its midnight; the deals record points by it too)
         day = utc_to_local(now, integration.timezone).date().isoformat()
-        spent = self.store.integrations.points(integration.id, day).get("poller", 0)
+        spent = self.rt.store.integrations.points(integration.id, day).get("poller", 0)
         allowance = day_allowance(interval, self.policy)
         if spent >= allowance:
             return PollResult(integration.id, "allowance", f"poller spent {spent} of {allowance} points today")
-        uis = self.clients.uis(integration)
-        # this container's client may have seen fresher limits (another call of this account)
-        live = budget_from_limits(uis.current_limits(), self.policy)
-        if not live.allowed:
-            self._save_limits(integration, state, uis, now)
-            return PollResult(integration.id, "budget", live.reason)
-        if live.stretch > budget.stretch and not self._due(state, now, interval * live.stretch):
-            return PollResult(integration.id, "not_due", live.reason)
-        before = uis.calls
-        result = PollResult(integration.id, "polled")
-        try:
-            self._poll(integration, state, uis, now, min(self.policy.max_pages, allowance - spent), result)
-        except ConcurrentUpdate:
-            result.status, result.reason = "conflict", "another run moved the watermark first"
-        except ConnectorError as exc:
-            result.status, result.reason = "failed", exc.message
-            logger.warning(
-                "chat poll failed; watermark kept",
-                extra={"integration_id": integration.id, "error": exc.message, "code": exc.code},
-            )
-            self._save_limits(integration, state, uis, now, error=exc.message)
-        finally:
-            result.points = uis.calls - before
-            if result.points:
-                self.store.integrations.add_points(integration.id, day, result.points, purpose="poller")
+        with self.rt.uis_points(integration, "poller") as points:
+            # this container's client may have seen fresher limits (another call of this account)
+            live = budget_from_limits(live_limits(points.client), self.policy)
+            if not live.allowed:
+                self._save_limits(integration, state, points.client, now)
+                return PollResult(integration.id, "budget", live.reason)
+            if live.stretch > budget.stretch and not self._due(state, now, interval * live.stretch):
+                return PollResult(integration.id, "not_due", live.reason)
+            result = PollResult(integration.id, "polled")
+            try:
+                self._poll(integration, state, points, now, min(self.policy.max_pages, allowance - spent), result)
+            except ConcurrentUpdate:
+                result.status, result.reason = "conflict", "another run moved the watermark first"
+            except ConnectorError as exc:
+                result.status, result.reason = "failed", exc.message
+                logger.warning(
+                    "chat poll failed; watermark kept",
+                    extra={"integration_id": integration.id, "error": exc.message, "code": exc.code},
+                )
+                self._save_limits(integration, state, points.client, now, error=exc.message)
+            result.points = points.spent
         return result
 
-    def _due(self, state: dict[str, Any], now: datetime, minutes: int) -> bool:
-        last = state.get("last_poll_at")
-        if not last:
+    def _due(self, state: PollerState, now: datetime, minutes: int) -> bool:
+        if not state.last_poll_at:
             return True
-        return now - from_iso(str(last)) >= timedelta(minutes=minutes) - self.policy.schedule_slack
+        return now - from_iso(state.last_poll_at) >= timedelta(minutes=minutes) - self.policy.schedule_slack
 
     def _poll(
         self,
         integration: Integration,
-        state: dict[str, Any],
-        uis: UisClient,
+        state: PollerState,
+        points: UisPoints,
         now: datetime,
         max_pages: int,
         result: PollResult,
     ) -> None:
+        """Read the window's chats, announce the new ones, move the watermark (a conditional write)."""
         p = self.policy
         tz = integration.timezone
-        watermark = from_iso(str(state["watermark"])) if state.get("watermark") else now - p.first_lookback
+        watermark = from_iso(state.watermark) if state.watermark else now - p.first_lookback
         start = watermark - p.overlap
-        span = timedelta(seconds=float(state.get("span_seconds") or p.max_window.total_seconds()))
+        span = timedelta(seconds=float(state.span_seconds or p.max_window.total_seconds()))
         till = min(now, start + min(span, p.max_window))
         result.window = (to_iso(start), to_iso(till))
-        fields = chat_fields(integration.settings.texts.chats.extra_fields)
-        rows, complete = self._read(uis, utc_to_local(start, tz), utc_to_local(till, tz), max_pages, fields)
+        rows, complete = self._read(points.client, integration, (start, till), max_pages)
         result.chats = len(rows)
         result.truncated = not complete
         chats = self._facts(rows, tz)
         self._announce(integration, chats, rows, now, result)
-
         if complete:
-            new_mark = till
-            # an open chat may still turn lost: keep it inside the next window (within the horizon)
-            open_starts = [
-                c.started_at
-                for c in chats.values()
-                if c.status in OPEN_STATUSES and c.started_at and c.started_at >= now - p.open_chat_horizon
-            ]
-            if open_starts:
-                new_mark = min(new_mark, min(open_starts))
-            new_mark = max(new_mark, watermark)
+            new_mark = max(min([till, *self._open_starts(chats, now)]), watermark)
             next_span = min(span * 2, p.max_window)
         else:
             # more chats than this poll may read: keep the watermark and try a shorter window next time
             new_mark = watermark
             next_span = max((till - start) / 2, p.min_window)
-        self.texts.put_watermark(
-            integration.id,
-            WATERMARK,
-            {
-                "watermark": to_iso(new_mark),
-                "last_poll_at": to_iso(now),
-                "span_seconds": int(next_span.total_seconds()),
-                "limits": self._limits_snapshot(uis, now),
-                "last_window": list(result.window),
-                "last_error": None,
-            },
-            expected_version=int(state.get("version") or 0),
+        moved = PollerState(
+            watermark=to_iso(new_mark),
+            last_poll_at=to_iso(now),
+            span_seconds=int(next_span.total_seconds()),
+            limits=self._limits_snapshot(points.client, now),
+            last_window=list(result.window),
+            last_error=None,
         )
+        self.texts.put_watermark(integration.id, WATERMARK, moved, expected_version=state.version)
         logger.info(
             "chat poll",
             extra={
@@ -346,11 +310,23 @@ class ChatPoller:
             },
         )
 
+    def _open_starts(self, chats: dict[int, ChatFacts], now: datetime) -> list[datetime]:
+        """An open chat may still turn lost: the watermark stays at its start (within the horizon)."""
+        horizon = now - self.policy.open_chat_horizon
+        return [
+            c.started_at
+            for c in chats.values()
+            if c.status in OPEN_STATUSES and c.started_at and c.started_at >= horizon
+        ]
+
     def _read(
-        self, uis: UisClient, date_from: datetime, date_till: datetime, max_pages: int, fields: list[str]
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """Page through the report (naming its columns); → (rows, whether the window was read to its end)."""
-        rows: list[dict[str, Any]] = []
+        self, uis: UisClient, integration: Integration, window: tuple[datetime, datetime], max_pages: int
+    ) -> tuple[list[JsonObject], bool]:
+        """Page through the report (naming its columns: those the facts and the extra-field mappings need);
+        → (rows, whether the window was read to its end)."""
+        date_from, date_till = (utc_to_local(at, integration.timezone) for at in window)
+        fields = chat_fields(integration.settings.texts.chats.extra_fields)
+        rows: list[JsonObject] = []
         size = self.policy.page_size
         for page in range(max(max_pages, 0)):
             chunk = uis.get_chats_report(date_from, date_till, fields=fields, limit=size, offset=page * size)
@@ -360,11 +336,11 @@ class ChatPoller:
         return rows, False
 
     @staticmethod
-    def _facts(rows: list[dict[str, Any]], tz: str | None) -> dict[int, ChatFacts]:
+    def _facts(rows: list[JsonObject], tz: str | None) -> dict[int, ChatFacts]:
         out: dict[int, ChatFacts] = {}
         for row in rows:
             try:
-                facts = ChatFacts.from_report_row(row, tz)
+                facts = report_chat_facts(row, tz)
             except (KeyError, TypeError, ValueError):
                 logger.warning("chat poll: unreadable report row skipped", extra={"row_id": row.get("id")})
                 continue
@@ -375,7 +351,7 @@ class ChatPoller:
         self,
         integration: Integration,
         chats: dict[int, ChatFacts],
-        rows: list[dict[str, Any]],
+        rows: list[JsonObject],
         now: datetime,
         result: PollResult,
     ) -> None:
@@ -395,23 +371,23 @@ class ChatPoller:
         if start_ids:
             already = self.texts.polled_chats(integration.id, "started", start_ids)
             start_ids = [c for c in start_ids if c not in already]
-        by_id = {int(r["id"]): r for r in rows if str(r.get("id") or "").isdigit()}
+        by_id = {int(str(r["id"])): r for r in rows if str(r.get("id") or "").isdigit()}
         received = to_iso(now)
         for kind, event, ids in (("lost", "lost_chat", lost_ids), ("started", "chat_started", start_ids)):
             if not ids:
                 continue
-            bodies = [
-                {
-                    "integration_id": integration.id,
-                    "received_at": received,
-                    "source": "poller",
-                    "event": event,
-                    "method": "POST",
-                    "payload": by_id[cid],
-                }
+            messages = [
+                TextEventMessage(
+                    integration_id=integration.id,
+                    received_at=received,
+                    source="poller",
+                    event="lost_chat" if event == "lost_chat" else "chat_started",
+                    method="POST",
+                    payload=by_id[cid],
+                )
                 for cid in ids
             ]
-            self.send_events(bodies)
+            self.rt.queues.send_text_events(messages)
             self.texts.mark_polled(integration.id, kind, ids, at=now.timestamp())
             if kind == "lost":
                 result.lost_events = len(ids)
@@ -420,17 +396,16 @@ class ChatPoller:
 
     # --- limits ------------------------------------------------------------------------------------
     @staticmethod
-    def _limits_snapshot(uis: UisClient, now: datetime) -> dict[str, Any] | None:
-        limits = uis.current_limits()
-        if not limits:
+    def _limits_snapshot(uis: UisClient, now: datetime) -> SeenLimits | None:
+        limits = live_limits(uis)
+        if limits is None:
             return None
-        keep = ("day_limit", "day_remaining", "day_reset", "minute_limit", "minute_remaining")
-        return {**{k: limits.get(k) for k in keep}, "seen_at": to_iso(now)}
+        return SeenLimits(**limits.model_dump(), seen_at=to_iso(now))
 
     def _save_limits(
         self,
         integration: Integration,
-        state: dict[str, Any],
+        state: PollerState,
         uis: UisClient,
         now: datetime,
         *,
@@ -440,28 +415,15 @@ class ChatPoller:
         snapshot = self._limits_snapshot(uis, now)
         if snapshot is None and error is None:
             return
-        value = {**state, "limits": snapshot or state.get("limits"), "last_error": error}
+        value = state.model_copy(update={"limits": snapshot or state.limits, "last_error": error})
         # on ConcurrentUpdate another run wrote a newer state: its limits are at least as fresh
         with contextlib.suppress(ConcurrentUpdate):
-            self.texts.put_watermark(integration.id, WATERMARK, value, expected_version=int(state.get("version") or 0))
+            self.texts.put_watermark(integration.id, WATERMARK, value, expected_version=state.version)
 
 
-def poll_chats(
-    *,
-    store: Store | None = None,
-    clients: ClientFactory | None = None,
-    remaining_ms: Callable[[], int] | None = None,
-) -> dict[str, Any]:
+def poll_chats(rt: Runtime, *, remaining_ms: Callable[[], int] | None = None) -> JsonObject:
     """The scheduled use case: one run over every integration → a summary for the handler's return."""
-    if store is None:
-        from connector.store import default_store
-
-        store = default_store()
-    if clients is None:
-        from connector.ports import default_clients
-
-        clients = default_clients
     started = time.monotonic()
-    summary = ChatPoller(store, clients).run(remaining_ms=remaining_ms).as_dict()
+    summary = ChatPoller(rt).run(remaining_ms=remaining_ms).as_dict()
     summary["seconds"] = round(time.monotonic() - started, 3)
     return summary

@@ -7,13 +7,14 @@ domain or the site id, `channels` the channel type or id, `tags` a tag id or nam
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+from connector.models.messages import ENDED_EVENTS
+from connector.models.raw import JsonObject, JsonValue
+from connector.models.texts import ChatFacts, RequestFacts, Tag
 from connector.settings import ChatFilters, ChatsSettings, ExtraField, RequestFilters, RequestsSettings
-from connector.texts.models import ChatFacts, RequestFacts, Tag
 from connector.timeutil import utc_to_local
 
 # Channel types of get.chats_report → what a manager reads in a lead name.
@@ -181,9 +182,6 @@ class ChatPlan:
         return self.create_lead or self.transcript
 
 
-ENDED_EVENTS = frozenset({"chat_finished", "lost_chat"})
-
-
 def chat_plan(chats: ChatsSettings, event: str, chat: ChatFacts) -> ChatPlan:
     """Decide what this event may do before spending any UIS or AlfaCRM call.
 
@@ -253,7 +251,7 @@ def request_comment(req: RequestFacts, tz: str | None) -> str:
     form = FORM_TYPE_LABELS.get((req.form_type or "").lower(), req.form_type)
     if req.form_name or form:
         lines.append("Форма: " + ", ".join(v for v in (req.form_name, form) if v))
-    pairs: list[tuple[str, Any]] = [
+    pairs: list[tuple[str, JsonValue]] = [
         ("Время", _fmt_time(req.created_at, tz)),
         ("Имя", req.visitor_name),
         ("Телефон", req.visitor_phone),
@@ -279,7 +277,7 @@ def request_comment(req: RequestFacts, tz: str | None) -> str:
 @dataclass(frozen=True)
 class FieldValue:
     target: str
-    value: Any
+    value: JsonValue
     update_always: bool
 
 
@@ -296,7 +294,7 @@ def extra_field_values(mappings: Iterable[ExtraField], facts: ChatFacts | Reques
     return out
 
 
-def as_ids(value: Any) -> list[int]:
+def as_ids(value: object) -> list[int]:
     """A mapped value for an id-list field: `2`, `"2"`, `"2, 3"`, `[2, "3"]` → [2, 3] (non-ids dropped)."""
     items = value if isinstance(value, list | tuple) else str(value).replace(";", ",").split(",")
     out: list[int] = []
@@ -309,45 +307,57 @@ def as_ids(value: Any) -> list[int]:
     return out
 
 
-def fields_for_new_lead(values: Iterable[FieldValue]) -> dict[str, Any]:
+@dataclass
+class CustomerFields:
+    """AlfaCRM customer fields to send, by kind: id lists (`branch_ids`, `teacher_ids`), text lists (`phone`,
+    `email`, `web`, `addr`) and single values."""
+
+    ids: dict[str, list[int]] = field(default_factory=dict)
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    values: JsonObject = field(default_factory=dict)
+
+    def body(self) -> dict[str, object]:
+        return {**self.values, **self.ids, **self.lists}
+
+
+def fields_for_new_lead(values: Iterable[FieldValue]) -> CustomerFields:
     """Extra fields in a lead's creation body (list fields as lists)."""
-    fields: dict[str, Any] = {}
+    fields = CustomerFields()
     for v in values:
         if v.target in ID_LIST_FIELDS:
-            fields[v.target] = [
-                *fields.get(v.target, []),
-                *(i for i in as_ids(v.value) if i not in fields.get(v.target, [])),
-            ]
+            ids = fields.ids.setdefault(v.target, [])
+            ids += [i for i in as_ids(v.value) if i not in ids]
         elif v.target in LIST_FIELDS:
-            fields.setdefault(v.target, [])
-            if str(v.value) not in fields[v.target]:
-                fields[v.target].append(str(v.value))
+            items = fields.lists.setdefault(v.target, [])
+            if str(v.value) not in items:
+                items.append(str(v.value))
         else:
-            fields[v.target] = v.value
+            fields.values[v.target] = v.value
     return fields
 
 
-def fields_for_existing(values: Iterable[FieldValue], current: dict[str, Any]) -> dict[str, Any]:
+def fields_for_existing(values: Iterable[FieldValue], current: Mapping[str, object]) -> dict[str, object]:
     """Updates for an existing customer: a field is written when `update_always` is set or it is empty.
 
     `current` maps field names to the customer's values (custom fields by their `custom_*` names). List
     fields gain the value (never lose theirs); an unchanged value is not sent.
     """
-    updates: dict[str, Any] = {}
+    updates = CustomerFields()
     for v in values:
         have = current.get(v.target)
         empty = have in (None, "", [], {})
         if not (v.update_always or empty):
             continue
         if v.target in ID_LIST_FIELDS:
-            ids = as_ids(updates.get(v.target) or have or [])
+            ids = as_ids(updates.ids.get(v.target) or have or [])
             merged = ids + [i for i in as_ids(v.value) if i not in ids]
             if merged != ids:
-                updates[v.target] = merged
+                updates.ids[v.target] = merged
         elif v.target in LIST_FIELDS:
-            items = [str(x) for x in (updates.get(v.target) or have or [])]
+            before = updates.lists.get(v.target) or have or []
+            items = [str(x) for x in (before if isinstance(before, list | tuple) else [before])]
             if str(v.value) not in items:
-                updates[v.target] = [*items, str(v.value)]
+                updates.lists[v.target] = [*items, str(v.value)]
         elif str(have) != str(v.value):
-            updates[v.target] = v.value
-    return updates
+            updates.values[v.target] = v.value
+    return updates.body()

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from typing import Any
 
+from connector.models.texts import ChatFacts
 from connector.settings import TITLE_PARAMS
-from connector.texts.models import ChatFacts
 from connector.timeutil import utc_to_local
 
 # AlfaCRM keeps task titles in a short string column (the exact limit is undocumented): stay well under it
@@ -22,7 +21,7 @@ STARTED_AT_FORMAT = "%d.%m.%Y %H:%M"  # how AlfaCRM's Russian UI writes date-tim
 _SPACES = re.compile(r"[ \t\u00a0]{2,}")
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """None and blank become "", never "None"; numbers keep their plain form."""
     if value is None or isinstance(value, bool):
         return ""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
 
-from connector.texts.models import ChatFacts
+from connector.models.raw import JsonObject, JsonValue
+from connector.models.texts import ChatFacts
 from connector.texts.rules import channel_label
 from connector.timeutil import parse_local, utc_to_local
 
@@ -42,7 +42,7 @@ def _nbytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def _time(value: Any, tz: str | None) -> str | None:
+def _time(value: JsonValue, tz: str | None) -> str | None:
     if not value:
         return None
     text = str(value).strip()
@@ -62,7 +62,7 @@ def _visitor(chat: ChatFacts) -> str:
     return f"{label} ({chat.visitor_name})" if chat.visitor_name else label
 
 
-def _label(source: str, chat: ChatFacts, name: Any = None) -> str:
+def _label(source: str, chat: ChatFacts, name: JsonValue = None) -> str:
     """Who wrote a message, as a manager reads it: "Посетитель (Павел)", the operator's full name,
     "Система", "Чат-бот"…; an unknown source as UIS wrote it."""
     key = source.strip().lower()
@@ -73,7 +73,7 @@ def _label(source: str, chat: ChatFacts, name: Any = None) -> str:
     return SOURCE_LABELS.get(key, source.strip())
 
 
-def _who(message: dict[str, Any], chat: ChatFacts) -> str:
+def _who(message: JsonObject, chat: ChatFacts) -> str:
     source = str(message.get("source") or message.get("author") or message.get("from") or "")
     name = message.get("employee_full_name") or message.get("operator_name")
     return _label(source, chat, name) or "—"
@@ -91,7 +91,7 @@ def _log_line(line: str, chat: ChatFacts, tz: str | None) -> str:
     return f"[{when}] {label}: {(match['text'] or '').strip()}"
 
 
-def _files(message: dict[str, Any]) -> list[str]:
+def _files(message: JsonObject) -> list[str]:
     resources = message.get("resource") or message.get("resources") or message.get("files") or []
     if isinstance(resources, dict):
         resources = [resources]
@@ -110,7 +110,7 @@ def _files(message: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(chat: ChatFacts, messages: list[dict[str, Any]], tz: str | None) -> str:
+def render(chat: ChatFacts, messages: list[JsonObject], tz: str | None) -> str:
     """Header, then one line per message: `[dd.mm hh:mm] Who: text`, files as links."""
     head = f"Переписка в чате {channel_label(chat)} (UIS, чат {chat.chat_id})"
     if chat.site_domain_name:
@@ -178,6 +178,6 @@ def split(text: str, max_bytes: int = MAX_PART_BYTES) -> list[str]:
 
 
 def transcript_parts(
-    chat: ChatFacts, messages: list[dict[str, Any]], tz: str | None, max_bytes: int = MAX_PART_BYTES
+    chat: ChatFacts, messages: list[JsonObject], tz: str | None, max_bytes: int = MAX_PART_BYTES
 ) -> list[str]:
     return split(render(chat, messages, tz), max_bytes)

@@ -13,7 +13,10 @@ Quirks handled here (see shared/reference/uis-api.md and docs/external-apis.md; 
   which row or contact was refused; -32008 (a component switched off) is `UisComponentMissing`;
 - a write whose answer was lost (5xx, read timeout) is not sent again here (`UisUnavailable.ambiguous`):
   `create.*`/`upload.*`/`delete.*` may have been applied, and the caller reads back before re-sending;
-- every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports;
+- every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports; while
+  a unit of work holds the client `metered(meter)`, each point it spends is charged to that meter
+  (connector.uis.points: per purpose and account day, into the integration's ledger), so no use case
+  counts points by hand;
   `limit_exceeded` is waited out in-process only when the reset is short (`RetryPolicy.max_wait`),
   otherwise `UisLimitExceeded` (retryable) goes up so the queue or the next schedule tries later;
 - date-times are zone-less account-local `YYYY-MM-DD hh:mm:ss`; the client only formats naive datetimes
@@ -23,15 +26,16 @@ The access token never appears in a log line, an exception or the client's repr.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -44,6 +48,7 @@ from connector.errors import (
     UisUnavailable,
     UisValidationError,
 )
+from connector.models.raw import JsonObject, JsonValue
 from connector.retry import RetryPolicy
 from connector.uis import columns
 
@@ -98,7 +103,7 @@ def format_date_time(value: datetime | date) -> str:
     return value.strftime("%Y-%m-%d 00:00:00")
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> str:
     if isinstance(value, datetime | date):
         return format_date_time(value)
     raise TypeError(f"not JSON serialisable for UIS: {type(value).__name__}")
@@ -146,18 +151,18 @@ def _retry_in_call(method: str) -> Callable[[BaseException], bool]:
     return retryable
 
 
-def contact_wire(contact: Mapping[str, Any]) -> dict[str, Any]:
+def contact_wire(contact: Mapping[str, JsonValue]) -> JsonObject:
     """A deal contact as UIS takes it: E.164 phones as digits without "+" (`79161234567`, the form of every UIS
     example), each once; e-mails unique within the contact, case-insensitively ("E-mail должен быть уникальным
     в списке", ca_contact/create_deal_contacts), first spelling kept."""
-    out = dict(contact)
+    out: JsonObject = dict(contact)
     if "phone_numbers" in out:
-        phones = (str(p).strip().removeprefix("+") for p in out.get("phone_numbers") or [])
+        phones = (str(p).strip().removeprefix("+") for p in _listed(out.get("phone_numbers")))
         out["phone_numbers"] = list(dict.fromkeys(p for p in phones if p))
     if "emails" in out:
         seen: set[str] = set()
-        emails = []
-        for raw in out.get("emails") or []:
+        emails: list[JsonValue] = []
+        for raw in _listed(out.get("emails")):
             email = str(raw).strip()
             if email and email.lower() not in seen:
                 seen.add(email.lower())
@@ -166,17 +171,15 @@ def contact_wire(contact: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_http_lock = threading.Lock()
-_http: httpx.Client | None = None
+def pooled_http() -> httpx.Client:
+    """A pooled httpx client for UIS (the `Runtime` keeps one per container: connection keep-alive)."""
+    return httpx.Client(timeout=TIMEOUT, headers=HEADERS)
 
 
-def shared_http() -> httpx.Client:
-    """One pooled httpx client per container, reused across invocations (connection keep-alive)."""
-    global _http
-    with _http_lock:
-        if _http is None:
-            _http = httpx.Client(timeout=TIMEOUT, headers=HEADERS)
-        return _http
+class PointMeter(Protocol):
+    def charge(self, points: int) -> None:
+        """`points` UIS points were just spent."""
+        ...
 
 
 class UisClient:
@@ -195,38 +198,41 @@ class UisClient:
             raise ValueError("UIS access token is empty")
         self.api_url = api_url
         self._token = access_token
-        self._http = http if http is not None else shared_http()
+        self._http = http if http is not None else pooled_http()
         self._retry = retry if retry is not None else RetryPolicy()
         self._clock = clock
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         # last `metadata.limits` seen and when (by `clock`), to turn `*_reset` into a wait later
-        self.limits: dict[str, Any] | None = None
+        self.limits: JsonObject | None = None
         self._limits_at: float | None = None
-        self.last_metadata: dict[str, Any] = {}
+        self.last_metadata: JsonObject = {}
         # points spent by this client: UIS charges one per successful call
         self.calls = 0
+        # the meter of the unit of work using the client, per thread (the local stack runs functions in threads)
+        self._meter: ContextVar[PointMeter | None] = ContextVar("uis_point_meter", default=None)
 
     def __repr__(self) -> str:
         return f"UisClient(api_url={self.api_url!r})"
 
+    @contextmanager
+    def metered(self, meter: PointMeter) -> Iterator[UisClient]:
+        """Charge every point this thread spends through the client to `meter` until the block ends."""
+        token = self._meter.set(meter)
+        try:
+            yield self
+        finally:
+            self._meter.reset(token)
+
     # --- transport -------------------------------------------------------------------------------
-    def call(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, params: Mapping[str, object] | None = None) -> JsonObject:
         """Call one Data API method; return its `result` (`data` + `metadata`)."""
         body = dict(params or {})
         return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call(method))
 
-    def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        # a fresh id per attempt: a retried request is a new JSON-RPC request
-        envelope = {
-            "jsonrpc": "2.0",
-            "id": next(self._ids),
-            "method": method,
-            "params": {**params, "access_token": self._token},
-        }
-        content = json.dumps(envelope, ensure_ascii=False, default=_json_default).encode("utf-8")
+    def _post(self, method: str, content: bytes) -> httpx.Response:
         try:
-            response = self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
+            return self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # never reached UIS: safe to send again
             log.warning("UIS %s unreachable: %s", method, type(exc).__name__)
@@ -239,6 +245,17 @@ class UisClient:
             raise UisUnavailable(
                 f"UIS {method}: no answer ({type(exc).__name__})", mnemonic="transport_error", ambiguous=True
             ) from None
+
+    def _send(self, method: str, params: dict[str, object]) -> JsonObject:
+        # a fresh id per attempt: a retried request is a new JSON-RPC request
+        envelope = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": {**params, "access_token": self._token},
+        }
+        content = json.dumps(envelope, ensure_ascii=False, default=_json_default).encode("utf-8")
+        response = self._post(method, content)
         if response.status_code >= 500:
             raise UisUnavailable(f"UIS {method}: HTTP {response.status_code}", mnemonic="http_error", ambiguous=True)
         try:
@@ -263,15 +280,18 @@ class UisClient:
         self._remember_limits(self.last_metadata.get("limits"))
         with self._lock:
             self.calls += 1
+        meter = self._meter.get()
+        if meter is not None:
+            meter.charge(1)
         return result
 
     # --- errors and limits -----------------------------------------------------------------------
-    def _error(self, method: str, error: Any) -> UisError:
+    def _error(self, method: str, error: JsonValue) -> UisError:
         error = error if isinstance(error, dict) else {"message": str(error)}
         code = error.get("code")
         rpc_code = code if isinstance(code, int) else None
         raw_data = error.get("data")
-        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        data: JsonObject = raw_data if isinstance(raw_data, dict) else {}
         mnemonic = data.get("mnemonic")
         field = data.get("field")
         meta = data.get("metadata")
@@ -295,7 +315,7 @@ class UisClient:
         if mnemonic in _FORBIDDEN_MNEMONICS or rpc_code == _FORBIDDEN_CODE:
             return UisForbidden(text, **kwargs)
         if mnemonic in _COMPONENT_MNEMONICS or rpc_code == _COMPONENT_CODE:
-            return UisComponentMissing(text, components=_components(data, message), **kwargs)
+            return UisComponentMissing(text, components=_components(data, str(message)), **kwargs)
         if rpc_code in _ACCOUNT_STATE_CODES:
             return UisUnavailable(text, **kwargs)
         if mnemonic in _VALIDATION_MNEMONICS or rpc_code == _PARAMS_CODE:
@@ -303,7 +323,7 @@ class UisClient:
         # -32700/-32600/-32601/-32099: our request is wrong; retrying will not help
         return UisError(text, **kwargs)
 
-    def _scrub(self, value: Any) -> Any:
+    def _scrub(self, value: JsonValue) -> JsonValue:
         """Drop the token from anything UIS echoes back (an invalid-token error may quote it)."""
         if isinstance(value, str):
             return value.replace(self._token, "***")
@@ -313,13 +333,13 @@ class UisClient:
             return [self._scrub(v) for v in value]
         return value
 
-    def _remember_limits(self, limits: Any) -> None:
+    def _remember_limits(self, limits: JsonValue) -> None:
         # `get.tags` answers `"limits": {}`: keep the last complete picture instead
         if isinstance(limits, dict) and limits:
             self.limits = dict(limits)
             self._limits_at = self._clock()
 
-    def current_limits(self) -> dict[str, Any] | None:
+    def current_limits(self) -> JsonObject | None:
         """The last `metadata.limits`, as they stand now: the resets counted down from when they were seen,
         and None once the day budget has reset since (a warm container must not carry yesterday's budget)."""
         if not self.limits or self._limits_at is None:
@@ -347,7 +367,7 @@ class UisClient:
         """
         if not self.limits or self._limits_at is None:
             return None
-        day_out = _as_float(self.limits.get("day_remaining"), 1.0) <= 0
+        day_out = (_as_float(self.limits.get("day_remaining"), 1.0) or 0.0) <= 0
         key, period = ("day_reset", _DAY) if day_out else ("minute_reset", _MINUTE)
         reset = _as_float(self.limits.get(key), None)
         if reset is None:
@@ -359,7 +379,7 @@ class UisClient:
         return max(left, 0.0)
 
     # --- look-ups and auth -----------------------------------------------------------------------
-    def check_auth(self) -> dict[str, Any]:
+    def check_auth(self) -> JsonObject:
         """One cheap call that proves the URL, token and IP allow-list: `get.account` needs no component
         (account/get_account) → `{app_id, name, timezone}`, the account's IANA zone among them."""
         return self._data(self.call("get.account", {}))
@@ -370,7 +390,7 @@ class UisClient:
         `chats` (get.chats_report), `requests` (get.offline_messages_report), `visitors` (get.visitors,
         «Data API для настройки»)."""
         moment = datetime(2000, 1, 1)
-        probes: dict[str, Callable[[], Any]] = {
+        probes: dict[str, Callable[[], object]] = {
             "deals": lambda: self.call("get.deals_in_processing", {}),
             "chats": lambda: self.get_chats_report(moment, moment, fields=["id"], limit=1),
             "requests": lambda: self.get_offline_messages_report(moment, moment, fields=["id"], limit=1),
@@ -386,33 +406,19 @@ class UisClient:
                 pass  # past the component check: the component is on
         return missing
 
-    def get_sites(self) -> list[dict[str, Any]]:
+    def get_sites(self) -> list[JsonObject]:
         return list(self._iter_pages("get.sites", {"fields": ["id", "domain_name", "name"]}))
 
-    def get_chat_channels(self) -> list[dict[str, Any]]:
+    def get_chat_channels(self) -> list[JsonObject]:
         return list(self._iter_pages("get.chat_channels", {"fields": ["id", "name", "type", "status"]}))
 
-    def get_tags(self) -> list[dict[str, Any]]:
+    def get_tags(self) -> list[JsonObject]:
         return list(self._iter_pages("get.tags", {"fields": ["id", "name"]}))
 
-    def get_employees(self) -> list[dict[str, Any]]:
-        return list(self._iter_pages("get.employees", {}))
-
-    def set_tag_communications(
-        self,
-        communication_id: int,
-        communication_type: Literal["chat", "offline_message", "call", "goal"],
-        tag_id: int,
-    ) -> dict[str, Any]:
-        return self.call(
-            "set.tag_communications",
-            {"communication_id": communication_id, "communication_type": communication_type, "tag_id": tag_id},
-        )
-
     # --- sales funnels ---------------------------------------------------------------------------
-    def get_sales_funnels(self, ext_id: str | None = None) -> list[dict[str, Any]]:
+    def get_sales_funnels(self, ext_id: str | None = None) -> list[JsonObject]:
         """`get.sales_funnel`: funnels with `stages` [{stage_ext_id, stage_name, stage_status, stage_order}]."""
-        params: dict[str, Any] = {}
+        params: dict[str, object] = {}
         if ext_id is not None:
             params["filter"] = {"field": "ext_id", "operator": "=", "value": ext_id}
         return list(self._iter_pages("get.sales_funnel", params))
@@ -422,78 +428,69 @@ class UisClient:
         ext_id: str,
         name: str,
         *,
-        success: Mapping[str, Any],
-        failed: Mapping[str, Any],
-        in_process: Sequence[Mapping[str, Any]],
-    ) -> dict[str, Any]:
+        success: Mapping[str, object],
+        failed: Mapping[str, object],
+        in_process: Sequence[Mapping[str, object]],
+    ) -> JsonObject:
         """`create.sales_funnel`: exactly one success and one failed stage, 1–100 in-process stages."""
         stages = {"success": dict(success), "failed": dict(failed), "in_process": [dict(s) for s in in_process]}
         return self._data(self.call("create.sales_funnel", {"ext_id": ext_id, "name": name, "stages": stages}))
 
-    def update_sales_funnel(self, ext_id: str, name: str) -> dict[str, Any]:
-        return self._data(self.call("update.sales_funnel", {"ext_id": ext_id, "name": name}))
-
-    def delete_sales_funnel(self, ext_id: str) -> dict[str, Any]:
-        """Only allowed by UIS while the funnel holds no deals."""
-        return self._data(self.call("delete.sales_funnel", {"ext_id": ext_id}))
-
-    def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> dict[str, Any]:
+    def create_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str, name: str, order: int) -> JsonObject:
         """`create.sales_funnel_stages`: one in-process stage (order ≤ 10000)."""
         params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id, "name": name, "order": order}
         return self._data(self.call("create.sales_funnel_stages", params))
 
     def update_sales_funnel_stage(
         self, funnel_ext_id: str, ext_id: str, *, name: str | None = None, order: int | None = None
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """`update.sales_funnel_stages`: rename any stage; `order` applies to in-process stages only."""
-        params: dict[str, Any] = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
+        params: dict[str, object] = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
         if name is not None:
             params["name"] = name
         if order is not None:
             params["order"] = order
         return self._data(self.call("update.sales_funnel_stages", params))
 
-    def delete_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str) -> dict[str, Any]:
+    def delete_sales_funnel_stage(self, funnel_ext_id: str, ext_id: str) -> JsonObject:
         params = {"sales_funnel_ext_id": funnel_ext_id, "ext_id": ext_id}
         return self._data(self.call("delete.sales_funnel_stages", params))
 
     # --- deal contacts, employees, user fields ---------------------------------------------------
-    def create_deal_contacts(self, contacts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def create_deal_contacts(self, contacts: Sequence[Mapping[str, JsonValue]]) -> JsonObject:
         """`create.deal_contacts`: ≤1000 contacts {ext_id, name, created_date_time?, phone_numbers?, emails?},
         all or nothing; a refusal's `field` (`contacts.emails`) does not say which contact."""
-        wire = [contact_wire(c) for c in _bounded(contacts, MAX_CONTACTS)]
+        _check_size(contacts, MAX_CONTACTS)
+        wire = [contact_wire(c) for c in contacts]
         return self._data(self.call("create.deal_contacts", {"contacts": wire}))
 
-    def update_deal_contact(self, contact: Mapping[str, Any]) -> dict[str, Any]:
+    def update_deal_contact(self, contact: Mapping[str, JsonValue]) -> JsonObject:
         """`update.deal_contacts`: ONE contact per call, `ext_id` and its fields at the top level of `params`
         (ca_contact/update_deal_contacts); the lists given replace the stored ones whole."""
         if not contact.get("ext_id"):
             raise ValueError("update.deal_contacts needs the contact's ext_id")
         return self._data(self.call("update.deal_contacts", contact_wire(contact)))
 
-    def get_deal_contacts(self, ext_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def get_deal_contacts(self, ext_ids: Sequence[str]) -> list[JsonObject]:
         """`get.deal_contacts` for these contacts (ca_contact/get_deal_contacts), as UIS holds them."""
         return self._read_by_ext_ids("get.deal_contacts", ext_ids)
 
-    def create_deal_employee(self, ext_id: str, name: str) -> dict[str, Any]:
+    def create_deal_employee(self, ext_id: str, name: str) -> JsonObject:
         """`create.deal_employees` {ext_id, name} (ca_employee/create_deal_employees): a responsible employee
         rows name by `employee_ext_id`."""
         return self._data(self.call("create.deal_employees", {"ext_id": ext_id, "name": name}))
 
-    def get_deal_employees(self) -> list[dict[str, Any]]:
+    def get_deal_employees(self) -> list[JsonObject]:
         return list(self._iter_pages("get.deal_employees", {}))
 
     def create_deal_user_field(
         self, ext_id: str, name: str, data_type: Literal["string", "numeric"] = "string"
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         params = {"ext_id": ext_id, "name": name, "data_type": data_type}
         return self._data(self.call("create.deal_user_field", params))
 
-    def get_deal_user_fields(self) -> list[dict[str, Any]]:
-        return list(self._iter_pages("get.deal_user_fields", {}))
-
     # --- deals -----------------------------------------------------------------------------------
-    def upload_deals_history(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def upload_deals_history(self, rows: Sequence[Mapping[str, object]]) -> JsonObject:
         """`upload.deals_history`: ≤1000 stage-transition rows, all or nothing.
 
         A `UisValidationError` names the field (`deals.stage_ext_id`) but never the row: the caller narrows a
@@ -502,13 +499,13 @@ class UisClient:
         """
         return self._data(self.call("upload.deals_history", {"deals": _bounded(rows, MAX_UPLOAD_ROWS)}))
 
-    def deals_history_of(self, ext_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def deals_history_of(self, ext_ids: Sequence[str]) -> list[JsonObject]:
         """What UIS holds for these deals (`get.deals_history`, every stage row, generated ones included)."""
         return self._read_by_ext_ids("get.deals_history", ext_ids)
 
-    def _read_by_ext_ids(self, method: str, ext_ids: Sequence[str]) -> list[dict[str, Any]]:
+    def _read_by_ext_ids(self, method: str, ext_ids: Sequence[str]) -> list[JsonObject]:
         # an `or` tree of `=` filters (data_api/index.html, "Критерии фильтрации"): `in` is "not for all methods"
-        out: list[dict[str, Any]] = []
+        out: list[JsonObject] = []
         wanted = list(dict.fromkeys(ext_ids))
         for start in range(0, len(wanted), MAX_DEALS_READ):
             chunk = wanted[start : start + MAX_DEALS_READ]
@@ -519,41 +516,33 @@ class UisClient:
     def get_deals_history(
         self,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         """One page of `get.deals_history` (one row per stage of each deal, `is_generated` included)."""
         return self._page("get.deals_history", _list_params(filter, fields), limit, offset)
 
     def iter_deals_history(
         self,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[JsonObject]:
         return self._iter_pages("get.deals_history", _list_params(filter, fields), limit)
 
-    def deals_in_processing(self) -> int:
-        """`get.deals_in_processing`: how many uploaded deals UIS has not processed yet."""
-        data = self.call("get.deals_in_processing", {}).get("data") or {}
-        return int(data.get("count") or 0) if isinstance(data, dict) else 0
-
-    def delete_deal(self, ext_id: str) -> dict[str, Any]:
-        return self._data(self.call("delete.deals", {"ext_id": ext_id}))
-
     # --- visitors --------------------------------------------------------------------------------
-    def get_visitors(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+    def get_visitors(self, ids: Sequence[int]) -> list[JsonObject]:
         """`get.visitors` (person/get_visitors): `id`, `name`, `phones`, `emails`, `usernames` per visitor, the
         only place a chat visitor's name and e-mail are; batched, one call per `MAX_VISITORS` ids. Needs the
         «Data API для настройки» component (`UisComponentMissing` without it)."""
         wanted = list(dict.fromkeys(int(i) for i in ids))
-        out: list[dict[str, Any]] = []
+        out: list[JsonObject] = []
         for start in range(0, len(wanted), MAX_VISITORS):
             data = self.call("get.visitors", {"ids": wanted[start : start + MAX_VISITORS]}).get("data")
-            out += [dict(v) for v in data or [] if isinstance(v, Mapping)]
+            out += [dict(v) for v in _listed(data) if isinstance(v, dict)]
         return out
 
     # --- reports ---------------------------------------------------------------------------------
@@ -563,41 +552,13 @@ class UisClient:
         date_from: datetime,
         date_till: datetime,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         fields = _columns(fields, columns.CHAT_FIELDS, columns.CHATS_REPORT_COLUMNS)
         return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
-
-    def iter_chats_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        fields = _columns(fields, columns.CHAT_FIELDS, columns.CHATS_REPORT_COLUMNS)
-        return self._iter_pages("get.chats_report", _report_params(date_from, date_till, filter, fields), limit)
-
-    def get_chat_messages_report(
-        self,
-        *,
-        chat_id: int | None = None,
-        chat_ids: Sequence[int] | None = None,
-        date_from: datetime | None = None,
-        date_till: datetime | None = None,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        fields = _columns(fields, columns.MESSAGE_FIELDS, columns.CHAT_MESSAGES_REPORT_COLUMNS)
-        params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
-        return self._page("get.chat_messages_report", params, limit, offset)
 
     def iter_chat_messages_report(
         self,
@@ -606,10 +567,10 @@ class UisClient:
         chat_ids: Sequence[int] | None = None,
         date_from: datetime | None = None,
         date_till: datetime | None = None,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[JsonObject]:
         fields = _columns(fields, columns.MESSAGE_FIELDS, columns.CHAT_MESSAGES_REPORT_COLUMNS)
         params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
         return self._iter_pages("get.chat_messages_report", params, limit)
@@ -619,36 +580,23 @@ class UisClient:
         date_from: datetime,
         date_till: datetime,
         *,
-        filter: Mapping[str, Any] | None = None,
+        filter: Mapping[str, object] | None = None,
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JsonObject]:
         fields = _columns(fields, columns.REQUEST_FIELDS, columns.OFFLINE_MESSAGES_REPORT_COLUMNS)
         params = _report_params(date_from, date_till, filter, fields)
         return self._page("get.offline_messages_report", params, limit, offset)
 
-    def iter_offline_messages_report(
-        self,
-        date_from: datetime,
-        date_till: datetime,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        fields: Sequence[str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        fields = _columns(fields, columns.REQUEST_FIELDS, columns.OFFLINE_MESSAGES_REPORT_COLUMNS)
-        params = _report_params(date_from, date_till, filter, fields)
-        return self._iter_pages("get.offline_messages_report", params, limit)
-
     # --- paging ----------------------------------------------------------------------------------
-    def _page(self, method: str, params: Mapping[str, Any], limit: int, offset: int) -> list[dict[str, Any]]:
+    def _page(self, method: str, params: Mapping[str, object], limit: int, offset: int) -> list[JsonObject]:
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be within 1..{MAX_PAGE_SIZE}")
         data = self.call(method, {**params, "limit": limit, "offset": offset}).get("data")
-        return list(data) if isinstance(data, list) else []
+        return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []
 
-    def _iter_pages(self, method: str, params: Mapping[str, Any], limit: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    def _iter_pages(self, method: str, params: Mapping[str, object], limit: int = PAGE_SIZE) -> Iterator[JsonObject]:
         """Page with limit/offset until a page comes back shorter than `limit` (each page costs a point)."""
         offset = 0
         while True:
@@ -659,24 +607,32 @@ class UisClient:
             offset += limit
 
     @staticmethod
-    def _data(result: Mapping[str, Any]) -> dict[str, Any]:
+    def _data(result: Mapping[str, object]) -> JsonObject:
         data = result.get("data")
         return dict(data) if isinstance(data, dict) else {}
 
 
-def _as_float(value: Any, default: float | None) -> Any:
+def _listed(value: JsonValue) -> list[JsonValue]:
+    return value if isinstance(value, list) else []
+
+
+def _as_float(value: JsonValue, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
-def _bounded(items: Sequence[Mapping[str, Any]], most: int) -> list[dict[str, Any]]:
+def _check_size(items: Sequence[object], most: int) -> None:
     # UIS refuses the whole call above its per-call maximum: fail here, before spending a point
     if len(items) > most:
         raise ValueError(f"at most {most} items per call, got {len(items)}")
+
+
+def _bounded(items: Sequence[Mapping[str, object]], most: int) -> list[dict[str, object]]:
+    _check_size(items, most)
     return [dict(item) for item in items]
 
 
-def _list_params(filter: Mapping[str, Any] | None, fields: Sequence[str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def _list_params(filter: Mapping[str, object] | None, fields: Sequence[str] | None) -> dict[str, object]:
+    params: dict[str, object] = {}
     if filter:
         params["filter"] = dict(filter)
     if fields:
@@ -694,11 +650,11 @@ def _columns(given: Sequence[str] | None, default: Sequence[str], documented: fr
     return names
 
 
-def _components(data: Mapping[str, Any], message: str) -> list[str]:
+def _components(data: JsonObject, message: str) -> list[str]:
     """UIS's component ids from a -32008 error: `params.components`, else the message's tail
     ("... following components to access this method: sales_funnel")."""
     params = data.get("params")
-    raw = params.get("components") if isinstance(params, Mapping) else None
+    raw = params.get("components") if isinstance(params, dict) else None
     if not raw and ":" in message:
         raw = message.rsplit(":", 1)[1]
     items = raw if isinstance(raw, list) else str(raw or "").split(",")
@@ -706,8 +662,8 @@ def _components(data: Mapping[str, Any], message: str) -> list[str]:
 
 
 def _report_params(
-    date_from: datetime, date_till: datetime, filter: Mapping[str, Any] | None, fields: Sequence[str] | None
-) -> dict[str, Any]:
+    date_from: datetime, date_till: datetime, filter: Mapping[str, object] | None, fields: Sequence[str] | None
+) -> dict[str, object]:
     if date_till < date_from:
         raise ValueError("date_till is before date_from")
     return {
@@ -722,9 +678,9 @@ def _messages_params(
     chat_ids: Sequence[int] | None,
     date_from: datetime | None,
     date_till: datetime | None,
-    filter: Mapping[str, Any] | None,
+    filter: Mapping[str, object] | None,
     fields: Sequence[str] | None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     params = _list_params(filter, fields)
     if chat_id is not None:
         params["chat_id"] = chat_id
@@ -735,22 +691,3 @@ def _messages_params(
     else:
         raise ValueError("get.chat_messages_report needs chat_id, chat_ids or date_from + date_till")
     return params
-
-
-# --- one client per account per container -------------------------------------------------------
-_clients: dict[tuple[str, str], UisClient] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(api_url: str, access_token: str, *, http: httpx.Client | None = None) -> UisClient:
-    """The container's client for this account, so `limits` and `calls` accumulate across invocations.
-
-    Keyed by URL and a digest of the token: a rotated token gets a new client, and the raw token
-    is not kept as a dictionary key.
-    """
-    key = (api_url, hashlib.sha256(access_token.encode("utf-8")).hexdigest())
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = UisClient(api_url, access_token, http=http)
-        return client

@@ -1,4 +1,5 @@
-"""UIS text notifications (a text-queue message) → a typed `Notification` → `ChatFacts` / `RequestFacts`.
+"""UIS text notifications: a text-queue message → a typed `Notification` (its event decided, its parameters
+flattened and cleaned); `connector.texts.facts` turns one into `ChatFacts` / `RequestFacts`.
 
 How UIS fills a notification is user-defined and undocumented (`../shared/reference/uis-api.md`,
 "Notifications"): a POST body is JSON the user wrote around unquoted `{{param}}` placeholders, a GET carries
@@ -15,20 +16,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from connector.errors import BadRequest
-from connector.texts.models import ChatFacts, RequestFacts, Tag
+from connector.models.messages import TextEventMessage, TextEventName, TextEventSource
+from connector.models.raw import JsonObject, JsonValue
+from connector.models.texts import Tag
 from connector.timeutil import from_iso, parse_local
-
-TextEvent = Literal["offline_message", "chat_finished", "lost_chat", "set_mark", "unset_mark", "chat_started"]
-TEXT_EVENTS: frozenset[str] = frozenset(
-    {"offline_message", "chat_finished", "lost_chat", "set_mark", "unset_mark", "chat_started"}
-)
-CHAT_EVENTS: frozenset[str] = frozenset({"chat_finished", "lost_chat", "set_mark", "unset_mark", "chat_started"})
 
 # nested objects of the default bodies whose fields are ordinary parameters
 _NESTED = ("visitor", "visitor_info", "tag_info", "contact_info", "call_info", "context")
@@ -60,7 +58,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 
 
 # --- coercion ---------------------------------------------------------------------------------------
-def clean(value: Any) -> Any:
+def clean(value: JsonValue) -> JsonValue:
     """None for every spelling of "nothing"; strings stripped; a one-item list (a repeated GET key) unwrapped."""
     if isinstance(value, list) and len(value) == 1 and not isinstance(value[0], dict | list):
         value = value[0]
@@ -74,7 +72,7 @@ def clean(value: Any) -> Any:
     return value
 
 
-def as_int(value: Any) -> int | None:
+def as_int(value: JsonValue) -> int | None:
     """An id given as a number or a string (`777`, `"777"`, `777.0`, `"777.0"`); anything else → None."""
     value = clean(value)
     if value is None or isinstance(value, bool):
@@ -94,7 +92,7 @@ def as_int(value: Any) -> int | None:
     return None
 
 
-def as_str(value: Any) -> str | None:
+def as_str(value: JsonValue) -> str | None:
     value = clean(value)
     if value is None or isinstance(value, dict | list):
         return None
@@ -104,7 +102,7 @@ def as_str(value: Any) -> str | None:
     return str(value)
 
 
-def _maybe_json(text: str) -> Any:
+def _maybe_json(text: str) -> JsonValue:
     if text[:1] in "[{":
         try:
             return json.loads(text)
@@ -113,7 +111,7 @@ def _maybe_json(text: str) -> Any:
     return None
 
 
-def as_tags(value: Any, names: Any = None) -> list[Tag]:
+def as_tags(value: JsonValue, names: JsonValue = None) -> list[Tag]:
     """`tag_ids` (list, `"1,2"`, `"[1, 2]"`) or a `tags` list of {tag_id, tag_name} / names → Tags."""
     value = clean(value)
     if value is None:
@@ -146,7 +144,7 @@ def as_tags(value: Any, names: Any = None) -> list[Tag]:
     return tags
 
 
-def as_messages(value: Any) -> list[dict[str, Any]] | None:
+def as_messages(value: JsonValue) -> list[JsonObject] | None:
     """`messages` as a list or a JSON string; a plain text log becomes one message. None when absent."""
     value = clean(value)
     if value is None:
@@ -161,7 +159,7 @@ def as_messages(value: Any) -> list[dict[str, Any]] | None:
         value = value.get("messages", value.get("data", [value]))
     if not isinstance(value, list):
         return None
-    out: list[dict[str, Any]] = []
+    out: list[JsonObject] = []
     for item in value:
         if isinstance(item, dict):
             out.append(item)
@@ -170,7 +168,7 @@ def as_messages(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-def flatten(payload: dict[str, Any]) -> dict[str, Any]:
+def flatten(payload: Mapping[str, JsonValue]) -> JsonObject:
     """Nested default-body objects lifted to the top level; a non-empty top-level value wins over a nested one."""
     flat = {key: value for key, value in payload.items() if key not in _NESTED}
     for key in _NESTED:
@@ -185,7 +183,7 @@ def flatten(payload: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _pick(flat: dict[str, Any], name: str) -> Any:
+def pick(flat: Mapping[str, JsonValue], name: str) -> JsonValue:
     for key in _ALIASES.get(name, (name,)):
         value = clean(flat.get(key))
         if value is not None:
@@ -193,16 +191,16 @@ def _pick(flat: dict[str, Any], name: str) -> Any:
     return None
 
 
-def _provided(flat: dict[str, Any], name: str) -> bool:
+def provided(flat: Mapping[str, JsonValue], name: str) -> bool:
     """The parameter was in the notification (even empty): "known to be absent" rather than "unknown"."""
-    return any(key in flat and not _is_placeholder(flat[key]) for key in _ALIASES.get(name, (name,)))
+    return any(key in flat and not is_placeholder(flat[key]) for key in _ALIASES.get(name, (name,)))
 
 
-def _is_placeholder(value: Any) -> bool:
+def is_placeholder(value: JsonValue) -> bool:
     return isinstance(value, str) and bool(_PLACEHOLDER.match(value.strip()))
 
 
-def _local_time(value: Any, tz: str | None) -> datetime | None:
+def local_time(value: JsonValue, tz: str | None) -> datetime | None:
     text = as_str(value)
     if not text:
         return None
@@ -215,28 +213,15 @@ def _local_time(value: Any, tz: str | None) -> datetime | None:
 
 
 # --- the queue message --------------------------------------------------------------------------------
-class TextMessage(BaseModel):
-    """A text-queue message as the intakes and the poller put it (docs/internals.md, "Queue messages")."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    integration_id: str = Field(min_length=1)
-    received_at: str | None = None
-    source: str = "notification"
-    event: str | None = None
-    method: str = "POST"
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-
 class Notification(BaseModel):
     """One text event, its kind decided and its parameters flattened and cleaned."""
 
     integration_id: str
-    event: TextEvent
-    source: str
+    event: TextEventName
+    source: TextEventSource
     method: str
     received_at: datetime | None
-    params: dict[str, Any]  # flattened payload, raw values (coerce with the helpers above)
+    params: JsonObject  # flattened payload, raw values (coerce with the helpers above)
     inferred: bool = False  # the event was inferred from the fields (no `?event=` in the URL)
 
     @property
@@ -251,147 +236,22 @@ class Notification(BaseModel):
     @property
     def mark_tag(self) -> Tag | None:
         """The tag a set_mark / unset_mark notification is about."""
-        tag = Tag(id=as_str(_pick(self.params, "tag_id")), name=as_str(_pick(self.params, "tag_name")))
+        tag = Tag(id=as_str(pick(self.params, "tag_id")), name=as_str(pick(self.params, "tag_name")))
         return tag if tag.id or tag.name else None
 
     @property
     def dedup_key(self) -> str:
         """What identifies the communication this event is about (for logs and parking)."""
         if self.is_request:
-            om = as_int(_pick(self.params, "offline_message_id"))
-            return f"om{om}" if om is not None else f"c{as_int(_pick(self.params, 'communication_id'))}"
-        chat = as_int(_pick(self.params, "chat_id")) or as_int(self.params.get("id"))
+            om = as_int(pick(self.params, "offline_message_id"))
+            return f"om{om}" if om is not None else f"c{as_int(pick(self.params, 'communication_id'))}"
+        chat = as_int(pick(self.params, "chat_id")) or as_int(self.params.get("id"))
         return f"chat{chat}#{self.event}"
 
-    # --- facts ------------------------------------------------------------------------------------
-    def chat_facts(self, tz: str | None) -> ChatFacts:
-        p = self.params
-        if self.is_report_row:
-            facts = ChatFacts.from_report_row(p, tz)
-            facts.complete = True
-            return facts
-        chat_id = as_int(_pick(p, "chat_id"))
-        if chat_id is None:
-            raise BadRequest(f"{self.event} notification without chat_id")
-        tags = as_tags(p.get("tag_ids"), p.get("tag_names")) or as_tags(p.get("tags"))
-        if self.event == "set_mark" and self.mark_tag and not any(t.id == self.mark_tag.id for t in tags):
-            tags.append(self.mark_tag)
-        if self.event == "unset_mark" and self.mark_tag:
-            gone = self.mark_tag
-            tags = [t for t in tags if not ((gone.id and t.id == gone.id) or (gone.name and t.matches(gone.name)))]
-        known = {
-            "chat_id",
-            "chat_channel_id",
-            "channel_id",
-            "chat_channel_type",
-            "channel_type",
-            "chat_channel_name",
-            "channel_name",
-            "communication_id",
-            "status",
-            "site_id",
-            "site_domain_name",
-            "visitor_id",
-            "visitor_name",
-            "visitor_phone_number",
-            "visitor_phone",
-            "visitor_email",
-            "employee_full_name",
-            "tag_ids",
-            "tag_names",
-            "tags",
-            "messages",
-            "tag_id",
-            "tag_name",
-        }
-        provided = {
-            name for name in ("site_domain_name", "site_id", "channel_type", "channel_id") if _provided(p, name)
-        }
-        if _provided(p, "visitor_phone"):
-            provided.add("visitor_phone")
-        if _provided(p, "visitor_email"):
-            provided.add("visitor_email")
-        if "tag_ids" in p or "tags" in p:
-            provided.add("tags")
-        provided |= {k for k, v in p.items() if not _is_placeholder(v)}
-        status = as_str(_pick(p, "status"))
-        if status is None and self.event == "lost_chat":
-            status = "lost"
-        return ChatFacts(
-            chat_id=chat_id,
-            communication_id=as_int(_pick(p, "communication_id")),
-            status=status,
-            started_at=_local_time(p.get("created_at") or p.get("date_time"), tz),
-            site_id=as_int(_pick(p, "site_id")),
-            site_domain_name=as_str(_pick(p, "site_domain_name")),
-            channel_id=as_int(_pick(p, "channel_id")),
-            channel_type=as_str(_pick(p, "channel_type")),
-            channel_name=as_str(_pick(p, "channel_name")),
-            visitor_id=as_int(_pick(p, "visitor_id")),
-            visitor_name=as_str(_pick(p, "visitor_name")),
-            visitor_phone=as_str(_pick(p, "visitor_phone")),
-            visitor_email=as_str(_pick(p, "visitor_email")),
-            employee_full_name=as_str(_pick(p, "employee_full_name")),
-            tags=tags,
-            messages=as_messages(p.get("messages") if "messages" in p else p.get("chat_log")),
-            params=_params(p, known),
-            provided=provided,
-        )
 
-    def request_facts(self, tz: str | None) -> RequestFacts:
-        p = self.params
-        om_id = as_int(_pick(p, "offline_message_id"))
-        if om_id is None and as_int(_pick(p, "communication_id")) is None:
-            raise BadRequest("offline_message notification without offline_message_id or communication_id")
-        known = {
-            "offline_message_id",
-            "communication_id",
-            "form_type",
-            "form_name",
-            "site_id",
-            "site_domain_name",
-            "site_domain",
-            "visitor_id",
-            "visitor_name",
-            "visitor_phone_number",
-            "visitor_phone",
-            "visitor_email",
-            "visitor_message",
-            "om_name",
-            "om_phone",
-            "om_email",
-            "om_message",
-            "tag_ids",
-            "tags",
-        }
-        provided = {name for name in ("site_domain_name", "site_id", "form_type") if _provided(p, name)}
-        provided |= {k for k, v in p.items() if not _is_placeholder(v)}
-        if _provided(p, "visitor_phone"):
-            provided.add("visitor_phone")
-        if _provided(p, "visitor_email"):
-            provided.add("visitor_email")
-        return RequestFacts(
-            offline_message_id=om_id,
-            communication_id=as_int(_pick(p, "communication_id")),
-            created_at=_local_time(p.get("date_time") or p.get("notification_time"), tz),
-            form_type=as_str(_pick(p, "form_type")),
-            form_name=as_str(_pick(p, "form_name")),
-            site_id=as_int(_pick(p, "site_id")),
-            site_domain_name=as_str(_pick(p, "site_domain_name")),
-            visitor_id=as_int(_pick(p, "visitor_id")),
-            visitor_name=as_str(_pick(p, "visitor_name")),
-            visitor_phone=as_str(_pick(p, "visitor_phone")),
-            visitor_email=as_str(_pick(p, "visitor_email")),
-            text=as_str(_pick(p, "visitor_message")),
-            tags=as_tags(p.get("tag_ids")) or as_tags(p.get("tags")),
-            params=_params(p, known),
-            provided=provided,
-        )
-
-
-def _params(flat: dict[str, Any], known: set[str]) -> dict[str, Any]:
+def other_params(flat: Mapping[str, JsonValue], known: frozenset[str]) -> JsonObject:
     """Every other non-empty parameter (utm_*, campaign_name, search_query…), for extra fields and comments."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for key, value in flat.items():
         if key in known or key in _NESTED:
             continue
@@ -402,7 +262,7 @@ def _params(flat: dict[str, Any], known: set[str]) -> dict[str, Any]:
     return out
 
 
-def infer_event(payload: dict[str, Any], *, source: str = "notification") -> TextEvent | None:
+def infer_event(payload: Mapping[str, JsonValue], *, source: str = "notification") -> TextEventName | None:
     """The event a payload describes when the URL did not name it (None: cannot tell).
 
     Mark notifications say nothing about set vs unset: those are read as `set_mark` (a tag removal read as a
@@ -427,33 +287,38 @@ def infer_event(payload: dict[str, Any], *, source: str = "notification") -> Tex
     return None
 
 
-def parse_message(message: dict[str, Any] | str | bytes) -> Notification:
-    """A text-queue message → Notification. BadRequest when it cannot be understood (parked, not retried)."""
-    if isinstance(message, bytes | str):
+def read_message(body: JsonValue | str | bytes) -> TextEventMessage:
+    """A text-queue body → its typed message. BadRequest when it is none (parked, not retried)."""
+    if isinstance(body, bytes | str):
         try:
-            message = json.loads(message)
+            body = json.loads(body)
         except ValueError as exc:
             raise BadRequest(f"text event is not JSON: {exc}") from None
-    if not isinstance(message, dict):
+    if not isinstance(body, dict):
         raise BadRequest("text event is not a JSON object")
     try:
-        msg = TextMessage.model_validate(message)
+        return TextEventMessage.model_validate(body)
     except ValidationError as exc:
+        errors = exc.errors(include_input=False)
+        if any(tuple(e["loc"])[:1] == ("event",) for e in errors):
+            raise BadRequest(
+                f"cannot tell which UIS event this is (event={body.get('event')!r}); "
+                "add ?event=<name> to the notification URL"
+            ) from None
         # the field and the rule only: pydantic's own text echoes the input (visitors' names and phones)
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in errors)
         raise BadRequest(f"text event is malformed: {problems}") from None
-    payload = msg.payload
-    event = clean(msg.event)
-    inferred = False
+
+
+def parse_message(message: TextEventMessage | JsonObject | str | bytes) -> Notification:
+    """A text-queue message → Notification. BadRequest when it cannot be understood (parked, not retried)."""
+    msg = message if isinstance(message, TextEventMessage) else read_message(cast("JsonValue", message))
+    event = msg.event
+    inferred = event is None
     if event is None:
-        event = infer_event(payload, source=msg.source)
-        inferred = True
-    if event not in TEXT_EVENTS:
-        raise BadRequest(
-            f"cannot tell which UIS event this is (event={msg.event!r}); add ?event=<name> to the notification URL"
-        )
+        event = infer_event(msg.payload, source=msg.source)
+    if event is None:
+        raise BadRequest("cannot tell which UIS event this is (event=None); add ?event=<name> to the notification URL")
     received = None
     if msg.received_at:
         try:
@@ -464,8 +329,8 @@ def parse_message(message: dict[str, Any] | str | bytes) -> Notification:
         integration_id=msg.integration_id,
         event=event,
         source=msg.source,
-        method=msg.method.upper(),
+        method=msg.method,
         received_at=received,
-        params=flatten(payload),
+        params=flatten(msg.payload),
         inferred=inferred,
     )

@@ -1,22 +1,61 @@
-"""What the deals side keeps in DynamoDB, as typed models (the store (de)serialises them, rules compute them).
+"""What the deals side keeps in DynamoDB, as typed models (the store (de)serialises them, rules compute them),
+and the names UIS sees (funnels, stages, user fields, ext ids).
 
 Times are UTC ISO strings (`2025-03-03T07:00:00Z`, second precision), so they sort as text and survive
 DynamoDB unchanged; money is a decimal string (`"4500.00"`), never a float.
 
 - `CustomerSnapshot` (`CUST#<id>`): everything one AlfaCRM customer's deals are derived from — the facts
   the webhooks reported (with AlfaCRM's times), the last re-read, and a summary of the customer's payments.
-- `DealRecord` (`DEAL#<funnel>#<ext_id>`): one UIS deal — the stage path computed from the snapshot, the
-  rows UIS has already received, and the upload state.
+- `DealDraft`: one UIS deal as the rules compute it from a snapshot (stage path, name, revenue, contact…).
+- `DealRecord` (`DEAL#<funnel>#<ext_id>`): a draft plus its upload state (`DealUpload`: the rows UIS has
+  already received, the signatures of what it was sent, pending/uploaded/parked).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# --- names UIS sees ---------------------------------------------------------------------------------
+FIRST_SALE = "first_sale"
+UPSELL = "upsell"
+FUNNELS = (FIRST_SALE, UPSELL)
+FUNNEL_NAMES = {FIRST_SALE: "Первая продажа", UPSELL: "Допродажи"}
+
+NO_STATUS = "no_status"
+SUCCESS = "success"
+FAILED = "failed"
+UPSELL_NEW = "new"
+UPSELL_PAID = "paid"
+UPSELL_CANCELLED = "cancelled"
+# the closing stage of each funnel → its UIS stage status
+CLOSING = {
+    FIRST_SALE: {SUCCESS: "success", FAILED: "failed"},
+    UPSELL: {UPSELL_PAID: "success", UPSELL_CANCELLED: "failed"},
+}
+
+FIELD_TEACHER = "teacher"
+FIELD_BRANCH = "branch"
+USER_FIELDS = {FIELD_TEACHER: "Учитель", FIELD_BRANCH: "Филиал"}
+
+
+def first_sale_ext_id(customer_id: int) -> str:
+    return f"customer-{customer_id}"
+
+
+def upsell_ext_id(pay_id: int) -> str:
+    return f"pay-{pay_id}"
+
+
+def contact_ext_id(customer_id: int) -> str:
+    return f"customer-{customer_id}"
+
+
 FactKind = Literal["new", "old"]
 UploadState = Literal["pending", "uploaded", "parked"]
+# a tracked customer field's value: `is_study` and `removed` are booleans, `lead_status_id` an id
+TrackedValue = bool | int | None
 
 
 class _State(BaseModel):
@@ -32,7 +71,7 @@ class Fact(_State):
     """
 
     at: str
-    value: Any = None
+    value: TrackedValue = None
     kind: FactKind = "new"
 
 
@@ -73,7 +112,7 @@ class CustomerSnapshot(_State):
     customer_id: int
     facts: dict[str, list[Fact]] = Field(default_factory=dict)
     # the last re-read of the tracked fields and when (wall clock, UTC) it was made
-    current: dict[str, Any] = Field(default_factory=dict)
+    current: dict[str, TrackedValue] = Field(default_factory=dict)
     # which tracked fields the re-read told (DynamoDB drops None map values, so `current` alone cannot say)
     current_keys: list[str] = Field(default_factory=list)
     read_at: str | None = None
@@ -89,8 +128,15 @@ class CustomerSnapshot(_State):
     pays: dict[str, PayInfo] = Field(default_factory=dict)
     version: int = 0
 
+    @property
+    def display_name(self) -> str:
+        """The name UIS shows for the customer's deals and contact."""
+        return (self.name or "").strip() or f"Клиент {self.customer_id}"
 
-class DealRecord(_State):
+
+class DealDraft(_State):
+    """A deal as the rules compute it from the customer snapshot: what UIS should show."""
+
     funnel: str
     ext_id: str
     customer_id: int
@@ -98,13 +144,22 @@ class DealRecord(_State):
     name: str
     created_at: str
     path: list[Step]  # computed from the snapshot, before merging with what UIS already has
-    uploaded: list[Step] = Field(default_factory=list)  # the rows UIS has received, in order
     revenue: str | None = None
     contact_ext_id: str
     communication_id: int | None = None
     communication_type: str | None = None
     user_fields: dict[str, str] = Field(default_factory=dict)
     contact_sig: str | None = None  # first sale: the customer's phones/e-mails (a change re-syncs the contact)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.funnel, self.ext_id
+
+
+class DealUpload(_State):
+    """Where a deal stands with UIS."""
+
+    uploaded: list[Step] = Field(default_factory=list)  # the rows UIS has received, in order
     modified_at: str
     uploaded_sig: str | None = None
     uploaded_contact_sig: str | None = None  # `contact_sig` as of the last flush that synced the contact
@@ -113,6 +168,21 @@ class DealRecord(_State):
     source_version: int = 0  # the snapshot version this deal was computed from
     version: int = 0
 
+
+class DealRecord(DealDraft, DealUpload):
+    """A stored deal: its draft's content and its upload state, in one item."""
+
+    @classmethod
+    def of(cls, draft: DealDraft, upload: DealUpload) -> DealRecord:
+        return cls.model_validate({**draft.model_dump(), **upload.model_dump()})
+
     @property
-    def key(self) -> tuple[str, str]:
-        return self.funnel, self.ext_id
+    def upload(self) -> DealUpload:
+        return DealUpload.model_validate(self.model_dump(include=set(DealUpload.model_fields)))
+
+
+class DealRef(_State):
+    """Names one deal (a parked deal's payload, the uploader's pending keys)."""
+
+    funnel: str
+    ext_id: str

@@ -1,0 +1,95 @@
+"""What the connector remembers about the other systems' state, as the store keeps it.
+
+- UIS sync state (`UIS#funnel#<funnel>`, `UIS#field#<name>`, `UIS#resync`): the stages and user fields UIS
+  holds, so a flush costs no UIS point when nothing changed (connector.deals.funnels);
+- the reconciler's position in AlfaCRM's `log/index` (`WM#alfacrm_log`, one `LogMark` per entity);
+- the chat poller's watermark and the last UIS budget it saw (`WM#chats`).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Sync(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- UIS funnels and user fields ----------------------------------------------------------------------------
+class StageState(_Sync):
+    name: str | None = None
+    status: str | None = None  # in_process | success | failed
+    order: int | None = None
+
+
+class FunnelState(_Sync):
+    """`UIS#funnel#<funnel>`: the stages UIS holds, and `hash` of the stages wanted when they were synced."""
+
+    hash: str = ""
+    stages: dict[str, StageState] = Field(default_factory=dict)
+    kept: list[str] = Field(default_factory=list)  # unwanted stages UIS refused to delete (deals sit in them)
+
+
+class UserFieldState(_Sync):
+    """`UIS#field#<name>`: a deal user field UIS holds."""
+
+    name: str
+    data_type: str = "string"
+
+
+class UisSyncState(_Sync):
+    """Both funnels' and the user fields' sync state, as one read gives them."""
+
+    funnels: dict[str, FunnelState] = Field(default_factory=dict)
+    fields: dict[str, UserFieldState] = Field(default_factory=dict)
+
+
+class ResyncMark(_Sync):
+    """`UIS#resync`: a forced funnel sync that did not cure a sync problem (the uploader waits it out)."""
+
+    at: str
+    error: str | None = None
+
+
+# --- AlfaCRM's change log -----------------------------------------------------------------------------------
+class LogMark(_Sync):
+    """How far the reconciler has read one entity's `log/index` (the log's order is detected and kept)."""
+
+    at: str = ""
+    id: int = 0
+    page: int = 0
+    order: str | None = None  # asc | desc | None (not known yet)
+
+
+# --- the chat poller ----------------------------------------------------------------------------------------
+class UisLimits(_Sync):
+    """`metadata.limits` of a UIS reply (each `*_reset` in seconds from when it was seen)."""
+
+    day_limit: float | None = None
+    day_remaining: float | None = None
+    day_reset: float | None = None
+    minute_limit: float | None = None
+    minute_remaining: float | None = None
+
+
+class SeenLimits(UisLimits):
+    seen_at: str | None = None  # UTC ISO
+
+
+class PollerState(_Sync):
+    """`WM#chats`: where the next poll starts, when the last one ran, and the budget it saw."""
+
+    watermark: str | None = None  # UTC ISO
+    last_poll_at: str | None = None
+    span_seconds: int | None = None  # the window the next poll reads (halved when one was too full)
+    limits: SeenLimits | None = None
+    last_window: list[str] | None = None
+    last_error: str | None = None
+    version: int = 0
+
+
+class CheckedFunnels(_Sync):
+    """A container's memory of its last funnel check: the wanted stages' hash and the stages UIS holds."""
+
+    wanted_hash: str
+    known: dict[str, frozenset[str]] = Field(default_factory=dict)
