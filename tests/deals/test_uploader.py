@@ -618,7 +618,6 @@ def test_deals_carry_the_responsible_manager_and_the_lead_source(alfacrm, captur
     assert uis.deals[f"customer-{other['id']}"]["source"] == "Звонок"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.10: fixed after the typed core lands")
 @pytest.mark.parametrize("archive_flag", [False, True])
 def test_a_lead_refused_with_a_reason_is_a_failed_first_sale_and_a_cleared_reason_reopens_it(
     alfacrm, captured, deliver, flush, uis, clock, archive_flag
