@@ -2,9 +2,9 @@
 derived from. Pure functions, no I/O (shared/design/architecture.md, "Deal rules").
 
 `observe_customer` / `observe_pay` fold one event (and the entity re-read for it) into the snapshot.
-Stage-relevant fields (`is_study`, `lead_status_id`, `removed`, `lead_reject_id`) are kept as *facts* with AlfaCRM's own
-times, so the history does not depend on the order webhooks arrive in: facts are a set, the same delivery
-twice adds nothing, and any delivery order yields the same set.
+Stage-relevant fields (`is_study`, `lead_status_id`, `removed`, `lead_reject_id`) are kept as *facts* with
+AlfaCRM's own times, so the history does not depend on the order webhooks arrive in: facts are a set, the
+same delivery twice adds nothing, and any delivery order yields the same set.
 
 Decisions where AlfaCRM leaves room (documented, tested):
 - a payment is a deal only when its income is positive: AlfaCRM records refunds and expenses as payments
