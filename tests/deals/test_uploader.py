@@ -643,7 +643,6 @@ def test_a_lead_refused_with_a_reason_is_a_failed_first_sale_and_a_cleared_reaso
     assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:20:00")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.11: fixed after the typed core lands")
 def test_only_the_pay_items_the_settings_name_are_upsell_revenue(alfacrm, captured, deliver, flush, uis, store):
     """A goods sale (the real capture: pay_type_id 9, commodity_id set, a pen) or a refund is no upsell: with
     `deals.upsell.pay_item_ids` [1] only tuition payments become upsell deals."""

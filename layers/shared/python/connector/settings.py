@@ -95,7 +95,10 @@ class UpsellSettings(_Model):
     # a goods sale or a refund item can be left out: see docs/external-apis.md, "Revenue and refunds"
     pay_item_ids: list[int] = Field(
         default_factory=list,
-        description="AlfaCRM pay items whose payments are revenue (look-up: pay-items); empty: every positive payment",
+        description=(
+            "AlfaCRM pay items whose payments are revenue, for the first sale and upsells alike (look-up: "
+            "pay-items); empty: every positive payment"
+        ),
     )
 
 

@@ -4,6 +4,9 @@
 - `derive_deals`: the customer's first-sale deal and (when upsells are on) one upsell deal per payment after
   the first. The first payment (earliest `document_date`, then lowest id, among non-deleted payments) is
   the first sale's revenue; every payment ordered after it is an upsell deal — deleted ones end "cancelled".
+  Only revenue counts: a positive payment, and — when `deals.upsell.pay_item_ids` names pay items — one of
+  those items (a goods sale or a refund item is neither the first sale's revenue nor an upsell; a payment
+  whose item is not known yet counts, as before the setting existed).
 - `apply_draft`: rows UIS already has are frozen, times never go backwards, and a deal is pending when UIS
   lacks a transition or a changed value (`needs_upload`); `rows_to_send` says which rows.
 - `orphan`: an upsell whose payment stopped being one.
@@ -57,13 +60,21 @@ def _pay_order(pay: PayInfo) -> tuple[str, int]:
     return pay.document_date or "9999-12-31", pay.id
 
 
-def first_payment(snap: CustomerSnapshot) -> PayInfo | None:
-    live = [p for p in deal_payments(snap) if not p.removed_at]
+def first_payment(snap: CustomerSnapshot, settings: DealsSettings) -> PayInfo | None:
+    live = [p for p in deal_payments(snap, settings) if not p.removed_at]
     return min(live, key=_pay_order) if live else None
 
 
-def deal_payments(snap: CustomerSnapshot) -> list[PayInfo]:
-    return [p for p in snap.pays.values() if p.customer_id == snap.customer_id and is_deal_payment(p)]
+def deal_payments(snap: CustomerSnapshot, settings: DealsSettings) -> list[PayInfo]:
+    """The customer's payments that are revenue (positive, of a chosen pay item when the settings name any)."""
+    items = set(settings.upsell.pay_item_ids)
+    return [
+        p
+        for p in snap.pays.values()
+        if p.customer_id == snap.customer_id
+        and is_deal_payment(p)
+        and (not items or p.pay_item_id is None or p.pay_item_id in items)
+    ]
 
 
 def contact_sig(snap: CustomerSnapshot) -> str:
@@ -84,11 +95,11 @@ def derive_deals(
     link: CustomerLink | None = None,
 ) -> list[DealDraft]:
     """The customer's first-sale deal and (when enabled) one upsell deal per payment after the first."""
-    first = first_payment(snap)
+    first = first_payment(snap, settings)
     drafts = [_first_sale(snap, settings, directory, first, link)]
     if settings.upsell.enabled and first is not None:
         # the first payment itself, and deleted ones ordered before it, are no upsells
-        later = [p for p in sorted(deal_payments(snap), key=_pay_order) if _pay_order(p) > _pay_order(first)]
+        later = [p for p in sorted(deal_payments(snap, settings), key=_pay_order) if _pay_order(p) > _pay_order(first)]
         drafts += [_upsell(snap, pay, directory) for pay in later]
     return drafts
 

@@ -203,6 +203,7 @@ def observe_pay(
             info.document_date = pay.document_date.isoformat() if pay.document_date else None
             info.teacher_id = pay.teacher_id
             info.branch_id = pay.branch_id
+            info.pay_item_id = pay.pay_item_id
             info.confirmed = pay.is_confirmed
             info.read_at = read_at
             info.fields_at = dict.fromkeys(_PAY_FILL, read_at)
@@ -222,6 +223,7 @@ _PAY_FILL: dict[str, Callable[[JsonValue], str | int | None]] = {
     "document_date": lambda v: None if to_date(v) is None else to_date(v).isoformat(),  # type: ignore[union-attr]
     "teacher_id": to_int,
     "branch_id": to_int,
+    "pay_item_id": to_int,
 }
 
 

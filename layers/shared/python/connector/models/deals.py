@@ -91,6 +91,7 @@ class PayInfo(_State):
     document_date: str | None = None  # ISO date
     teacher_id: int | None = None
     branch_id: int | None = None
+    pay_item_id: int | None = None  # the AlfaCRM income item (tuition, goods…): `deals.upsell.pay_item_ids`
     confirmed: bool | None = None
     created_at: str  # the earliest AlfaCRM event time seen for this payment (its creation, normally)
     confirmed_at: str | None = None  # the earliest event that reported it confirmed
