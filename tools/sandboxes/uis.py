@@ -439,7 +439,8 @@ class UisSandbox:
             "get.offline_messages_report": self._offline_messages_report,
             "set.tag_communications": self._set_tag_communications,
             "get.visitors": self._get_visitors,
-            "get.account": lambda p: {"app_id": 100500, "name": "Школа английского", "timezone": self.timezone},
+            # account/get_account's JSON answer: `data` is a list holding the account
+            "get.account": lambda p: [{"app_id": 100500, "name": "Школа английского", "timezone": self.timezone}],
         }
         self._url_map = Map(
             [

@@ -34,6 +34,7 @@ from connector.models.deals import (
     PayInfo,
     Step,
     contact_ext_id,
+    employee_ext_id,
     first_sale_ext_id,
     upsell_ext_id,
 )
@@ -48,12 +49,25 @@ class Directory:
 
     teachers: Mapping[int, str] = field(default_factory=dict)
     branches: Mapping[int, str] = field(default_factory=dict)
+    users: Mapping[int, str] = field(default_factory=dict)
+    sources: Mapping[int, str] = field(default_factory=dict)
 
     def teacher_names(self, ids: Iterable[int]) -> str:
         return ", ".join(self.teachers.get(i, f"#{i}") for i in ids)
 
     def branch_names(self, ids: Iterable[int]) -> str:
         return ", ".join(self.branches.get(i, f"#{i}") for i in ids)
+
+    def people(self, snap: CustomerSnapshot) -> dict[str, str]:
+        """The draft fields naming the customer's manager (as a UIS deal employee) and its lead source."""
+        out: dict[str, str] = {}
+        if snap.assigned_id is not None:
+            out["employee_ext_id"] = employee_ext_id(snap.assigned_id)
+            out["employee_name"] = self.users.get(snap.assigned_id) or f"Сотрудник #{snap.assigned_id}"
+        source = self.sources.get(snap.lead_source_id) if snap.lead_source_id is not None else None
+        if source:
+            out["source"] = source
+        return out
 
 
 def _pay_order(pay: PayInfo) -> tuple[str, int]:
@@ -126,7 +140,7 @@ def _first_sale(
         communication_type=link.communication_type if link else None,
         user_fields=_fields(directory.teacher_names(snap.teacher_ids), directory.branch_names(snap.branch_ids)),
         contact_sig=contact_sig(snap),
-    )
+    ).model_copy(update=directory.people(snap))
 
 
 def _upsell(snap: CustomerSnapshot, pay: PayInfo, directory: Directory) -> DealDraft:
@@ -145,24 +159,25 @@ def _upsell(snap: CustomerSnapshot, pay: PayInfo, directory: Directory) -> DealD
         revenue=pay.income,
         contact_ext_id=contact_ext_id(snap.customer_id),
         user_fields=_fields(teacher, branch),
-    )
+    ).model_copy(update=directory.people(snap))
 
 
 # --- deal records -------------------------------------------------------------------------------------
 def signature(deal: DealRecord) -> str:
     """What UIS shows besides the stage: a change here re-sends the current stage's row."""
-    raw = json.dumps(
-        [
-            deal.name,
-            deal.created_at,
-            money(deal.revenue),
-            deal.contact_ext_id,
-            deal.communication_id,
-            deal.communication_type,
-            sorted(deal.user_fields.items()),
-        ],
-        default=str,
-    )
+    shown: list[object] = [
+        deal.name,
+        deal.created_at,
+        money(deal.revenue),
+        deal.contact_ext_id,
+        deal.communication_id,
+        deal.communication_type,
+        sorted(deal.user_fields.items()),
+    ]
+    if deal.employee_ext_id or deal.source:
+        # only when present: deals stored before these fields keep their signature (no mass re-send)
+        shown += [deal.employee_ext_id, deal.source]
+    raw = json.dumps(shown, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -196,6 +211,9 @@ def _content(deal: DealRecord) -> tuple[object, ...]:
         sorted(deal.user_fields.items()),
         deal.customer_id,
         deal.contact_sig,
+        deal.employee_ext_id,
+        deal.employee_name,
+        deal.source,
     )
 
 

@@ -157,6 +157,8 @@ def _take_reread(snap: CustomerSnapshot, customer: Customer, read_at: str, tz: s
     snap.emails = list(customer.email)
     snap.teacher_ids = list(customer.teacher_ids)
     snap.branch_ids = list(customer.branch_ids)
+    snap.assigned_id = customer.assigned_id
+    snap.lead_source_id = customer.lead_source_id
     if customer.created_at is not None:
         snap.created_at = to_iso(local_to_utc(customer.created_at, tz))
 

@@ -52,6 +52,11 @@ def contact_ext_id(customer_id: int) -> str:
     return f"customer-{customer_id}"
 
 
+def employee_ext_id(user_id: int) -> str:
+    """The UIS deal employee (create.deal_employees) of an AlfaCRM user, a customer's `assigned_id`."""
+    return f"user-{user_id}"
+
+
 FactKind = Literal["new", "old"]
 UploadState = Literal["pending", "uploaded", "parked"]
 # a tracked customer field's value: `is_study` and `removed` are booleans, `lead_status_id` an id
@@ -122,6 +127,8 @@ class CustomerSnapshot(_State):
     emails: list[str] = Field(default_factory=list)
     teacher_ids: list[int] = Field(default_factory=list)
     branch_ids: list[int] = Field(default_factory=list)
+    assigned_id: int | None = None  # the responsible manager (an AlfaCRM user)
+    lead_source_id: int | None = None
     created_at: str | None = None  # AlfaCRM's `created_at`, converted to UTC
     first_seen_at: str
     deleted_at: str | None = None
@@ -151,6 +158,11 @@ class DealDraft(_State):
     communication_type: str | None = None
     user_fields: dict[str, str] = Field(default_factory=dict)
     contact_sig: str | None = None  # first sale: the customer's phones/e-mails (a change re-syncs the contact)
+    # the customer's responsible manager as a UIS deal employee, and its lead source's name (UIS's analysis by
+    # employee and by source); the name is what create.deal_employees gets the first time
+    employee_ext_id: str | None = None
+    employee_name: str | None = None
+    source: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -381,8 +381,12 @@ class UisClient:
     # --- look-ups and auth -----------------------------------------------------------------------
     def check_auth(self) -> JsonObject:
         """One cheap call that proves the URL, token and IP allow-list: `get.account` needs no component
-        (account/get_account) → `{app_id, name, timezone}`, the account's IANA zone among them."""
-        return self._data(self.call("get.account", {}))
+        (account/get_account) → `{app_id, name, timezone}`, the account's IANA zone among them (the documented
+        answer holds the account in a one-item `data` list; an object is taken too)."""
+        data = self.call("get.account", {}).get("data")
+        if isinstance(data, list):
+            data = next((item for item in data if isinstance(item, dict)), None)
+        return dict(data) if isinstance(data, dict) else {}
 
     def missing_components(self, features: Sequence[str]) -> dict[str, UisComponentMissing]:
         """Which of these features the account's components do not allow, each tried with one cheap call
