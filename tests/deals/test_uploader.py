@@ -525,7 +525,6 @@ def test_one_contact_uis_refuses_does_not_send_the_other_deals_without_contacts(
     assert f"customer-{bad['id']}" in uis.deals  # the deal itself still reaches UIS
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.1: fixed after the typed core lands")
 def test_a_contact_update_uis_refuses_stays_pending_and_is_parked_with_uis_message_if_it_keeps_failing(
     alfacrm, captured, deliver, flush, uis, clock, store
 ):
@@ -544,10 +543,9 @@ def test_a_contact_update_uis_refuses_stays_pending_and_is_parked_with_uis_messa
         flush()
     [view] = deals_view(store, INTEGRATION_ID, "first_sale")
     assert view["upload"]["state"] == "parked" and "mail" in (view["upload"]["error"] or "").lower()
-    assert [p["key"] for p in store.integrations.parked(INTEGRATION_ID)] == [f"first_sale#customer-{lead['id']}"]
+    assert [p.key for p in store.integrations.parked(INTEGRATION_ID)] == [f"first_sale#customer-{lead['id']}"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.6: fixed after the typed core lands")
 def test_an_upload_applied_whose_answer_was_lost_is_read_back_not_sent_again(
     alfacrm, captured, deliver, flush, uis, clock, store
 ):
@@ -572,7 +570,6 @@ def test_an_upload_applied_whose_answer_was_lost_is_read_back_not_sent_again(
     assert calls(uis, "get.deals_history") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.6: fixed after the typed core lands")
 def test_a_deal_uis_calls_created_in_the_future_is_retried_later_not_parked(
     alfacrm, captured, deliver, flush, uis, clock, store, integration
 ):
@@ -597,7 +594,81 @@ def test_a_deal_uis_calls_created_in_the_future_is_retried_later_not_parked(
     assert f"customer-{lead['id']}" in uis.deals
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.8: fixed after the typed core lands")
+def test_a_school_ahead_of_its_uis_account_writes_deal_times_in_the_uis_accounts_zone(
+    alfacrm, captured, deliver, flush, uis, clock, store, integration
+):
+    """get.account named the UIS account's zone at creation (`uis.timezone`): deal rows are written in it, so a
+    school two hours ahead of its UIS account is not refused as "in the future" (and waits for nothing)."""
+    ahead = integration.model_copy(
+        update={
+            "id": "ahead0002",
+            "timezone": "Asia/Yekaterinburg",
+            "uis": integration.uis.model_copy(update={"timezone": "Europe/Moscow"}),
+        }
+    )
+    store.integrations.create(ahead)
+    uis.clock = lambda: clock() - timedelta(hours=2)  # the UIS account runs on Moscow time
+    lead = alfacrm.ui_create_customer({"name": "Вовремя", "is_study": 0, "lead_status_id": 1})
+    for body in captured.take():
+        deliver(body, integration_id=ahead.id)
+
+    report = flush(ahead.id)
+
+    assert report.state == "uploaded" and report.parked == []
+    created = datetime.strptime(uis.deals[f"customer-{lead['id']}"]["created_date_time"], "%Y-%m-%d %H:%M:%S")
+    assert created <= uis.clock()
+    assert {d["upload"]["state"] for d in deals_view(store, ahead.id)} == {"uploaded"}
+
+
+def test_a_deal_whose_new_contact_uis_refuses_goes_without_it_and_gets_it_once_the_contact_is_fixed(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """A contact UIS refuses to create is never recorded as synced: the deal reaches UIS without a contact, stays
+    pending with UIS's message, is parked after a few flushes, and — once the e-mail is fixed in AlfaCRM —
+    its current row goes again with the contact."""
+    lead = alfacrm.ui_create_customer({"name": "Опечатка", "is_study": 0, "lead_status_id": 1, "email": ["x@school"]})
+    deliver_all(captured, deliver)
+    ext_id = f"customer-{lead['id']}"
+
+    flush()
+    assert ext_id in uis.deals and uis.deals[ext_id]["contact_ext_ids"] == [] and ext_id not in uis.contacts
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"]["state"] == "pending" and "emails" in (view["upload"]["error"] or "")
+    for _ in range(2):
+        clock.advance(60)
+        flush()
+    assert [p.key for p in store.integrations.parked(INTEGRATION_ID)] == [f"first_sale#{ext_id}"]
+
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"email": ["x@school.ru"]})
+    deliver_all(captured, deliver)
+    flush()
+
+    assert uis.contacts[ext_id]["emails"] == ["x@school.ru"]
+    assert uis.deals[ext_id]["contact_ext_ids"] == [ext_id]
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"] == {"state": "uploaded", "error": None}
+    assert store.integrations.parked(INTEGRATION_ID) == []
+
+
+def test_a_manager_deleted_in_the_uis_cabinet_is_created_again_not_a_reason_to_park(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    lead = alfacrm.ui_create_customer({"name": "Гоша", "is_study": 0, "lead_status_id": 1, "assigned_id": 2})
+    deliver_all(captured, deliver)
+    flush()
+    uis.deal_employees.clear()  # deleted in the cabinet (UIS refuses rows naming it: deals.employee_ext_id)
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2})
+    deliver_all(captured, deliver)
+
+    report = flush()
+
+    assert report.state == "uploaded" and report.parked == []
+    assert set(uis.deal_employees) == {"user-2"} and calls(uis, "create.deal_employees") == 2
+    assert uis.deals[f"customer-{lead['id']}"]["employee_ext_id"] == "user-2"
+
+
 def test_deals_carry_the_responsible_manager_and_the_lead_source(alfacrm, captured, deliver, flush, uis):
     """As UIS's own amoCRM and Bitrix24 integrations do: `employee_ext_id` (made once with create.deal_employees)
     and `source` on each row, for UIS's analysis by employee and by source."""

@@ -298,6 +298,13 @@ class Integration(_Model):
     uis_webhook_secret_hash: str
     settings: SettingsDocument = Field(default_factory=SettingsDocument)
 
+    @property
+    def uis_timezone(self) -> str:
+        """The zone of the date-times the deal uploads write: the UIS account's (get.account, kept at creation)
+        when known, else the school's. UIS documents no zone for them; it refuses a deal "created in the
+        future" when they run ahead of its clock (docs/external-apis.md)."""
+        return self.uis.timezone or self.timezone
+
     def public(self) -> JsonObject:
         """The integration as the admin API shows it: no secrets, no secret hashes."""
         return self.model_dump(

@@ -163,13 +163,14 @@ def _upsell(snap: CustomerSnapshot, pay: PayInfo, directory: Directory) -> DealD
 
 
 # --- deal records -------------------------------------------------------------------------------------
-def signature(deal: DealRecord) -> str:
-    """What UIS shows besides the stage: a change here re-sends the current stage's row."""
+def signature(deal: DealRecord, *, with_contact: bool = True) -> str:
+    """What UIS shows besides the stage: a change here re-sends the current stage's row. Rows sent without
+    their contact (UIS refused to create it) sign without it, so the row goes again once the contact exists."""
     shown: list[object] = [
         deal.name,
         deal.created_at,
         money(deal.revenue),
-        deal.contact_ext_id,
+        deal.contact_ext_id if with_contact else None,
         deal.communication_id,
         deal.communication_type,
         sorted(deal.user_fields.items()),

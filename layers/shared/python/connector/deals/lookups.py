@@ -1,5 +1,5 @@
-"""AlfaCRM look-ups the deals need (lead statuses, branches, teachers, users, lead sources), cached so that an ordinary event
-costs no AlfaCRM call beyond its own re-read.
+"""AlfaCRM look-ups the deals need (lead statuses, branches, teachers, users, lead sources), cached so that an
+ordinary event costs no AlfaCRM call beyond its own re-read.
 
 Two cache levels through `IntegrationStore.cached/put_cached`: memory (per container) over DynamoDB
 (`CACHE#<name>` with a TTL). A miss — an id the cached list does not know, e.g. a teacher added today —

@@ -169,6 +169,19 @@ class DealDraft(_State):
         return self.funnel, self.ext_id
 
 
+class SentUpload(_State):
+    """What one flush sent of a deal, and what the deal records once UIS has it."""
+
+    uploaded: list[Step] = Field(default_factory=list)  # the deal's history with the sent rows
+    sig: str
+    contact_sig: str | None = None  # `contact_sig` of the deal that flush synced the contact of
+    contact_error: str | None = None  # UIS refused the contact (create or update): its message
+    at: str  # the flush's moment (UTC ISO)
+    # the last row sent, as UIS holds it when the upload was applied (a read-back compares it)
+    stage: str | None = None
+    stage_time: str | None = None  # `modified_stage_date_time` as sent (account-local)
+
+
 class DealUpload(_State):
     """Where a deal stands with UIS."""
 
@@ -178,6 +191,11 @@ class DealUpload(_State):
     uploaded_contact_sig: str | None = None  # `contact_sig` as of the last flush that synced the contact
     upload_state: UploadState = "pending"
     upload_error: str | None = None
+    # flushes in a row whose contact sync UIS refused (the deal is parked with UIS's message at a few)
+    contact_failures: int = 0
+    # an upload whose answer was lost: UIS may hold it; the next flush reads back before sending anything
+    in_doubt: SentUpload | None = None
+    retry_at: str | None = None  # UIS refused it for now (a time "in the future"): not before this (UTC ISO)
     source_version: int = 0  # the snapshot version this deal was computed from
     version: int = 0
 

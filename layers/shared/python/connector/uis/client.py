@@ -50,7 +50,15 @@ from connector.errors import (
 )
 from connector.models.raw import JsonObject, JsonValue
 from connector.retry import RetryPolicy
-from connector.uis import columns
+from connector.uis.columns import (
+    CHAT_FIELDS,
+    CHAT_MESSAGES_REPORT_COLUMNS,
+    CHATS_REPORT_COLUMNS,
+    MESSAGE_FIELDS,
+    OFFLINE_MESSAGES_REPORT_COLUMNS,
+    REQUEST_FIELDS,
+    unknown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +569,7 @@ class UisClient:
         limit: int = PAGE_SIZE,
         offset: int = 0,
     ) -> list[JsonObject]:
-        fields = _columns(fields, columns.CHAT_FIELDS, columns.CHATS_REPORT_COLUMNS)
+        fields = _columns(fields, CHAT_FIELDS, CHATS_REPORT_COLUMNS)
         return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
 
     def iter_chat_messages_report(
@@ -575,7 +583,7 @@ class UisClient:
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
     ) -> Iterator[JsonObject]:
-        fields = _columns(fields, columns.MESSAGE_FIELDS, columns.CHAT_MESSAGES_REPORT_COLUMNS)
+        fields = _columns(fields, MESSAGE_FIELDS, CHAT_MESSAGES_REPORT_COLUMNS)
         params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
         return self._iter_pages("get.chat_messages_report", params, limit)
 
@@ -589,7 +597,7 @@ class UisClient:
         limit: int = PAGE_SIZE,
         offset: int = 0,
     ) -> list[JsonObject]:
-        fields = _columns(fields, columns.REQUEST_FIELDS, columns.OFFLINE_MESSAGES_REPORT_COLUMNS)
+        fields = _columns(fields, REQUEST_FIELDS, OFFLINE_MESSAGES_REPORT_COLUMNS)
         params = _report_params(date_from, date_till, filter, fields)
         return self._page("get.offline_messages_report", params, limit, offset)
 
@@ -648,7 +656,7 @@ def _columns(given: Sequence[str] | None, default: Sequence[str], documented: fr
     """The `fields` of a report call: the connector's own list unless the caller names some; an undocumented
     name is refused here, before it costs a call (UIS would answer `unexpected_parameters`)."""
     names = list(default if given is None else given)
-    bad = columns.unknown(names, documented)
+    bad = unknown(names, documented)
     if bad:
         raise ValueError(f"not a documented column of this report: {', '.join(bad)}")
     return names
