@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
-
 from tests.lostchats.conftest import MANAGER_IDS, World, settings_doc
 
 ANNA_PHONE = "79161234567"  # the AlfaCRM sandbox holds "Смирнова Анна Сергеевна" with +7(916)123-45-67
@@ -174,7 +172,6 @@ def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_no
     assert outcome == "recovered" and len(world.alfacrm_tasks()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.5: fixed after the typed core lands")
 def test_polled_lost_chats_of_strangers_get_their_names_from_get_visitors_in_one_call(world: World) -> None:
     """A visitor's name and e-mail are in no chat report (report/get_chats_report); get.visitors has them
     (person/get_visitors). Three lost chats found by the poller, none known to AlfaCRM: one get.visitors call,
@@ -193,7 +190,6 @@ def test_polled_lost_chats_of_strangers_get_their_names_from_get_visitors_in_one
     assert [c["method"] for c in world.uis.rpc_log].count("get.visitors") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.5: fixed after the typed core lands")
 def test_without_the_visitors_component_a_polled_lost_chat_still_gets_its_task(world: World) -> None:
     """No «Data API для настройки»: the connector says so (once) and falls back to what the chat report has."""
     integration = world.integration()

@@ -6,6 +6,7 @@ import pytest
 from connector.models.texts import CustomerLink
 from connector.texts.facts import chat_facts, chat_fields
 from connector.texts.transcript import MAX_PART_BYTES
+from connector.texts.visitors import Visitors
 from connector.uis.notifications import parse_message
 
 from tests.texts.builders import chat_finished_post, message
@@ -34,8 +35,9 @@ def open_chat(
     return int(chat["id"])
 
 
-def poller_event(world: World, chat_id: int, event: str = "chat_started") -> dict:
-    """What the chat poller enqueues: its `get.chats_report` row (the columns the poller asks for) as payload."""
+def poller_event(world: World, chat_id: int, event: str = "chat_started", *, with_card: bool = True) -> dict:
+    """What the chat poller enqueues: its `get.chats_report` row (the columns the poller asks for) as payload,
+    with the visitor's card from get.visitors (`with_card=False`: a row no one looked the visitor up for)."""
     integration = world.store.integrations.get("int1")
     assert integration is not None
     day = world.clock.now.replace(hour=0, minute=0, second=0)
@@ -45,6 +47,9 @@ def poller_event(world: World, chat_id: int, event: str = "chat_started") -> dic
         filter={"field": "id", "operator": "=", "value": chat_id},
         fields=chat_fields(integration.settings.texts.chats.extra_fields),
     )
+    if with_card:
+        with world.rt.uis_points(integration, "texts") as points:
+            Visitors(world.rt, integration, points).complete_rows([row])
     return message(event, row, source="poller")
 
 
@@ -572,13 +577,24 @@ def test_a_lead_made_from_a_polled_chat_start_carries_the_utm_and_columns_its_ma
     assert outcome.lead_created and (lead["custom_utm_source"], lead["note"]) == ("vk", "GA1.2.77")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8.5: fixed after the typed core lands")
 def test_a_lead_made_on_a_polled_chat_start_is_named_after_the_visitor_from_get_visitors(world: World):
     """The chat report has the visitor's phone, not the name or e-mail the visitor typed: get.visitors does."""
     world.integration(chat_settings(on="chat_started"))
     chat = world.uis.start_chat(
         chat_channel_type="whatsapp", visitor_name="Эмма", visitor_phone_number="79261230088", visitor_email="e@x.ru"
     )
-    outcome = world.run(poller_event(world, int(chat["id"])))
+    outcome = world.run(poller_event(world, int(chat["id"]), with_card=False))
     [lead] = world.new_customers()
     assert outcome.lead_created and (lead["name"], lead["email"]) == ("Эмма", ["e@x.ru"])
+    assert outcome.uis_calls == 1  # the event's own get.visitors: no one asked for this chat before
+
+
+def test_a_lead_made_on_a_chat_start_the_poller_looked_up_costs_no_uis_call(world: World):
+    """The poller asked get.visitors for the chats it announced (one call for all): the event has the card."""
+    world.integration(chat_settings(on="chat_started"))
+    chat = world.uis.start_chat(chat_channel_type="whatsapp", visitor_name="Эмма", visitor_phone_number="79261230089")
+    event = poller_event(world, int(chat["id"]))
+    assert event["payload"]["visitor_card"] == {"name": "Эмма", "phone": "79261230089"}
+    outcome = world.run(event)
+    [lead] = world.new_customers()
+    assert outcome.lead_created and outcome.uis_calls == 0 and lead["name"] == "Эмма"

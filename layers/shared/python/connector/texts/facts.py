@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from connector.errors import BadRequest, UisUnavailable
 from connector.models.messages import MARK_EVENTS
 from connector.models.raw import JsonObject, JsonValue
-from connector.models.texts import ChatFacts, RequestFacts, Tag
+from connector.models.texts import ChatFacts, RequestFacts, Tag, VisitorCard
 from connector.settings import ExtraField
 from connector.timeutil import parse_local, utc_to_local, utcnow
 from connector.uis import columns
@@ -112,6 +112,7 @@ _REPORT_KNOWN = frozenset(
         "visitor_email",
         "employee_full_name",
         "tags",
+        "visitor_card",
     }
 )
 
@@ -251,6 +252,7 @@ def report_chat_facts(row: JsonObject, tz: str | None) -> ChatFacts:
         # the report types the phone as a number
         visitor_phone=_report_str(row.get("visitor_phone_number")),
         visitor_email=_report_str(row.get("visitor_email")),
+        visitor_card=_card(row.get("visitor_card")),
         employee_full_name=_report_str(row.get("employee_full_name")),
         tags=_report_tags(row),
         params={k: v for k, v in row.items() if k not in _REPORT_KNOWN and v not in (None, "")},
@@ -300,6 +302,11 @@ def merge_request_report(req: RequestFacts, row: JsonObject, tz: str | None) -> 
     data["params"] = {**{k: v for k, v in row.items() if k not in skip and v not in (None, "")}, **req.params}
     data["complete"] = True
     return RequestFacts.model_validate(data)
+
+
+def _card(value: JsonValue) -> VisitorCard | None:
+    """The `visitor_card` the poller adds to a report row it announces (texts.visitors), if any."""
+    return VisitorCard.model_validate(value) if isinstance(value, dict) else None
 
 
 def _report_tags(row: JsonObject) -> list[Tag]:

@@ -52,6 +52,7 @@ from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.texts.facts import chat_fields, report_chat_facts
+from connector.texts.visitors import Visitors
 from connector.timeutil import from_iso, to_iso, utc_to_local
 from connector.uis.client import UisClient
 from connector.uis.points import UisPoints
@@ -372,6 +373,7 @@ class ChatPoller:
             already = self.texts.polled_chats(integration.id, "started", start_ids)
             start_ids = [c for c in start_ids if c not in already]
         by_id = {int(str(r["id"])): r for r in rows if str(r.get("id") or "").isdigit()}
+        self._visitor_cards(integration, [by_id[c] for c in [*lost_ids, *start_ids] if c in by_id])
         received = to_iso(now)
         for kind, event, ids in (("lost", "lost_chat", lost_ids), ("started", "chat_started", start_ids)):
             if not ids:
@@ -393,6 +395,17 @@ class ChatPoller:
                 result.lost_events = len(ids)
             else:
                 result.started_events = len(ids)
+
+    def _visitor_cards(self, integration: Integration, rows: list[JsonObject]) -> None:
+        """The visitors of the chats announced: the report has no name or e-mail, get.visitors does — one call
+        for all of them. Its point serves the text events, so it is charged as theirs (`texts`), not to the
+        poller's allowance (which paces the report reads); like every poller call, never into the reserve the
+        deal uploads keep (the budget as the report read left it)."""
+        if not rows:
+            return
+        with self.rt.uis_points(integration, "texts") as points:
+            if budget_from_limits(live_limits(points.client), self.policy).allowed:
+                Visitors(self.rt, integration, points).complete_rows(rows)
 
     # --- limits ------------------------------------------------------------------------------------
     @staticmethod

@@ -44,6 +44,7 @@ from connector.texts.customers import NewLead, apply_extra_fields, customer_bran
 from connector.texts.leads import CommunicationType, LeadCreator, LeadMade, Recording, StepClaims
 from connector.texts.lost_chats import LostChatTasks
 from connector.texts.transcript import split, transcript_parts
+from connector.texts.visitors import Visitors, with_card
 from connector.uis.notifications import Notification, as_int, parse_message, read_message
 from connector.uis.points import UisPoints
 
@@ -90,6 +91,7 @@ class _Event:
             chat_fields=facts.chat_fields(self.texts.chats.extra_fields),
             request_fields=facts.request_fields(self.texts.requests.extra_fields),
         )
+        self.visitors = Visitors(rt, integration, self.points)
         self.claims = StepClaims(rt.store.texts, integration.id, clock=rt.epoch, stale_after=worker.stale_after)
         self._alfacrm: AlfaCrmClient | None = None
         self._alfacrm_before = 0
@@ -290,7 +292,11 @@ class TextWorker:
         self._post_transcript(ev, turn)
         if turn.lost:
             LostChatTasks(self.rt).handle(
-                ev.integration, turn.chat, customer_id=turn.customer_id, customer_branch_id=turn.branch_id
+                ev.integration,
+                turn.chat,
+                customer_id=turn.customer_id,
+                customer_branch_id=turn.branch_id,
+                visitors=ev.visitors,
             )
         if not ev.outcome.lead_created and not ev.outcome.comments:
             ev.outcome.reason = "; ".join(ev.outcome.notes) or "nothing left to write"
@@ -394,11 +400,23 @@ class TextWorker:
         if not chat.has_contacts and not ev.texts.chats.without_contacts:
             ev.note("visitor left no phone or e-mail and chats without contacts are off: no lead")
             return None
+        chat = with_card(self._look_up_visitor(ev, turn))  # a stranger's lead is named after the visitor
         lead = self._new_lead(ev, rules.chat_lead_name(chat), chat.visitor_phone, chat.visitor_email, extra)
         communication: tuple[int | None, CommunicationType] = (chat.communication_id, "chat")
         return self._create_lead(
             ev, turn.item, lead, search=chat.has_contacts, communication=communication, record=record
         )
+
+    @staticmethod
+    def _look_up_visitor(ev: _Event, turn: ChatTurn) -> ChatFacts:
+        """The chat with its visitor's card (get.visitors) when it lacks the name; the card is kept with the
+        chat's report facts, so no later event of the chat asks again."""
+        looked_up = ev.visitors.look_up(turn.chat)
+        if looked_up is not turn.chat:
+            turn.chat = looked_up
+            if looked_up.complete:
+                ev.remember(turn.item, ChatProgress(facts=looked_up))
+        return turn.chat
 
     def _later_fields(self, ev: _Event, turn: ChatTurn, extra: list[rules.FieldValue]) -> None:
         """Mapped values an event of a chat whose customer is already known carries (UTM or campaign known
