@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from connector.models.texts import CustomerLink
 from connector.texts.facts import chat_facts, chat_fields
@@ -598,3 +600,36 @@ def test_a_lead_made_on_a_chat_start_the_poller_looked_up_costs_no_uis_call(worl
     outcome = world.run(event)
     [lead] = world.new_customers()
     assert outcome.lead_created and outcome.uis_calls == 0 and lead["name"] == "Эмма"
+
+
+def test_a_chat_finished_notification_of_a_nameless_visitor_costs_no_get_visitors_call(world: World):
+    """The default chat_finished body carries `visitor_info.visitor_name` (uis-api.md, notifications): empty
+    there, UIS has no name for the visitor, so get.visitors is not asked (issue 8.5 asks it only where the
+    notification lacks the name: poller-only chats). The event costs its one chats-report read, as before."""
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    chat_id = open_chat(world, name=None)
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert outcome.lead_created and lead["phone"] == ["+79261230001"]
+    assert outcome.uis_calls == 1
+    assert "get.visitors" not in [c["method"] for c in world.uis.rpc_log]
+
+
+def test_a_chat_notification_without_the_visitor_name_field_asks_get_visitors_for_the_lead_name(world: World):
+    """A body the user trimmed of `visitor_info` says nothing of the name: the lead asks get.visitors."""
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    chat_id = open_chat(world, name="Эмма")
+    world.uis.finish_chat(chat_id)
+    [sent] = world.outbox.sent
+    body = json.loads(sent["body"])
+    body["chat_id"] = body.get("chat_id") or chat_id
+    del body["visitor_info"]
+    body["visitor_id"] = world.uis.chats[chat_id]["visitor_id"]
+    sent["body"] = json.dumps(body)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert outcome.lead_created and lead["name"] == "Эмма"
+    assert [c["method"] for c in world.uis.rpc_log].count("get.visitors") == 1

@@ -6,7 +6,8 @@ one when UIS knew nothing), so no later event of it asks again:
 - the poller's lost chats and chat starts: one call per poll for all of them, batched by visitor id, the card
   riding in the report row the poller enqueues (`visitor_card`);
 - an event about to create a lead, or a lost-chat task for a visitor no customer matched, whose chat has no
-  card yet (a notification without the name): one call.
+  card yet and whose notification lacks the name's field (a trimmed body, a poller row no one looked up): one
+  call. A default chat body carries `visitor_info.visitor_name`: empty there, UIS knows no name, nothing asked.
 The card names a *stranger*: a customer found in AlfaCRM keeps its own name (`with_card` is applied only where
 no customer names the chat). The method needs the account's «Data API для настройки» component: without it
 the connector says so once (a warning; the answer is remembered for a day in `CACHE#uis_visitors`) and falls
@@ -48,8 +49,10 @@ class Visitors:
             row[ROW_KEY] = card.model_dump(exclude_none=True)
 
     def look_up(self, chat: ChatFacts) -> ChatFacts:
-        """The chat with its visitor's card, asked for when it lacks the name and has no card yet."""
-        if not _lacks(chat.visitor_name, chat.visitor_id, chat.visitor_card):
+        """The chat with its visitor's card, asked for when it lacks the name and has no card yet. A notification
+        that carried the name's field empty (the default chat bodies have `visitor_info.visitor_name`) says UIS
+        has no name for the visitor: no call (the event stays at its floor)."""
+        if "visitor_name" in chat.provided or not _lacks(chat.visitor_name, chat.visitor_id, chat.visitor_card):
             return chat
         card = self._cards([chat.visitor_id]).get(chat.visitor_id or 0, VisitorCard())
         return chat.model_copy(update={"visitor_card": card})
