@@ -24,6 +24,7 @@ from connector.alfacrm.client import AlfaCrmClient, TokenCache
 from connector.aws import Aws
 from connector.config import Environment
 from connector.memo import Gate, Memo
+from connector.models.lookups import PhoneSearch
 from connector.models.sync import CheckedFunnels
 from connector.queues import Queues
 from connector.retry import ChainedLimiter, Limiter, RateLimiter
@@ -41,6 +42,9 @@ from connector.uis.points import Purpose, UisPoints
 FUNNEL_MEMO_SECONDS = 60.0
 # a look-up miss (an id the cached list lacks) refreshes that list from AlfaCRM at most this often
 LOOKUP_MISS_REFRESH_SECONDS = 300.0
+# the phone spelling an AlfaCRM account stores, for a client of it this container creates anew (a client
+# keeps its own while it lives): one state-table read per account and container, not one per event
+PHONE_SEARCH_MEMO_SECONDS = 3600.0
 
 
 class ClientFactory(Protocol):
@@ -110,6 +114,8 @@ class Caches:
 
     funnels: Memo[str, CheckedFunnels] = field(default_factory=lambda: Memo(FUNNEL_MEMO_SECONDS))
     lookup_misses: Gate[tuple[str, str]] = field(default_factory=lambda: Gate(LOOKUP_MISS_REFRESH_SECONDS))
+    # per AlfaCRM account (base URL, e-mail): what phone searches taught (texts.customers.PhoneSpellings)
+    phone_searches: Memo[tuple[str, str], PhoneSearch] = field(default_factory=lambda: Memo(PHONE_SEARCH_MEMO_SECONDS))
 
 
 class Runtime:

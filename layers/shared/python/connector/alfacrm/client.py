@@ -267,8 +267,8 @@ class AlfaCrmClient:
         self._account = (self.base_url, email)
         self.calls = 0
         # what phone searches taught about this account (see `find_customers`), kept beyond the container by
-        # the caller (`phone_search` / `remember_phone_search`)
-        self.phone_search = PhoneSearch()
+        # the caller (`remember_phone_search`); None: nothing known yet, not even from the store
+        self.phone_search: PhoneSearch | None = None
 
     def __repr__(self) -> str:
         # never the API key or token; the e-mail is personal data, so only its domain
@@ -537,7 +537,7 @@ class AlfaCrmClient:
         if phone:
             target = to_e164(phone, region)
             spellings = _phone_spellings(phone, target)
-            learned = self.phone_search
+            learned = self.phone_search or PhoneSearch()
             if learned.substring and "national" in spellings:
                 spellings = {"national": spellings["national"]}
             elif learned.spelling in spellings:
@@ -562,7 +562,7 @@ class AlfaCrmClient:
         return []
 
     def _learn_spelling(self, kind: str, text: str, found: list[Customer]) -> None:
-        substring = self.phone_search.substring
+        substring = (self.phone_search or PhoneSearch()).substring
         if kind == "national":
             wanted = _digits(text)
             substring = substring or any(
@@ -570,10 +570,9 @@ class AlfaCrmClient:
             )
         self.phone_search = PhoneSearch(spelling=kind, substring=substring)
 
-    def remember_phone_search(self, learned: PhoneSearch | None) -> None:
+    def remember_phone_search(self, learned: PhoneSearch) -> None:
         """Start from what an earlier container learned about this account."""
-        if learned is not None:
-            self.phone_search = learned
+        self.phone_search = learned
 
     @property
     def account(self) -> tuple[str, str]:

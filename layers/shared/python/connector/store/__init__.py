@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from connector.store.access import AccessStore
+from connector.store.accounts import AccountStore
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
 from connector.store.integrations import IntegrationStore
@@ -34,6 +35,10 @@ class Store:
     @cached_property
     def access(self) -> AccessStore:
         return AccessStore(self.table)
+
+    @cached_property
+    def accounts(self) -> AccountStore:
+        return AccountStore(self.table)
 
     @property
     def calls(self) -> int:

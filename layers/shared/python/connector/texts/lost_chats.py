@@ -33,7 +33,7 @@ from connector.models.texts import ChatFacts, LostTaskClaim
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration, LostChatTask
-from connector.texts.customers import find_customer
+from connector.texts.customers import PhoneSpellings, find_customer
 from connector.texts.rules import chat_passes_filters
 from connector.texts.templates import render_title, title_values
 from connector.texts.visitors import Visitors, with_card
@@ -237,8 +237,8 @@ class LostChatTasks:
         )
         return True
 
-    @staticmethod
     def _customer(
+        self,
         integration: Integration,
         chat: ChatFacts,
         client: AlfaCrmClient,
@@ -253,6 +253,7 @@ class LostChatTasks:
         if chat.visitor_phone or chat.visitor_email:
             return find_customer(
                 client,
+                PhoneSpellings.of(self.rt),
                 branch_id=branch_id,
                 phone=chat.visitor_phone,
                 email=chat.visitor_email,

@@ -40,7 +40,7 @@ from connector.runtime import Runtime
 from connector.settings import ChatsSettings, Integration
 from connector.store.texts import chat_item
 from connector.texts import facts, rules
-from connector.texts.customers import NewLead, apply_extra_fields, customer_branch, find_customer
+from connector.texts.customers import NewLead, PhoneSpellings, apply_extra_fields, customer_branch, find_customer
 from connector.texts.leads import CommunicationType, LeadCreator, LeadMade, Recording, StepClaims
 from connector.texts.lost_chats import LostChatTasks
 from connector.texts.transcript import split, transcript_parts
@@ -95,6 +95,7 @@ class _Event:
         self.claims = StepClaims(rt.store.texts, integration.id, clock=rt.epoch, stale_after=worker.stale_after)
         self._alfacrm: AlfaCrmClient | None = None
         self._alfacrm_before = 0
+        self.spellings = PhoneSpellings.of(rt)
         self.outcome = Outcome("done", event=n.event)
 
     @property
@@ -105,7 +106,7 @@ class _Event:
         return self._alfacrm
 
     def leads(self) -> LeadCreator:
-        return LeadCreator(self.claims, self.alfacrm, branch_id=self.branch_id, region=self.region)
+        return LeadCreator(self.claims, self.alfacrm, self.spellings, branch_id=self.branch_id, region=self.region)
 
     def finish(self) -> Outcome:
         self.points.close()
@@ -466,7 +467,9 @@ class TextWorker:
 
     @staticmethod
     def _existing(ev: _Event, phone: str | None, email: str | None, extra: list[rules.FieldValue]) -> Customer | None:
-        customer = find_customer(ev.alfacrm, branch_id=ev.branch_id, phone=phone, email=email, region=ev.region)
+        customer = find_customer(
+            ev.alfacrm, ev.spellings, branch_id=ev.branch_id, phone=phone, email=email, region=ev.region
+        )
         if customer is not None:
             customer = apply_extra_fields(ev.alfacrm, customer, extra, branch_id=ev.branch_id)
         return customer
