@@ -31,6 +31,7 @@ from connector.timeutil import utcnow
 if TYPE_CHECKING:
     from connector.accounts import AccountClients
     from connector.alfacrm.client import AlfaCrmClient
+    from connector.models.lookups import PhoneSearch
     from connector.models.sync import CheckedFunnels
     from connector.uis.client import UisClient
     from connector.uis.points import Purpose, UisPoints
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 FUNNEL_MEMO_SECONDS = 60.0
 # a look-up miss (an id the cached list lacks) refreshes that list from AlfaCRM at most this often
 LOOKUP_MISS_REFRESH_SECONDS = 300.0
+# the phone spelling an AlfaCRM account stores, for a client of it this container creates anew (a client
+# keeps its own while it lives): one state-table read per account and container, not one per event
+PHONE_SEARCH_MEMO_SECONDS = 3600.0
 
 
 class ClientFactory(Protocol):
@@ -55,6 +59,8 @@ class Caches:
 
     funnels: Memo[str, CheckedFunnels] = field(default_factory=lambda: Memo(FUNNEL_MEMO_SECONDS))
     lookup_misses: Gate[tuple[str, str]] = field(default_factory=lambda: Gate(LOOKUP_MISS_REFRESH_SECONDS))
+    # per AlfaCRM account (base URL, e-mail): what phone searches taught (texts.customers.PhoneSpellings)
+    phone_searches: Memo[tuple[str, str], PhoneSearch] = field(default_factory=lambda: Memo(PHONE_SEARCH_MEMO_SECONDS))
 
 
 class Runtime:

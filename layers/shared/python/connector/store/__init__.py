@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from connector.store.access import AccessStore
+from connector.store.accounts import AccountStore
 from connector.store.base import DynamoTable
 from connector.store.credentials import CredentialStore
 from connector.store.integrations import IntegrationStore
@@ -47,6 +48,10 @@ class Store:
     @cached_property
     def credentials(self) -> CredentialStore:
         return CredentialStore(self.table)
+
+    @cached_property
+    def accounts(self) -> AccountStore:
+        return AccountStore(self.table)
 
     @property
     def calls(self) -> int:
