@@ -34,6 +34,8 @@ class Environment(BaseModel):
     chat_poll_queue_url: str = ""
     reconcile_queue_url: str = ""
     secrets_prefix: str = "alfacrm-uis"
+    # the stack's KMS key (an alias) that seals every integration's credentials
+    credentials_key_id: str = ""
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
     allow_insecure_hosts: bool = False
@@ -57,6 +59,7 @@ class Environment(BaseModel):
             chat_poll_queue_url=e.get("CHAT_POLL_QUEUE_URL", ""),
             reconcile_queue_url=e.get("RECONCILE_QUEUE_URL", ""),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
+            credentials_key_id=e.get("CREDENTIALS_KEY_ID", ""),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
             admin_token=e.get("ADMIN_TOKEN", ""),
             allow_insecure_hosts=_flag(e.get("ALLOW_INSECURE_HOSTS", "false")),

@@ -37,7 +37,7 @@ from datetime import time as day_start
 from connector.alfacrm.client import ALL_CUSTOMERS, AlfaCrmClient
 from connector.alfacrm.models import Customer, Pay, WebhookEvent, parse_listed
 from connector.deals import snapshots
-from connector.deals.reconcile import as_webhook
+from connector.deals.reconcile import as_webhooks
 from connector.deals.worker import deal_context, refresh_deals
 from connector.errors import ConcurrentUpdate, ConnectorError
 from connector.models.deals import CustomerSnapshot
@@ -252,9 +252,9 @@ class _Chunk:
         """Fold the page's customer changes into the snapshots that exist (→ customers whose deals moved)."""
         tz = self.integration.timezone
         events: dict[int, list[tuple[WebhookEvent, str]]] = {}
-        for item in items:
+        for item in as_webhooks(items, branch):
             try:
-                event = WebhookEvent.model_validate(as_webhook(item, branch))
+                event = WebhookEvent.model_validate(item)
                 at = snapshots.event_time(event, None, tz)
             except ValueError:
                 continue
