@@ -1,161 +1,372 @@
-"""Schools benchmark (issue 12, "schools"; called by tools/bench.py): one scheduler tick with N schools due.
+"""Schools (issue 12, `make bench`'s "schools"; tools/bench.py calls `run()` in its own interpreter).
 
-In-process: moto for DynamoDB and SQS (tables and queues from template.yaml), every AWS call delayed by a
-configurable latency. N schools are enrolled in the work index with their `reconcile` due; one tick runs
-(`connector.fanout.tick`, what `SchedulerFunction` does), then every shard page it handed on (what the
-reconciler does with a `ShardPage`), until every school has its work item on the queue.
+One tick of each scheduled job (`upload`, `poll`, `reconcile`) with 1, 100, 1,000 and 10,000 schools due:
+the tick (`connector.fanout.tick`, what `SchedulerFunction` does) and then every shard page it handed on
+(`connector.fanout.dispatch`, what the job's worker does with a `ShardPage`), until every school has its work
+item. Every AWS call of each invocation is counted.
+- 1 and 100 schools run against moto (the template's tables and queues): the work index is the real
+  `WorkIndex` on the table's sparse gsi1.
+- 1,000 and 10,000 run against in-memory fakes of the work-index store port (`due`: one page of a shard,
+  earliest first, with DynamoDB's `Limit` paging) and of the queue port (`send_work`: one SendMessageBatch per
+  ten messages), each counting its calls: moto's index query scans the whole table, far too slow at that size
+  for the bench's 10 minutes. The calls are the same code's; only the store behind them differs.
+Times are modelled, not measured: an invocation's time is its AWS calls × `aws_latency_s` plus one queue hop
+(`hop_s`) per handed-on page; the shards' chains run in parallel (a shard page's message group is its
+shard). A school's own work takes `SCHOOL_WORK_S[job]` (issue 12's measured per-school times at 150 ms
+AlfaCRM/UIS latency), so with one worker per school the last school is done at the last dispatch + one
+school's time; with the template's concurrency cap, ceil(N / cap) rounds of it (raw.json).
 
-Per N it reports the tick's AWS calls (bounded: never past every shard's first page full, whatever N),
-the largest invocation of the chain, the work items sent, and the time until the last school's work is done
-given the workers' maximum concurrency (`ReconcileConcurrency`) and a per-school work time: the dispatch
-chain's AWS calls × the latency, plus ceil(N / workers) × the school's work time (the workers run in
-parallel, one school each: that part is a model, the calls are counted). With a fixed worker cap that time
-grows past N = workers; the targets are the tick's calls and the dispatch time per school, flat in N.
+Isolation: the local stack (its queue consumers with the template's concurrency) runs school B's uploads
+beside school A whose UIS hangs (`tools.sandboxes.uis` `fail("hang")`); B's upload delay beside the hung
+school ÷ its delay alone, target ≤ 1.2 (what tests/schools/test_local_stack.py asserts).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
+import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = ROOT / "layers" / "shared" / "python"
-SCHOOL_WORK_S = 1.7  # one school's reconciliation at 150 ms AlfaCRM/UIS latency (issue 12's measurement)
+COUNTS = (1, 100, 1000, 10000)
+MOTO_UP_TO = 100  # larger counts use the counting fakes
+JOBS = ("upload", "poll", "reconcile")
+# issue 12's measured time of one school's work (150 ms AlfaCRM/UIS latency, 5 ms DynamoDB): the model's input
+SCHOOL_WORK_S = {"upload": 0.28, "poll": 0.24, "reconcile": 1.7}
+CONCURRENCY = {"upload": "UploadConcurrency", "poll": "PollConcurrency", "reconcile": "ReconcileConcurrency"}
+HANG_SECONDS = 20.0
+UIS_LATENCY_S = 0.15  # the healthy school's UIS round trip in the isolation run
 
 
-def in_subprocess(counts: tuple[int, ...] = (1, 100, 1000), aws_latency_s: float = 0.005) -> dict[str, Any]:
-    """`run` in its own process (its own in-process moto), as tools/bench.py calls it."""
-    code = f"import json, tools.bench_schools as b; print(json.dumps(b.run({counts!r}, aws_latency_s={aws_latency_s})))"
-    env = {**os.environ, "PYTHONPATH": f"{LAYER}{os.pathsep}{ROOT}"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def figure(value: float, floor: float | None, target: float | None, unit: str) -> dict[str, Any]:
+    ratio = round(value / floor, 3) if floor else value
+    return {"value": value, "floor": floor, "ratio": ratio, "target": target, "unit": unit}
 
 
-def run(counts: tuple[int, ...] = (1, 100, 1000), *, aws_latency_s: float = 0.005) -> dict[str, Any]:
-    """→ per N the tick's figures, and the two targets; each N on fresh tables and queues."""
+def run(*, aws_latency_s: float = 0.005, hop_s: float = 0.02, isolation_run: bool = True) -> dict[str, Any]:
+    """→ the figures (`{value, floor, ratio, target, unit}`: results.json's `schools.<name>`) and the raw rows."""
     from connector.fanout import PAGE_SIZE
     from connector.store.work import SHARDS
 
-    # per shard: one index query, then its page of work items and the handed-on page in batches of ten
-    bound = SHARDS * (1 + math.ceil((PAGE_SIZE + 1) / 10))
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "eu-central-1",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }.items():
-        os.environ.setdefault(key, value)
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    from moto import mock_aws
-
-    ticks: dict[int, dict[str, Any]] = {}
-    for n in counts:
-        with mock_aws():
-            ticks[n] = _tick(n, aws_latency_s)
-    small, large = ticks[min(counts)], ticks[max(counts)]
-    return {
-        "ticks": ticks,
-        "aws_latency_s": aws_latency_s,
-        # the tick's own cost at the most schools ÷ at the fewest: flat means ~1
-        # the tick's AWS calls at the most schools ÷ their bound (every shard's first page full and handed on):
-        # it never grows past that, whatever N
-        "tick_calls_bound": {
-            "value": large["tick_aws_calls"],
-            "floor": bound,
-            "ratio": round(large["tick_aws_calls"] / bound, 2),
-            "target": 1.0,
-            "unit": "AWS calls per tick",
-        },
-        # dispatch time per school at the most schools ÷ at the fewest (the index pages amortise: ≤ 1)
-        "dispatch_per_school_ratio": {
-            "value": large["per_school_ms"],
-            "floor": small["per_school_ms"],
-            "ratio": round(large["per_school_ms"] / max(small["per_school_ms"], 1e-9), 2),
-            "target": 1.2,
-            "unit": "ms of dispatch per school",
-        },
-    }
-
-
-def _tick(n: int, latency: float) -> dict[str, Any]:
-    import boto3
-    from connector.aws import Aws
-    from connector.config import Environment
-    from connector.fanout import dispatch, tick
-    from connector.models.work import ShardPage
-    from connector.runtime import Runtime
-
-    from tools.localstack.resources import create_queues, create_tables
     from tools.localstack.template import Template
 
     template = Template.load(ROOT / "template.yaml")
-    region = "eu-central-1"
-    tables = create_tables(boto3.client("dynamodb", region_name=region), template, stack_name="bench")
-    sqs = boto3.client("sqs", region_name=region)
-    queues = create_queues(sqs, template, stack_name="bench")
-    env = Environment(
-        state_table=tables["StateTable"],
-        idempotency_table=tables["IdempotencyTable"],
-        reconcile_queue_url=queues["ReconcileQueue"],
-        deal_upload_queue_url=queues["DealUploadQueue"],
-        chat_poll_queue_url=queues["ChatPollQueue"],
-    )
+    page_bound = 1 + math.ceil((PAGE_SIZE + 1) / 10)  # one index query, its page and the next page's message
+    tick_bound = SHARDS * page_bound
+    out: dict[str, Any] = {"aws_latency_s": aws_latency_s, "hop_s": hop_s, "school_work_s": SCHOOL_WORK_S}
+    for job in JOBS:
+        cap = int(template.parameters[CONCURRENCY[job]]["Default"])
+        rows = {n: _model(_chain(job, n), job, n, cap, aws_latency_s, hop_s) for n in COUNTS}
+        one, most = rows[COUNTS[0]], rows[COUNTS[-1]]
+        out[f"{job}.ticks"] = rows
+        out[f"{job}.tick_aws_calls"] = figure(most["tick_aws_calls"], tick_bound, 1.0, "AWS calls, tick of 10,000")
+        out[f"{job}.largest_invocation_aws_calls"] = figure(
+            most["largest_invocation_aws_calls"], page_bound, 1.0, "AWS calls, largest shard page at 10,000"
+        )
+        for n, row in rows.items():
+            out[f"{job}.dispatch_ms_per_school_{n}"] = figure(
+                row["dispatch_ms_per_school"], None, None, f"ms AWS per school, modelled ({row['store']})"
+            )
+        out[f"{job}.last_done_s_10000_vs_1"] = figure(
+            most["last_done_s"], one["last_done_s"], 1.2, "s to the last school done, modelled (a worker per school)"
+        )
+    if isolation_run:
+        normal, beside, stuck = isolation()
+        out["isolation.delays_s"] = {"normal": normal, "beside_hung": beside, "hung_school_still_stuck": stuck}
+        out["isolation.upload_delay"] = figure(
+            round(statistics.median(beside), 3),
+            round(statistics.median(normal), 3),
+            1.2,
+            "s upload delay beside a hung school (local stack)",
+        )
+    return out
+
+
+# --- one tick and its chain of shard pages ------------------------------------------------------------------
+@dataclass
+class Chain:
+    store: str
+    tick_calls: int = 0
+    tick_schools: int = 0
+    pages: list[tuple[int, int]] = field(default_factory=list)  # (shard, AWS calls) per handed-on page
+    work_items: int = 0
+    moto_s: float = 0.0
+
+
+def _chain(job: str, n: int) -> Chain:
+    """Tick with `n` schools due, then every shard page it handed on; the AWS calls of each invocation."""
+    from connector.fanout import dispatch, tick
+    from connector.models.work import ShardPage
+
     now = datetime(2025, 3, 3, 9, 0, 0)
-    rt = Runtime(env, aws=Aws(), now=lambda: now)
-    for number in range(n):
-        rt.store.work.schedule(f"{number:08x}", "reconcile", now - timedelta(minutes=1))
-    calls = [0]
-
-    def slow(**_: Any) -> None:
-        calls[0] += 1
-        time.sleep(latency)
-
-    for client in (rt.aws.dynamodb.meta.client, rt.aws.sqs):
-        client.meta.events.register("before-call", slow)
-
-    def invocation(work: Any) -> tuple[float, int, Any]:
-        calls[0] = 0
+    with _World(job, n, now) as (rt, calls, pages):
         started = time.perf_counter()
-        result = work()
-        return time.perf_counter() - started, calls[0], result
+        chain = Chain("moto" if n <= MOTO_UP_TO else "in-memory fakes of the work-index and queue ports")
+        calls[0] = 0
+        report = tick(rt, job, at=now)  # type: ignore[arg-type]
+        chain.tick_calls, chain.tick_schools, chain.work_items = calls[0], report.schools, report.schools
+        while pages:
+            page: ShardPage = pages.pop(0)
+            calls[0] = 0
+            sent, _ = dispatch(rt, page)
+            chain.pages.append((page.shard, calls[0]))
+            chain.work_items += sent
+        chain.moto_s = round(time.perf_counter() - started, 2)
+    if chain.work_items != n:
+        raise RuntimeError(f"{job} at {n}: {chain.work_items} work items sent")
+    return chain
 
-    tick_s, tick_calls, report = invocation(lambda: tick(rt, "reconcile", at=now))
-    chain_s, most_calls, sent, invocations, total_calls = tick_s, tick_calls, report.schools, 1, tick_calls
-    # the shard pages it handed on, each one reconciler invocation (run here one after another)
-    while True:
-        messages = sqs.receive_message(QueueUrl=queues["ReconcileQueue"], MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            sqs.delete_message(QueueUrl=queues["ReconcileQueue"], ReceiptHandle=message["ReceiptHandle"])
-            if '"shard"' not in message["Body"]:
-                continue
-            page = ShardPage.model_validate_json(message["Body"])
-            seconds, made, (schools, _) = invocation(lambda page=page: dispatch(rt, page))
-            chain_s, most_calls, sent = chain_s + seconds, max(most_calls, made), sent + schools
-            invocations, total_calls = invocations + 1, total_calls + made
-    workers = int(template.parameters["ReconcileConcurrency"]["Default"])
-    # on DynamoDB and SQS the dispatch costs its calls × the latency; moto's own time (it scans the index on
-    # every query) is reported beside it, indicative only
-    dispatch_s = total_calls * latency
+
+def _model(chain: Chain, job: str, n: int, cap: int, latency: float, hop: float) -> dict[str, Any]:
+    tick_s = chain.tick_calls * latency
+    per_shard: dict[int, float] = {}
+    for shard, made in chain.pages:
+        per_shard[shard] = per_shard.get(shard, 0.0) + hop + made * latency
+    last_dispatch_s = tick_s + max(per_shard.values(), default=0.0)
+    total_calls = chain.tick_calls + sum(made for _, made in chain.pages)
+    school = SCHOOL_WORK_S[job]
     return {
-        "tick_aws_calls": tick_calls,
-        "tick_s": round(tick_calls * latency, 3),
-        "invocations": invocations,
-        "largest_invocation_aws_calls": most_calls,
-        "work_items": sent,
-        "dispatch_s": round(dispatch_s, 3),
-        "moto_dispatch_s": round(chain_s, 2),
-        "workers": workers,
-        "last_done_s": round(dispatch_s + math.ceil(n / workers) * SCHOOL_WORK_S, 2),
-        "per_school_ms": round(dispatch_s * 1000 / n, 3),
+        "store": chain.store,
+        "tick_aws_calls": chain.tick_calls,
+        "handed_on_pages": len(chain.pages),
+        "largest_invocation_aws_calls": max((made for _, made in chain.pages), default=0),  # a worker's page
+        "work_items": chain.work_items,
+        "dispatch_aws_calls": total_calls,
+        "dispatch_ms_per_school": round(total_calls * latency * 1000 / n, 3),
+        "last_dispatch_s": round(last_dispatch_s, 3),
+        "last_done_s": round(last_dispatch_s + school, 3),
+        "workers_cap": cap,
+        "last_done_s_at_cap": round(last_dispatch_s + math.ceil(n / cap) * school, 2),
+        "wall_s_of_this_run": chain.moto_s,
     }
+
+
+class _World:
+    def __init__(self, job: str, n: int, now: datetime) -> None:
+        self.job, self.n, self.now = job, n, now
+        self.calls = [0]
+        self.pages: list[Any] = []
+        self._mock: Any = None
+
+    def __enter__(self) -> tuple[Any, list[int], list[Any]]:
+        if self.n <= MOTO_UP_TO:
+            return self._moto(), self.calls, self.pages
+        return self._fakes(), self.calls, self.pages
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mock is not None:
+            self._mock.stop()
+
+    def _fakes(self) -> Any:
+        from connector.models.work import WorkEntry
+        from connector.store.work import SHARDS, iso, shard_of
+
+        shards: dict[int, list[WorkEntry]] = {s: [] for s in range(SHARDS)}
+        due = iso(self.now - timedelta(minutes=1))
+        for number in range(self.n):
+            iid = f"{number:08x}"
+            shards[shard_of(iid)].append(WorkEntry(integration_id=iid, job=self.job, due=due))  # type: ignore[arg-type]
+        return SimpleNamespace(
+            store=SimpleNamespace(work=_FakeIndex(shards, self.calls)), queues=_FakeQueues(self.pages, self.calls)
+        )
+
+    def _moto(self) -> Any:
+        import boto3
+        from connector.aws import Aws
+        from connector.config import Environment
+        from connector.models.work import ShardPage
+        from connector.runtime import Runtime
+        from moto import mock_aws
+
+        from tools.localstack.resources import create_queues, create_tables
+        from tools.localstack.template import Template
+
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "eu-central-1",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }.items():
+            os.environ.setdefault(key, value)
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        self._mock = mock_aws()
+        self._mock.start()
+        region = "eu-central-1"
+        template = Template.load(ROOT / "template.yaml")
+        tables = create_tables(boto3.client("dynamodb", region_name=region), template, stack_name="bench")
+        queues = create_queues(boto3.client("sqs", region_name=region), template, stack_name="bench")
+        env = Environment(
+            state_table=tables["StateTable"],
+            idempotency_table=tables["IdempotencyTable"],
+            reconcile_queue_url=queues["ReconcileQueue"],
+            deal_upload_queue_url=queues["DealUploadQueue"],
+            chat_poll_queue_url=queues["ChatPollQueue"],
+        )
+        rt = Runtime(env, aws=Aws(), now=lambda: self.now)
+        for number in range(self.n):
+            rt.store.work.schedule(f"{number:08x}", self.job, self.now - timedelta(minutes=1))  # type: ignore[arg-type]
+
+        def count(**_: Any) -> None:
+            self.calls[0] += 1
+
+        for client in (rt.aws.dynamodb.meta.client, rt.aws.sqs):
+            client.meta.events.register("before-call", count)
+        send = rt.queues.send_work
+
+        def send_work(job: Any, messages: list[Any]) -> int:
+            # the shard pages handed on are the next invocations (read here instead of from the queue)
+            self.pages += [m for m in messages if isinstance(m, ShardPage)]
+            return send(job, messages)
+
+        rt.queues.send_work = send_work  # type: ignore[method-assign]
+        return rt
+
+
+class _FakeIndex:
+    """The work-index port's `due` over in-memory shards, paged as DynamoDB pages a Query with `Limit`."""
+
+    def __init__(self, shards: dict[int, list[Any]], calls: list[int]) -> None:
+        self.shards = {s: sorted(entries, key=lambda e: (e.due, e.integration_id)) for s, entries in shards.items()}
+        self.calls = calls
+
+    def due(
+        self, job: str, shard: int, *, until: str, limit: int, start: dict[str, str] | None = None
+    ) -> tuple[list[Any], dict[str, str] | None]:
+        self.calls[0] += 1
+        entries = [e for e in self.shards[shard] if e.due and e.due <= until]
+        first = int(start["at"]) if start else 0
+        page = entries[first : first + limit]
+        # DynamoDB hands back a LastEvaluatedKey whenever the page is full, more items or not
+        return page, ({"at": str(first + limit)} if len(page) == limit else None)
+
+
+class _FakeQueues:
+    """The queue port's `send_work`: one SendMessageBatch call per ten messages; shard pages kept to run next."""
+
+    def __init__(self, pages: list[Any], calls: list[int]) -> None:
+        self.pages = pages
+        self.calls = calls
+
+    def send_work(self, job: str, messages: list[Any]) -> int:
+        from connector.models.work import ShardPage
+
+        self.calls[0] += math.ceil(len(messages) / 10)
+        self.pages += [m for m in messages if isinstance(m, ShardPage)]
+        return len(messages)
+
+
+# --- isolation through the local stack ----------------------------------------------------------------------
+def slow_uis(access_token: str) -> Any:
+    """A UIS account at a real account's distance: each call answers after `UIS_LATENCY_S`."""
+    from tools.sandboxes.uis import UisSandbox
+
+    class SlowUis(UisSandbox):
+        def rpc(self, body: Any) -> tuple[int, Any]:
+            time.sleep(UIS_LATENCY_S)
+            return super().rpc(body)
+
+    return SlowUis(access_tokens=[access_token], sender=lambda *args: 200)
+
+
+def second_school(stack: Any, uis_url: str) -> str:
+    """A second school on the same AlfaCRM account, with its own UIS account, created through the admin API."""
+    import httpx
+
+    from tools.localstack.demo_setup import DEMO_SETTINGS
+    from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL
+
+    auth = {"Authorization": f"Bearer {stack.admin_token}"}
+    with httpx.Client(base_url=stack.url, headers=auth, timeout=30) as api:
+        created = api.post(
+            "/integrations",
+            json={
+                "name": "Школа №2",
+                "alfacrm": {
+                    "hostname": stack.sandboxes["alfacrm"].url,
+                    "email": DEFAULT_EMAIL,
+                    "api_key": DEFAULT_API_KEY,
+                    "branch_id": 1,
+                },
+                "uis": {"api_url": f"{uis_url}/v2.0", "access_token": "token-b"},
+            },
+        ).json()
+        assert api.put(f"/integrations/{created['id']}/settings", json=DEMO_SETTINGS).status_code == 200
+        assert api.post(f"/integrations/{created['id']}/activate").status_code == 200
+    stack.sandboxes["alfacrm"].sandbox.add_webhook(1, created["webhooks"]["alfacrm"])
+    return str(created["id"])
+
+
+def upload_delays(stack: Any, pending: Any, *, runs: int = 5) -> tuple[list[float], list[float], bool]:
+    """B's upload delays alone and beside A (the demo school) whose UIS hangs; → (alone, beside, whether A
+    was still stuck on its hung call when B's last upload arrived).
+
+    `pending` is the deal store the stack's functions write (to see both deal workers done)."""
+    from tools.sandboxes.common import ServedApp
+
+    hung_uis = stack.sandboxes["uis"].sandbox
+    healthy_uis = slow_uis("token-b")
+    served = ServedApp(healthy_uis.app).start()
+    try:
+        school_a, school_b = stack.demo["id"], second_school(stack, served.url)
+        alfacrm = stack.sandboxes["alfacrm"].sandbox
+
+        last: list[str] = []
+
+        def delay(n: int) -> float:
+            """A new lead reaches both schools' deal workers; then the upload tick: seconds until B's UIS has it."""
+            lead = alfacrm.ui_create_customer({"name": f"Лид {n}", "is_study": 0, "lead_status_id": 1})
+            ext_id = f"customer-{lead['id']}"
+            last[:] = [ext_id]
+            deadline = time.monotonic() + 30
+            while not all(("first_sale", ext_id) in pending.pending_keys(iid) for iid in (school_a, school_b)):
+                assert time.monotonic() < deadline, "the deal workers did not mark both deals pending"
+                time.sleep(0.02)
+            time.sleep(1.1)  # ticks are a minute apart: the previous flush's "look again" is due by then
+            started = time.monotonic()
+            stack.invoke_schedule("DealUploadSchedule")
+            while ext_id not in healthy_uis.deals:
+                assert time.monotonic() - started < HANG_SECONDS, "B's upload waited for A"
+                time.sleep(0.005)
+            return time.monotonic() - started
+
+        delay(0)  # B's first flush creates its funnels in UIS: not a normal upload
+        stack.wait_idle(timeout=30)
+        normal = [delay(n) for n in range(1, runs + 1)]
+        stack.wait_idle(timeout=30)
+        # school A's UIS hangs: every call sleeps HANG_SECONDS before it is answered
+        hung_uis.fail("hang", seconds=HANG_SECONDS, count=1000)
+        beside = [delay(n) for n in range(runs + 1, 2 * runs + 1)]
+        return normal, beside, last[0] not in hung_uis.deals
+    finally:
+        hung_uis.release()
+        served.stop()
+
+
+def isolation(port: int = 0) -> tuple[list[float], list[float], bool]:
+    """The local stack (moto server, both sandboxes, consumers with the template's concurrency) → B's delays."""
+    from connector.runtime import container
+
+    from tools.localstack import LocalStack
+
+    stack = LocalStack(sandbox=True, run_schedules=False, port=port, stack_name="bench-schools")
+    stack.start()
+    try:
+        normal, beside, stuck = upload_delays(stack, container().store.deals)
+        return [round(x, 3) for x in normal], [round(x, 3) for x in beside], stuck
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared" / "python")]
+    print(json.dumps(run(isolation_run="--no-isolation" not in sys.argv), indent=2, default=str))
