@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets as pysecrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from connector.deals.views import deals_view
 from connector.errors import (
     AlfaCrmAuthFailed,
     AlfaCrmError,
+    BadRequest,
     NotFound,
     UisAuthFailed,
     UisError,
@@ -23,7 +25,7 @@ from connector.errors import (
 )
 from connector.intake import hash_secret
 from connector.models.deals import FUNNELS, DealRef
-from connector.models.messages import DealEventMessage, TextEventMessage
+from connector.models.messages import DealEventMessage
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject, JsonValue
 from connector.runtime import Runtime
@@ -39,6 +41,7 @@ from connector.settings import (
     resolve_is_public,
 )
 from connector.timeutil import to_iso
+from connector.uis.notifications import read_message
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -244,33 +247,51 @@ class Admin:
         return {"items": [i.model_dump(mode="json") for i in items]}
 
     def replay(self, integration_id: str) -> JsonObject:
-        """Re-drive this integration's parked items and its messages in the dead-letter queues."""
+        """Re-drive this integration's parked items and its messages in the dead-letter queues.
+
+        One item that cannot be replayed stays parked (named in `kept`) and stops nothing: neither the
+        other items nor the dead-letter redrive."""
         self._get(integration_id)
         replayed: dict[str, int] = {"deal": 0, "deal_event": 0, "text_event": 0}
+        kept: list[JsonValue] = []
         for item in self.rt.store.integrations.parked(integration_id):
             if self._replay(integration_id, item):
                 self.rt.store.integrations.unpark(integration_id, item.kind, item.key)
                 replayed[item.kind] += 1
+            else:
+                kept.append(f"{item.kind}#{item.key}")
         redriven = self.rt.queues.redrive_dead_letters(integration_id)
-        return {"replayed": cast("JsonObject", replayed), "dead_letters_redriven": redriven}
+        return {"replayed": cast("JsonObject", replayed), "kept": kept, "dead_letters_redriven": redriven}
 
     def _replay(self, integration_id: str, item: ParkedItem) -> bool:
         """Send the parked item back where it failed; False (it stays parked, its error shown) when its payload
-        is no message at all (a queue body no worker could read: replaying it would only park it again)."""
+        is no message at all (a queue body no worker could read: replaying it would only park it again).
+        Items parked before the typed core hold the SQS body as a string: it is read as the JSON it is."""
         # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
         nonce = pysecrets.token_hex(8)
         try:
             if item.kind == "deal":
                 self.rt.store.deals.mark_pending(integration_id, DealRef.model_validate(item.payload))
             elif item.kind == "deal_event":
-                message = DealEventMessage.model_validate(item.payload)
+                message = DealEventMessage.model_validate(_as_json(item.payload))
                 self.rt.queues.send_deal_event(message.model_copy(update={"replay": nonce}))
             else:
-                text = TextEventMessage.model_validate(item.payload)
+                text = read_message(item.payload)
                 self.rt.queues.send_text_event(text.model_copy(update={"replay": nonce}))
-        except ValidationError:
+        except (ValidationError, BadRequest):
             return False
         return True
+
+
+def _as_json(payload: JsonValue) -> JsonValue:
+    """A payload stored as the JSON text of a message (items parked before the typed core) → the message."""
+    if isinstance(payload, str):
+        try:
+            parsed: JsonValue = json.loads(payload)
+        except ValueError:
+            return payload
+        return parsed
+    return payload
 
 
 def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:
