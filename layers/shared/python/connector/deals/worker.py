@@ -32,7 +32,7 @@ from connector.deals.lookups import Lookups
 from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError
 from connector.models.deals import UPSELL, CustomerSnapshot, DealDraft, DealRecord, upsell_ext_id
 from connector.models.messages import DealEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.parked import ParkedItem, fingerprint
 from connector.models.raw import JsonObject
 from connector.observability import logger
 from connector.runtime import Runtime
@@ -148,7 +148,9 @@ def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
 
 def _park(rt: Runtime, message: DealEventMessage, error: str, code: str) -> None:
     event = message.event
-    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{event.get('datetime')}"
+    # the entity, the change and its time identify a webhook; without a time, what it says does
+    when = event.get("datetime") or fingerprint(event)
+    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{when}"
     payload = message.model_dump(mode="json", exclude_none=True)
     rt.store.integrations.park(
         message.integration_id, ParkedItem(kind="deal_event", key=key, payload=payload, error=error, code=code)

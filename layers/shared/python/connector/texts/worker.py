@@ -32,7 +32,7 @@ from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer
 from connector.errors import BadRequest, ConnectorError
 from connector.models.messages import MARK_EVENTS, TextEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.parked import ParkedItem, fingerprint
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.texts import ChatFacts, ChatProgress, CustomerLink, RequestFacts, RequestProgress
 from connector.observability import logger
@@ -183,7 +183,11 @@ class TextWorker:
         raw = _json(message)
         owner = raw.get("integration_id") if isinstance(raw, dict) else None
         if owner:
-            key = f"unparsed#{int(self.rt.epoch())}"
+            # keyed by its content, never by the time: two messages parked in one second are two items
+            content = (
+                {k: v for k, v in raw.items() if k not in ("received_at", "replay")} if isinstance(raw, dict) else raw
+            )
+            key = f"unparsed#{fingerprint(content)}"
             parked = ParkedItem(kind=PARK_KIND, key=key, payload=raw, error=exc.message, code=exc.code)
             self.rt.store.integrations.park(str(owner), parked)
         logger.warning("text event not understood", extra={"integration_id": owner, "error": exc.message})
