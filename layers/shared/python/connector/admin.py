@@ -17,6 +17,7 @@ from connector.errors import (
     AlfaCrmAuthFailed,
     AlfaCrmError,
     BadRequest,
+    ConnectorError,
     NotFound,
     UisAuthFailed,
     UisError,
@@ -28,6 +29,8 @@ from connector.models.deals import FUNNELS, DealRef
 from connector.models.messages import DealEventMessage
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject, JsonValue
+from connector.models.sync import FunnelSyncPending
+from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import (
     CreateIntegrationInput,
@@ -147,7 +150,17 @@ class Admin:
         self.rt.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
-            ensure_funnels(self.rt, integration, force=True)
+            try:
+                ensure_funnels(self.rt, integration, force=True)
+            except ConnectorError as exc:
+                # saved whatever UIS says (the school's typing is not lost): the sync is owed, shown pending on
+                # the integration and retried by the uploader (issue 9, defect 4)
+                pending = FunnelSyncPending.first(self.rt.now(), exc.message)
+                self.rt.store.integrations.set_funnel_sync(integration_id, pending)
+                logger.warning(
+                    "funnel sync pending after a settings save",
+                    extra={"integration_id": integration_id, "code": exc.code},
+                )
         dumped: JsonObject = settings.model_dump(mode="json")
         return dumped
 

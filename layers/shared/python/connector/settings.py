@@ -27,6 +27,7 @@ from pydantic import (
 
 from connector.errors import UnsafeHostname, ValidationFailed
 from connector.models.raw import JsonObject
+from connector.models.sync import FunnelSyncPending
 
 # --- title template -------------------------------------------------------------------------------
 TITLE_PARAMS = (
@@ -281,6 +282,7 @@ class Integration(_Model):
     alfacrm_webhook_secret_hash: str
     uis_webhook_secret_hash: str
     settings: SettingsDocument = Field(default_factory=SettingsDocument)
+    funnel_sync: FunnelSyncPending | None = None  # a funnel sync still owed to UIS after a settings save
 
     def public(self) -> JsonObject:
         """The integration as the admin API shows it: no secrets, no secret hashes."""

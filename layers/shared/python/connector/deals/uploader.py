@@ -101,11 +101,16 @@ def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
     """prepare → sync contacts → send chunks (one forced funnel sync on a sync problem) → report."""
     report = FlushReport(integration.id)
     deals = _pending(rt, integration)
-    if not deals:
+    owed = integration.funnel_sync is not None and integration.funnel_sync.due(rt.now())
+    if not deals and not owed:
         return report
     with rt.uis_points(integration, "deals") as uis:
         flush = _Flush(rt, integration, uis, rt.now(), report)
         try:
+            if owed:
+                flush.retry_funnel_sync()
+            if not deals:
+                return report
             ready = flush.prepare(deals)
             items = flush.plan(ready, without_contact=flush.sync_contacts(ready))
             flush.send_chunks(items)
@@ -153,6 +158,18 @@ class _Flush:
         self.moment = moment
         self.report = report
         self.resynced = False
+
+    def retry_funnel_sync(self) -> None:
+        """The funnel sync a settings save owes UIS (`integration.funnel_sync`): forced, as the save's was; a
+        failure backs the next try off and stops this flush (its deals wait with their pending marks)."""
+        pending = self.integration.funnel_sync
+        assert pending is not None
+        try:
+            ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
+        except ConnectorError as exc:
+            again = pending.failed_again(self.moment, exc.message)
+            self.rt.store.integrations.set_funnel_sync(self.integration.id, again)
+            raise
 
     # --- prepare ------------------------------------------------------------------------------------
     def prepare(self, deals: list[DealRecord]) -> list[DealRecord]:

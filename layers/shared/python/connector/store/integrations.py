@@ -8,6 +8,7 @@ from connector.memo import Memo
 from connector.models.lookups import CachedLookup
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
+from connector.models.sync import FunnelSyncPending
 from connector.settings import Integration, SettingsDocument
 from connector.store.base import DynamoTable, int_pk, is_expired, load, model_item
 
@@ -58,6 +59,14 @@ class IntegrationStore:
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": model_item(settings)})
+        self._records.drop(integration_id)
+
+    def set_funnel_sync(self, integration_id: str, pending: FunnelSyncPending | None) -> None:
+        """Record (or clear, None) the funnel sync a settings save still owes UIS."""
+        if pending is None:
+            self.t.update_fields(int_pk(integration_id), META, {}, remove=["funnel_sync"])
+        else:
+            self.t.update_fields(int_pk(integration_id), META, {"funnel_sync": model_item(pending)})
         self._records.drop(integration_id)
 
     def set_active(self, integration_id: str, active: bool) -> bool:
