@@ -135,4 +135,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     denied = admin_edge.denied(event, container())
     if denied is not None:
         return denied
-    return app.resolve(admin_edge.as_json(event), context)
+    with container().invocation(context):
+        return app.resolve(admin_edge.as_json(event), context)

@@ -31,4 +31,7 @@ def record_handler(record: DealEventRecord) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     DEAL_EVENT_IDEMPOTENCY.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    with container().invocation(context):
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

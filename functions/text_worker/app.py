@@ -29,4 +29,7 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    with container().invocation(context):
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

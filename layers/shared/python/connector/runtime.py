@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -26,7 +28,7 @@ from connector.config import Environment
 from connector.memo import Gate, Memo
 from connector.models.sync import CheckedFunnels
 from connector.queues import Queues
-from connector.retry import ChainedLimiter, Limiter, RateLimiter
+from connector.retry import ChainedLimiter, Deadline, Limiter, RateLimiter, RetryPolicy
 from connector.secrets import Secrets
 from connector.settings import Integration
 from connector.store import Store
@@ -39,6 +41,8 @@ from connector.uis.points import Purpose, UisPoints
 
 # UIS funnels checked against the wanted stages: a flush within this many seconds costs no DynamoDB read
 FUNNEL_MEMO_SECONDS = 60.0
+# what an invocation keeps back from its timeout: parking a record, reporting the batch, writing the event log
+RESERVE_SECONDS = 5.0
 # a look-up miss (an id the cached list lacks) refreshes that list from AlfaCRM at most this often
 LOOKUP_MISS_REFRESH_SECONDS = 300.0
 
@@ -55,10 +59,11 @@ class AccountClients:
     """The production `ClientFactory`: credentials from Secrets Manager, one client per account, all of them
     on the container's two connection pools, AlfaCRM's through the account limiter and one token cache."""
 
-    def __init__(self, secrets: Secrets, *, limiter: Limiter, tokens: TokenCache) -> None:
+    def __init__(self, secrets: Secrets, *, limiter: Limiter, tokens: TokenCache, retry: RetryPolicy) -> None:
         self.secrets = secrets
         self.limiter = limiter
         self.tokens = tokens
+        self.retry = retry
         self._alfacrm: dict[tuple[str, str, str], AlfaCrmClient] = {}
         self._uis: dict[tuple[str, str], UisClient] = {}
         self._lock = threading.Lock()
@@ -86,7 +91,13 @@ class AccountClients:
             found = self._alfacrm.get(key)
             if found is None:
                 found = self._alfacrm[key] = AlfaCrmClient(
-                    hostname, email, api_key, http=self.alfacrm_http, limiter=self.limiter, tokens=self.tokens
+                    hostname,
+                    email,
+                    api_key,
+                    http=self.alfacrm_http,
+                    limiter=self.limiter,
+                    tokens=self.tokens,
+                    retry=self.retry,
                 )
             return found
 
@@ -96,7 +107,7 @@ class AccountClients:
         with self._lock:
             found = self._uis.get(key)
             if found is None:
-                found = self._uis[key] = UisClient(api_url, access_token, http=self.uis_http)
+                found = self._uis[key] = UisClient(api_url, access_token, http=self.uis_http, retry=self.retry)
             return found
 
 
@@ -123,10 +134,14 @@ class Runtime:
         store: Store | None = None,
         clients: ClientFactory | None = None,
         now: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.env = env
         self.aws = aws or Aws()
         self.now = now
+        # the time budget of the invocation in progress (per thread): every client's retries keep to it
+        self.deadline = Deadline(monotonic)
+        self.retry = RetryPolicy(deadline=self.deadline)
         self.store = store or Store(DynamoTable(env.state_table, self.aws))
         self.secrets = Secrets(env, self.aws)
         self.queues = Queues(env, self.aws)
@@ -137,7 +152,7 @@ class Runtime:
         self.alfacrm_limiter = ChainedLimiter(
             self.alfacrm_spacing, SharedWindowLimiter(self.store.table, env.alfacrm_account_rps)
         )
-        self.accounts = AccountClients(self.secrets, limiter=self.alfacrm_limiter, tokens=self.tokens)
+        self.accounts = AccountClients(self.secrets, limiter=self.alfacrm_limiter, tokens=self.tokens, retry=self.retry)
         self.clients: ClientFactory = clients if clients is not None else self.accounts
 
     @classmethod
@@ -148,6 +163,15 @@ class Runtime:
     def idempotency(self) -> DynamoDBPersistenceLayer:
         """The Powertools idempotency table (the deal worker's repeated deliveries)."""
         return DynamoDBPersistenceLayer(table_name=self.env.idempotency_table, boto3_client=self.aws.dynamodb_client)
+
+    @contextmanager
+    def invocation(self, context: object, *, reserve: float = RESERVE_SECONDS) -> Iterator[None]:
+        """One Lambda invocation: retries, waits and HTTP timeouts end `reserve` seconds before the function's
+        timeout (the context's remaining time), leaving room to park, report the batch and write what was done."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        left = remaining() / 1000.0 - reserve if callable(remaining) else None
+        with self.deadline.within(left):
+            yield
 
     def epoch(self) -> float:
         """`now` as epoch seconds (claims and their expiries)."""
@@ -160,11 +184,17 @@ class Runtime:
     # --- clients for accounts that are not integrations yet (the admin's login checks) ------------------
     def connect_alfacrm(self, hostname: str, email: str, api_key: str) -> AlfaCrmClient:
         return AlfaCrmClient(
-            hostname, email, api_key, http=self.accounts.alfacrm_http, limiter=self.alfacrm_spacing, tokens=self.tokens
+            hostname,
+            email,
+            api_key,
+            http=self.accounts.alfacrm_http,
+            limiter=self.alfacrm_spacing,
+            tokens=self.tokens,
+            retry=self.retry,
         )
 
     def connect_uis(self, api_url: str, access_token: str) -> UisClient:
-        return UisClient(api_url, access_token, http=self.accounts.uis_http)
+        return UisClient(api_url, access_token, http=self.accounts.uis_http, retry=self.retry)
 
 
 # --- the container's runtime --------------------------------------------------------------------------------

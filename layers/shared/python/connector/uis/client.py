@@ -181,8 +181,14 @@ class UisClient:
             "params": {**params, "access_token": self._token},
         }
         content = json.dumps(envelope, ensure_ascii=False, default=_json_default).encode("utf-8")
+        timeout = self._retry.http_timeout(TIMEOUT)
+        if timeout is None:
+            # the invocation's budget is spent: not sent (no point spent), tried again by the queue or schedule
+            exc = UisUnavailable(f"UIS {method} not called: no time left in this invocation", mnemonic="out_of_time")
+            exc.out_of_time = True  # type: ignore[attr-defined]
+            raise exc
         try:
-            response = self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
+            response = self._http.post(self.api_url, content=content, headers=HEADERS, timeout=timeout)
         except httpx.HTTPError as exc:
             log.warning("UIS %s transport error: %s", method, type(exc).__name__)
             raise UisUnavailable(
