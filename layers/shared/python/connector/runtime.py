@@ -25,6 +25,7 @@ from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient, TokenCache
 from connector.aws import Aws
 from connector.config import Environment
+from connector.eventlog import EventLog
 from connector.memo import Gate, Memo
 from connector.models.sync import CheckedFunnels
 from connector.queues import Queues
@@ -145,6 +146,8 @@ class Runtime:
         self.store = store or Store(DynamoTable(env.state_table, self.aws))
         self.secrets = Secrets(env, self.aws)
         self.queues = Queues(env, self.aws)
+        # the execution log, activity and credential state (buffered; written at the invocation's end)
+        self.events = EventLog(self.store.events, now, monotonic=monotonic)
         self.caches = Caches()
         self.tokens = TokenCache()
         # in-process spacing, then the account-wide budget every container shares through the state table
@@ -167,11 +170,15 @@ class Runtime:
     @contextmanager
     def invocation(self, context: object, *, reserve: float = RESERVE_SECONDS) -> Iterator[None]:
         """One Lambda invocation: retries, waits and HTTP timeouts end `reserve` seconds before the function's
-        timeout (the context's remaining time), leaving room to park, report the batch and write what was done."""
+        timeout (the context's remaining time), leaving room to park, report the batch and write what was done
+        (the execution log, flushed when the invocation ends)."""
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         left = remaining() / 1000.0 - reserve if callable(remaining) else None
-        with self.deadline.within(left):
-            yield
+        try:
+            with self.deadline.within(left):
+                yield
+        finally:
+            self.events.flush()
 
     def epoch(self) -> float:
         """`now` as epoch seconds (claims and their expiries)."""

@@ -29,6 +29,7 @@ from connector.deals import drafts
 from connector.deals.funnels import ensure_funnels
 from connector.errors import ConnectorError, UisError, UisValidationError
 from connector.models.deals import FIRST_SALE, UPSELL, DealRecord, DealRef, Step, contact_ext_id
+from connector.models.events import EventOutcome
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
 from connector.models.sync import ResyncMark
@@ -120,9 +121,37 @@ def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
         except UisError as exc:
             # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
             flush.defer(exc)
+            rt.events.failed(integration.id, exc)
+        except ConnectorError as exc:
+            rt.events.failed(integration.id, exc)
+            _record(rt, report, "failed", exc.message)
+            raise
         finally:
             report.points = uis.spent
+    _record_flush(rt, report)
     return report
+
+
+def _record_flush(rt: Runtime, report: FlushReport) -> None:
+    """The flush in the school's execution log (an idle one is not: it runs every minute)."""
+    if report.state == "deferred":
+        _record(rt, report, "failed", report.error or "deferred")
+    elif report.state in ("uploaded", "partial"):
+        reason = f"{report.uploaded} of {report.deals} deals uploaded ({report.rows} rows, {report.points} UIS points)"
+        _record(rt, report, "done", reason + (f"; {len(report.parked)} parked" if report.parked else ""))
+        rt.events.seen(report.integration_id, "upload_at")
+        rt.events.credential(report.integration_id, "uis", ok=True)
+
+
+def _record(rt: Runtime, report: FlushReport, outcome: EventOutcome, reason: str) -> None:
+    rt.events.record(
+        report.integration_id,
+        source="uploader",
+        kind="upload",
+        key=f"{report.deals} deals",
+        outcome=outcome,
+        reason=reason,
+    )
 
 
 def _pending(rt: Runtime, integration: Integration) -> list[DealRecord]:
@@ -490,3 +519,4 @@ def _park(rt: Runtime, integration: Integration, deal: DealRecord, error: str, c
         integration.id, ParkedItem(kind="deal", key=key, payload=payload, error=error, code=code)
     )
     logger.warning("deal parked", extra={"integration_id": integration.id, "deal": key, "code": code})
+    rt.events.record(integration.id, source="uploader", kind="deal", key=key, outcome="parked", reason=error)

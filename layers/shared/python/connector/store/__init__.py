@@ -11,6 +11,7 @@ from functools import cached_property
 from connector.store.access import AccessStore
 from connector.store.base import DynamoTable
 from connector.store.deals import DealStore
+from connector.store.events import EventStore
 from connector.store.integrations import IntegrationStore
 from connector.store.texts import TextStore
 
@@ -30,6 +31,10 @@ class Store:
     @cached_property
     def texts(self) -> TextStore:
         return TextStore(self.table)
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.table)
 
     @cached_property
     def access(self) -> AccessStore:
