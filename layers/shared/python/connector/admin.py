@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import secrets as pysecrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
     AlfaCrmAuthFailed,
     AlfaCrmError,
-    BadRequest,
     ConnectorError,
     NotFound,
     UisAuthFailed,
@@ -25,26 +23,27 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.intake import hash_secret
-from connector.models.deals import FUNNELS, DealRef
-from connector.models.messages import DealEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.deals import FUNNELS
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import FunnelSyncPending
 from connector.observability import logger
+from connector.replay import Replay
 from connector.runtime import Runtime
 from connector.settings import (
+    AlfaCrmInput,
     CreateIntegrationInput,
     Credentials,
     Integration,
     SettingsDocument,
+    UisInput,
     check_alfacrm_hostname,
     check_uis_api_url,
     parse_create_input,
+    parse_credentials_input,
     parse_settings,
     resolve_is_public,
 )
 from connector.timeutil import to_iso
-from connector.uis.notifications import read_message
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -97,31 +96,85 @@ class Admin:
 
     def _checked_hosts(self, data: CreateIntegrationInput) -> tuple[str, str]:
         """Both accounts' addresses, public https hosts only (outside the local stack)."""
+        return self._alfacrm_host(data.alfacrm), self._uis_url(data.uis)
+
+    def _alfacrm_host(self, account: AlfaCrmInput) -> str:
         insecure = self.rt.env.allow_insecure_hosts
-        hostname = check_alfacrm_hostname(data.alfacrm.hostname, allow_insecure=insecure)
+        hostname = check_alfacrm_hostname(account.hostname, allow_insecure=insecure)
         if not insecure and not self.check_dns(hostname):
             raise ValidationFailed(
                 f"alfacrm.hostname: '{hostname}' does not resolve to public addresses only", field="alfacrm.hostname"
             )
-        api_url = check_uis_api_url(data.uis.api_url, allow_insecure=insecure)
+        return hostname
+
+    def _uis_url(self, account: UisInput) -> str:
+        insecure = self.rt.env.allow_insecure_hosts
+        api_url = check_uis_api_url(account.api_url, allow_insecure=insecure)
         uis_host = urlsplit(api_url).hostname or ""
         if not insecure and not self.check_dns(uis_host):
             raise ValidationFailed(
                 f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
             )
-        return hostname, api_url
+        return api_url
 
     def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> None:
         """Both credentials work (one AlfaCRM login, one cheap UIS call) before anything is stored."""
+        self._login_alfacrm(hostname, data.alfacrm)
+        self._login_uis(api_url, data.uis)
+
+    def _login_alfacrm(self, hostname: str, account: AlfaCrmInput) -> None:
         try:
-            self.rt.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
+            self.rt.connect_alfacrm(hostname, account.email, account.api_key).login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+
+    def _login_uis(self, api_url: str, account: UisInput) -> None:
         try:
-            self.rt.connect_uis(api_url, data.uis.access_token).check_auth()
+            self.rt.connect_uis(api_url, account.access_token).check_auth()
         except UisError as exc:
             code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
             raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
+
+    # --- lifecycle: webhook secrets, credentials (removal: connector.lifecycle) ----------------------
+    def rotate_webhooks(self, integration_id: str, base_url: str) -> JsonObject:
+        """New secrets in both webhook URLs; the old URLs stop (answer 404) as soon as the record changes
+        (another warm intake container remembers the record for at most 10 s)."""
+        integration = self._get(integration_id)
+        creds = self.rt.secrets.credentials(integration.secret_id)
+        alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)
+        update = {"alfacrm_webhook_secret": alfa_secret, "uis_webhook_secret": uis_secret}
+        # the secrets first: a record naming hashes of secrets nobody can show would lock the school out
+        self.rt.secrets.store_credentials(integration_id, creds.model_copy(update=update))
+        self.rt.store.integrations.set_webhook_hashes(integration_id, hash_secret(alfa_secret), hash_secret(uis_secret))
+        return {"webhooks": cast("JsonObject", _webhooks(base_url, integration_id, alfa_secret, uis_secret))}
+
+    def update_credentials(self, integration_id: str, body: object) -> JsonObject:
+        """New AlfaCRM and/or UIS credentials (the create body's objects), each login tried before anything
+        is stored; the integration as shown, without secrets."""
+        integration = self._get(integration_id)
+        data = parse_credentials_input(body)
+        creds = self.rt.secrets.credentials(integration.secret_id)
+        accounts: dict[str, object] = {}
+        if data.alfacrm is not None:
+            hostname = self._alfacrm_host(data.alfacrm)
+            self._login_alfacrm(hostname, data.alfacrm)
+            creds = creds.model_copy(update={"alfacrm_api_key": data.alfacrm.api_key})
+            accounts["alfacrm"] = {
+                "hostname": hostname,
+                "email": data.alfacrm.email,
+                "branch_id": data.alfacrm.branch_id,
+            }
+        if data.uis is not None:
+            api_url = self._uis_url(data.uis)
+            self._login_uis(api_url, data.uis)
+            creds = creds.model_copy(update={"uis_access_token": data.uis.access_token})
+            accounts["uis"] = {"api_url": api_url}
+        self.rt.secrets.store_credentials(integration_id, creds)
+        self.rt.store.integrations.set_accounts(integration_id, accounts)
+        for system in ("alfacrm", "uis"):
+            if system in accounts:
+                self.rt.events.credential(integration_id, system, ok=True)
+        return self._get(integration_id).public()
 
     def webhooks(self, integration_id: str, base_url: str) -> dict[str, str]:
         integration = self._get(integration_id)
@@ -259,52 +312,13 @@ class Admin:
         items = self.rt.store.integrations.parked(integration_id)
         return {"items": [i.model_dump(mode="json") for i in items]}
 
-    def replay(self, integration_id: str) -> JsonObject:
-        """Re-drive this integration's parked items and its messages in the dead-letter queues.
-
-        One item that cannot be replayed stays parked (named in `kept`) and stops nothing: neither the
-        other items nor the dead-letter redrive."""
+    def events(self, integration_id: str, limit: int) -> JsonObject:
         self._get(integration_id)
-        replayed: dict[str, int] = {"deal": 0, "deal_event": 0, "text_event": 0}
-        kept: list[JsonValue] = []
-        for item in self.rt.store.integrations.parked(integration_id):
-            if self._replay(integration_id, item):
-                self.rt.store.integrations.unpark(integration_id, item.kind, item.key)
-                replayed[item.kind] += 1
-            else:
-                kept.append(f"{item.kind}#{item.key}")
-        redriven = self.rt.queues.redrive_dead_letters(integration_id)
-        return {"replayed": cast("JsonObject", replayed), "kept": kept, "dead_letters_redriven": redriven}
+        items = self.rt.store.events.recent(integration_id, limit)
+        return {"items": [e.model_dump(mode="json") for e in items]}
 
-    def _replay(self, integration_id: str, item: ParkedItem) -> bool:
-        """Send the parked item back where it failed; False (it stays parked, its error shown) when its payload
-        is no message at all (a queue body no worker could read: replaying it would only park it again).
-        Items parked before the typed core hold the SQS body as a string: it is read as the JSON it is."""
-        # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
-        nonce = pysecrets.token_hex(8)
-        try:
-            if item.kind == "deal":
-                self.rt.store.deals.mark_pending(integration_id, DealRef.model_validate(item.payload))
-            elif item.kind == "deal_event":
-                message = DealEventMessage.model_validate(_as_json(item.payload))
-                self.rt.queues.send_deal_event(message.model_copy(update={"replay": nonce}))
-            else:
-                text = read_message(item.payload)
-                self.rt.queues.send_text_event(text.model_copy(update={"replay": nonce}))
-        except (ValidationError, BadRequest):
-            return False
-        return True
-
-
-def _as_json(payload: JsonValue) -> JsonValue:
-    """A payload stored as the JSON text of a message (items parked before the typed core) → the message."""
-    if isinstance(payload, str):
-        try:
-            parsed: JsonValue = json.loads(payload)
-        except ValueError:
-            return payload
-        return parsed
-    return payload
+    def replay(self, integration_id: str, keys: Sequence[str] | None = None) -> JsonObject:
+        return Replay(self.rt).run(integration_id, keys)
 
 
 def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:

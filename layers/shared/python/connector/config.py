@@ -29,6 +29,11 @@ class Environment(BaseModel):
     text_events_queue_url: str = ""
     deal_events_dlq_url: str = ""
     text_events_dlq_url: str = ""
+    jobs_queue_url: str = ""  # background jobs: a long dead-letter redrive, an integration's removal
+    # receives before SQS dead-letters a message (the queues' maxReceiveCount in template.yaml)
+    max_receive_count: int = 5
+    # a removed integration's partition is swept again this long after the removal (writes in flight)
+    purge_sweep_seconds: int = 60
     secrets_prefix: str = "alfacrm-uis"
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
@@ -49,6 +54,9 @@ class Environment(BaseModel):
             text_events_queue_url=e.get("TEXT_EVENTS_QUEUE_URL", ""),
             deal_events_dlq_url=e.get("DEAL_EVENTS_DLQ_URL", ""),
             text_events_dlq_url=e.get("TEXT_EVENTS_DLQ_URL", ""),
+            jobs_queue_url=e.get("JOBS_QUEUE_URL", ""),
+            max_receive_count=int(_number(e.get("MAX_RECEIVE_COUNT"), 5)),
+            purge_sweep_seconds=int(_number(e.get("PURGE_SWEEP_SECONDS"), 60)),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
             admin_token=e.get("ADMIN_TOKEN", ""),

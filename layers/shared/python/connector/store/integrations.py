@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from connector.memo import Memo
 from connector.models.lookups import CachedLookup
@@ -60,6 +61,24 @@ class IntegrationStore:
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": model_item(settings)})
         self._records.drop(integration_id)
+
+    def set_webhook_hashes(self, integration_id: str, alfacrm_hash: str, uis_hash: str) -> None:
+        fields = {"alfacrm_webhook_secret_hash": alfacrm_hash, "uis_webhook_secret_hash": uis_hash}
+        self.t.update_fields(int_pk(integration_id), META, fields)
+        self._records.drop(integration_id)
+
+    def set_accounts(self, integration_id: str, accounts: Mapping[str, object]) -> None:
+        """The AlfaCRM / UIS account parts of the record (host, user, branch; the API URL), as given."""
+        self.t.update_fields(int_pk(integration_id), META, accounts)
+        self._records.drop(integration_id)
+
+    def remove(self, integration_id: str) -> None:
+        """The record goes first: intakes answer 404 and workers skip its events from here on."""
+        self.t.delete(int_pk(integration_id), META)
+        self._records.drop(integration_id)
+
+    def parked_count(self, integration_id: str) -> int:
+        return self.t.count_gsi(f"PARKED#{integration_id}")
 
     def set_funnel_sync(self, integration_id: str, pending: FunnelSyncPending | None) -> None:
         """Record (or clear, None) the funnel sync a settings save still owes UIS."""
