@@ -78,8 +78,9 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
     try:
         event = WebhookEvent.model_validate(message.event)
     except ValidationError as exc:
-        _park(rt, message, f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}", "bad_event")
-        return Outcome("parked", "malformed event")
+        why = f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}"
+        _park(rt, message, why, "bad_event")
+        return Outcome("parked", why)
     if event.entity not in ENTITIES:
         return Outcome("ignored", f"entity {event.entity}")
     alfacrm = rt.clients.alfacrm(integration)
@@ -89,11 +90,11 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
     except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
         _park(rt, message, exc.message, exc.code)
-        return Outcome("parked", exc.code)
+        return Outcome("parked", f"{exc.message} ({exc.code})")
     except _NotListed as exc:
         # not a deletion (only a delete event says that): parked untouched, a replay reads it again
         _park(rt, message, exc.message, "not_listed")
-        return Outcome("parked", "not_listed")
+        return Outcome("parked", f"{exc.message} (not_listed)")
     if not snaps:
         return Outcome("ignored", "payment without a customer")
     changed: list[str] = []
