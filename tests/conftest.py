@@ -110,6 +110,12 @@ def runtime(**parts: Any) -> Runtime:
     return Runtime(Environment.from_environ(), aws=AWS, **parts)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import logscan  # every captured line of the suite, scanned by tests/test_logscan.py
+
+    config.pluginmanager.register(logscan, "logscan")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     with contextlib.suppress(RuntimeError):  # already stopped (e.g. a collection error path)
         _MOCK.stop()

@@ -23,6 +23,7 @@ PACKAGE = "connector"
 LAYERS: dict[str, int] = {
     "models": 0,
     "errors": 0,
+    "jsonbody": 0,
     "config": 0,
     "settings": 0,
     "timeutil": 0,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -14,13 +15,21 @@ from connector import access, admin_edge
 from connector.admin import Admin
 from connector.errors import ConnectorError
 from connector.health import integration_health
-from connector.http import error_body, error_response, json_reply, public_base_url, route_miss
+from connector.http import (
+    error_body,
+    error_response,
+    json_reply,
+    public_base_url,
+    route_miss,
+    strict_json_body,
+    undecodable_body,
+)
 from connector.lifecycle import Removal
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
 from connector.settings import CreateIntegrationInput, CredentialsInput, ReplayInput, SettingsDocument, json_path
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=strict_json_body)
 
 IntegrationId = Annotated[str, Path(description="Integration id", pattern=r"^[0-9a-f]{1,64}$")]
 AlfaLookup = Annotated[
@@ -50,15 +59,23 @@ def _no_route(exc: NotFoundError) -> Response[Any]:
 def _invalid_request(exc: RequestValidationError) -> Response[Any]:
     err = exc.errors()[0]
     if err.get("type") == "json_invalid":
-        # not a bad field but a body that is not JSON at all: say so, and name no field
-        reason = (err.get("ctx") or {}).get("error") or "JSON decode error"
-        return error_body(400, "invalid_json", f"body is not valid JSON: {reason}")
+        # not a bad field but a body that is not JSON (strict_json_body says what is wrong): name no field
+        reason = (err.get("ctx") or {}).get("error") or "body is not valid JSON"
+        return error_body(400, "invalid_json", reason)
     loc = tuple(err.get("loc", ()))
     if loc and loc[0] in {"body", "query", "path"}:
         loc = loc[1:]
     path = json_path(loc) or "body"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     return json_reply(422, {"error": {"code": "validation_failed", "message": f"{path}: {msg}", "field": path}})
+
+
+@app.exception_handler(ServiceError)
+def _service_error(exc: ServiceError) -> Response[Any]:
+    # Powertools' own HTTP errors, in the contract's shape rather than its {"statusCode", "message"}
+    status = HTTPStatus(exc.status_code) if exc.status_code in HTTPStatus._value2member_map_ else None
+    code = status.phrase.lower().replace(" ", "_").replace("-", "_") if status else "http_error"
+    return error_body(exc.status_code, code, str(exc.msg))
 
 
 @app.post("/integrations", summary="Create an integration (both logins are tried first)")
@@ -171,12 +188,13 @@ def issue_access(integration_id: IntegrationId) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
+# not the reply: it carries the webhook URLs (with their secrets) and may carry tokens
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Before routing: the resolver validates bodies first, and a caller without the token learns nothing.
-    denied = admin_edge.denied(event, container())
-    if denied is not None:
-        return denied
+    refused = admin_edge.denied(event, container()) or undecodable_body(event)
+    if refused is not None:
+        return refused
     with container().invocation(context):
         return app.resolve(admin_edge.as_json(event), context)

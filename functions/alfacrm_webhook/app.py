@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.errors import ConnectorError
-from connector.http import error_response, json_reply, route_miss
+from connector.http import body_bytes, error_response, json_reply, route_miss
 from connector.intake import accept_alfacrm
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
@@ -32,8 +32,7 @@ def _no_route(exc: NotFoundError) -> Response[Any]:
 @app.post("/hooks/alfacrm/<integration_id>/<secret>", summary="AlfaCRM trigger webhook (Customer, Pay)")
 def alfacrm_hook(integration_id: Annotated[str, Path()], secret: Annotated[str, Path()]) -> Response[dict[str, Any]]:
     # AlfaCRM posts raw JSON under a form Content-Type: read the (base64-decoded) raw body, never form fields
-    body = app.current_event.decoded_body or ""
-    accepted = accept_alfacrm(container(), integration_id, secret, body.encode("utf-8", "surrogateescape"))
+    accepted = accept_alfacrm(container(), integration_id, secret, body_bytes(app.current_event.raw_event))
     metrics.add_metric(
         name="AlfaCrmWebhooksQueued" if accepted.queued else "AlfaCrmWebhooksDropped", unit="Count", value=1
     )

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.errors import ConnectorError
-from connector.http import error_response, json_reply, route_miss
+from connector.http import body_bytes, error_response, json_reply, route_miss
 from connector.intake import accept_uis
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
@@ -31,13 +31,12 @@ def _no_route(exc: NotFoundError) -> Response[Any]:
 
 def _accept(integration_id: str, secret: str) -> Response[dict[str, Any]]:
     event = app.current_event
-    body = (event.decoded_body or "").encode("utf-8", "surrogateescape")
     accepted = accept_uis(
         container(),
         integration_id,
         secret,
         method=event.http_method,
-        body=body,
+        body=body_bytes(event.raw_event),
         query=dict(event.query_string_parameters or {}),
         content_type=event.headers.get("content-type") or event.headers.get("Content-Type") or "",
     )

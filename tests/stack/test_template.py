@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack.permissions import granted, uses
 from tools.localstack.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_FUNCTIONS = Template.load(ROOT / "template.yaml").functions
 FUNCTIONS = {
     "AdminApiFunction": "admin_api",
     "PagesFunction": "pages",
@@ -234,10 +236,47 @@ def _policy_targets(tpl: Template, lid: str) -> set[tuple[str, str]]:
 
 def test_only_the_deal_worker_touches_the_idempotency_table(tpl: Template) -> None:
     """Least privilege: the Powertools idempotency table is used by the deal worker alone."""
-    users = {
-        lid for lid in tpl.functions for _, target in _policy_targets(tpl, lid) if '"Ref": "IdempotencyTable"' in target
+    assert {lid for lid in tpl.functions if "IdempotencyTable" in granted(tpl, lid)} == {"DealWorkerFunction"}
+
+
+@pytest.mark.parametrize("function", sorted(TEMPLATE_FUNCTIONS))
+def test_each_function_is_granted_exactly_what_its_code_uses(tpl: Template, function: str) -> None:
+    """Least privilege (issue 9, defect 6): a function's policies grant the actions tests/stack/permissions.py
+    lists for it, on the resources it lists, no more and no fewer; a function new to the template fails here
+    until it has an entry there (tests/stack/test_traces.py holds the entries to what a traced run does)."""
+    assert granted(tpl, function) == {resource: set(actions) for resource, actions in uses(function).items()}
+
+
+def test_no_function_may_scan_the_tables_or_use_wildcards(tpl: Template) -> None:
+    for lid in tpl.functions:
+        for resource, actions in granted(tpl, lid).items():
+            assert "dynamodb:Scan" not in actions, (lid, resource)
+            assert not any(a.endswith(":*") or a == "*" for a in actions), (lid, resource)
+
+
+def test_queue_consumers_poll_their_own_queue_only(tpl: Template) -> None:
+    """An SQS event of a function makes SAM attach AWSLambdaSQSQueueExecutionRole (receive and delete on every
+    queue of the account): the workers' queues are mapped by AWS::Lambda::EventSourceMapping instead, and
+    each worker is granted SQSPollerPolicy on its own queue."""
+    for lid in tpl.functions:
+        events = tpl.resources[lid]["Properties"].get("Events") or {}
+        assert [name for name, event in events.items() if event.get("Type") == "SQS"] == [], lid
+    consumers = {(s.function_id, s.queue_id) for s in tpl.sqs_sources}
+    assert consumers == {
+        ("DealWorkerFunction", "DealEventsQueue"),
+        ("TextWorkerFunction", "TextEventsQueue"),
+        ("JobsFunction", "JobsQueue"),
     }
-    assert users == {"DealWorkerFunction"}
+    # a redrive job also takes its school's dead letters (as the admin API does)
+    also = {"JobsFunction": {"DealEventsDLQ", "TextEventsDLQ"}}
+    for function, queue in consumers:
+        polled = {resource for resource, actions in granted(tpl, function).items() if "sqs:ReceiveMessage" in actions}
+        assert polled == {queue} | also.get(function, set()), function
+
+
+def test_a_function_without_a_permissions_entry_fails_loudly() -> None:
+    with pytest.raises(AssertionError, match=r"NewFunction is not in tests/stack/permissions\.py"):
+        uses("NewFunction")
 
 
 def test_only_the_admin_api_can_read_the_admin_token(tpl: Template) -> None:
@@ -270,3 +309,14 @@ def test_api_gateway_own_errors_use_the_contract_error_shape(tpl: Template) -> N
         body = responses[kind]["ResponseTemplates"]["application/json"]
         rendered = json.loads(body.replace("$context.error.messageString", '"text"'))
         assert set(rendered["error"]) == {"code", "message", "field"}, kind
+
+
+def test_api_gateway_keeps_no_webhook_url(tpl: Template) -> None:
+    """The hook URLs carry their secrets: API Gateway's X-Ray segment records each request's URL, so API
+    tracing stays off (the functions are traced); its access log names the route, never the path."""
+    [api] = tpl.of_type("AWS::Serverless::Api").values()
+    assert api["Properties"].get("TracingEnabled", False) is False
+    assert tpl.data["Globals"]["Function"]["Tracing"] == "Active"
+    log_format = api["Properties"]["AccessLogSetting"]["Format"]
+    assert "$context.resourcePath" in log_format
+    assert "$context.path" not in log_format and "$context.requestOverride" not in log_format

@@ -134,6 +134,22 @@ def _path_pattern(path: str) -> tuple[re.Pattern[str], tuple[int, ...]]:
     return re.compile(f"^{regex or '/'}$"), (greedy, -literal, params)
 
 
+def _sqs_source(function_id: str, name: str, queue: Any, props: dict[str, Any]) -> SqsSource:
+    """A function's SQS event (`Queue`) or an AWS::Lambda::EventSourceMapping (`EventSourceArn`)."""
+    queue_id = queue["Fn::GetAtt"][0] if isinstance(queue, dict) and "Fn::GetAtt" in queue else None
+    if queue_id is None:
+        raise ValueError(f"{name}: the SQS queue must be !GetAtt <queue>.Arn locally")
+    return SqsSource(
+        function_id=function_id,
+        event_name=name,
+        queue_id=queue_id,
+        batch_size=int(props.get("BatchSize", 10)),
+        batching_window=int(props.get("MaximumBatchingWindowInSeconds", 0)),
+        report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+        max_concurrency=(props.get("ScalingConfig") or {}).get("MaximumConcurrency"),
+    )
+
+
 class Template:
     """The parts of a SAM template the local stack emulates."""
 
@@ -148,6 +164,15 @@ class Template:
         for lid, res in self.resources.items():
             if res.get("Type") == "AWS::Serverless::Function":
                 self.functions[lid] = self._function(lid, res.get("Properties") or {}, globals_fn)
+        for lid, res in self.of_type("AWS::Lambda::EventSourceMapping").items():
+            props = res.get("Properties") or {}
+            target = props.get("FunctionName")
+            function_id = target.get("Ref") if isinstance(target, dict) else None
+            if function_id not in self.functions:
+                raise ValueError(f"{lid}: FunctionName must be !Ref <function> of this template locally")
+            self.functions[function_id].sqs_sources.append(
+                _sqs_source(function_id, lid, props.get("EventSourceArn"), props)
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> Template:
@@ -240,21 +265,7 @@ class Template:
                 method = "ANY" if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method
                 fn.routes.append(ApiRoute(lid, event_name, path, method, pattern, priority))
             elif kind == "SQS":
-                queue = ep.get("Queue")
-                queue_id = queue["Fn::GetAtt"][0] if isinstance(queue, dict) and "Fn::GetAtt" in queue else None
-                if queue_id is None:
-                    raise ValueError(f"{lid}.{event_name}: SQS Queue must be !GetAtt <queue>.Arn locally")
-                fn.sqs_sources.append(
-                    SqsSource(
-                        function_id=lid,
-                        event_name=event_name,
-                        queue_id=queue_id,
-                        batch_size=int(ep.get("BatchSize", 10)),
-                        batching_window=int(ep.get("MaximumBatchingWindowInSeconds", 0)),
-                        report_batch_item_failures="ReportBatchItemFailures" in (ep.get("FunctionResponseTypes") or []),
-                        max_concurrency=(ep.get("ScalingConfig") or {}).get("MaximumConcurrency"),
-                    )
-                )
+                fn.sqs_sources.append(_sqs_source(lid, event_name, ep.get("Queue"), ep))
             elif kind in ("Schedule", "ScheduleV2"):
                 expression = str(ep.get("ScheduleExpression", ""))
                 state = ep.get("State", "ENABLED")

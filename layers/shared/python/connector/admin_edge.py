@@ -42,10 +42,9 @@ def as_json(event: dict[str, Any]) -> dict[str, Any]:
 
     `curl -d '{...}'` without `-H 'Content-Type: application/json'` sends
     `application/x-www-form-urlencoded`; the resolver would then read the JSON text as a form and report
-    every field missing. Only the header changes; the body is parsed (and rejected) as JSON.
+    every field missing. Only the header changes; the body is parsed (and rejected) as JSON. Without a body
+    too: a multipart type without a boundary made the resolver raise ValueError (a 500).
     """
-    if not event.get("body"):
-        return event
     headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
     multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
     headers["Content-Type"] = JSON

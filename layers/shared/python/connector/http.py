@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 
-from connector.errors import ConnectorError
+from connector.errors import BadRequest, ConnectorError
 from connector.http_errors import error_reply
+from connector.jsonbody import decode_utf8, parse_json
 from connector.models.raw import JsonObject
 
 
@@ -47,6 +51,46 @@ def route_miss(app: APIGatewayRestResolver) -> Response[Any]:
             Allow=", ".join(allowed),
         )
     return error_body(404, "not_found", f"no route {method} {path}")
+
+
+def body_bytes(event: dict[str, Any]) -> bytes:
+    """The request body as sent: API Gateway base64-encodes a body that is not UTF-8 text."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            raise BadRequest("body is marked base64-encoded but is not base64") from None
+    # a lone surrogate in the event's text stays visible as bytes that are not UTF-8
+    return str(body).encode("utf-8", "surrogatepass")
+
+
+def strict_json_body(text: str) -> Any:
+    """The resolver's body parser (`json_body_deserializer`): strict JSON, see connector.jsonbody.
+
+    A refusal is raised as the JSONDecodeError the resolver expects, so it reaches the route's validation
+    handler as `json_invalid` with our message, not as a crash.
+    """
+    try:
+        return parse_json(text)
+    except BadRequest as exc:
+        raise json.JSONDecodeError(exc.message, text, 0) from None
+
+
+def undecodable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A ready 400 proxy reply for a base64 body that is not UTF-8 text (the resolver would raise
+    UnicodeDecodeError reading it), else None."""
+    try:
+        decode_utf8(body_bytes(event))
+    except BadRequest as exc:
+        status, body = error_reply(exc)
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body),
+            "isBase64Encoded": False,
+        }
+    return None
 
 
 def public_base_url(event: Mapping[str, Any]) -> str:

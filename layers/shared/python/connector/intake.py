@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qsl
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from connector.alfacrm.models import WebhookEvent
 from connector.errors import BadRequest, NotFound, PayloadTooLarge
+from connector.jsonbody import check_value, decode_utf8, parse_json
 from connector.models.messages import TEXT_EVENTS, DealEventMessage, TextEventMessage, TextEventName
 from connector.models.raw import JsonObject
 from connector.runtime import Runtime
@@ -66,10 +66,7 @@ def _check_size(body: bytes, limit: int) -> None:
 def _parse_json_object(body: bytes) -> JsonObject:
     if not body.strip():
         raise BadRequest("body is empty; a JSON object is expected")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
     return cast("JsonObject", data)
@@ -85,7 +82,7 @@ def accept_alfacrm(rt: Runtime, integration_id: str, secret: str, body: bytes) -
     except ValidationError as exc:
         err = exc.errors()[0]
         path = json_path(tuple(err["loc"])) or "body"
-        raise BadRequest(f"{path}: {err['msg']}", field=path) from None
+        raise BadRequest(f"{path}: {err['msg'].removeprefix('Value error, ')}", field=path) from None
     if not integration.active:
         return Accepted(False, "integration inactive")
     if event.entity not in DEAL_ENTITIES:
@@ -112,15 +109,17 @@ def accept_uis(
     integration = authenticate(rt.store, integration_id, secret, "uis")
     _check_size(body, rt.env.max_body_bytes)
     params: JsonObject = dict(query)
+    check_value(params, "query")
     event = params.pop("event", None) or params.pop("notification_type", None)
     if event is not None and event not in TEXT_EVENTS:
-        raise BadRequest(f"event: unknown event '{event}'; expected one of {sorted(TEXT_EVENTS)}", field="event")
+        shown = event if len(str(event)) <= 40 else f"{str(event)[:37]}..."
+        raise BadRequest(f"event: unknown event '{shown}'; expected one of {sorted(TEXT_EVENTS)}", field="event")
     if method.upper() == "GET":
         payload: JsonObject = params
         if not payload:
             raise BadRequest("no notification parameters in the query string")
     elif "application/x-www-form-urlencoded" in content_type.lower() and not body.lstrip().startswith(b"{"):
-        payload = {**params, **dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))}
+        payload = {**params, **dict(parse_qsl(decode_utf8(body), keep_blank_values=True))}
     else:
         payload = {**params, **_parse_json_object(body)}
     if not integration.active:

@@ -7,6 +7,7 @@ The only SQS code outside the workers' event sources. Messages are the models of
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,14 +40,14 @@ class Queues:
         return self._send_many(self.env.text_events_queue_url, messages)
 
     def _send(self, queue_url: str, message: QueueMessage) -> str:
-        reply = self.aws.sqs.send_message(QueueUrl=queue_url, MessageBody=message.body())
+        reply = self.aws.sqs.send_message(QueueUrl=queue_url, MessageBody=_message_body(message))
         return str(reply["MessageId"])
 
     def _send_many(self, queue_url: str, messages: list[DealEventMessage] | list[TextEventMessage]) -> int:
         sent = 0
         for start in range(0, len(messages), BATCH):
             chunk = messages[start : start + BATCH]
-            entries = [{"Id": str(i), "MessageBody": m.body()} for i, m in enumerate(chunk)]
+            entries = [{"Id": str(i), "MessageBody": _message_body(m)} for i, m in enumerate(chunk)]
             reply = self.aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
             if reply.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(reply['Failed'])} of {len(chunk)} messages")
@@ -55,7 +56,9 @@ class Queues:
 
     def send_job(self, message: JobMessage, *, delay_seconds: int = 0) -> str:
         reply = self.aws.sqs.send_message(
-            QueueUrl=self.env.jobs_queue_url, MessageBody=message.body(), DelaySeconds=max(0, min(delay_seconds, 900))
+            QueueUrl=self.env.jobs_queue_url,
+            MessageBody=_message_body(message),
+            DelaySeconds=max(0, min(delay_seconds, 900)),
         )
         return str(reply["MessageId"])
 
@@ -141,3 +144,13 @@ def owner_of(body: str) -> str | None:
         return None
     owner = parsed.get("integration_id") if isinstance(parsed, dict) else None
     return owner if isinstance(owner, str) else None
+
+
+# SQS refuses characters outside #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (its
+# SendMessage docs). json.dumps escapes the control characters but writes U+FFFE and U+FFFF as they are; in
+# JSON text they can only stand inside strings, where their escapes mean the same.
+_SQS_REFUSED = re.compile("[\ufffe\uffff]")
+
+
+def _message_body(message: QueueMessage) -> str:
+    return _SQS_REFUSED.sub(lambda m: f"\\u{ord(m.group()):04x}", message.body())

@@ -11,9 +11,10 @@ import ipaddress
 import re
 import string
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import idna
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -330,8 +331,9 @@ class CreateIntegrationInput(_Model):
     def _tz(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone '{v}'") from exc
+        # OSError: a key that is a directory of the zone database ("Europe") or too long a file name
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(f"unknown time zone '{v[:60]}'") from exc
         return v
 
     @field_validator("phone_region")
@@ -409,18 +411,60 @@ def parse_create_input(doc: Any) -> CreateIntegrationInput:
 _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
+# A space or control character (NUL, CR, LF) in a URL is refused by httpx, or worse, split into a header.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+# In the local stack: an IP literal or an ASCII host name (a sandbox on 127.0.0.1, localhost, a container name).
+_LOCAL_HOST_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$")
+
+
+def _idna_ok(host: str) -> bool:
+    """httpx decodes a host's A-labels (`xn--…`) with idna and raises on a malformed one: find it first."""
+    if "xn--" not in host:
+        return True
+    try:
+        idna.decode(host)
+    except (idna.IDNAError, UnicodeError, IndexError):
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _split_url(raw: str, field: str) -> SplitResult:
+    """urlsplit and what it leaves for later to fail on: a port that is no number or out of range, a broken
+    [IPv6] host, a control character. Any of them is the caller's bad field (422), not a crash."""
+    if _CONTROL_OR_SPACE.search(raw):
+        raise UnsafeHostname(f"{field}: spaces and control characters are not allowed in a URL", field=field)
+    try:
+        parts = urlsplit(raw)
+        port, host = parts.port, parts.hostname
+    except ValueError as exc:
+        raise UnsafeHostname(f"{field}: '{_shown(raw)}' is not a valid URL ({exc})", field=field) from None
+    if parts.scheme not in {"http", "https"} or not host:
+        raise UnsafeHostname(f"{field}: '{_shown(raw)}' is not an http(s) URL", field=field)
+    if port == 0:
+        raise UnsafeHostname(f"{field}: port 0 is not a port", field=field)
+    if not _LOCAL_HOST_RE.match(host) or not _idna_ok(host):
+        try:
+            # an IPv6 zone index (fe80::1%eth0) names an interface of this machine, not a host
+            ipaddress.ip_address(host if "%" not in host else "")
+        except ValueError:
+            raise UnsafeHostname(f"{field}: '{_shown(host)}' is not a host name", field=field) from None
+    return parts
+
+
 def check_uis_api_url(url: str, *, allow_insecure: bool) -> str:
     """The UIS Data API URL: https on a public DNS name outside the local stack (the same rules as AlfaCRM)."""
     raw = url.strip().rstrip("/")
-    parts = urlsplit(raw)
     field = "uis.api_url"
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise UnsafeHostname(f"{field}: '{raw}' is not an http(s) URL", field=field)
+    parts = _split_url(raw, field)
     if allow_insecure:
         return raw
     if parts.scheme != "https" or parts.port not in (None, 443) or parts.username or parts.password:
         raise UnsafeHostname(f"{field}: must be an https URL without port or credentials", field=field)
-    _check_public_name(parts.hostname, field)
+    _check_public_name(parts.hostname or "", field)
     return raw
 
 
@@ -432,8 +476,8 @@ def _check_public_name(host: str, field: str) -> str:
         pass
     else:
         raise UnsafeHostname(f"{field}: IP addresses are not allowed, use a domain name", field=field)
-    if not _HOST_RE.match(host) or host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
-        raise UnsafeHostname(f"{field}: '{host}' is not a public domain name", field=field)
+    if not _HOST_RE.match(host) or host == "localhost" or host.endswith(_PRIVATE_SUFFIXES) or not _idna_ok(host):
+        raise UnsafeHostname(f"{field}: '{_shown(host)}' is not a public domain name", field=field)
     return host
 
 
@@ -450,13 +494,11 @@ def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
     raw = hostname.strip()
     field = "alfacrm.hostname"
     if allow_insecure and "://" in raw:
-        parts = urlsplit(raw)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise UnsafeHostname(f"{field}: '{raw}' is not an http(s) URL", field=field)
+        _split_url(raw, field)
         return raw.rstrip("/")
     host = raw
     if "://" in raw:
-        parts = urlsplit(raw)
+        parts = _split_url(raw, field)
         if parts.scheme != "https":
             raise UnsafeHostname(f"{field}: only https is allowed", field=field)
         if parts.port is not None or (parts.path not in {"", "/"}) or parts.query:

@@ -8,6 +8,8 @@ clean Python types. Unknown fields are kept (`extra="allow"`): accounts differ a
 
 from __future__ import annotations
 
+import contextlib
+import math
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
@@ -28,25 +30,45 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+# AlfaCRM ids and counts are MySQL integers: anything wider is not an id but an attack or a typo, and
+# refusing it before int() matters — int(Decimal("1e1000000")) builds a million-digit number (minutes of CPU).
+INT_RANGE = 2**63
+# Money keeps at most 18 digits before and after the point: 37 significant digits fit DynamoDB's 38.
+MONEY_DIGITS = 18
+
+
+def _shown(value: object) -> str:
+    """The value as an error message quotes it: bounded, a 256 KB field is not echoed back whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def to_int(value: object) -> int | None:
-    """`145`, `"145"`, `"145.0"`, `True` → int; `None`/`""` → None."""
+    """`145`, `"145"`, `"145.0"`, `True` → int; `None`/`""` → None; ±2**63 and beyond is refused."""
     if _blank(value):
         return None
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float | Decimal) and value == int(value):
-        return int(value)
+    number: object = value
     if isinstance(value, str):
         text = value.strip()
         try:
-            return int(text)
-        except ValueError:
-            number = to_decimal(text)
-            if number is not None and number == int(number):
-                return int(number)
-    raise ValueError(f"not an integer: {value!r}")
+            number = int(text) if len(text) <= 20 else Decimal(text)
+        except (ValueError, InvalidOperation):
+            try:
+                number = Decimal(text)  # "145.0"
+            except InvalidOperation:
+                raise ValueError(f"not an integer: {_shown(value)}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"not an integer: {_shown(value)}")
+    if isinstance(number, Decimal) and (not number.is_finite() or number.adjusted() >= 19):
+        raise ValueError(f"not an integer in range: {_shown(value)}")
+    if isinstance(number, int | float | Decimal) and number == int(number):
+        result = int(number)
+        if -INT_RANGE <= result < INT_RANGE:
+            return result
+        raise ValueError(f"integer out of range: {_shown(value)}")
+    raise ValueError(f"not an integer: {_shown(value)}")
 
 
 def to_bool(value: object) -> bool | None:
@@ -70,22 +92,27 @@ def to_decimal(value: object) -> Decimal | None:
     """Money: `"575.00"`, `575`, `575.5` → Decimal (floats via str, so 0.1 stays 0.1)."""
     if _blank(value):
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
+    number: Decimal | None = None
     if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = Decimal(str(value))
+    elif isinstance(value, str):
         text = value.strip().replace(" ", "").replace("\u00a0", "")
         # a decimal comma appears in hand-typed values ("1044,50")
         if "," in text and "." not in text:
             text = text.replace(",", ".")
-        try:
-            return Decimal(text)
-        except InvalidOperation:
-            pass
-    raise ValueError(f"not a number: {value!r}")
+        with contextlib.suppress(InvalidOperation):
+            number = Decimal(text)
+    if number is None:
+        raise ValueError(f"not a number: {_shown(value)}")
+    # NaN, Infinity and "1e1000000" parse as Decimals; every later step (sums, int(), DynamoDB) chokes on them
+    exponent = number.as_tuple().exponent
+    if not number.is_finite() or not isinstance(exponent, int) or exponent < -MONEY_DIGITS:
+        raise ValueError(f"not a number in range: {_shown(value)}")
+    if number and number.adjusted() >= MONEY_DIGITS:
+        raise ValueError(f"number out of range: {_shown(value)}")
+    return number
 
 
 def to_date(value: object) -> date | None:

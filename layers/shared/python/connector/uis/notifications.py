@@ -23,6 +23,7 @@ from typing import cast
 from pydantic import BaseModel, ValidationError
 
 from connector.errors import BadRequest
+from connector.jsonbody import parse_json
 from connector.models.messages import MARK_EVENTS, TextEventMessage, TextEventName, TextEventSource
 from connector.models.parked import fingerprint
 from connector.models.raw import JsonObject, JsonValue
@@ -106,8 +107,8 @@ def as_str(value: JsonValue) -> str | None:
 def _maybe_json(text: str) -> JsonValue:
     if text[:1] in "[{":
         try:
-            return json.loads(text)
-        except ValueError:
+            return parse_json(text, "tags")
+        except BadRequest:  # not JSON after all, or JSON nothing can keep (nested 100,000 deep, NaN)
             return None
     return None
 
