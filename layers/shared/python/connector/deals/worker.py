@@ -168,19 +168,22 @@ def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
 
 
 def _record(rt: Runtime, message: DealEventMessage, outcome: EventOutcome, reason: str) -> None:
-    event = message.event
-    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}"
+    key = _event_key(message)  # the parked item's key too: the log's key is what a replay takes
     source: EventSource = "alfacrm" if message.source == "webhook" else "reconciler"
     rt.events.record(message.integration_id, source=source, kind="deal_event", key=key, outcome=outcome, reason=reason)
     if message.source == "webhook":
         rt.events.seen(message.integration_id, "alfacrm_webhook_at", message.received_at)
 
 
-def _park(rt: Runtime, message: DealEventMessage, error: str, code: str) -> None:
+def _event_key(message: DealEventMessage) -> str:
     event = message.event
     # the entity, the change and its time identify a webhook; without a time, what it says does
     when = event.get("datetime") or fingerprint(event)
-    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{when}"
+    return f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{when}"
+
+
+def _park(rt: Runtime, message: DealEventMessage, error: str, code: str) -> None:
+    key = _event_key(message)
     payload = message.model_dump(mode="json", exclude_none=True)
     rt.store.integrations.park(
         message.integration_id, ParkedItem(kind="deal_event", key=key, payload=payload, error=error, code=code)
