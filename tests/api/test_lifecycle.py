@@ -7,12 +7,15 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from connector.errors import NotFound
 from connector.models.events import ExecutionEvent
 from connector.models.parked import ParkedItem
 from connector.models.texts import ChatProgress
+from connector.settings import Credentials
 
 from tests.api.builders import api_event
 from tests.api.test_admin_api import AUTH, call, create_body
+from tests.conftest import runtime
 from tests.handlers import load_handler
 from tools.sandboxes.alfacrm import DEFAULT_EMAIL
 
@@ -52,18 +55,23 @@ def test_rotating_the_webhooks_stops_the_old_urls_and_the_new_ones_work(school, 
     assert call(lambda_context, "GET", f"/integrations/{school['id']}/webhooks")[1] == new
 
 
-def test_credentials_are_replaced_only_after_the_login_works(school, served_sandboxes, lambda_context, secretsmanager):
+def sealed(secret_id: str) -> Credentials:
+    """The credentials as a cold container opens them (the sealed item, through the secrets port)."""
+    return runtime().secrets.credentials(secret_id)
+
+
+def test_credentials_are_replaced_only_after_the_login_works(school, served_sandboxes, lambda_context):
     iid = school["id"]
     served_sandboxes["alfacrm"].add_account("second@school.ru", "second-key-123")
     secret = f"test/integrations/{iid}"
-    before = json.loads(secretsmanager.get_secret_value(SecretId=secret)["SecretString"])
+    before = sealed(secret)
     alfacrm = {"hostname": served_sandboxes["alfacrm_url"], "email": "second@school.ru", "branch_id": 1}
 
     status, body = call(
         lambda_context, "PUT", f"/integrations/{iid}/credentials", {"alfacrm": {**alfacrm, "api_key": "wrong"}}
     )
     assert status == 422 and body["error"]["code"] == "alfacrm_auth_failed"
-    assert json.loads(secretsmanager.get_secret_value(SecretId=secret)["SecretString"]) == before
+    assert sealed(secret) == before
 
     status, body = call(lambda_context, "PUT", f"/integrations/{iid}/credentials", {})
     assert status == 422 and "alfacrm or the uis" in body["error"]["message"]
@@ -74,15 +82,34 @@ def test_credentials_are_replaced_only_after_the_login_works(school, served_sand
     assert status == 200, body
     assert body["alfacrm"]["email"] == "second@school.ru"
     assert "second-key-123" not in json.dumps(body)
-    after = json.loads(secretsmanager.get_secret_value(SecretId=secret)["SecretString"])
-    assert after["alfacrm_api_key"] == "second-key-123"
-    assert after["uis_access_token"] == before["uis_access_token"]  # the part not given is kept
-    assert after["alfacrm_webhook_secret"] == before["alfacrm_webhook_secret"]  # the URLs did not change
+    after = sealed(secret)
+    assert after.alfacrm_api_key == "second-key-123"
+    assert after.uis_access_token == before.uis_access_token  # the part not given is kept
+    assert after.alfacrm_webhook_secret == before.alfacrm_webhook_secret  # the URLs did not change
     health = call(lambda_context, "GET", f"/integrations/{iid}/health")[1]
     assert health["credentials"]["alfacrm"]["state"] == "ok"
     # the integration works with them: a look-up logs in as the new user
     assert call(lambda_context, "GET", f"/integrations/{iid}/alfacrm/branches")[0] == 200
     served_sandboxes["alfacrm"].add_account(DEFAULT_EMAIL, "sandbox-api-key-5f2b9c0e7a1d")  # as it was
+
+
+def test_a_new_uis_account_needs_the_components_the_settings_switch_on(school, served_sandboxes, lambda_context):
+    """PUT /credentials checks the UIS components as creating the school did: a new token of an account
+    without «Воронки продаж» is refused, and what is stored stays as it was."""
+    iid = school["id"]
+    secret = f"test/integrations/{iid}"
+    before = sealed(secret)
+    uis = {"api_url": served_sandboxes["uis_url"], "access_token": before.uis_access_token}
+    served_sandboxes["uis"].set_components(disabled=["sales_funnel"])
+    try:
+        status, body = call(lambda_context, "PUT", f"/integrations/{iid}/credentials", {"uis": uis})
+    finally:
+        served_sandboxes["uis"].set_components()
+
+    assert status == 422, body
+    assert (body["error"]["code"], body["error"]["field"]) == ("uis_component_missing", "uis")
+    assert "Воронки продаж" in body["error"]["message"]
+    assert sealed(secret) == before
 
 
 def test_removing_a_school_removes_its_secrets_every_item_it_owns_and_its_dead_letters(
@@ -115,9 +142,10 @@ def test_removing_a_school_removes_its_secrets_every_item_it_owns_and_its_dead_l
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": f"INT#{iid}"}},
     )
-    assert left["Items"] == []
-    with pytest.raises(secretsmanager.exceptions.ResourceNotFoundException):
-        secretsmanager.get_secret_value(SecretId=f"test/integrations/{iid}")
+    assert left["Items"] == []  # its sealed credentials (CREDENTIALS) too
+    with pytest.raises(NotFound):
+        sealed(f"test/integrations/{iid}")
+    assert [s["Name"] for s in secretsmanager.list_secrets()["SecretList"]] == ["test/admin-token"]
     assert call(lambda_context, "GET", f"/integrations/{iid}")[0] == 404
     assert hook(lambda_context, school["webhooks"]["alfacrm"]) == 404
     # the other school keeps everything, its dead letter included

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from connector.alfacrm.client import AlfaCrmClient
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
@@ -18,6 +19,7 @@ from connector.errors import (
     ConnectorError,
     NotFound,
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     ValidationFailed,
@@ -30,11 +32,13 @@ from connector.observability import logger
 from connector.replay import Replay
 from connector.runtime import Runtime
 from connector.settings import (
+    AlfaCrmAccount,
     AlfaCrmInput,
     CreateIntegrationInput,
     Credentials,
     Integration,
     SettingsDocument,
+    UisAccount,
     UisInput,
     check_alfacrm_hostname,
     check_uis_api_url,
@@ -44,6 +48,7 @@ from connector.settings import (
     resolve_is_public,
 )
 from connector.timeutil import to_iso
+from connector.uis.client import FEATURE_METHODS, UisClient, component_text
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -59,7 +64,7 @@ class Admin:
     def create_integration(self, body: object, base_url: str) -> JsonObject:
         data = parse_create_input(body)
         hostname, api_url = self._checked_hosts(data)
-        self._check_logins(data, hostname, api_url)
+        logins = self._check_logins(data, hostname, api_url)
         integration_id = pysecrets.token_hex(8)
         alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)  # 192 bits each
         secrets = self.rt.secrets
@@ -75,8 +80,13 @@ class Admin:
         integration = Integration(
             id=integration_id,
             name=data.name,
-            alfacrm={"hostname": hostname, "email": data.alfacrm.email, "branch_id": data.alfacrm.branch_id},
-            uis={"api_url": api_url},
+            alfacrm={
+                "hostname": hostname,
+                "email": data.alfacrm.email,
+                "branch_id": data.alfacrm.branch_id,
+                "api_user_id": logins.api_user_id,
+            },
+            uis={"api_url": api_url, "timezone": logins.uis_timezone},
             timezone=data.timezone,
             phone_region=data.phone_region,
             active=False,
@@ -117,23 +127,34 @@ class Admin:
             )
         return api_url
 
-    def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> None:
-        """Both credentials work (one AlfaCRM login, one cheap UIS call) before anything is stored."""
-        self._login_alfacrm(hostname, data.alfacrm)
-        self._login_uis(api_url, data.uis)
+    def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> _Logins:
+        """Both credentials work (one AlfaCRM login, one cheap UIS call) and the UIS account has the components
+        the default settings need, before anything is stored; what the logins tell is kept on the record."""
+        api_user_id = self._login_alfacrm(hostname, data.alfacrm)
+        # the default settings upload deals: the account needs «Воронки продаж» (data_api/components/)
+        uis_timezone = self._login_uis(api_url, data.uis, SettingsDocument())
+        return _Logins(api_user_id=api_user_id, uis_timezone=uis_timezone)
 
-    def _login_alfacrm(self, hostname: str, account: AlfaCrmInput) -> None:
+    def _login_alfacrm(self, hostname: str, account: AlfaCrmInput) -> int | None:
+        """One AlfaCRM login (AlfaCrmAuthFailed when refused); → the API user's id (None: AlfaCRM cannot say)."""
+        alfacrm = self.rt.connect_alfacrm(hostname, account.email, account.api_key)
         try:
-            self.rt.connect_alfacrm(hostname, account.email, account.api_key).login()
+            alfacrm.login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+        return _api_user(alfacrm, account.branch_id)
 
-    def _login_uis(self, api_url: str, account: UisInput) -> None:
+    def _login_uis(self, api_url: str, account: UisInput, settings: SettingsDocument) -> str | None:
+        """One cheap UIS call, then the components `settings` need; → the UIS account's IANA zone (get.account)."""
+        uis = self.rt.connect_uis(api_url, account.access_token)
         try:
-            self.rt.connect_uis(api_url, account.access_token).check_auth()
+            found = uis.check_auth()
         except UisError as exc:
             code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
             raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
+        _require_components(uis, settings)
+        zone = found.get("timezone")
+        return str(zone) if zone else None
 
     # --- lifecycle: webhook secrets, credentials (removal: connector.lifecycle) ----------------------
     def rotate_webhooks(self, integration_id: str, base_url: str) -> JsonObject:
@@ -154,26 +175,30 @@ class Admin:
         integration = self._get(integration_id)
         data = parse_credentials_input(body)
         creds = self.rt.secrets.credentials(integration.secret_id)
-        accounts: dict[str, object] = {}
+        alfacrm: AlfaCrmAccount | None = None
+        uis: UisAccount | None = None
         if data.alfacrm is not None:
             hostname = self._alfacrm_host(data.alfacrm)
-            self._login_alfacrm(hostname, data.alfacrm)
+            api_user_id = self._login_alfacrm(hostname, data.alfacrm)
             creds = creds.model_copy(update={"alfacrm_api_key": data.alfacrm.api_key})
-            accounts["alfacrm"] = {
-                "hostname": hostname,
-                "email": data.alfacrm.email,
-                "branch_id": data.alfacrm.branch_id,
-            }
+            alfacrm = AlfaCrmAccount(
+                hostname=hostname,
+                email=data.alfacrm.email,
+                branch_id=data.alfacrm.branch_id,
+                api_user_id=api_user_id,
+            )
         if data.uis is not None:
             api_url = self._uis_url(data.uis)
-            self._login_uis(api_url, data.uis)
+            # the new account must have the components the school's settings switch on, as a create's must
+            zone = self._login_uis(api_url, data.uis, integration.settings)
             creds = creds.model_copy(update={"uis_access_token": data.uis.access_token})
-            accounts["uis"] = {"api_url": api_url}
+            uis = UisAccount(api_url=api_url, timezone=zone)
         self.rt.secrets.store_credentials(integration_id, creds)
-        self.rt.store.integrations.set_accounts(integration_id, accounts)
-        for system in ("alfacrm", "uis"):
-            if system in accounts:
-                self.rt.events.credential(integration_id, system, ok=True)
+        self.rt.store.integrations.set_accounts(integration_id, alfacrm=alfacrm, uis=uis)
+        if alfacrm is not None:
+            self.rt.events.credential(integration_id, "alfacrm", ok=True)
+        if uis is not None:
+            self.rt.events.credential(integration_id, "uis", ok=True)
         return self._get(integration_id).public()
 
     def webhooks(self, integration_id: str, base_url: str) -> dict[str, str]:
@@ -200,6 +225,8 @@ class Admin:
         integration = self._get(integration_id)
         settings = parse_settings(body)
         self._check_against_alfacrm(integration, settings)
+        if integration.active:
+            self._require_components(integration, settings)
         self.rt.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
@@ -246,6 +273,14 @@ class Admin:
                 raise ValidationFailed(
                     f"texts.branch_id: unknown AlfaCRM branch id {texts.branch_id}", field="texts.branch_id"
                 )
+        pay_items = settings.deals.upsell.pay_item_ids
+        if pay_items:
+            known_items = {item.id for item in client.pay_items(branch)}
+            bad_items = [i for i in pay_items if i not in known_items]
+            if bad_items:
+                path = "deals.upsell.pay_item_ids"
+                raise ValidationFailed(f"{path}: unknown AlfaCRM pay item id {bad_items[0]}", field=path)
+        self._check_comment_author(integration, settings, client)
         mappings = [
             ("texts.requests.extra_fields", texts.requests.extra_fields),
             ("texts.chats.extra_fields", texts.chats.extra_fields),
@@ -260,8 +295,42 @@ class Admin:
                             field=f"{path}[{i}].target",
                         )
 
+    def _check_comment_author(
+        self, integration: Integration, settings: SettingsDocument, client: AlfaCrmClient
+    ) -> None:
+        """The comments' author (`communication/create` `user_id`, which AlfaCRM may require): a user the
+        settings name must exist; with none named, the API user signs, so it must be known (found by its
+        e-mail among the users, once, and kept on the record)."""
+        texts = settings.texts
+        path = "texts.comment_author_id"
+        branch = integration.alfacrm.branch_id
+        if texts.comment_author_id is not None:
+            users = {u.id for u in client.users(branch)}
+            if users and texts.comment_author_id not in users:
+                raise ValidationFailed(f"{path}: unknown AlfaCRM user id {texts.comment_author_id}", field=path)
+            return
+        if not (texts.requests.enabled or texts.chats.enabled) or integration.alfacrm.api_user_id is not None:
+            return
+        found = _api_user(client, branch)
+        if found is None:
+            raise ValidationFailed(
+                f"{path}: AlfaCRM may require an author (user_id) for the connector's comments, and the API user "
+                f"({integration.alfacrm.email}) is not among the users AlfaCRM lists: set texts.comment_author_id "
+                "to the AlfaCRM user id that signs them",
+                field=path,
+            )
+        account = integration.alfacrm.model_copy(update={"api_user_id": found})
+        self.rt.store.integrations.save_alfacrm_account(integration.id, account)
+
+    def _require_components(self, integration: Integration, settings: SettingsDocument) -> None:
+        """The integration's UIS account has the components its settings need (the probe's points: `admin`)."""
+        with self.rt.uis_points(integration, "admin") as points:
+            _require_components(points.client, settings)
+
     def set_active(self, integration_id: str, active: bool) -> JsonObject:
         integration = self._get(integration_id)
+        if active:
+            self._require_components(integration, integration.settings)
         if active and integration.settings.deals.enabled:
             # the funnels must exist before the first deal is uploaded; a UIS failure refuses activation
             ensure_funnels(self.rt, integration, force=True)
@@ -280,6 +349,7 @@ class Admin:
             "users": lambda: client.users(branch),
             "teachers": lambda: client.teachers(branch),
             "customer-fields": lambda: client.customer_fields(branch),
+            "pay-items": lambda: client.pay_items(branch),
         }
         if name not in readers:
             raise NotFound(f"unknown AlfaCRM look-up '{name}'; known: {', '.join(readers)}")
@@ -319,6 +389,44 @@ class Admin:
 
     def replay(self, integration_id: str, keys: Sequence[str] | None = None) -> JsonObject:
         return Replay(self.rt).run(integration_id, keys)
+
+
+@dataclass(frozen=True)
+class _Logins:
+    """What the login checks of a new integration learned."""
+
+    api_user_id: int | None  # the AlfaCRM user the API key belongs to (None: AlfaCRM cannot say)
+    uis_timezone: str | None  # the UIS account's IANA zone (get.account)
+
+
+def _require_components(uis: UisClient, settings: SettingsDocument) -> None:
+    """422 `uis_component_missing` when the UIS account lacks a component what the settings switch on needs
+    (data_api/components/): deals → «Воронки продаж», chats → a chat component for get.chats_report,
+    requests → get.offline_messages_report's. One cheap call per feature (refused calls cost nothing).
+    get.visitors' component is not required: without it lead names fall back to what the chat shows."""
+    switched_on = (
+        ("deals", settings.deals.enabled),
+        ("chats", settings.texts.chats.enabled),
+        ("requests", settings.texts.requests.enabled),
+    )
+    features = [name for name, on in switched_on if on]
+    missing = uis.missing_components(features) if features else {}
+    if missing:
+        text = "; ".join(f"{FEATURE_METHODS[feature]} need {component_text(exc)}" for feature, exc in missing.items())
+        raise UisComponentMissing(
+            f"The UIS account lacks a component: {text}. Ask UIS to switch it on for the account, "
+            "or turn the feature off in the settings.",
+            field="uis",
+            mnemonic="method_component_disabled",
+        )
+
+
+def _api_user(client: AlfaCrmClient, branch_id: int) -> int | None:
+    """The API user's id, or None when AlfaCRM cannot say (no `user/index`, no user with that e-mail)."""
+    try:
+        return client.api_user_id(branch_id)
+    except AlfaCrmError:
+        return None
 
 
 def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:

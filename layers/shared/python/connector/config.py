@@ -35,6 +35,8 @@ class Environment(BaseModel):
     # a removed integration's partition is swept again this long after the removal (writes in flight)
     purge_sweep_seconds: int = 60
     secrets_prefix: str = "alfacrm-uis"
+    # the stack's KMS key (an alias) that seals every integration's credentials
+    credentials_key_id: str = ""
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
     allow_insecure_hosts: bool = False
@@ -58,6 +60,7 @@ class Environment(BaseModel):
             max_receive_count=int(_number(e.get("MAX_RECEIVE_COUNT"), 5)),
             purge_sweep_seconds=int(_number(e.get("PURGE_SWEEP_SECONDS"), 60)),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
+            credentials_key_id=e.get("CREDENTIALS_KEY_ID", ""),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
             admin_token=e.get("ADMIN_TOKEN", ""),
             allow_insecure_hosts=_flag(e.get("ALLOW_INSECURE_HOSTS", "false")),

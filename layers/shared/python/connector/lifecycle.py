@@ -8,9 +8,14 @@ in batches, then its messages in the dead-letter queues (they carry its visitors
 the request's time goes on in the jobs worker; `purge_sweep_seconds` after the removal the partition is swept
 once more, for what a worker still in flight wrote (another warm container remembers the record up to 10 s).
 
+The credentials are the sealed `CREDENTIALS` item of the partition (connector.secrets; Secrets Manager only
+for a pre-KMS secret never moved): removing them needs no KMS key.
+
 Not removed, because it is not the school's or holds nothing personal: the account-wide AlfaCRM request
-counter (`RATE#<hash of the account>`, expires in 2 min) and the deal worker's idempotency records (keys are
-hashes, values are statuses and deal keys; they expire within 24 h).
+counter (`RATE#<hash of the account>`, expires in 2 min), the phone spelling the AlfaCRM account stores
+(`ACCT#<the same hash>` / `PHONES`: a format, shared by every school on that account), the stack's wrapped
+data key (`CREDKEY`) and the deal worker's idempotency records (keys are hashes, values are statuses and deal
+keys; they expire within 24 h).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ _CATEGORIES = {
     "JOB": "jobs",
     "HEALTH": "health",
     "ACCESS": "access_token",
+    "CREDENTIALS": "credentials",
 }
 
 

@@ -252,6 +252,12 @@ class DynamoTable:
         self.calls += 1
         self.table.delete_item(Key={"pk": pk, "sk": sk})
 
+    def delete_existing(self, pk: str, sk: str) -> bool:
+        """Delete one item; → whether there was one (the same one call, its old attributes returned)."""
+        self.calls += 1
+        reply = self.table.delete_item(Key={"pk": pk, "sk": sk}, ReturnValues="ALL_OLD")
+        return bool(reply.get("Attributes"))
+
 
 def on_conflict(step: Callable[[int], T], *, attempts: int = 6, what: str = "item") -> T:
     """The one optimistic-concurrency loop: `step(attempt)` reads what it needs (afresh when `attempt` > 0),

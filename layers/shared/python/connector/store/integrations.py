@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from connector.memo import Memo
 from connector.models.lookups import CachedLookup
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
 from connector.models.sync import FunnelSyncPending
-from connector.settings import Integration, SettingsDocument
+from connector.settings import AlfaCrmAccount, Integration, SettingsDocument, UisAccount
 from connector.store.base import DynamoTable, int_pk, is_expired, load, model_item
 
 META = "META"
@@ -67,9 +66,12 @@ class IntegrationStore:
         self.t.update_fields(int_pk(integration_id), META, fields)
         self._records.drop(integration_id)
 
-    def set_accounts(self, integration_id: str, accounts: Mapping[str, object]) -> None:
-        """The AlfaCRM / UIS account parts of the record (host, user, branch; the API URL), as given."""
-        self.t.update_fields(int_pk(integration_id), META, accounts)
+    def set_accounts(
+        self, integration_id: str, *, alfacrm: AlfaCrmAccount | None = None, uis: UisAccount | None = None
+    ) -> None:
+        """The record's AlfaCRM and/or UIS account blocks (no secrets in them); a block not given is kept."""
+        blocks = {name: model_item(block) for name, block in (("alfacrm", alfacrm), ("uis", uis)) if block is not None}
+        self.t.update_fields(int_pk(integration_id), META, blocks)
         self._records.drop(integration_id)
 
     def remove(self, integration_id: str) -> None:
@@ -86,6 +88,11 @@ class IntegrationStore:
             self.t.update_fields(int_pk(integration_id), META, {}, remove=["funnel_sync"])
         else:
             self.t.update_fields(int_pk(integration_id), META, {"funnel_sync": model_item(pending)})
+        self._records.drop(integration_id)
+
+    def save_alfacrm_account(self, integration_id: str, account: AlfaCrmAccount) -> None:
+        """The record's `alfacrm` block (no secrets in it), e.g. once the API user's id is known."""
+        self.t.update_fields(int_pk(integration_id), META, {"alfacrm": model_item(account)})
         self._records.drop(integration_id)
 
     def set_active(self, integration_id: str, active: bool) -> bool:
