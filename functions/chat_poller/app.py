@@ -18,4 +18,6 @@ from connector.work_edge import process_work
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_work(container(), event, context)
+    rt = container()
+    with rt.invocation(context):
+        return process_work(rt, event, context)

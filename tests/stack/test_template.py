@@ -25,6 +25,7 @@ FUNCTIONS = {
     "ChatPollerFunction": "chat_poller",
     "ReconcilerFunction": "reconciler",
     "SchedulerFunction": "scheduler",
+    "JobsFunction": "jobs",
 }
 GLOBAL_ENV = {
     "STATE_TABLE",
@@ -41,6 +42,8 @@ GLOBAL_ENV = {
     "ALFACRM_RPS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_LOG_LEVEL",
+    "JOBS_QUEUE_URL",
+    "MAX_RECEIVE_COUNT",
 }
 
 
@@ -90,6 +93,21 @@ def test_event_queues_redrive_to_their_dlq_after_five_receives(sqs, queue_urls, 
     attributes = sqs.get_queue_attributes(QueueUrl=queue_urls[queue], AttributeNames=["All"])["Attributes"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=queue_urls[dlq], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
+
+
+def test_the_workers_know_the_queues_max_receive_count(tpl: Template) -> None:
+    """A worker marks a record failing at its last receive as its school's dead letter: the count it compares
+    with is the one the queues dead-letter at."""
+    counts = {
+        tpl.queues[q]["Properties"]["RedrivePolicy"]["maxReceiveCount"] for q in ("DealEventsQueue", "TextEventsQueue")
+    }
+    assert counts == {tpl.data["Globals"]["Function"]["Environment"]["Variables"]["MAX_RECEIVE_COUNT"]}
+
+
+def test_one_integrations_failing_metric_without_a_per_school_dimension_has_an_alarm(tpl: Template) -> None:
+    alarm = tpl.resources["IntegrationsFailingAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AlfaCrmUisConnector", "IntegrationsFailing")
+    assert [d["Name"] for d in alarm["Dimensions"]] == ["service"]
 
 
 def test_environment_seen_by_handlers_names_the_created_resources(table_names, queue_urls) -> None:
@@ -149,11 +167,16 @@ def _parameter(tpl: Template, value: object) -> int:
 
 def test_queue_sources_report_partial_failures_and_size_concurrency_for_thousands_of_schools(tpl: Template) -> None:
     sources = {s.queue_id: s for s in tpl.sqs_sources}
-    assert {q: s.function_id for q, s in sources.items()} == {**EVENT_QUEUES, **WORK_QUEUES}
+    jobs = {"JobsQueue": "JobsFunction"}
+    assert {q: s.function_id for q, s in sources.items()} == {**EVENT_QUEUES, **WORK_QUEUES, **jobs}
+    # a job is long (up to the function's timeout): one per invocation
+    assert sources["JobsQueue"].batch_size == 1
     for source in sources.values():
         assert source.report_batch_item_failures
         visibility = tpl.queues[source.queue_id]["Properties"]["VisibilityTimeout"]
         assert visibility >= 6 * tpl.functions[source.function_id].timeout
+        if source.queue_id in jobs:
+            continue  # the admin's background jobs: a small fixed concurrency, not sized by the schools
         concurrency = _parameter(tpl, source.max_concurrency)
         assert 2 <= concurrency <= 1000
     # the event queues: batches of ten; concurrency for 10,000 busy schools (README "Deployment")
@@ -224,7 +247,7 @@ def test_every_function_has_a_log_group_with_retention_and_an_errors_alarm(tpl: 
         for a in alarms
         if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     }
-    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ", "SchoolWorkDLQ"}
+    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ", "SchoolWorkDLQ", "JobsDLQ"}
 
 
 def _statements(tpl: Template, lid: str) -> list[dict]:
@@ -349,10 +372,13 @@ def test_queue_consumers_poll_their_own_queue_only(tpl: Template) -> None:
         ("DealWorkerFunction", "DealEventsQueue"),
         ("TextWorkerFunction", "TextEventsQueue"),
         *((function, queue) for queue, function in WORK_QUEUES.items()),
+        ("JobsFunction", "JobsQueue"),
     }
+    # a redrive job also takes its school's dead letters (as the admin API does)
+    also = {"JobsFunction": {"DealEventsDLQ", "TextEventsDLQ"}}
     for function, queue in consumers:
         polled = {resource for resource, actions in granted(tpl, function).items() if "sqs:ReceiveMessage" in actions}
-        assert polled == {queue}, function
+        assert polled == {queue} | also.get(function, set()), function
 
 
 def test_a_function_without_a_permissions_entry_fails_loudly() -> None:

@@ -30,7 +30,7 @@ from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store.work import SHARDS
-from connector.texts.poller import ChatPoller, needs_polling
+from connector.texts.poller import ChatPoller, PollResult, needs_polling
 from connector.timeutil import from_iso, to_iso
 
 PAGE_SIZE = 100  # schools one page sends (ten SendMessageBatch calls)
@@ -169,10 +169,14 @@ def run_school(rt: Runtime, work: SchoolWork, *, remaining_ms: RemainingMs) -> W
 def _upload(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
     if not integration.active or not integration.settings.deals.enabled:
         return Next(None)
+    owed = integration.funnel_sync  # a settings save's funnel sync UIS did not take: the uploader retries it
+    owed_later = owed is not None and not owed.due(rt.now())
     report = flush_integration(rt, integration)
     detail: JsonObject = asdict(report)
     if report.state == "deferred":
         return Next(None, detail, failed=report.error or "upload deferred")
+    if owed is not None and owed_later:
+        return Next(max(owed.retry_at, rt.now() + NEXT_TICK), detail)  # not retried yet: its own time is next
     checked_at = rt.store.work.clock()
     if rt.store.deals.pending_keys(integration.id, limit=1):
         return Next(rt.now() + NEXT_TICK, detail)  # more than a flush takes, or changed meanwhile: the next tick
@@ -184,7 +188,13 @@ def _upload(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) ->
 
 
 def _poll(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
-    result = ChatPoller(rt).poll(integration)
+    poller = ChatPoller(rt)
+    try:
+        result = poller.poll(integration)
+    except Exception as exc:  # recorded in the school's execution log as the scheduled run recorded it
+        poller.record(PollResult(integration.id, "failed", type(exc).__name__))
+        raise
+    poller.record(result)
     if result.status == "not_needed":
         return Next(None)
     detail: JsonObject = {

@@ -15,6 +15,7 @@ from connector.store.accounts import AccountStore
 from connector.store.backfill import BackfillStore
 from connector.store.base import DynamoTable
 from connector.store.credentials import CredentialStore
+from connector.store.events import EventStore
 from connector.store.integrations import IntegrationStore
 from connector.store.work import WorkIndex
 
@@ -52,6 +53,10 @@ class Store:
     @cached_property
     def backfill(self) -> BackfillStore:
         return BackfillStore(self.table)
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.table)
 
     @cached_property
     def access(self) -> AccessStore:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.models.events import EventOutcome
 from connector.models.messages import TextEventMessage
 from connector.models.raw import JsonObject
 from connector.models.sync import PollerState, SeenLimits, UisLimits
@@ -159,6 +160,23 @@ class ChatPoller:
         self.clock = rt.now
         self.policy = policy or PollPolicy()
 
+    def record(self, result: PollResult) -> None:
+        """A poll that ran (or was held back by the budget or the clock) in the school's execution log."""
+        if result.status in {"not_needed", "not_due"}:
+            return
+        outcome: EventOutcome = "skipped"
+        reason = result.reason
+        if result.status == "polled":
+            outcome = "done"
+            reason = f"{result.chats} chats read, {result.lost_events} lost, {result.started_events} started"
+            self.rt.events.credential(result.integration_id, "uis", ok=True)
+        elif result.status == "failed":
+            outcome = "failed"
+        window = "…".join(result.window) if result.window else result.status
+        self.rt.events.record(
+            result.integration_id, source="poller", kind="poll", key=window, outcome=outcome, reason=reason
+        )
+
     # --- one integration --------------------------------------------------------------------------
     def poll(self, integration: Integration, state: PollerState | None = None) -> PollResult:
         """Poll one integration if it needs it, is due and the budget allows; never raises for one integration."""
@@ -194,6 +212,7 @@ class ChatPoller:
                 result.status, result.reason = "conflict", "another run moved the watermark first"
             except ConnectorError as exc:
                 result.status, result.reason = "failed", exc.message
+                self.rt.events.failed(integration.id, exc)
                 logger.warning(
                     "chat poll failed; watermark kept",
                     extra={"integration_id": integration.id, "error": exc.message, "code": exc.code},
