@@ -130,6 +130,8 @@ class LeadCreator:
         if made is not None:
             return LeadMade(made, created=False, recorded=record is not None)
         self._link(item, customer, communication)
+        if created and lead.phone:
+            self.spellings.probe(self.alfacrm, customer, branch_id=self.branch_id, region=self.region)
         logger.info(
             "lead created" if created else "lead found after a retried claim",
             extra={"integration_id": self.integration_id, "customer_id": customer.id, "item": item},
