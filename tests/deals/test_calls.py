@@ -1,0 +1,88 @@
+"""Issue 12.5, calls at the floor: what one AlfaCRM webhook costs in DynamoDB requests through the deal worker
+(the handler as on Lambda, moto, the served sandboxes): the state and the idempotency record read in one
+batch, the account's request budget, the customer's deals, one transaction of every write."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from connector.deals.views import deals_view
+from connector.retry import ChainedLimiter
+from connector.runtime import Runtime
+from connector.store.ratelimit import SharedWindowLimiter
+
+from tests.deals.test_handlers import INTEGRATION_ID, accounts, event  # noqa: F401  (fixture)
+from tests.handlers import load_handler
+
+
+@pytest.fixture
+def dynamodb_calls(container_runtime: Runtime) -> Iterator[list[str]]:
+    """Every DynamoDB request the container's runtime makes (both of its handles), by operation."""
+    seen: list[str] = []
+    clients = [container_runtime.aws.dynamodb.meta.client, container_runtime.aws.dynamodb_client]
+
+    def count(event_name: str, **_: Any) -> None:
+        seen.append(event_name.rsplit(".", 1)[-1])
+
+    for client in clients:
+        client.meta.events.register("before-call.dynamodb", count)
+    yield seen
+    for client in clients:
+        client.meta.events.unregister("before-call.dynamodb", count)
+
+
+def deliveries(bodies: list[dict[str, Any]], template: dict[str, Any]) -> dict[str, Any]:
+    record = template["Records"][0]
+    records = [{**copy.deepcopy(record), "messageId": f"m{i}", "body": json.dumps(b)} for i, b in enumerate(bodies)]
+    return {"Records": records}
+
+
+def pay_webhook(alfacrm: Any, customer_id: int, income: str) -> dict[str, Any]:
+    pay = alfacrm.ui_create_pay({"customer_id": customer_id, "income": income, "document_date": "2025-03-20"})
+    fields = {"customer_id": str(customer_id), "income": income, "branch_id": 1}
+    return {
+        "integration_id": INTEGRATION_ID,
+        "received_at": "2025-03-20T09:00:00Z",
+        "event": {"event": "create", "entity": "Pay", "entity_id": pay["id"], "fields_old": [], "fields_new": fields,
+                  "user_id": 2, "datetime": "2025-03-20 12:00:00"},
+    }  # fmt: skip
+
+
+def test_a_deal_webhook_costs_at_most_four_dynamodb_requests_and_a_duplicate_one(
+    accounts,  # noqa: F811
+    lambda_context,
+    store,
+    dynamodb_calls,
+    container_runtime,
+):
+    """Given a warm worker (the sample events processed: its token, look-ups and integration record), when a
+    client pays again (an upsell deal), then the worker makes at most 4 DynamoDB requests for it, and the same
+    webhook delivered again costs one request and no AlfaCRM read."""
+    alfacrm, _ = accounts
+    # no 429 for the warm-up's burst (a retried read is a second request, and a second budget slot)
+    alfacrm.configure({"burst_limit": 1000})
+    # the account-wide AlfaCRM budget on, as in production (the suite runs without): a request each read
+    rt = container_runtime
+    rt.alfacrm_limiter = ChainedLimiter(rt.alfacrm_spacing, SharedWindowLimiter(rt.store.table, 100))
+    sample = event("deal_worker_sqs.json")
+    worker = load_handler("deal_worker")
+    assert worker(sample, lambda_context) == {"batchItemFailures": []}
+    steady = deliveries([pay_webhook(alfacrm, 1, "3000")], sample)
+
+    dynamodb_calls.clear()
+    assert worker(steady, lambda_context) == {"batchItemFailures": []}
+    assert len(dynamodb_calls) <= 4, dynamodb_calls
+    assert "UpdateItem" in dynamodb_calls  # the budget's slot is among them
+    # the payment counts (a deal carries it): nothing was skipped to get there
+    assert 3000 in [d["revenue"] for d in deals_view(store, INTEGRATION_ID)]
+
+    dynamodb_calls.clear()
+    reads = alfacrm.stats["requests"]
+    again = copy.deepcopy(steady)
+    again["Records"][0]["messageId"] = "again"
+    assert worker(again, lambda_context) == {"batchItemFailures": []}
+    assert dynamodb_calls == ["BatchGetItem"] and alfacrm.stats["requests"] == reads
