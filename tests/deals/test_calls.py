@@ -11,11 +11,17 @@ from typing import Any
 
 import pytest
 from connector.deals.views import deals_view
+from connector.deals.worker import handle_deal_event_once
 from connector.retry import ChainedLimiter
 from connector.runtime import Runtime
+from connector.store import Store
+from connector.store.deals import DealStore
 from connector.store.ratelimit import SharedWindowLimiter
 
+from tests.conftest import runtime
+from tests.deals.builders import message
 from tests.deals.test_handlers import INTEGRATION_ID, accounts, event  # noqa: F401  (fixture)
+from tests.deals.test_worker import history
 from tests.handlers import load_handler
 
 
@@ -86,3 +92,73 @@ def test_a_deal_webhook_costs_at_most_four_dynamodb_requests_and_a_duplicate_one
     again["Records"][0]["messageId"] = "again"
     assert worker(again, lambda_context) == {"batchItemFailures": []}
     assert dynamodb_calls == ["BatchGetItem"] and alfacrm.stats["requests"] == reads
+
+
+# --- the unit of work's races -------------------------------------------------------------------------------
+class DealsReadBeforeAnother(DealStore):
+    """A deal store whose read of a customer's deals lets another delivery run right after it (once; the hook
+    is shared by the unit of work's copies of this store)."""
+
+    def __init__(self, table: Any, hook: list[Any]) -> None:
+        super().__init__(table)
+        self.hook = hook
+
+    def get_deals(self, integration_id, keys):
+        found = super().get_deals(integration_id, keys)
+        if self.hook:
+            self.hook.pop()()
+        return found
+
+
+def racing_runtime(store: Store, clients: Any, now: Any, meanwhile: Any) -> Runtime:
+    racing = Store(store.table)
+    racing.deals = DealsReadBeforeAnother(store.table, [meanwhile])
+    return runtime(store=racing, clients=clients, now=now)
+
+
+def test_a_delivery_that_loses_its_commit_to_another_delivery_of_the_same_webhook_writes_nothing_twice(
+    alfacrm, captured, store, clients, now, rt, integration
+):
+    """Given two deliveries of one webhook in flight at once (SQS at-least-once), when the second commits while
+    the first holds what it read, then the first's transaction fails on the idempotency record, writes
+    nothing, and ends done: the deal has one history, and no further AlfaCRM read was made."""
+    lead = alfacrm.ui_create_customer({"name": "Лена", "is_study": 0, "lead_status_id": 1})
+    [body] = captured.take()
+    reads: list[int] = []
+    same = message(body)
+
+    def meanwhile() -> None:
+        reads.append(alfacrm.stats["customer/index"])
+        handle_deal_event_once(rt, same)
+
+    first = handle_deal_event_once(racing_runtime(store, clients, now, meanwhile), same)
+    assert first.status == "done"
+    assert alfacrm.stats["customer/index"] == reads[0] + 1  # the concurrent one's read; none again after it
+    [deal] = [d for d in deals_view(store, INTEGRATION_ID) if d["ext_id"] == f"customer-{lead['id']}"]
+    assert [s for s, _ in history(deal)] == ["1"]
+
+
+def test_a_delivery_that_loses_a_race_on_the_snapshot_runs_again_without_reading_alfacrm_again(
+    alfacrm, captured, deliver, store, clients, now, integration, clock
+):
+    """Given a customer's status change being processed, when another webhook of that customer commits first,
+    then the first's transaction fails on the snapshot's version and the event runs again on the new state
+    with the AlfaCRM read it made: both changes are in the deal, one AlfaCRM read for the event."""
+    lead = alfacrm.ui_create_customer({"name": "Лена", "is_study": 0, "lead_status_id": 1})
+    deliver(captured.take()[0])
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 3})
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"is_study": 1})
+    status, converted = captured.take()
+    before: list[int] = []
+
+    def meanwhile() -> None:
+        before.append(alfacrm.stats["customer/index"])
+        deliver(converted)
+
+    outcome = handle_deal_event_once(racing_runtime(store, clients, now, meanwhile), message(status))
+    assert outcome.status == "done"
+    assert alfacrm.stats["customer/index"] == before[0] + 1  # only the other webhook's read
+    [deal] = [d for d in deals_view(store, INTEGRATION_ID) if d["ext_id"] == f"customer-{lead['id']}"]
+    assert [s for s, _ in history(deal)] == ["1", "3", "success"]
