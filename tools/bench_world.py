@@ -5,8 +5,9 @@ one hand-driven clock, a `Runtime` wired to them as the container's, and every c
 gives it (stack `bench`), starts moto, creates the resources and installs the runtime, so the handlers in
 functions/ can be invoked as Lambda would (`w.handler("deal_worker")`). Counted per unit of work
 (`w.counts()` / `Counts.minus`): AlfaCRM requests (the login apart: a warm container has its token), UIS
-calls, and AWS calls per service (DynamoDB's without the login's budget slot), DynamoDB also as the read and write request units DynamoDB bills (item
-sizes from the requests and replies; an update is charged at the item's last known size).
+calls, and AWS calls per service (DynamoDB's without the login's budget slot), DynamoDB also as the read
+and write request units DynamoDB bills (item sizes from the requests and replies; an update is charged at the
+item's last known size).
 """
 
 from __future__ import annotations

@@ -67,18 +67,18 @@ class _Reads:
     memo: dict[tuple[str, int, int], object] = field(default_factory=dict)
 
     def customer(self, id: int, branch_id: int) -> Customer | None:
-        key = ("customer", id, branch_id)
-        if key not in self.memo:
-            self.memo[key] = self.alfacrm.get_customer(id, branch_id)
-        found = self.memo[key]
+        found = self._once("customer", id, branch_id, self.alfacrm.get_customer)
         return found if isinstance(found, Customer) else None
 
     def pay(self, id: int, branch_id: int) -> Pay | None:
-        key = ("pay", id, branch_id)
-        if key not in self.memo:
-            self.memo[key] = self.alfacrm.get_pay(id, branch_id)
-        found = self.memo[key]
+        found = self._once("pay", id, branch_id, self.alfacrm.get_pay)
         return found if isinstance(found, Pay) else None
+
+    def _once(self, kind: str, id: int, branch_id: int, read: Callable[[int, int], object]) -> object:
+        key = (kind, id, branch_id)
+        if key not in self.memo:
+            self.memo[key] = read(id, branch_id)
+        return self.memo[key]
 
 
 @dataclass
