@@ -65,9 +65,10 @@ def test_a_deal_webhook_costs_at_most_four_dynamodb_requests_and_a_duplicate_one
     dynamodb_calls,
     container_runtime,
 ):
-    """Given a warm worker (the sample events processed: its token, look-ups and integration record), when a
-    client pays again (an upsell deal), then the worker makes at most 4 DynamoDB requests for it, and the same
-    webhook delivered again costs one request and no AlfaCRM read."""
+    """Given a warm worker (the sample events processed: its token, look-ups and integration record), when
+    three clients pay again (upsell deals) in one SQS batch, then the worker makes at most 4 DynamoDB requests
+    per webhook, plus the one execution-log write of the invocation (per school, `connector.eventlog`); the
+    same webhook delivered again costs one request per delivery and no AlfaCRM read."""
     alfacrm, _ = accounts
     # no 429 for the warm-up's burst (a retried read is a second request, and a second budget slot)
     alfacrm.configure({"burst_limit": 1000})
@@ -77,21 +78,26 @@ def test_a_deal_webhook_costs_at_most_four_dynamodb_requests_and_a_duplicate_one
     sample = event("deal_worker_sqs.json")
     worker = load_handler("deal_worker")
     assert worker(sample, lambda_context) == {"batchItemFailures": []}
-    steady = deliveries([pay_webhook(alfacrm, 1, "3000")], sample)
+    webhooks = [pay_webhook(alfacrm, customer, income) for customer, income in ((1, "3000"), (2, "3100"), (1, "3200"))]
+    steady = deliveries(webhooks, sample)
 
     dynamodb_calls.clear()
     assert worker(steady, lambda_context) == {"batchItemFailures": []}
-    assert len(dynamodb_calls) <= 4, dynamodb_calls
-    assert "UpdateItem" in dynamodb_calls  # the budget's slot is among them
-    # the payment counts (a deal carries it): nothing was skipped to get there
-    assert 3000 in [d["revenue"] for d in deals_view(store, INTEGRATION_ID)]
+    assert len(dynamodb_calls) <= 4 * len(webhooks) + 1, dynamodb_calls
+    assert dynamodb_calls.count("UpdateItem") == len(webhooks)  # the budget's slot per AlfaCRM read
+    # the payments count (deals carry them): nothing was skipped to get there
+    revenues = [d["revenue"] for d in deals_view(store, INTEGRATION_ID)]
+    assert {3000, 3100, 3200} <= set(revenues)
 
     dynamodb_calls.clear()
     reads = alfacrm.stats["requests"]
     again = copy.deepcopy(steady)
-    again["Records"][0]["messageId"] = "again"
+    for record in again["Records"]:
+        record["messageId"] += "-again"
     assert worker(again, lambda_context) == {"batchItemFailures": []}
-    assert dynamodb_calls == ["BatchGetItem"] and alfacrm.stats["requests"] == reads
+    assert dynamodb_calls.count("BatchGetItem") == len(webhooks)
+    assert len(dynamodb_calls) <= len(webhooks) + 1  # and the invocation's execution-log write
+    assert alfacrm.stats["requests"] == reads
 
 
 # --- the unit of work's races -------------------------------------------------------------------------------
