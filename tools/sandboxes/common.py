@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -59,3 +61,40 @@ def http_sender(timeout: float = 10.0) -> Callable[[str, str, bytes | None, dict
         return client.request(method, url, content=body, headers=headers).status_code
 
     return send
+
+
+class Faults:
+    """Random, seeded fault injection for a sandbox: each kind has a rate (0 = off) and an optional cap.
+
+    `draw(kinds)` picks at most one of the candidate kinds for a request; what a kind does is the sandbox's
+    business (each sandbox documents why its kinds mirror the real service). Seeded so a chaos run that
+    failed can be re-run with the same fault plan (thread interleaving still varies).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rates: dict[str, float] = {}
+        self.caps: dict[str, int] = {}
+        self.injected: Counter[str] = Counter()
+        self._rng = random.Random(0)
+
+    def configure(self, rates: dict[str, float], *, seed: int = 0, caps: dict[str, int] | None = None) -> None:
+        with self._lock:
+            self.rates = {str(k): float(v) for k, v in rates.items()}
+            self.caps = {str(k): int(v) for k, v in (caps or {}).items()}
+            self._rng = random.Random(seed)
+
+    def off(self) -> None:
+        with self._lock:
+            self.rates = {}
+
+    def draw(self, kinds: Iterable[str]) -> str | None:
+        with self._lock:
+            for kind in kinds:
+                rate = self.rates.get(kind, 0.0)
+                if rate <= 0 or self.injected[kind] >= self.caps.get(kind, 1 << 30):
+                    continue
+                if self._rng.random() < rate:
+                    self.injected[kind] += 1
+                    return kind
+        return None

@@ -40,7 +40,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.sandboxes.common import ServedApp, http_sender, json_response, read_json
+from tools.sandboxes.common import Faults, ServedApp, http_sender, json_response, read_json
 
 DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEFAULT_TOKEN = "uis-sandbox-token"
@@ -336,6 +336,7 @@ class UisSandbox:
                 Rule("/_sandbox/state", methods=["GET"], endpoint="state"),
                 Rule("/_sandbox/reset", methods=["POST"], endpoint="reset"),
                 Rule("/_sandbox/fail", methods=["POST"], endpoint="fail"),
+                Rule("/_sandbox/faults", methods=["POST"], endpoint="faults"),
                 Rule("/_sandbox/tokens", methods=["POST"], endpoint="tokens"),
                 Rule("/_sandbox/clock", methods=["POST"], endpoint="clock"),
                 Rule("/_sandbox/notifications", methods=["POST"], endpoint="notifications"),
@@ -368,7 +369,11 @@ class UisSandbox:
             self.notifications: dict[str, dict[str, Any]] = {}
             self.deliveries: list[dict[str, Any]] = []
             self.rpc_log: list[dict[str, Any]] = []
+            self.rows_received: list[dict[str, Any]] = []
             self._failures: list[_Failure] = []
+            # random faults for chaos runs (`configure_faults`) and deals this account refuses
+            self.faults = Faults()
+            self.rejected_deals: set[str] = set()
             self._minute: tuple[int, int] = (-1, 0)  # (window index, points used)
             self._day: tuple[date, int] = (date.min, 0)
             self.points_spent = 0
@@ -475,6 +480,7 @@ class UisSandbox:
                     "notifications": self.notifications,
                     "deliveries": self.deliveries,
                     "points_spent": self.points_spent,
+                    "rows_received": self.rows_received,
                     "limits": self._limits(self.clock()),
                 }
             )
@@ -503,6 +509,28 @@ class UisSandbox:
             raise ValueError(f"unknown failure kind {kind}")
         with self._lock:
             self._failures.append(_Failure(count, kind, method, http_status, code, mnemonic, message))
+
+    def configure_faults(
+        self,
+        rates: dict[str, float],
+        *,
+        seed: int = 0,
+        caps: dict[str, int] | None = None,
+        reject_deals: Iterable[str] = (),
+    ) -> None:
+        """Random faults per Data API call, each kind switchable by its rate (0 = off):
+
+        - `limit_exceeded`: -32029 with the budget in `data.metadata.limits`, as when other API users of the
+          account (its own integrations, reports) spend the minute's points;
+        - `500`, `502`, `503`: the API's front answers an HTTP error without a JSON-RPC body;
+        - `applied_504` (upload.deals_history only): the rows are stored, then the gateway answers 504, so a
+          re-send must not double them (UIS keeps each transition it receives).
+        `reject_deals`: ext_ids this account refuses in `upload.deals_history` with the documented -32602 row
+        error (a real account refuses a row, e.g., whose stage a manager deleted in the cabinet).
+        """
+        with self._lock:
+            self.faults.configure(dict(rates), seed=seed, caps=caps)
+            self.rejected_deals = set(reject_deals)
 
     def configure_notification(
         self,
@@ -555,6 +583,8 @@ class UisSandbox:
                 "error": {"code": exc.code, "message": exc.message, "data": exc.data()},
             }
         self._flush()  # notifications caused by the call (set.tag_communications), outside the lock
+        if getattr(self._local, "answer_lost", False):
+            return 504, None
         return 200, reply
 
     def _rpc(self, body: Any) -> dict[str, Any]:
@@ -579,6 +609,15 @@ class UisSandbox:
             raise RpcError(-32001, token_state, "Authentication failed")
         now = self.clock()
         self._injected_failure(method, now)
+        self._local.answer_lost = False
+        fault = self.faults.draw(
+            ("limit_exceeded", "500", "502", "503", *(("applied_504",) if method == "upload.deals_history" else ()))
+        )
+        if fault == "limit_exceeded":
+            raise self._limit_error(now, exhausted="minute")
+        if fault in ("500", "502", "503"):
+            raise _HttpFailure(int(fault))
+        self._local.answer_lost = fault == "applied_504"
         self._spend_check(now)
         params = {k: v for k, v in params.items() if k not in ("access_token", "user_id")}
         outcome = handler(params)
@@ -913,11 +952,18 @@ class UisSandbox:
             for ext_id, d in self.deals.items()
         }
         for i, row in enumerate(rows):
+            if isinstance(row, dict) and row.get("ext_id") in self.rejected_deals:
+                where = {"row": i, "ext_id": row["ext_id"]}
+                raise _not_found(f"deals[{i}].stage_ext_id", row.get("stage_ext_id"), where)
             seen_row = self._validate_row(i, row, now, seen)
             seen[row["ext_id"]] = seen_row
         # all rows are valid: apply them in order (nothing was stored if any row failed above)
         for row in rows:
             self._apply_row(row)
+            # every transition as received: a re-sent row shows as a repeat here (the path merges repeats)
+            self.rows_received.append(
+                {k: row.get(k) for k in ("ext_id", "sales_funnel_ext_id", "stage_ext_id", "modified_stage_date_time")}
+            )
         return {}
 
     def _validate_row(
@@ -1728,6 +1774,14 @@ class UisSandbox:
             return json_response({"ok": True})
         if endpoint == "fail":
             self.fail(**body)
+            return json_response({"ok": True})
+        if endpoint == "faults":
+            self.configure_faults(
+                body.get("rates") or {},
+                seed=int(body.get("seed", 0)),
+                caps=body.get("caps"),
+                reject_deals=body.get("reject_deals") or (),
+            )
             return json_response({"ok": True})
         if endpoint == "tokens":
             self.set_token(body["token"], body.get("state", "valid"))
