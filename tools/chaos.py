@@ -142,6 +142,8 @@ class Chaos:
         self.stats: Counter[str] = Counter()
         self.second: Any = None  # the second container's Runtime
         self._visitor_seq = 0
+        self.faults_on = self.second_on = True
+        self.lost_deliveries: list[Delivery] = []
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
@@ -154,7 +156,7 @@ class Chaos:
             sandbox=False,
             run_schedules=False,
             out=lambda line: None,
-            extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "ALFACRM_RPS": "4"},
+            extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "ALFACRM_RPS": "4", "POWERTOOLS_METRICS_DISABLED": "true"},
         )
         self.conflicts = ConflictCounter()
         self.stack.start()
@@ -177,10 +179,12 @@ class Chaos:
             school.alfacrm.set_sender(self.capture.sender("alfacrm"))
             school.uis.sender = self.capture.sender("uis")
             school.alfacrm.configure_faults(
-                ALFACRM_FAULTS, seed=self.seed * 100 + index, caps=FAULT_CAPS, hang_seconds=HANG_SECONDS
+                ALFACRM_FAULTS if self.faults_on else {}, seed=self.seed * 100 + index, caps=FAULT_CAPS, hang_seconds=HANG_SECONDS
             )
             self.schools.append(school)
         self.capture.take()  # nothing yet; setup made no customer
+        # the hourly reconciler has run before the day's work (its first run only marks where the log ends)
+        self.schedule("ReconcileSchedule")
         from connector.runtime import Runtime
 
         self.second = Runtime.from_environment()
@@ -206,7 +210,7 @@ class Chaos:
             if not school.rejected:
                 school.rejected = f"customer-{model['id']}"
                 school.uis.configure_faults(
-                    UIS_FAULTS, seed=self.seed * 100 + 50 + school.index, caps=FAULT_CAPS, reject_deals=[school.rejected]
+                    UIS_FAULTS if self.faults_on else {}, seed=self.seed * 100 + 50 + school.index, caps=FAULT_CAPS, reject_deals=[school.rejected]
                 )
         elif roll < 0.45:
             crm.ui_update_customer(rng.choice(school.leads), {"lead_status_id": rng.choice(MOVES)})
@@ -257,11 +261,12 @@ class Chaos:
             recoverable = delivery.kind == "alfacrm" or delivery.event == "lost_chat"
             if recoverable and self.rng.random() < 0.05:
                 self.stats["lost"] += 1
+                self.lost_deliveries.append(delivery)
                 continue
             copies = self.rng.choices((1, 2, 3), weights=(55, 28, 17))[0]
             self.stats["copies"] += copies
             sends.extend([delivery] * copies)
-            if copies > 1 and self.rng.random() < 0.5:
+            if copies > 1 and self.rng.random() < 0.5 and self.second_on:
                 seconds.append(delivery)
         self.rng.shuffle(sends)
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -421,7 +426,7 @@ class Chaos:
             expected[f"customer-{cid}"] = stage
         pays: dict[int, list[int]] = {}
         for pay in crm["pays"]:
-            if pay.get("customer_id") in customers and float(pay.get("income") or 0) > 0:
+            if int(pay.get("customer_id") or 0) in customers and float(pay.get("income") or 0) > 0:
                 pays.setdefault(int(pay["customer_id"]), []).append(int(pay["id"]))
         for ids in pays.values():
             expected.update({f"pay-{pid}": None for pid in sorted(ids)[1:]})
@@ -433,18 +438,34 @@ class Chaos:
             if any(key.split("#")[-1] == ext_id for key in parked):
                 continue
             if deal is None:
-                lost.append(f"{tag}: no UIS deal {ext_id}")
+                lost.append(f"{tag}: no UIS deal {ext_id}" + self._why(school, ext_id))
             elif stage is not None and deal["stage_ext_id"] != stage:
                 lost.append(f"{tag}: UIS deal {ext_id} at {deal['stage_ext_id']}, AlfaCRM says {stage}")
         for ext_id in deals:
             if ext_id not in expected:
                 dup.append(f"{tag}: UIS deal {ext_id} that no event asked for")
+                if os.environ.get("CHAOS_DEBUG") and ext_id.startswith("pay-"):
+                    pay = next(p for p in crm["pays"] if p["id"] == int(ext_id[4:]))
+                    dup.append(f"    {pay} / {[p['id'] for p in crm['pays'] if p['customer_id'] == pay['customer_id']]}")
         rows = Counter(
             (r["ext_id"], r["stage_ext_id"], r["modified_stage_date_time"]) for r in uis["rows_received"]
         )
         dup += [f"{tag}: UIS received {row} {n} times" for row, n in rows.items() if n > 1]
         if school.rejected and school.rejected in deals:
             dup.append(f"{tag}: the rejected deal {school.rejected} is in UIS")
+
+    def _why(self, school: School, ext_id: str) -> str:
+        if not os.environ.get("CHAOS_DEBUG"):
+            return ""
+        entity_id = int(ext_id.split("-")[1])
+        gone = [
+            json.loads(d.body or b"{}").get("event")
+            for d in self.lost_deliveries
+            if school.alfacrm.webhooks and d.url == school.alfacrm.webhooks[0]["url"]
+            and json.loads(d.body or b"{}").get("entity_id") == entity_id
+        ]
+        log = [e["event"] for e in school.alfacrm.state()["log"] if e["entity_id"] == entity_id and e["entity"] == "Customer"]
+        return f" (lost webhooks {gone}, log {log})"
 
     def _check_texts(self, school: School, effects: Counter[str], dup: list[str], lost: list[str]) -> None:
         crm = school.alfacrm.state()
@@ -461,19 +482,23 @@ class Chaos:
         comments = [str(c.get("comment") or "") for c in crm["communications"]]
         effects["AlfaCRM comments"] += len(comments)
         for marker in school.requests + school.chats:
-            n = sum(marker in c for c in comments)
+            n = sum(f"({marker})" in c for c in comments)
             if n == 0:
                 lost.append(f"{tag}: no comment for {marker}")
             elif n > 1:
                 dup.append(f"{tag}: {n} comments for {marker}")
+                if os.environ.get("CHAOS_DEBUG"):
+                    dup += [f"    {c[:300]!r}" for c in comments if f"({marker})" in c]
         titles = [str(t.get("title") or "") for t in crm["tasks"]]
         effects["AlfaCRM tasks"] += len(titles)
         for name in school.lost:
-            n = sum(name in t for t in titles)
+            n = sum(f"{name} +" in t for t in titles)
             if n == 0:
                 lost.append(f"{tag}: no task for the lost chat of {name}")
             elif n > 1:
                 dup.append(f"{tag}: {n} tasks for the lost chat of {name}")
+                if os.environ.get("CHAOS_DEBUG"):
+                    dup += [f"    {t!r}" for t in titles if f"{name} +" in t]
 
 
 def _phone(prefix: int, school: int, n: int) -> str:
@@ -494,11 +519,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1000, help="webhooks and notifications to make (≥)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fixes the events and the fault draws")
     parser.add_argument("--schools", type=int, default=3)
+    parser.add_argument("--no-faults", action="store_true", help="switch the sandboxes' faults off")
+    parser.add_argument("--no-second", action="store_true", help="no second container")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3500")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     print(f"chaos: seed {args.seed} (re-run with --seed {args.seed}), {args.events} events, {args.schools} schools")
     chaos = Chaos(events=args.events, seed=args.seed, schools=args.schools, port=args.port)
+    chaos.faults_on, chaos.second_on = not args.no_faults, not args.no_second
     chaos.start()
     try:
         return chaos.run()

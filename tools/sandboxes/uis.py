@@ -954,7 +954,7 @@ class UisSandbox:
         for i, row in enumerate(rows):
             if isinstance(row, dict) and row.get("ext_id") in self.rejected_deals:
                 where = {"row": i, "ext_id": row["ext_id"]}
-                raise _not_found(f"deals[{i}].stage_ext_id", row.get("stage_ext_id"), where)
+                raise _invalid(f"deals[{i}].name", "The deal is refused by this account", row.get("name"), where)
             seen_row = self._validate_row(i, row, now, seen)
             seen[row["ext_id"]] = seen_row
         # all rows are valid: apply them in order (nothing was stored if any row failed above)
