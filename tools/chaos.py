@@ -343,8 +343,7 @@ class Chaos:
             self.schedule("DealUploadSchedule")
         self.settle()
         # the reconciliation passes: missed AlfaCRM changes from the change log, lost chats from the report
-        self.schedule("ReconcileSchedule")
-        self.schedule("ChatPollSchedule")
+        self.passes = {name: self.schedule(name) for name in ("ReconcileSchedule", "ChatPollSchedule")}
         self.settle()
         for _ in range(4):
             self.schedule("DealUploadSchedule")
@@ -361,7 +360,10 @@ class Chaos:
         parked: list[tuple[str, str, str]] = []
         for school in self.schools:
             items = self._parked(school)
-            parked += [(school.integration_id, f"{p['kind']}#{p['key']}", p.get("code") or p.get("error") or "") for p in items]
+            parked += [
+                (school.integration_id, f"{p['kind']}#{p['key']}", f"{p.get('code')}: {str(p.get('error'))[:160]}")
+                for p in items
+            ]
             parked_keys = {str(p["key"]) for p in items}
             self._check_deals(school, parked_keys, effects, duplicates, losses)
             self._check_texts(school, effects, duplicates, losses)
@@ -384,6 +386,8 @@ class Chaos:
         out(f"faults injected: {', '.join(f'{k} {v}' for k, v in sorted(faults.items()))}")
         out(f"DynamoDB conditional-write conflicts: {self.conflicts.count}; dead letters left: {dlq}")
         out(f"effects out: {', '.join(f'{k} {v}' for k, v in sorted(effects.items()))}")
+        if os.environ.get("CHAOS_DEBUG"):
+            out(f"reconciliation passes: {json.dumps(self.passes, ensure_ascii=False, default=str)[:1500]}")
         out(f"parked: {len(parked)}")
         for integration_id, key, reason in parked:
             out(f"  {integration_id[:8]} {key}: {reason}")
@@ -394,6 +398,7 @@ class Chaos:
         for line in losses[:20]:
             out(f"  {line}")
         self.result = {"events": events_in, "duplicates": len(duplicates), "losses": len(losses), "parked": len(parked)}
+        out(f"result: {json.dumps(self.result)}")
         return 1 if duplicates or losses else 0
 
     def _parked(self, school: School) -> list[dict[str, Any]]:
@@ -467,6 +472,13 @@ class Chaos:
         log = [e["event"] for e in school.alfacrm.state()["log"] if e["entity_id"] == entity_id and e["entity"] == "Customer"]
         return f" (lost webhooks {gone}, log {log})"
 
+    def _why_chat(self, school: School, name: str) -> str:
+        if not os.environ.get("CHAOS_DEBUG"):
+            return ""
+        chat = next(c for c in school.uis.state()["chats"] if c["visitor_name"] == name)
+        gone = any(f'"chat_id": {chat["id"]}' in (d.body or b"").decode() for d in self.lost_deliveries)
+        return f" (chat {chat['id']} at {chat['date_time']}, its notification lost: {gone})"
+
     def _check_texts(self, school: School, effects: Counter[str], dup: list[str], lost: list[str]) -> None:
         crm = school.alfacrm.state()
         tag = f"school {school.index}"
@@ -494,7 +506,7 @@ class Chaos:
         for name in school.lost:
             n = sum(f"{name} +" in t for t in titles)
             if n == 0:
-                lost.append(f"{tag}: no task for the lost chat of {name}")
+                lost.append(f"{tag}: no task for the lost chat of {name}" + self._why_chat(school, name))
             elif n > 1:
                 dup.append(f"{tag}: {n} tasks for the lost chat of {name}")
                 if os.environ.get("CHAOS_DEBUG"):
