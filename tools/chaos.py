@@ -390,11 +390,7 @@ class Chaos:
         for school in self.schools:
             faults.update({f"alfacrm {k}": v for k, v in school.alfacrm.faults.injected.items()})
             faults.update({f"uis {k}": v for k, v in school.uis.faults.injected.items()})
-        dlq = sum(
-            self.stack._queue_depth(url)
-            for lid, url in self.stack.queue_urls.items()
-            if lid.endswith("DLQ")
-        )
+        dlq = sum(self.stack._queue_depth(url) for lid, url in self.stack.queue_urls.items() if lid.endswith("DLQ"))
         events_in = sum(self.capture.total.values())
         out(f"seed {self.seed}: {len(self.schools)} schools, {self.elapsed:.0f} s")
         out(f"events in: {events_in} ({', '.join(f'{k} {v}' for k, v in sorted(self.capture.total.items()))})")
