@@ -11,7 +11,7 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
 # An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
 PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
-.PHONY: help setup setup-sam run demo chaos test screenshots lint bench build validate deploy openapi sam-env uv clean
+.PHONY: help setup setup-sam run demo chaos test screenshots lint bench probe build validate deploy openapi sam-env requirements uv clean
 
 help:
 	@echo "setup      app venv (.venv) with uv"
@@ -23,11 +23,13 @@ help:
 	@echo "screenshots  browser tests, saving the page's screenshots to docs/screenshots/"
 	@echo "lint       ruff check, ruff format --check, mypy (layer), cfn-lint"
 	@echo "bench      benchmark"
+	@echo "probe      check the connector's assumptions against live accounts (ALFACRM_*, UIS_ACCESS_TOKEN; ARGS=--write-contact)"
 	@echo "build      sam build (python3.13 on PATH, no container)"
 	@echo "validate   sam validate --lint"
 	@echo "deploy     sam deploy (samconfig.toml)"
 	@echo "openapi    regenerate the OpenAPI document"
 	@echo "sam-env    regenerate events/env.json (sam local invoke --env-vars)"
+	@echo "requirements  layers/shared/requirements.txt from uv.lock (after uv add / uv lock)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || test -x "$$HOME/.local/bin/uv" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -70,11 +72,18 @@ lint: .venv/.stamp
 bench: .venv/.stamp
 	$(PY) -m tools.bench
 
+probe: .venv/.stamp
+	PYTHONPATH=layers/shared/python $(PY) -m tools.probe $(ARGS)
+
 openapi: .venv/.stamp
 	$(PY) -m tools.openapi
 
 sam-env: .venv/.stamp
 	$(PY) -m tools.localstack.samenv
+
+# The layer installs exactly the locked runtime versions (tests/stack/test_layer.py checks the file is current).
+requirements: | uv
+	PATH="$$HOME/.local/bin:$$PATH" uv export --frozen --no-dev --no-hashes > layers/shared/requirements.txt
 
 build: .venv-sam/.stamp
 	$(SAM_ENV) $(SAM) build

@@ -1,4 +1,4 @@
-"""The one moto session of the test suite; tables, queues and the admin secret come from template.yaml.
+"""The one moto session of the test suite; tables, queues, the admin secret and the KMS key come from template.yaml.
 
 At import time (before any test module imports a handler: Powertools reads table names at import) the
 environment is set to exactly what the template gives the functions, resolved against the names the
@@ -10,7 +10,7 @@ on the session's AWS handles (`AWS`); a test that calls a use case directly buil
 `runtime(store=..., clients=..., now=...)`. Nothing is ever reset.
 
 Fixtures for other conftests (names are stable): `template`, `table_names`, `queue_urls`, `dynamodb`,
-`dynamodb_resource`, `state_table`, `idempotency_table`, `sqs`, `secretsmanager`, `lambda_context`,
+`dynamodb_resource`, `state_table`, `idempotency_table`, `sqs`, `secretsmanager`, `kms`, `lambda_context`,
 `clean_aws` (autouse), `container_runtime` (autouse), `store`, `start_local_stack` (in-process LocalStack
 sharing this moto state).
 """
@@ -29,6 +29,7 @@ from tools.localstack.events import LambdaContext
 from tools.localstack.resources import (
     Physical,
     Resolver,
+    create_keys,
     create_queues,
     create_secrets,
     create_tables,
@@ -152,14 +153,20 @@ def secretsmanager(_boto_session: Any) -> Any:
     return _boto_session.client("secretsmanager")
 
 
+@pytest.fixture(scope="session")
+def kms(_boto_session: Any) -> Any:
+    return _boto_session.client("kms")
+
+
 # ------------------------------------------------------------------------------------------- resources
 @pytest.fixture(scope="session")
-def _aws_resources(dynamodb: Any, sqs: Any, secretsmanager: Any) -> dict[str, dict[str, str]]:
+def _aws_resources(dynamodb: Any, sqs: Any, secretsmanager: Any, kms: Any) -> dict[str, dict[str, str]]:
     tables = create_tables(dynamodb, TEMPLATE, stack_name=STACK_NAME)
     queues = create_queues(sqs, TEMPLATE, stack_name=STACK_NAME)
     physical = predicted_physical(TEMPLATE, stack_name=STACK_NAME, region=REGION, sqs_endpoint=SQS_ENDPOINT)
     resolver = Resolver(TEMPLATE, physical, stack_name=STACK_NAME, region=REGION)
     secrets = create_secrets(secretsmanager, TEMPLATE, resolver, {lid: ADMIN_TOKEN for lid in TEMPLATE.secrets})
+    create_keys(kms, TEMPLATE, resolver)
     # The environment set at import must name exactly what was created.
     for lid, url in queues.items():
         assert physical[lid].ref == url, (lid, physical[lid].ref, url)
@@ -238,7 +245,7 @@ def clean_aws(
             assert create_queues(sqs, TEMPLATE, stack_name=STACK_NAME) == _aws_resources["queues"]
             break
     keep = set(_aws_resources["secret_names"].values())
-    for page in secretsmanager.get_paginator("list_secrets").paginate():
+    for page in secretsmanager.get_paginator("list_secrets").paginate(IncludePlannedDeletion=True):
         for secret in page["SecretList"]:
             if secret["Name"] not in keep:
                 secretsmanager.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)

@@ -5,8 +5,8 @@ line holds a credential, a webhook secret or a full phone number (issue 9).
 What is kept: the sections pytest captures for each test phase (stdout, stderr, log records). What counts
 as a credential: the fixed test and sandbox credentials below, plus each value that passed through the
 product while the suite ran — the api_key and access_token of every AlfaCRM and UIS client made, every
-AlfaCRM session token a login returned, every set of credentials stored (with both webhook secrets),
-every school access token issued and every local stack's admin token.
+AlfaCRM session token a login returned, every set of credentials stored (with both webhook secrets), the
+plaintext data key that seals them, every school access token issued and every local stack's admin token.
 
 Which lines are the product's: on Lambda a log line is a record of the connector's loggers, the JSON line
 Powertools' logger prints (masked by connector.observability), or a metric line (EMF). pytest's rendering of a
@@ -19,6 +19,7 @@ scanned for credentials and secrets, not for phones (the demo narrates its custo
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from dataclasses import dataclass, field
@@ -151,6 +152,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         REGISTRY.credential(creds.uis_webhook_secret, "a webhook secret")
 
     _recording(secrets.Secrets, "store_credentials", stored_credentials)
+
+    def data_key(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any], key: bytes) -> None:
+        # the plaintext data key that seals every school's credentials, in each spelling a log line could use
+        for spelling in (base64.b64encode(key).decode("ascii"), key.hex(), repr(key)[2:-1]):
+            REGISTRY.credential(spelling, "the credentials' data key")
+
+    _recording(secrets.Secrets, "_data_key", data_key)
     issue = access.issue
 
     @functools.wraps(issue)

@@ -33,12 +33,13 @@ def sandbox_integration(
     timezone: str,
     iid: str = "int1",
     active: bool = True,
+    api_user_id: int | None = None,
 ) -> Integration:
     """An integration record wired to in-process sandboxes (no secrets: tests pass their own clients)."""
     integration = Integration(
         id=iid,
         name="Школа",
-        alfacrm={"hostname": hostname, "email": email, "branch_id": 1},
+        alfacrm={"hostname": hostname, "email": email, "branch_id": 1, "api_user_id": api_user_id},
         uis={"api_url": api_url},
         timezone=timezone,
         active=active,

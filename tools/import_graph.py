@@ -5,7 +5,7 @@ Usage: python -m tools.import_graph [PACKAGE_DIR]   (default: layers/shared/pyth
 Layers, bottom to top (docs/internals.md, "Import layers"); a module may import its own layer and those below:
   0 contracts   models/, errors, config, settings, timeutil, phones, memo, observability, retry
   1 adapters    aws, store/, alfacrm/, uis/, queues, secrets, http_errors
-  2 root        runtime
+  2 root        runtime, accounts
   3 use cases   deals/, texts/, admin, intake, access, pages
   4 edge        http, admin_edge (helpers the API handlers share)
 Every import counts, module-level or not, `if TYPE_CHECKING:` included (a type-only cycle is still a cycle a
@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "secrets": 1,
     "http_errors": 1,
     "runtime": 2,
+    "accounts": 2,
     "deals": 3,
     "texts": 3,
     "admin": 3,

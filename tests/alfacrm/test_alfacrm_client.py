@@ -323,7 +323,8 @@ def test_given_leads_and_archived_customers_when_reading_by_id_then_both_are_fou
     lead = client.get_customer(2, branch_id=1)
     archived = client.get_customer(4, branch_id=1)
     assert lead is not None and lead.is_lead and lead.phone == ["89161234568"]
-    assert archived is not None and archived.is_archived
+    # no record carries an archive flag; the archived lead shows its refusal reason
+    assert archived is not None and archived.lead_reject_id == 1
     assert client.get_customer(999, branch_id=1) is None
 
 

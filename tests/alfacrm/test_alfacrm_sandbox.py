@@ -8,6 +8,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from connector.alfacrm.models import WebhookEvent
+from connector.errors import AlfaCrmValidationError
 
 from tests.alfacrm.conftest import HOST
 from tools.sandboxes.alfacrm import (
@@ -124,7 +125,25 @@ def test_given_archiving_a_lead_when_delivered_then_an_update_with_the_reject_re
 
     (body,) = _bodies(inbox)
     assert body["event"] == "update"
+    # no archive flag shows anywhere; the reason does (KO_alfacrm_data: refusals as lead_reject_id)
+    assert body["fields_new"] == {"lead_reject_id": "2"}
+    assert "removed" not in sandbox.state()["customers"][1]
+
+
+def test_given_a_restored_lead_when_delivered_then_the_reason_is_cleared(sandbox, inbox):
+    sandbox.add_webhook(1, HOOK, ["Customer"])
+    sandbox.ui_archive_customer(2, reason_id=2)
+    sandbox.ui_restore_customer(2)
+    assert [b["fields_new"] for b in _bodies(inbox)] == [{"lead_reject_id": "2"}, {"lead_reject_id": ""}]
+
+
+def test_given_an_account_showing_an_archive_flag_when_archiving_then_records_and_webhooks_carry_it(sandbox, inbox):
+    sandbox.configure({"archive_flag_in_records": True})
+    sandbox.add_webhook(1, HOOK, ["Customer"])
+    sandbox.ui_archive_customer(2, reason_id=2)
+    (body,) = _bodies(inbox)
     assert body["fields_new"] == {"removed": "1", "lead_reject_id": "2"}
+    assert sandbox.state()["customers"][1]["removed"] == 1
 
 
 def test_given_old_style_captures_when_branch_id_is_omitted_then_the_consumer_finds_it_in_fields_new(sandbox, inbox):
@@ -163,7 +182,49 @@ def test_given_lost_deliveries_when_reconciling_then_the_change_log_still_lists_
 
     assert inbox.sent == []
     rows = list(client.iter_all("log", {"entity": "Customer"}, branch_id=1))
-    assert rows[-1]["entity_id"] == 2 and rows[-1]["fields_new"] == {"lead_status_id": "4"}
+    # newest first, event as an integer, fields as a list of one-key maps (see the sandbox's module doc)
+    assert rows[0]["entity_id"] == 2 and rows[0]["event"] == 2
+    assert rows[0]["fields_new"] == [{"lead_status_id": "4"}] and rows[0]["fields_old"] == [{"lead_status_id": 2}]
+
+
+def test_given_map_style_log_fields_when_listing_the_log_then_fields_are_maps(sandbox, client):
+    sandbox.configure({"log_fields_style": "map"})
+    sandbox.ui_update_customer(2, {"lead_status_id": 4})
+    sandbox.ui_create_pay({"customer_id": 2, "income": "100"})
+    [update] = client.index("log", {"entity": "Customer"}, branch_id=1).items
+    [create] = client.index("log", {"entity": "Pay"}, branch_id=1).items
+    assert (update["event"], update["fields_new"]) == (2, {"lead_status_id": "4"})
+    assert create["event"] == 1 and create["fields_old"] == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "query", "found"),
+    [
+        ("digits_substring", "9161234568", True),
+        ("digits", "9161234568", False),
+        ("digits", "89161234568", True),
+        ("exact", "+79161234568", False),
+        ("exact", "89161234568", True),
+    ],
+)
+def test_given_a_phone_search_mode_when_searching_then_the_server_matches_that_way(sandbox, client, mode, query, found):
+    sandbox.configure({"phone_search": mode})  # Петров Илья is stored as "89161234568"
+    items = client.index("customer", {"phone": query, "is_study": 2}, branch_id=1).items
+    assert bool(items) is found
+
+
+def test_given_comments_need_an_author_when_none_is_sent_then_alfacrm_refuses_with_200(sandbox, client):
+    sandbox.configure({"comment_requires_user_id": True})
+    with pytest.raises(AlfaCrmValidationError) as caught:
+        client.add_comment(2, "Привет", branch_id=1)
+    assert caught.value.field == "user_id"
+    client.add_comment(2, "Привет", branch_id=1, user_id=2)
+    assert sandbox.state()["communications"][-1]["user_id"] == 2
+
+
+def test_pay_items_carry_their_pay_types(client):
+    items = client.index("pay-item", {}, branch_id=1).items
+    assert {i["name"]: i["pay_type_ids"] for i in items}["Учебные материалы"] == [1, 9]
 
 
 @pytest.mark.parametrize("body_key", ["fields_old", "fields_new", "fields_rel"])
@@ -256,7 +317,7 @@ def test_given_the_control_routes_when_driving_a_scenario_over_http_then_state_s
     api.post("/_sandbox/fail", json={"status": 500, "count": 1})
 
     state = api.get("/_sandbox/state").json()
-    assert state["customers"][-1]["name"] == "Лид из UI" and state["customers"][-1]["removed"] == 1
+    assert state["customers"][-1]["name"] == "Лид из UI" and state["customers"][-1]["lead_reject_id"] == 1
     assert [d["body"]["event"] for d in state["deliveries"]] == ["create", "update", "update"]
     assert api.post("/v2api/auth/login", json={}).status_code == 500  # the injected failure
     assert api.post("/_sandbox/expire-tokens").json() == {"ok": True}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.api.builders import api_event, reply_json
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, runtime
 from tests.handlers import load_handler
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL
 from tools.sandboxes.uis import DEFAULT_TOKEN
@@ -59,7 +59,7 @@ def test_every_admin_route_needs_the_bearer_token(lambda_context, headers, metho
 
 
 def test_create_integration_logs_in_to_both_and_returns_webhook_urls_without_secrets(
-    served_sandboxes, lambda_context, secretsmanager
+    served_sandboxes, lambda_context, secretsmanager, state_table
 ):
     status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
     assert status == 201
@@ -77,14 +77,23 @@ def test_create_integration_logs_in_to_both_and_returns_webhook_urls_without_sec
     text = json.dumps(shown)
     for leaked in (DEFAULT_API_KEY, DEFAULT_TOKEN, secret, "secret_hash", "secret_id"):
         assert leaked not in text
-    assert shown["alfacrm"] == {"hostname": served_sandboxes["alfacrm_url"], "email": DEFAULT_EMAIL, "branch_id": 1}
+    assert {k: shown["alfacrm"][k] for k in ("hostname", "email", "branch_id")} == {
+        "hostname": served_sandboxes["alfacrm_url"],
+        "email": DEFAULT_EMAIL,
+        "branch_id": 1,
+    }
 
     listed = call(lambda_context, "GET", "/integrations")[1]["items"]
     assert [i["id"] for i in listed] == [body["id"]]
     assert DEFAULT_API_KEY not in json.dumps(listed)
-    # the credentials went to Secrets Manager, nowhere else
-    stored = secretsmanager.get_secret_value(SecretId=f"test/integrations/{body['id']}")["SecretString"]
-    assert DEFAULT_API_KEY in stored and DEFAULT_TOKEN in stored
+    # the credentials are sealed in the integration's partition (plain nowhere), and open in a cold container
+    items = state_table.scan()["Items"]
+    assert DEFAULT_API_KEY not in repr(items) and DEFAULT_TOKEN not in repr(items)
+    [sealed] = [i for i in items if i["sk"] == "CREDENTIALS"]
+    assert sealed["pk"] == f"INT#{body['id']}"
+    opened = runtime().secrets.credentials(f"test/integrations/{body['id']}")
+    assert (opened.alfacrm_api_key, opened.uis_access_token) == (DEFAULT_API_KEY, DEFAULT_TOKEN)
+    assert [s["Name"] for s in secretsmanager.list_secrets()["SecretList"]] == ["test/admin-token"]
 
 
 def test_webhook_urls_can_be_shown_again(integration, lambda_context):
@@ -284,3 +293,105 @@ def test_malformed_json_is_400_saying_the_body_is_not_json(served_sandboxes, lam
     assert body["error"]["field"] is None
     assert "JSON" in body["error"]["message"]
     assert call(lambda_context, "GET", "/integrations")[1]["items"] == []
+
+
+# --- issue 8.7: UIS components (data_api/components/) -----------------------------------------------------
+@pytest.fixture()
+def components_off(served_sandboxes):
+    """Switch components off in the shared UIS sandbox for one test."""
+    uis = served_sandboxes["uis"]
+
+    def off(*names):
+        uis.set_components(disabled=names)
+
+    yield off
+    uis.set_components()
+
+
+def test_create_refuses_a_uis_account_without_the_sales_funnel_component(
+    served_sandboxes, lambda_context, components_off
+):
+    """Every deal method needs «Воронки продаж»: without it the flush would be deferred for ever, so creation
+    answers 422 naming what is missing, and stores nothing."""
+    components_off("sales_funnel")
+    status, body = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+    assert status == 422
+    assert (body["error"]["code"], body["error"]["field"]) == ("uis_component_missing", "uis")
+    assert "Воронки продаж" in body["error"]["message"] and "sales_funnel" in body["error"]["message"]
+    assert call(lambda_context, "GET", "/integrations")[1]["items"] == []
+
+
+def test_activation_with_chats_on_needs_a_chat_component(integration, served_sandboxes, lambda_context, components_off):
+    iid = integration["id"]
+    settings = {"texts": {"branch_id": 1, "chats": {"enabled": True}}}
+    assert call(lambda_context, "PUT", f"/integrations/{iid}/settings", settings)[0] == 200
+    components_off("call_tracking", "consultant", "lead", "sitephone")
+
+    status, body = call(lambda_context, "POST", f"/integrations/{iid}/activate")
+
+    assert status == 422 and body["error"]["code"] == "uis_component_missing"
+    assert "Консультант" in body["error"]["message"] and "get.chats_report" in body["error"]["message"]
+    assert call(lambda_context, "GET", f"/integrations/{iid}")[1]["active"] is False
+
+
+def test_activation_without_the_visitors_component_still_activates(
+    integration, served_sandboxes, lambda_context, components_off
+):
+    """«Data API для настройки» (get.visitors) only adds the visitor's name: without it the connector falls back."""
+    iid = integration["id"]
+    assert (
+        call(lambda_context, "PUT", f"/integrations/{iid}/settings", {"texts": {"chats": {"enabled": True}}})[0] == 200
+    )
+    components_off("data_api_setup")
+    assert call(lambda_context, "POST", f"/integrations/{iid}/activate") == (200, {"active": True})
+
+
+def test_the_uis_accounts_zone_is_kept_from_creation(integration, lambda_context):
+    shown = call(lambda_context, "GET", f"/integrations/{integration['id']}")[1]
+    assert shown["uis"]["timezone"] == "Europe/Moscow"  # account/get_account: the account's IANA zone
+
+
+# --- issue 8.11 and 8.13: pay items, the comment author ---------------------------------------------------
+def test_pay_items_look_up_lists_items_with_their_pay_types(integration, lambda_context):
+    status, body = call(lambda_context, "GET", f"/integrations/{integration['id']}/alfacrm/pay-items")
+    assert status == 200
+    assert {i["name"]: i["pay_type_ids"] for i in body["items"]}["Обучение"] == [1]
+
+
+def test_settings_name_pay_items_and_a_comment_author_that_exist_in_alfacrm(integration, lambda_context):
+    iid = integration["id"]
+    good = {"deals": {"upsell": {"pay_item_ids": [1]}}, "texts": {"comment_author_id": 2}}
+    status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", good)
+    assert status == 200 and body["deals"]["upsell"]["pay_item_ids"] == [1] and body["texts"]["comment_author_id"] == 2
+    for doc, field in (
+        ({"deals": {"upsell": {"pay_item_ids": [77]}}}, "deals.upsell.pay_item_ids"),
+        ({"texts": {"comment_author_id": 99}}, "texts.comment_author_id"),
+    ):
+        status, body = call(lambda_context, "PUT", f"/integrations/{iid}/settings", doc)
+        assert (status, body["error"]["field"]) == (422, field)
+
+
+def test_texts_without_a_comment_author_need_the_api_user_to_be_known(served_sandboxes, lambda_context):
+    """AlfaCRM may require `user_id` on communication/create: the author defaults to the API user, found among
+    the account's users by its e-mail; an account whose users cannot be listed must name one."""
+    alfacrm = served_sandboxes["alfacrm"]
+    alfacrm.configure({"with_user_index": False})
+    try:
+        status, created = call(lambda_context, "POST", "/integrations", create_body(served_sandboxes))
+        assert (
+            status == 201
+            and call(lambda_context, "GET", f"/integrations/{created['id']}")[1]["alfacrm"]["api_user_id"] is None
+        )
+        path = f"/integrations/{created['id']}/settings"
+        status, body = call(lambda_context, "PUT", path, {"texts": {"requests": {"enabled": True}}})
+        named = call(lambda_context, "PUT", path, {"texts": {"requests": {"enabled": True}, "comment_author_id": 2}})
+    finally:
+        alfacrm.configure({"with_user_index": True})
+    assert status == 422 and body["error"]["field"] == "texts.comment_author_id"
+    assert "comment_author_id" in body["error"]["message"] and "author" in body["error"]["message"]
+    assert named[0] == 200
+
+
+def test_the_api_user_is_found_at_creation(integration, lambda_context):
+    shown = call(lambda_context, "GET", f"/integrations/{integration['id']}")[1]
+    assert shown["alfacrm"]["api_user_id"] == 3  # the sandbox's API user, matched by its e-mail

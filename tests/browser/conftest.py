@@ -80,7 +80,7 @@ def stack(_aws_resources: dict[str, dict[str, str]], dynamodb: Any, secretsmanag
     for name in _aws_resources["tables"].values():
         _empty_table(dynamodb, name)
     keep = set(_aws_resources["secret_names"].values())
-    for page in secretsmanager.get_paginator("list_secrets").paginate():
+    for page in secretsmanager.get_paginator("list_secrets").paginate(IncludePlannedDeletion=True):
         for secret in page["SecretList"]:
             if secret["Name"] not in keep:
                 secretsmanager.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)

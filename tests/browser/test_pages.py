@@ -115,6 +115,27 @@ def test_a_bad_title_template_is_shown_next_to_its_field_and_nothing_typed_is_lo
     page.screenshot(path=str(screenshots / "texts.png"), full_page=True)
 
 
+def test_the_comment_author_is_picked_from_the_alfacrm_users_and_cleared_back_to_the_api_user(page, stack, demo):
+    """Issue 8.13: the author of the connector's comments is a setting; empty means the API user."""
+    open_page(page, stack)
+    page.click("[data-tab=texts]")
+    page.wait_for_selector("#comment-author[data-loaded]", state="attached")
+    labels = page.eval_on_selector_all("#comment-author option", "os => os.map(o => o.textContent)")
+    assert labels[0] == "— пользователь API —" and "Ольга Менеджер" in labels  # the sandbox's users
+    page.select_option("#comment-author", label="Ольга Менеджер")
+    page.click("#tab-texts button.save")
+    page.wait_for_selector("#tab-texts .save-status:is(.ok, .bad)")
+    assert "ok" in page.get_attribute("#tab-texts .save-status", "class"), page.text_content("#tab-texts .save-status")
+    _, stored = api(stack, "GET", f"/integrations/{demo['id']}")
+    assert stored["settings"]["texts"]["comment_author_id"] == 2
+
+    page.select_option("#comment-author", "")
+    page.click("#tab-texts button.save")
+    page.wait_for_selector("#tab-texts .save-status.ok")
+    _, stored = api(stack, "GET", f"/integrations/{demo['id']}")
+    assert stored["settings"]["texts"]["comment_author_id"] is None
+
+
 def _sandbox_customer(stack: Any, name: str, phone: str) -> int:
     reply = httpx.post(
         f"{stack.sandboxes['alfacrm'].url}/_sandbox/ui/customer/create",

@@ -33,7 +33,7 @@ def test_alfacrm_changes_become_deals_in_uis(start_local_stack: Callable[..., An
     first = uis.deals[f"customer-{lead['id']}"]
     assert [p["stage_ext_id"] for p in first["path"] if not p["is_generated"]][-1] == "success"
     assert first["revenue"] == 5200
-    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79167000001"]
+    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["79167000001"]
     upsell = uis.deals[f"pay-{extra['id']}"]
     assert (upsell["stage_ext_id"], upsell["revenue"]) == ("paid", 900)
     # And the admin API shows them as uploaded

@@ -1,5 +1,5 @@
 """The deal handlers invoked with the sample events in events/, against served sandboxes and moto: the
-same code path as on Lambda (credentials from Secrets Manager, real HTTP to the accounts)."""
+same code path as on Lambda (credentials from the KMS-sealed item, real HTTP to the accounts)."""
 
 from __future__ import annotations
 

@@ -59,3 +59,33 @@ def test_a_status_renamed_in_alfacrm_is_renamed_in_uis(alfacrm, captured, delive
     reconcile_integration(rt, integration, send=lambda m: 0)
     assert uis.funnels["first_sale"]["stages"]["2"]["name"] == "Дозвонились"
     assert len(uis.funnels) == 2
+
+
+def test_a_payment_deleted_while_its_webhook_was_lost_is_cancelled_in_uis_from_the_change_log(
+    alfacrm, captured, deliver, flush, rt, integration, clock, uis
+):
+    """log/index entries carry `event` as an integer (3 = delete) and fields as maps or lists of one-key maps
+    (aioalfacrm, Airumian/alfacrm, YegorPanin/alfacrm-client, KO_alfacrm_data): they must reach the worker."""
+    alfacrm.configure({"log_fields_style": "map"})
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    alfacrm.ui_create_pay({"customer_id": client["id"], "income": "4000", "document_date": "2025-03-01"})
+    extra = alfacrm.ui_create_pay({"customer_id": client["id"], "income": "900", "document_date": "2025-03-02"})
+    for body in captured.take():
+        deliver(body)
+    flush()
+
+    def send(messages):
+        for m in messages:
+            handle_deal_event(rt, m)
+        return len(messages)
+
+    reconcile_integration(rt, integration, send=send)
+    clock.advance(600)
+    alfacrm.drop_next_deliveries(1)
+    alfacrm.ui_delete_pay(extra["id"])
+
+    report = reconcile_integration(rt, integration, send=send)
+    flush()
+
+    assert report.fed == 1
+    assert [p["stage_ext_id"] for p in uis.deals[f"pay-{extra['id']}"]["path"]][-1] == "cancelled"

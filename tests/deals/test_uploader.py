@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from connector.deals import drafts, snapshots
 from connector.deals.views import deals_view
-from connector.errors import UisValidationError
 from connector.models.deals import DealRef, Fact
 from connector.models.texts import CustomerLink
+from connector.settings import SettingsDocument
 from connector.store.base import int_pk
 from connector.timeutil import to_iso
 from connector.uis.client import UisClient
 
 from tests.deals.builders import INTEGRATION_ID, utc
-from tests.deals.conftest import UIS_TOKEN, UIS_URL
+from tests.deals.conftest import DEAL_SETTINGS, UIS_TOKEN, UIS_URL
 
 
 def uis_path(uis, ext_id):
@@ -65,7 +66,7 @@ def test_a_flush_creates_funnels_fields_contacts_and_uploads_each_transition_onc
     assert report.state == "uploaded" and report.parked == []
     assert set(uis.funnels) == {"first_sale", "upsell"}
     assert set(uis.user_fields) == {"teacher", "branch"}
-    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["+79161234567"]
+    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["79161234567"]
     assert uis.contacts[f"customer-{boris['id']}"]["emails"] == ["b@example.ru"]
     assert uis_path(uis, f"customer-{anna['id']}") == [
         ("1", "2025-03-03 09:00:00"),
@@ -109,7 +110,7 @@ def test_later_changes_send_only_what_uis_lacks(alfacrm, captured, deliver, flus
     assert uis.deals[f"pay-{extra['id']}"]["modified_date_time"] == "2025-03-03 12:20:00"
     # And only the changed contact is updated, in one call
     assert calls(uis, "update.deal_contacts") == 1
-    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["+79161234567", "+79035551234"]
+    assert uis.contacts[f"customer-{anna['id']}"]["phone_numbers"] == ["79161234567", "79035551234"]
 
 
 def test_a_deal_uis_refuses_is_parked_and_the_others_are_uploaded(alfacrm, captured, deliver, flush, uis, clock, store):
@@ -143,22 +144,12 @@ def test_a_deal_uis_refuses_is_parked_and_the_others_are_uploaded(alfacrm, captu
     assert store.integrations.parked(INTEGRATION_ID) == []
 
 
-class UnnamedRowErrors(UisClient):
-    """A UIS whose validation errors do not say which row broke the call."""
-
-    def upload_deals_history(self, rows):
-        try:
-            return super().upload_deals_history(rows)
-        except UisValidationError as exc:
-            raise UisValidationError(exc.message, mnemonic=exc.mnemonic, rpc_code=exc.rpc_code) from None
-
-
-def test_without_a_row_index_the_bad_deal_is_found_by_bisection(
-    alfacrm, captured, deliver, flush, uis, clock, store, clients
+def test_uis_never_names_the_bad_row_so_the_bad_deal_is_found_by_bisection(
+    alfacrm, captured, deliver, flush, uis, clock, store
 ):
+    """UIS's `data.field` is `deals.modified_stage_date_time`, with no row index (data_api/index.html)."""
     anna, boris, extra = school_day(alfacrm, captured, deliver, clock)
     flush()
-    clients.uis_client = UnnamedRowErrors(UIS_URL, UIS_TOKEN, http=clients.uis_client._http, clock=clock.monotonic)
     uis.deals[f"customer-{boris['id']}"]["path"][-1]["modified_stage_date_time"] = "2025-03-09 10:00:00"
     clock.advance(60)
     alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
@@ -300,7 +291,7 @@ def test_a_phone_added_to_an_uploaded_customer_reaches_the_uis_contact(
     for body in captured.take():
         deliver(body)
     flush()
-    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79161112233"]
+    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["79161112233"]
     clock.advance(600)
     alfacrm.ui_update_customer(lead["id"], {"phone": ["89161112233", "+7 903 444-55-66"], "email": ["l@example.ru"]})
     for body in captured.take():
@@ -310,7 +301,7 @@ def test_a_phone_added_to_an_uploaded_customer_reaches_the_uis_contact(
     flush()
 
     contact = uis.contacts[f"customer-{lead['id']}"]
-    assert contact["phone_numbers"] == ["+79161112233", "+79034445566"]
+    assert contact["phone_numbers"] == ["79161112233", "79034445566"]
     assert contact["emails"] == ["l@example.ru"]
     # in one contacts call; the deal's rows are unchanged, so none is re-sent, and nothing stays pending
     assert calls(uis, "update.deal_contacts") == 1
@@ -338,7 +329,7 @@ def test_a_changed_contact_uis_no_longer_has_is_created_again_before_its_deal(
     report = flush()
 
     assert report.parked == []
-    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["+79161112201"]
+    assert uis.contacts[f"customer-{lead['id']}"]["phone_numbers"] == ["79161112201"]
     assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:10:00")
     assert uis.deals[f"customer-{lead['id']}"]["contact_ext_ids"] == [f"customer-{lead['id']}"]
 
@@ -470,3 +461,278 @@ def test_a_stage_uis_lacks_even_after_a_sync_defers_the_flush_instead_of_parking
     assert flush().state == "uploaded"
     assert uis.deals[f"customer-{anna['id']}"]["name"] == "Анна С. Смирнова"
     assert store.deals.pending_keys(INTEGRATION_ID) == []
+
+
+# --- issue 8: what the published UIS docs say ---------------------------------------------------------------
+def deliver_all(captured, deliver):
+    for body in captured.take():
+        deliver(body)
+
+
+def test_each_changed_contact_is_updated_in_a_call_of_its_own(alfacrm, captured, deliver, flush, uis, clock, store):
+    """ca_contact/update_deal_contacts takes one contact, at the top level of `params`: two customers whose
+    phones and e-mails change reach UIS in two calls (a `contacts` list is refused, and was: issue 8.1)."""
+    anna, boris, _extra = school_day(alfacrm, captured, deliver, clock)
+    flush()
+    clock.advance(600)
+    alfacrm.ui_update_customer(anna["id"], {"email": ["anna@example.ru"]})
+    alfacrm.ui_update_customer(boris["id"], {"phone": ["+7 903 111-22-33"]})
+    deliver_all(captured, deliver)
+
+    report = flush()
+
+    assert uis.contacts[f"customer-{anna['id']}"]["emails"] == ["anna@example.ru"]
+    assert uis.contacts[f"customer-{boris['id']}"]["phone_numbers"] == ["79031112233"]
+    assert calls(uis, "update.deal_contacts") == 2 == report.points
+    assert store.integrations.points(INTEGRATION_ID, "2025-03-03")["deals"] == uis.points_spent
+    assert store.deals.pending_keys(INTEGRATION_ID) == []
+
+
+def test_emails_differing_only_in_case_reach_uis_once_and_the_deal_keeps_its_contact(
+    alfacrm, captured, deliver, flush, uis
+):
+    """ca_contact/create_deal_contacts: "E-mail должен быть уникальным в списке" (issue 8.2)."""
+    lead = alfacrm.ui_create_customer(
+        {"name": "Нина", "is_study": 0, "lead_status_id": 1, "email": ["nina@example.ru", "Nina@Example.ru"]}
+    )
+    deliver_all(captured, deliver)
+
+    flush()
+
+    assert uis.contacts[f"customer-{lead['id']}"]["emails"] == ["nina@example.ru"]
+    assert uis.deals[f"customer-{lead['id']}"]["contact_ext_ids"] == [f"customer-{lead['id']}"]
+
+
+def test_one_contact_uis_refuses_does_not_send_the_other_deals_without_contacts(
+    alfacrm, captured, deliver, flush, uis, store
+):
+    """UIS's error names `contacts.emails`, not which contact: the refused one is found by bisection and the
+    other customers' deals carry their contacts (issue 8.3)."""
+    good = [
+        alfacrm.ui_create_customer({"name": f"Ученик {i}", "is_study": 0, "lead_status_id": 1, "phone": [p]})
+        for i, p in enumerate(("89161110001", "89161110002", "89161110003"))
+    ]
+    bad = alfacrm.ui_create_customer({"name": "Опечатка", "is_study": 0, "lead_status_id": 1, "email": ["x@school"]})
+    deliver_all(captured, deliver)
+
+    report = flush()
+
+    assert report.parked == []
+    for customer in good:
+        ext_id = f"customer-{customer['id']}"
+        assert ext_id in uis.contacts and uis.deals[ext_id]["contact_ext_ids"] == [ext_id]
+    assert f"customer-{bad['id']}" not in uis.contacts
+    assert f"customer-{bad['id']}" in uis.deals  # the deal itself still reaches UIS
+
+
+def test_a_contact_update_uis_refuses_stays_pending_and_is_parked_with_uis_message_if_it_keeps_failing(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    lead = alfacrm.ui_create_customer({"name": "Лидия", "is_study": 0, "lead_status_id": 1, "phone": ["89161112233"]})
+    deliver_all(captured, deliver)
+    flush()
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"email": ["lidia@school"]})  # UIS refuses it as an e-mail
+    deliver_all(captured, deliver)
+
+    flush()
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"]["state"] == "pending" and "emails" in (view["upload"]["error"] or "")
+    for _ in range(3):
+        clock.advance(60)
+        flush()
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"]["state"] == "parked" and "mail" in (view["upload"]["error"] or "").lower()
+    assert [p.key for p in store.integrations.parked(INTEGRATION_ID)] == [f"first_sale#customer-{lead['id']}"]
+
+
+def test_an_upload_applied_whose_answer_was_lost_is_read_back_not_sent_again(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """UIS applies the upload but the answer is lost (504): re-sending the rows would be refused as older than
+    the deal's last stage and park the deal; the next flush reads back what UIS holds and sends only the rest."""
+    _anna, boris, _extra = school_day(alfacrm, captured, deliver, clock)
+    uis.fail("applied", method="upload.deals_history", http_status=504)
+    assert flush().state == "deferred"
+    clock.advance(600)
+    alfacrm.ui_update_customer(boris["id"], {"lead_status_id": 2})
+    deliver_all(captured, deliver)
+
+    report = flush()
+
+    assert report.parked == [] and store.integrations.parked(INTEGRATION_ID) == []
+    assert uis_path(uis, f"customer-{boris['id']}") == [
+        ("1", "2025-03-03 09:00:00"),
+        ("failed", "2025-03-03 10:00:00"),
+        ("2", "2025-03-03 11:30:00"),
+    ]
+    assert {d["upload"]["state"] for d in deals_view(store, INTEGRATION_ID)} == {"uploaded"}
+    assert calls(uis, "get.deals_history") == 1
+
+
+def test_a_deal_uis_calls_created_in_the_future_is_retried_later_not_parked(
+    alfacrm, captured, deliver, flush, uis, clock, store, integration
+):
+    """The zone of UIS's date-times is not documented (get.account reports the account's zone): a school two
+    hours ahead of its UIS account makes a new deal look "created in the future" to UIS. It is not parked: it
+    waits (pending, the refusal shown) or goes in UIS's zone, and reaches UIS at the latest once UIS's clock has
+    caught up."""
+    ahead = integration.model_copy(update={"id": "ahead0001", "timezone": "Asia/Yekaterinburg"})
+    store.integrations.create(ahead)
+    uis.clock = lambda: clock() - timedelta(hours=2)  # the UIS account runs on Moscow time
+    lead = alfacrm.ui_create_customer({"name": "Рано", "is_study": 0, "lead_status_id": 1})
+    for body in captured.take():
+        deliver(body, integration_id=ahead.id)
+
+    report = flush(ahead.id)
+    assert report.parked == [] and store.integrations.parked(ahead.id) == []
+    [view] = deals_view(store, ahead.id, "first_sale")
+    assert view["upload"]["state"] == "uploaded" or "future" in (view["upload"]["error"] or "")
+
+    clock.advance(2 * 3600 + 60)
+    flush(ahead.id)
+    assert f"customer-{lead['id']}" in uis.deals
+
+
+def test_a_school_ahead_of_its_uis_account_writes_deal_times_in_the_uis_accounts_zone(
+    alfacrm, captured, deliver, flush, uis, clock, store, integration
+):
+    """get.account named the UIS account's zone at creation (`uis.timezone`): deal rows are written in it, so a
+    school two hours ahead of its UIS account is not refused as "in the future" (and waits for nothing)."""
+    ahead = integration.model_copy(
+        update={
+            "id": "ahead0002",
+            "timezone": "Asia/Yekaterinburg",
+            "uis": integration.uis.model_copy(update={"timezone": "Europe/Moscow"}),
+        }
+    )
+    store.integrations.create(ahead)
+    uis.clock = lambda: clock() - timedelta(hours=2)  # the UIS account runs on Moscow time
+    lead = alfacrm.ui_create_customer({"name": "Вовремя", "is_study": 0, "lead_status_id": 1})
+    for body in captured.take():
+        deliver(body, integration_id=ahead.id)
+
+    report = flush(ahead.id)
+
+    assert report.state == "uploaded" and report.parked == []
+    created = datetime.strptime(uis.deals[f"customer-{lead['id']}"]["created_date_time"], "%Y-%m-%d %H:%M:%S")
+    assert created <= uis.clock()
+    assert {d["upload"]["state"] for d in deals_view(store, ahead.id)} == {"uploaded"}
+
+
+def test_a_deal_whose_new_contact_uis_refuses_goes_without_it_and_gets_it_once_the_contact_is_fixed(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    """A contact UIS refuses to create is never recorded as synced: the deal reaches UIS without a contact, stays
+    pending with UIS's message, is parked after a few flushes, and — once the e-mail is fixed in AlfaCRM —
+    its current row goes again with the contact."""
+    lead = alfacrm.ui_create_customer({"name": "Опечатка", "is_study": 0, "lead_status_id": 1, "email": ["x@school"]})
+    deliver_all(captured, deliver)
+    ext_id = f"customer-{lead['id']}"
+
+    flush()
+    assert ext_id in uis.deals and uis.deals[ext_id]["contact_ext_ids"] == [] and ext_id not in uis.contacts
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"]["state"] == "pending" and "emails" in (view["upload"]["error"] or "")
+    for _ in range(2):
+        clock.advance(60)
+        flush()
+    assert [p.key for p in store.integrations.parked(INTEGRATION_ID)] == [f"first_sale#{ext_id}"]
+
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"email": ["x@school.ru"]})
+    deliver_all(captured, deliver)
+    flush()
+
+    assert uis.contacts[ext_id]["emails"] == ["x@school.ru"]
+    assert uis.deals[ext_id]["contact_ext_ids"] == [ext_id]
+    [view] = deals_view(store, INTEGRATION_ID, "first_sale")
+    assert view["upload"] == {"state": "uploaded", "error": None}
+    assert store.integrations.parked(INTEGRATION_ID) == []
+
+
+def test_a_manager_deleted_in_the_uis_cabinet_is_created_again_not_a_reason_to_park(
+    alfacrm, captured, deliver, flush, uis, clock, store
+):
+    lead = alfacrm.ui_create_customer({"name": "Гоша", "is_study": 0, "lead_status_id": 1, "assigned_id": 2})
+    deliver_all(captured, deliver)
+    flush()
+    uis.deal_employees.clear()  # deleted in the cabinet (UIS refuses rows naming it: deals.employee_ext_id)
+    clock.advance(600)
+    alfacrm.ui_update_customer(lead["id"], {"lead_status_id": 2})
+    deliver_all(captured, deliver)
+
+    report = flush()
+
+    assert report.state == "uploaded" and report.parked == []
+    assert set(uis.deal_employees) == {"user-2"} and calls(uis, "create.deal_employees") == 2
+    assert uis.deals[f"customer-{lead['id']}"]["employee_ext_id"] == "user-2"
+
+
+def test_deals_carry_the_responsible_manager_and_the_lead_source(alfacrm, captured, deliver, flush, uis):
+    """As UIS's own amoCRM and Bitrix24 integrations do: `employee_ext_id` (made once with create.deal_employees)
+    and `source` on each row, for UIS's analysis by employee and by source."""
+    lead = alfacrm.ui_create_customer(
+        {"name": "Гоша", "is_study": 0, "lead_status_id": 1, "assigned_id": 2, "lead_source_id": 1}
+    )
+    other = alfacrm.ui_create_customer(
+        {"name": "Маша", "is_study": 0, "lead_status_id": 1, "assigned_id": 2, "lead_source_id": 3}
+    )
+    deliver_all(captured, deliver)
+
+    flush()
+
+    assert uis.deal_employees == {"user-2": {"ext_id": "user-2", "name": "Ольга Менеджер"}}
+    assert calls(uis, "create.deal_employees") == 1
+    deal = uis.deals[f"customer-{lead['id']}"]
+    assert (deal["employee_ext_id"], deal["source"]) == ("user-2", "Сайт")
+    assert uis.deals[f"customer-{other['id']}"]["source"] == "Звонок"
+
+
+@pytest.mark.parametrize("archive_flag", [False, True])
+def test_a_lead_refused_with_a_reason_is_a_failed_first_sale_and_a_cleared_reason_reopens_it(
+    alfacrm, captured, deliver, flush, uis, clock, archive_flag
+):
+    """KO_alfacrm_data's real change log shows refusals as `lead_reject_id` in fields_new; no record or client
+    model has an archive flag (`removed` is an index filter). Refused → failed, whatever the flag; reason
+    cleared → back in process."""
+    alfacrm.configure({"archive_flag_in_records": archive_flag})
+    lead = alfacrm.ui_create_customer({"name": "Тимур", "is_study": 0, "lead_status_id": 2})
+    refused = alfacrm.ui_create_customer({"name": "Юля", "is_study": 0, "lead_status_id": 2})
+    clock.advance(600)
+    alfacrm.ui_archive_customer(lead["id"], reason_id=1)
+    alfacrm.ui_update_customer(refused["id"], {"lead_reject_id": 3})  # refused without archiving
+    deliver_all(captured, deliver)
+    flush()
+    assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("failed", "2025-03-03 09:10:00")
+    assert uis_path(uis, f"customer-{refused['id']}")[-1] == ("failed", "2025-03-03 09:10:00")
+
+    clock.advance(600)
+    alfacrm.ui_restore_customer(lead["id"])
+    deliver_all(captured, deliver)
+    flush()
+    assert uis_path(uis, f"customer-{lead['id']}")[-1] == ("2", "2025-03-03 09:20:00")
+
+
+def test_only_the_pay_items_the_settings_name_are_upsell_revenue(alfacrm, captured, deliver, flush, uis, store):
+    """A goods sale (the real capture: pay_type_id 9, commodity_id set, a pen) or a refund is no upsell: with
+    `deals.upsell.pay_item_ids` [1] only tuition payments become upsell deals."""
+    store.integrations.save_settings(
+        INTEGRATION_ID,
+        SettingsDocument.model_validate(
+            {**DEAL_SETTINGS, "deals": {**DEAL_SETTINGS["deals"], "upsell": {"enabled": True, "pay_item_ids": [1]}}}
+        ),
+    )
+    client = alfacrm.ui_create_customer({"name": "Инна", "is_study": 1})
+    alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "4000", "pay_item_id": 1, "document_date": "2025-03-01"}
+    )
+    tuition = alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "4000", "pay_item_id": 1, "document_date": "2025-03-05"}
+    )
+    pen = alfacrm.ui_create_pay(
+        {"customer_id": client["id"], "income": "120", "pay_item_id": 2, "pay_type_id": 9, "commodity_id": 14}
+    )
+    deliver_all(captured, deliver)
+    flush()
+    assert f"pay-{tuition['id']}" in uis.deals and f"pay-{pen['id']}" not in uis.deals

@@ -170,3 +170,34 @@ def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_no
     outcome = world.tasks().handle(integration, report_chat_facts(row, "Europe/Moscow"))
     # Then the task is found in AlfaCRM, not created a second time
     assert outcome == "recovered" and len(world.alfacrm_tasks()) == 1
+
+
+def test_polled_lost_chats_of_strangers_get_their_names_from_get_visitors_in_one_call(world: World) -> None:
+    """A visitor's name and e-mail are in no chat report (report/get_chats_report); get.visitors has them
+    (person/get_visitors). Three lost chats found by the poller, none known to AlfaCRM: one get.visitors call,
+    and each task title says who it was."""
+    integration = world.integration()
+    for name, phone in (("Ира", "79260000001"), ("Кирилл", "79260000002"), ("Зоя", "79260000003")):
+        lost_chat(world, notify=False, visitor_name=name, visitor_phone_number=phone)
+    world.poll()
+    world.drain_queue(integration)
+    titles = sorted(t["title"] for t in world.alfacrm_tasks())
+    assert titles == [
+        "Потерянный чат: Зоя 79260000003 (WhatsApp школы)",
+        "Потерянный чат: Ира 79260000001 (WhatsApp школы)",
+        "Потерянный чат: Кирилл 79260000002 (WhatsApp школы)",
+    ]
+    assert [c["method"] for c in world.uis.rpc_log].count("get.visitors") == 1
+
+
+def test_without_the_visitors_component_a_polled_lost_chat_still_gets_its_task(world: World) -> None:
+    """No «Data API для настройки»: the connector says so (once) and falls back to what the chat report has."""
+    integration = world.integration()
+    world.uis.set_components(disabled=["data_api_setup"])
+    lost_chat(world, notify=False, visitor_name="Ира", visitor_phone_number="79260000001")
+    lost_chat(world, notify=False, visitor_name="Зоя", visitor_phone_number="79260000003")
+    world.poll()
+    assert world.drain_queue(integration) == ["created", "created"]
+    assert len(world.alfacrm_tasks()) == 2 and world.store.integrations.parked(integration.id) == []
+    # asked once, not once per chat: the answer is remembered
+    assert [r["method"] for r in world.uis.refused] == ["get.visitors"]

@@ -35,7 +35,9 @@ def test_paging_reads_every_page_and_catches_lost_chats_on_each(world: World) ->
     # Then it read three pages (3 UIS points, recorded), and each lost chat got one task
     assert summary["chats_read"] == 5
     assert summary["uis_points"] == 3
-    assert next(iter(points(world).values())) == {"poller": 3}
+    # and asked get.visitors once for the three announced chats' visitors (issue 8.5), a point of the texts
+    assert [c["method"] for c in world.uis.rpc_log].count("get.visitors") == 1
+    assert next(iter(points(world).values())) == {"poller": 3, "texts": 1}
     assert sorted(e["payload"]["id"] for e in world.queued("lost_chat")) == lost
     assert len(world.alfacrm_tasks()) == 3
 

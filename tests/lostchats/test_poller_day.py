@@ -125,6 +125,7 @@ class _DayStore:
         self.table = store.table
         self.texts = _WatermarkReadThrough(store.texts)
         self.integrations = _ListedOnce(store.integrations)
+        self.credentials = store.credentials
 
 
 @dataclass
@@ -214,6 +215,11 @@ def sandbox_report_calls(world: World, day: str = DAY_KEY) -> int:
     return sum(1 for c in world.uis.rpc_log if c["method"] == "get.chats_report" and c["at"].startswith(day))
 
 
+def visitor_calls(world: World, day: str = DAY_KEY) -> int:
+    """get.visitors calls charged on `day`: the visitors of the chats polls announced (issue 8.5)."""
+    return sum(1 for c in world.uis.rpc_log if c["method"] == "get.visitors" and c["at"].startswith(day))
+
+
 def recorded_poller_points(world: World, day: str = DAY_KEY, iid: str = "int1") -> int:
     return world.store.integrations.points(iid, day).get("poller", 0)
 
@@ -256,8 +262,12 @@ def test_a_day_at_the_defaults_costs_at_most_300_points_and_every_lost_chat_gets
     charged = sandbox_report_calls(world)
     assert charged <= 300
     assert charged == recorded_poller_points(world) == sum(r.points for _, r in polls)
-    assert charged == day_used(world) == world.uis.points_spent  # nothing else spent UIS points
-    assert world.store.integrations.recent_points("int1") == {DAY_KEY: {"poller": charged}}
+    # nothing else spent UIS points but the visitors of the chats polls announced (issue 8.5: get.visitors, one
+    # call in a poll that announced any, charged to the text events they serve)
+    looked_up = visitor_calls(world)
+    assert 0 < looked_up <= sum(1 for _, r in polls if r.lost_events or r.started_events)
+    assert charged + looked_up == day_used(world) == world.uis.points_spent
+    assert world.store.integrations.recent_points("int1") == {DAY_KEY: {"poller": charged, "texts": looked_up}}
     # one call per poll, a poll every 5 minutes (4 when the previous fire came late in its minute and this
     # one early: the 45-second schedule slack); never held back by the allowance or the budget
     assert len(polls) == charged
@@ -355,7 +365,7 @@ def test_a_day_budget_spent_by_deal_uploads_makes_polling_back_off_and_keeps_the
     # the points: UIS's log, the connector's record and the day's use agree
     charged = sandbox_report_calls(world)
     assert charged == recorded_poller_points(world) == len(polls)
-    assert charged + spent_by_uploads == day_used(world) == world.uis.day_limit - reserve
+    assert charged + spent_by_uploads + visitor_calls(world) == day_used(world) == world.uis.day_limit - reserve
     assert charged < 288
 
     # And the lost chats: one task each for those UIS notified or the poller read before it stopped; the others

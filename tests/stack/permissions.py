@@ -32,6 +32,13 @@ POLL = frozenset(
 )
 POLICY_TEMPLATES = {"SQSSendMessagePolicy": SEND, "SQSPollerPolicy": POLL}
 READ_SECRET = frozenset({"secretsmanager:GetSecretValue"})
+# connector.secrets: credentials open and seal under the stack's data key, which KMS unwraps (and generates,
+# at the very first seal); a pre-KMS secret is read once and deleted when it moves (or, never moved, with its
+# integration)
+CREDENTIALS = {
+    "CredentialsKey": frozenset({"kms:Decrypt", "kms:GenerateDataKey"}),
+    "IntegrationSecrets": frozenset({"secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret"}),
+}
 INDEX = {"StateTable/index": {QUERY}}
 
 USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
@@ -43,16 +50,7 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
         "TextEventsQueue": SEND,
         "DealEventsDLQ": POLL,  # redrive takes its integration's dead letters
         "TextEventsDLQ": POLL,
-        # create stores the credentials (a tagged secret), deletes them again when the record cannot be written
-        "IntegrationSecrets": {
-            "secretsmanager:CreateSecret",
-            "secretsmanager:GetSecretValue",
-            "secretsmanager:DescribeSecret",
-            "secretsmanager:PutSecretValue",
-            "secretsmanager:UpdateSecret",
-            "secretsmanager:DeleteSecret",
-            "secretsmanager:TagResource",
-        },
+        **CREDENTIALS,  # create seals them, webhook URLs open them, delete drops them
         "AdminTokenSecret": READ_SECRET,  # the bearer check
     },
     # the integration record to check the URL's secret against, then the queue
@@ -66,31 +64,31 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
         **INDEX,  # its integration's parked events
         "IdempotencyTable": {GET, PUT, UPDATE, DELETE},  # Powertools deletes the record of a failed event
         "DealEventsQueue": POLL,  # its event source mapping
-        "IntegrationSecrets": READ_SECRET,
+        **CREDENTIALS,
     },
     "DealUploaderFunction": {
         # a parked deal that uploads is unparked; contact hashes are written in batches
         "StateTable": {GET, QUERY, BATCH_GET, PUT, UPDATE, DELETE, BATCH_WRITE},
         **INDEX,  # the integrations, each one's pending deals
-        "IntegrationSecrets": READ_SECRET,
+        **CREDENTIALS,
     },
     "TextWorkerFunction": {
         # a lead-creation claim whose create failed is dropped so the next attempt need not wait
         "StateTable": {GET, PUT, UPDATE, DELETE},
         "TextEventsQueue": POLL,
-        "IntegrationSecrets": READ_SECRET,
+        **CREDENTIALS,
     },
     "ChatPollerFunction": {
         "StateTable": {GET, BATCH_GET, PUT, UPDATE, BATCH_WRITE},  # chats handed over are marked in batches
         **INDEX,  # the integrations to poll
         "TextEventsQueue": SEND,
-        "IntegrationSecrets": READ_SECRET,
+        **CREDENTIALS,
     },
     "ReconcilerFunction": {
         "StateTable": {GET, BATCH_GET, PUT, UPDATE},
         **INDEX,  # the integrations to reconcile
         "DealEventsQueue": SEND,  # missed changes go back to the deal worker
-        "IntegrationSecrets": READ_SECRET,
+        **CREDENTIALS,
     },
 }
 
@@ -155,6 +153,8 @@ def iam_action(subsegment: dict[str, Any]) -> tuple[str, str]:
     service, operation = subsegment["name"], aws.get("operation")
     if service == "secretsmanager":
         return f"secretsmanager:{operation}", "IntegrationSecrets"
+    if service == "kms":  # the one key a function may use
+        return f"kms:{operation}", "CredentialsKey"
     name = aws.get("table_name") or aws.get("queue_url") or ""
     if not name and aws.get("table_names"):  # batch calls: "dict_keys(['test-StateTable'])"
         [name] = re.findall(r"'([^']+)'", str(aws["table_names"]))

@@ -31,6 +31,7 @@ GLOBAL_ENV = {
     "DEAL_EVENTS_QUEUE_URL",
     "TEXT_EVENTS_QUEUE_URL",
     "SECRETS_PREFIX",
+    "CREDENTIALS_KEY_ID",
     "ADMIN_TOKEN_SECRET_ID",
     "ALLOW_INSECURE_HOSTS",
     "ALFACRM_RPS",
@@ -181,22 +182,79 @@ def test_every_function_has_a_log_group_with_retention_and_an_errors_alarm(tpl: 
     assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ"}
 
 
-def test_secret_permissions_stay_under_the_stack_prefix(tpl: Template) -> None:
+def _statements(tpl: Template, lid: str) -> list[dict]:
+    return [
+        st
+        for policy in tpl.resources[lid]["Properties"].get("Policies", [])
+        if isinstance(policy, dict)
+        for st in policy.get("Statement", [])
+    ]
+
+
+def _listed(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+# the functions that open an integration's credentials (rt.clients / rt.secrets); intake and pages never do
+CREDENTIAL_USERS = {
+    "AdminApiFunction",
+    "DealWorkerFunction",
+    "DealUploaderFunction",
+    "TextWorkerFunction",
+    "ChatPollerFunction",
+    "ReconcilerFunction",
+}
+
+
+def test_secret_permissions_are_the_admin_token_and_the_one_time_move(tpl: Template) -> None:
+    """Per integration only GetSecretValue + DeleteSecret remain (the lazy move of a pre-KMS secret)."""
     for lid in tpl.functions:
-        for policy in tpl.resources[lid]["Properties"].get("Policies", []):
-            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                if any(a.startswith("secretsmanager:") for a in actions):
-                    resources = (
-                        statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-                    )
-                    for resource in resources:
-                        # the per-integration secrets (a name prefix), or the stack's own admin token secret
-                        assert resource == {"Ref": "AdminTokenSecret"} or resource["Fn::Sub"].endswith(
-                            ":secret:${AWS::StackName}/integrations/*"
-                        ), lid
-                    if lid != "AdminApiFunction":
-                        assert actions == ["secretsmanager:GetSecretValue"], lid
+        for statement in _statements(tpl, lid):
+            actions = _listed(statement["Action"])
+            if not any(a.startswith("secretsmanager:") for a in actions):
+                continue
+            for resource in _listed(statement["Resource"]):
+                if resource == {"Ref": "AdminTokenSecret"}:
+                    assert actions == ["secretsmanager:GetSecretValue"], lid
+                else:
+                    assert resource["Fn::Sub"].endswith(":secret:${AWS::StackName}/integrations/*"), lid
+                    assert set(actions) <= {"secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret"}, lid
+
+
+def test_only_the_functions_that_open_credentials_may_use_the_key_and_only_with_the_context(tpl: Template) -> None:
+    from connector.secrets import PURPOSE, encryption_context
+
+    users = set()
+    for lid in tpl.functions:
+        for statement in _statements(tpl, lid):
+            actions = _listed(statement["Action"])
+            if not any(a.startswith("kms:") for a in actions):
+                continue
+            users.add(lid)
+            assert set(actions) <= {"kms:Decrypt", "kms:GenerateDataKey"}, lid
+            assert statement["Resource"] == {"Fn::GetAtt": ["CredentialsKey", "Arn"]}, lid
+            condition = statement["Condition"]
+            assert condition["StringEquals"] == {"kms:EncryptionContext:connector": PURPOSE}, lid
+            assert condition["Null"] == {"kms:EncryptionContext:data_key": "false"}, lid
+            assert set(encryption_context(1)) == set(
+                condition["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+            )
+    assert users == CREDENTIAL_USERS
+
+
+def test_the_credentials_key_outlives_the_stack_with_the_table_and_refuses_other_contexts(tpl: Template) -> None:
+    from connector.secrets import PURPOSE
+
+    key = tpl.resources["CredentialsKey"]
+    assert key["DeletionPolicy"] == tpl.resources["StateTable"]["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    [deny] = [st for st in key["Properties"]["KeyPolicy"]["Statement"] if st["Effect"] == "Deny"]
+    assert deny["Condition"] == {"StringNotEquals": {"kms:EncryptionContext:connector": PURPOSE}}
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(deny["Action"])
+    alias = tpl.resources["CredentialsKeyAlias"]["Properties"]
+    assert alias["TargetKeyId"] == {"Ref": "CredentialsKey"}
+    env = tpl.data["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["CREDENTIALS_KEY_ID"] == {"Ref": "CredentialsKeyAlias"}
 
 
 def _policy_targets(tpl: Template, lid: str) -> set[tuple[str, str]]:

@@ -119,7 +119,7 @@ def test_every_function_was_traced_with_its_aws_calls(traced_run: TracedRun, tem
     """Not a vacuous scan: each function left segments, and their AWS and HTTP calls are in them."""
     assert set(traced_run.entities) == set(template.functions)
     kinds = {(e.get("namespace"), e["name"]) for entities in traced_run.entities.values() for e in entities}
-    assert {("aws", "dynamodb"), ("aws", "sqs"), ("aws", "secretsmanager")} <= kinds
+    assert {("aws", "dynamodb"), ("aws", "sqs"), ("aws", "kms")} <= kinds  # kms: the credentials' data key
     assert any(namespace == "remote" for namespace, _ in kinds)  # AlfaCRM and UIS calls (httpx)
 
 

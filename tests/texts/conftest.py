@@ -9,7 +9,7 @@ manager would see. Nothing sleeps: rate limiting is off and retries sleep on the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from connector.uis.client import UisClient
 
 from tests.conftest import runtime
 from tests.support import RecordingSender, sandbox_integration
-from tools.sandboxes.alfacrm import DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
+from tools.sandboxes.alfacrm import API_USER_ID, DEFAULT_API_KEY, DEFAULT_EMAIL, AlfaCrmSandbox
 from tools.sandboxes.uis import DEFAULT_TOKEN, UisSandbox
 
 TZ = "Europe/Moscow"
@@ -146,6 +146,7 @@ class World:
             timezone=TZ,
             iid=iid,
             active=active,
+            api_user_id=API_USER_ID,  # as the admin API finds it at creation
         )
 
     def notify(self, *events: str, method: str = "POST", name_event: bool = True, **options: Any) -> None:
@@ -189,6 +190,15 @@ class World:
         return self.alfacrm.comments_for(customer_id)
 
     seeded_max: int = 0
+    # a new AlfaCRM client of the same sandbox, as a new container would create (no token, nothing learned)
+    new_alfacrm: Callable[[], AlfaCrmClient] | None = None
+
+    def cold_container(self) -> None:
+        """What the next event meets in a container that just started: a new runtime and AlfaCRM client, the
+        same state table and accounts."""
+        assert self.new_alfacrm is not None
+        self.clients = Factory(self.new_alfacrm(), self.clients._uis)
+        self.rt = runtime(clients=self.clients, now=self.clock.utc)
 
 
 @pytest.fixture
@@ -199,19 +209,24 @@ def world() -> Iterator[World]:
     alfacrm = AlfaCrmSandbox(clock=clock, sender=lambda *a: 200, burst_limit=1_000_000)
     http_a = httpx.Client(transport=httpx.WSGITransport(app=alfacrm.app), base_url=ALFA_HOST)
     http_u = httpx.Client(transport=httpx.WSGITransport(app=uis.app))
-    alfa = AlfaCrmClient(
-        ALFA_HOST,
-        DEFAULT_EMAIL,
-        DEFAULT_API_KEY,
-        http=http_a,
-        retry=RetryPolicy(attempts=2, sleep=clock.sleep),
-        limiter=RateLimiter(0),  # no rate limiting in tests
-        clock=clock.monotonic,
-    )
+
+    def new_alfacrm() -> AlfaCrmClient:
+        return AlfaCrmClient(
+            ALFA_HOST,
+            DEFAULT_EMAIL,
+            DEFAULT_API_KEY,
+            http=http_a,
+            retry=RetryPolicy(attempts=2, sleep=clock.sleep),
+            limiter=RateLimiter(0),  # no rate limiting in tests
+            clock=clock.monotonic,
+        )
+
+    alfa = new_alfacrm()
     uis_client = UisClient(UIS_URL, DEFAULT_TOKEN, http=http_u, retry=RetryPolicy(attempts=1), clock=clock.monotonic)
     clients = Factory(alfa, uis_client)
     w = World(clock, uis, alfacrm, outbox, runtime(clients=clients, now=clock.utc), clients)
     w.seeded_max = max((c["id"] for c in w.customers()), default=0)
+    w.new_alfacrm = new_alfacrm
     yield w
     http_a.close()
     http_u.close()

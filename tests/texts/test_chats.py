@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from connector.models.texts import CustomerLink
-from connector.texts.facts import chat_facts
+from connector.texts.facts import chat_facts, chat_fields
 from connector.texts.transcript import MAX_PART_BYTES
+from connector.texts.visitors import Visitors
 from connector.uis.notifications import parse_message
 
 from tests.texts.builders import chat_finished_post, message
@@ -34,9 +37,21 @@ def open_chat(
     return int(chat["id"])
 
 
-def poller_event(world: World, chat_id: int, event: str = "chat_started") -> dict:
-    """What the chat poller enqueues: the chats_report row as payload."""
-    row = world.uis._chat_row(world.uis.chats[chat_id])
+def poller_event(world: World, chat_id: int, event: str = "chat_started", *, with_card: bool = True) -> dict:
+    """What the chat poller enqueues: its `get.chats_report` row (the columns the poller asks for) as payload,
+    with the visitor's card from get.visitors (`with_card=False`: a row no one looked the visitor up for)."""
+    integration = world.store.integrations.get("int1")
+    assert integration is not None
+    day = world.clock.now.replace(hour=0, minute=0, second=0)
+    [row] = world.clients.uis(integration).get_chats_report(
+        day,
+        day.replace(hour=23, minute=59, second=59),
+        filter={"field": "id", "operator": "=", "value": chat_id},
+        fields=chat_fields(integration.settings.texts.chats.extra_fields),
+    )
+    if with_card:
+        with world.rt.uis_points(integration, "texts") as points:
+            Visitors(world.rt, integration, points).complete_rows([row])
     return message(event, row, source="poller")
 
 
@@ -541,3 +556,80 @@ def test_no_customer_read_at_chat_end_when_the_mapped_values_did_not_change(worl
     [lead] = world.new_customers()
     assert lead["note"] == "Яндекс Директ" and len(world.comments(lead["id"])) == 1
     assert finished.alfacrm_calls == 1  # the transcript only
+
+
+def test_a_lead_made_from_a_polled_chat_start_carries_the_utm_and_columns_its_mappings_name(world: World):
+    """get.chats_report returns only its default columns without `fields` (report/get_chats_report): no UTM,
+    no channel, no tags. The poller names what the facts need and every documented column a mapping names."""
+    world.integration(
+        chat_settings(
+            on="chat_started",
+            filters={"sites": [], "channels": ["whatsapp"], "tags": []},
+            extra_fields=[
+                {"source": "utm_source", "target": "custom_utm_source", "update_always": False},
+                {"source": "ua_client_id", "target": "note", "update_always": False},
+            ],
+        )
+    )
+    chat = world.uis.start_chat(
+        chat_channel_type="whatsapp", visitor_phone_number="79261230077", utm_source="vk", ua_client_id="GA1.2.77"
+    )
+    outcome = world.run(poller_event(world, int(chat["id"])))
+    [lead] = world.new_customers()
+    assert outcome.lead_created and (lead["custom_utm_source"], lead["note"]) == ("vk", "GA1.2.77")
+
+
+def test_a_lead_made_on_a_polled_chat_start_is_named_after_the_visitor_from_get_visitors(world: World):
+    """The chat report has the visitor's phone, not the name or e-mail the visitor typed: get.visitors does."""
+    world.integration(chat_settings(on="chat_started"))
+    chat = world.uis.start_chat(
+        chat_channel_type="whatsapp", visitor_name="Эмма", visitor_phone_number="79261230088", visitor_email="e@x.ru"
+    )
+    outcome = world.run(poller_event(world, int(chat["id"]), with_card=False))
+    [lead] = world.new_customers()
+    assert outcome.lead_created and (lead["name"], lead["email"]) == ("Эмма", ["e@x.ru"])
+    assert outcome.uis_calls == 1  # the event's own get.visitors: no one asked for this chat before
+
+
+def test_a_lead_made_on_a_chat_start_the_poller_looked_up_costs_no_uis_call(world: World):
+    """The poller asked get.visitors for the chats it announced (one call for all): the event has the card."""
+    world.integration(chat_settings(on="chat_started"))
+    chat = world.uis.start_chat(chat_channel_type="whatsapp", visitor_name="Эмма", visitor_phone_number="79261230089")
+    event = poller_event(world, int(chat["id"]))
+    assert event["payload"]["visitor_card"] == {"name": "Эмма", "phone": "79261230089"}
+    outcome = world.run(event)
+    [lead] = world.new_customers()
+    assert outcome.lead_created and outcome.uis_calls == 0 and lead["name"] == "Эмма"
+
+
+def test_a_chat_finished_notification_of_a_nameless_visitor_costs_no_get_visitors_call(world: World):
+    """The default chat_finished body carries `visitor_info.visitor_name` (uis-api.md, notifications): empty
+    there, UIS has no name for the visitor, so get.visitors is not asked (issue 8.5 asks it only where the
+    notification lacks the name: poller-only chats). The event costs its one chats-report read, as before."""
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    chat_id = open_chat(world, name=None)
+    world.uis.finish_chat(chat_id)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert outcome.lead_created and lead["phone"] == ["+79261230001"]
+    assert outcome.uis_calls == 1
+    assert "get.visitors" not in [c["method"] for c in world.uis.rpc_log]
+
+
+def test_a_chat_notification_without_the_visitor_name_field_asks_get_visitors_for_the_lead_name(world: World):
+    """A body the user trimmed of `visitor_info` says nothing of the name: the lead asks get.visitors."""
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    chat_id = open_chat(world, name="Эмма")
+    world.uis.finish_chat(chat_id)
+    [sent] = world.outbox.sent
+    body = json.loads(sent["body"])
+    body["chat_id"] = body.get("chat_id") or chat_id
+    del body["visitor_info"]
+    body["visitor_id"] = world.uis.chats[chat_id]["visitor_id"]
+    sent["body"] = json.dumps(body)
+    [outcome] = world.deliver()
+    [lead] = world.new_customers()
+    assert outcome.lead_created and lead["name"] == "Эмма"
+    assert [c["method"] for c in world.uis.rpc_log].count("get.visitors") == 1

@@ -75,7 +75,7 @@ def test_a_retryable_failure_fails_only_its_record(served, lambda_context, conta
     add_integration(
         container_runtime, "int-demo-02", alfacrm_url, uis_url, filters={"sites": [], "form_types": ["standard"]}
     )
-    uis.fail("error", count=5, code=-32008, mnemonic="component_disabled")
+    uis.fail("http", count=5, http_status=503)
     event = copy.deepcopy(EVENT)
     second = copy.deepcopy(event["Records"][0])
     body = json.loads(second["body"])

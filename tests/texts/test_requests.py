@@ -256,3 +256,77 @@ def test_deliveries_naming_the_request_by_different_ids_make_one_comment(world: 
     assert [o.status for o in outcomes] == ["done", "skipped", "skipped"]
     # a repeated delivery costs no UIS call
     assert outcomes[2].uis_calls == 0
+
+
+# --- issue 8.12: phone search spellings -------------------------------------------------------------------
+def test_a_customer_stored_as_11_digits_is_found_by_an_account_matching_exact_text(world: World):
+    """AlfaCRM's phone matching is not documented; a client used against a real account searches with the
+    11-digit 7XXXXXXXXXX form. An account matching the stored text exactly finds "79031234599" only so."""
+    world.alfacrm.configure({"phone_search": "exact"})
+    known = world.alfacrm.ui_create_customer({"name": "Зоя", "is_study": 0, "phone": ["79031234599"]})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 (903) 123-45-99", visitor_email=None)
+    assert [c["id"] for c in world.new_customers()] == [known["id"]]  # no second card for Зоя
+    assert any("Хочу на пробный урок" in c for c in world.comments(known["id"]))
+
+
+def test_once_the_account_spelling_is_learned_a_new_lead_with_a_phone_costs_search_create_comment(world: World):
+    """An account matching digits inside stored numbers (the national digits find "+7(916)123-45-67"): the
+    spelling that found a differently written number answers for the account, so a new visitor's phone costs
+    one search, then the create and the comment."""
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 916 123 45 67", visitor_email=None)  # the seeded client: learned
+    [outcome] = submit(world, visitor_phone_number="79264445566", visitor_email=None, visitor_name="Новая")
+    assert outcome.lead_created and outcome.alfacrm_calls == 3
+
+
+def test_a_cold_container_searches_with_the_spelling_another_container_learned(world: World):
+    """The spelling is kept per AlfaCRM account in the state table: a container that just started makes its
+    first new lead with a phone with one search (not one per spelling), for one state-table read more than
+    its next event, which the runtime's memory answers."""
+    world.integration(request_settings())
+    world.notify("offline_message")
+    submit(world, visitor_phone_number="+7 916 123 45 67", visitor_email=None)  # the seeded client: learned
+    world.cold_container()
+    searches, reads = world.alfacrm.stats["customer/index"], world.store.calls
+    [first] = submit(world, visitor_phone_number="79264445566", visitor_email=None, visitor_name="Новая")
+    first_reads, searches = world.store.calls - reads, world.alfacrm.stats["customer/index"] - searches
+    assert first.lead_created and searches == 1
+    reads = world.store.calls
+    [second] = submit(world, visitor_phone_number="79264445577", visitor_email=None, visitor_name="Вторая")
+    assert second.lead_created and second.alfacrm_calls == 3  # search, create, comment
+    # the new container reads the integration record (the store's 10-s memory) and the spelling, once
+    assert first_reads - (world.store.calls - reads) == 2
+
+
+def test_a_cold_container_of_an_account_nothing_was_learned_for_reads_the_store_once(world: World):
+    """Nothing learned yet (no item): the container remembers that too and does not ask again per event."""
+    world.integration(request_settings())
+    world.notify("offline_message")
+    world.cold_container()
+    reads = world.store.calls
+    submit(world, visitor_phone_number="79264445588", visitor_email=None, visitor_name="Третья")
+    first_reads, reads = world.store.calls - reads, world.store.calls
+    submit(world, visitor_phone_number="79264445599", visitor_email=None, visitor_name="Четвёртая")
+    assert first_reads - (world.store.calls - reads) == 2  # the integration record and the (absent) spelling
+
+
+# --- issue 8.13: the comment author -------------------------------------------------------------------------
+def test_comments_are_signed_by_the_api_user_when_alfacrm_requires_an_author(world: World):
+    world.alfacrm.configure({"comment_requires_user_id": True})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    [outcome] = submit(world)
+    [lead] = world.new_customers()
+    assert outcome.status == "done" and world.comments(lead["id"])
+    assert world.alfacrm.state()["communications"][-1]["user_id"] == 3  # the sandbox's API user
+
+
+def test_comments_are_signed_by_the_author_the_settings_name(world: World):
+    world.alfacrm.configure({"comment_requires_user_id": True})
+    world.integration(texts_settings(comment_author_id=2))
+    world.notify("offline_message")
+    submit(world)
+    assert world.alfacrm.state()["communications"][-1]["user_id"] == 2

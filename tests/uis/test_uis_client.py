@@ -10,6 +10,7 @@ import httpx
 import pytest
 from connector.errors import (
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     UisLimitExceeded,
@@ -17,7 +18,7 @@ from connector.errors import (
     UisValidationError,
 )
 from connector.retry import RetryPolicy
-from connector.uis.client import UisClient, failed_row_index
+from connector.uis.client import UisClient
 
 from tests.uis.builders import API_URL, TOKEN, funnel_params
 
@@ -82,8 +83,10 @@ def test_unknown_token_is_access_token_invalid(sandbox, make_client):
     assert caught.value.mnemonic == "access_token_invalid"
 
 
-def test_check_auth_passes_with_a_valid_token_for_one_point(sandbox, client):
-    client.check_auth()
+def test_check_auth_passes_with_a_valid_token_for_one_point_and_tells_the_accounts_zone(sandbox, client):
+    # account/get_account needs no component: a school without the site components can still connect
+    sandbox.set_components(enabled=["sales_funnel"])
+    assert client.check_auth()["timezone"] == "Europe/Moscow"
     assert sandbox.points_spent == 1
 
 
@@ -117,16 +120,25 @@ def test_validation_error_carries_field_value_and_mnemonic(sandbox, client):
     assert not error.retryable
 
 
-@pytest.mark.parametrize(("code", "mnemonic"), [(-32008, "component_disabled"), (-32009, "account_inactive")])
-def test_account_state_errors_are_unavailable_and_left_for_a_later_attempt(sandbox, client, clock, code, mnemonic):
-    # Given UIS answers that the component or account is off
-    sandbox.fail("error", code=code, mnemonic=mnemonic, count=1)
+def test_an_inactive_account_is_unavailable_and_left_for_a_later_attempt(sandbox, client, clock):
+    # Given UIS answers that the account is off
+    sandbox.fail("error", code=-32009, mnemonic="account_inactive", count=1)
 
     # Then the call raises a retryable UisUnavailable at once (no in-process waiting)
     with pytest.raises(UisUnavailable) as caught:
         client.get_sites()
-    assert caught.value.retryable and caught.value.rpc_code == code
+    assert caught.value.retryable and caught.value.rpc_code == -32009
     assert clock.sleeps == []
+
+
+def test_a_component_switched_off_is_component_missing_naming_it_and_not_retried(sandbox, client, clock):
+    # data_api/index.html: -32008 method_component_disabled, "... following components ...: {components}"
+    sandbox.set_components(disabled=["consultant", "lead", "upload_offline_messages"])
+    with pytest.raises(UisComponentMissing) as caught:
+        client.get_offline_messages_report(datetime(2025, 3, 10), datetime(2025, 3, 10, 1))
+    assert caught.value.components == ["consultant", "lead", "upload_offline_messages"]
+    assert caught.value.code == "uis_component_missing" and not caught.value.retryable
+    assert clock.sleeps == [] and sandbox.points_spent == 0
 
 
 def test_http_500_is_retried_and_then_succeeds(sandbox, client):
@@ -136,6 +148,26 @@ def test_http_500_is_retried_and_then_succeeds(sandbox, client):
     # When a call is made, Then it succeeds on the retry
     assert client.get_tags()
     assert sandbox.points_spent == 1
+
+
+def test_a_write_whose_answer_is_lost_is_not_sent_again(sandbox, client):
+    # Given UIS applies the next create but its answer never arrives (a 504 from a gateway)
+    sandbox.fail("applied", method="create.deal_employees", http_status=504)
+
+    # When the client creates an employee
+    with pytest.raises(UisUnavailable) as caught:
+        client.create_deal_employee("user-2", "Ольга")
+
+    # Then it says the outcome is unknown instead of sending a second create, and UIS has the employee once
+    assert caught.value.ambiguous and caught.value.retryable
+    assert [c["method"] for c in sandbox.rpc_log] == ["create.deal_employees"]
+    assert client.get_deal_employees() == [{"ext_id": "user-2", "name": "Ольга"}]
+
+
+def test_a_read_whose_answer_is_lost_is_read_again(sandbox, client):
+    sandbox.fail("applied", method="get.tags", http_status=502)
+    assert client.get_tags()
+    assert [c["method"] for c in sandbox.rpc_log] == ["get.tags", "get.tags"]
 
 
 def test_persistent_5xx_raises_unavailable(sandbox, client):
@@ -233,10 +265,30 @@ def test_upload_refuses_more_than_1000_rows_before_spending_a_point(sandbox, cli
     assert sandbox.points_spent == 0
 
 
-def test_failed_row_index_reads_the_row_from_the_field():
-    assert failed_row_index(UisValidationError("x", field="deals[3].modified_stage_date_time")) == 3
-    assert failed_row_index(UisValidationError("x", field="deals")) is None
-    assert failed_row_index(UisValidationError("x")) is None
+def test_report_calls_name_their_columns_and_refuse_undocumented_ones_before_spending(sandbox, client):
+    seen: list[str] = []
+    chat = sandbox.start_chat(chat_channel_type="whatsapp", visitor_phone_number="79161234567")
+    sandbox.tag_chat(chat["id"], 503)
+    [row] = client.get_chats_report(datetime(2025, 3, 10), datetime(2025, 3, 10, 23))
+    # channel, site domain and tags are not default columns of get.chats_report: asked for by name
+    assert (row["chat_channel_type"], row["site_domain_name"]) == ("whatsapp", "school.ru")
+    assert [t["tag_name"] for t in row["tags"]] == ["Пробное"]
+    with pytest.raises(ValueError, match="visitor_name"):
+        client.get_chats_report(datetime(2025, 3, 10), datetime(2025, 3, 10, 23), fields=["id", "visitor_name"])
+    assert sandbox.points_spent == 1 and not seen
+
+
+def test_visitors_are_read_in_batches_by_id(sandbox, client):
+    chats = [sandbox.start_chat(visitor_name=f"Гость {i}", visitor_email=f"g{i}@x.ru") for i in range(3)]
+    visitors = client.get_visitors([c["visitor_id"] for c in chats] + [chats[0]["visitor_id"]])
+    assert [(v["name"], v["emails"]) for v in visitors] == [(f"Гость {i}", [f"g{i}@x.ru"]) for i in range(3)]
+    assert [c["method"] for c in sandbox.rpc_log] == ["get.visitors"]
+
+
+def test_visitors_need_the_data_api_setup_component(sandbox, client):
+    sandbox.set_components(disabled=["data_api_setup"])
+    with pytest.raises(UisComponentMissing):
+        client.get_visitors([3000001])
 
 
 def test_report_dates_must_be_naive_local_times(client):

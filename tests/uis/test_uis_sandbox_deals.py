@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from connector.errors import UisValidationError
-from connector.uis.client import failed_row_index
+from connector.errors import UisComponentMissing, UisValidationError
 
 from tests.uis.builders import deal_row, funnel_params
 
@@ -64,12 +63,12 @@ def test_created_funnel_reads_back_with_closing_stages_after_in_process(client, 
         (
             lambda p: p["stages"]["in_process"][1].update(order=10001),
             "invalid_parameter_value",
-            "stages.in_process[1].order",
+            "stages.in_process.order",
         ),
         (
             lambda p: p["stages"]["in_process"][1].update(ext_id="first_sale:s0"),
             "duplicate_entity",
-            "stages.in_process[1].ext_id",
+            "stages.in_process.ext_id",
         ),
     ],
     ids=["two-success", "no-failed", "no-in-process", "101-in-process", "order-over-10000", "duplicate-stage"],
@@ -126,20 +125,53 @@ def test_contacts_duplicate_and_bad_phone_are_refused_whole(client, sandbox, fun
         "create.deal_contacts",
         {"contacts": [{"ext_id": "c3", "name": "Новый"}, {"ext_id": "c1", "name": "Мария"}]},
     )
-    assert (error.mnemonic, error.field) == ("duplicate_entity", "contacts[1].ext_id")
+    assert (error.mnemonic, error.field) == ("duplicate_entity", "contacts.ext_id")
 
     error = _refused(
         client, "create.deal_contacts", {"contacts": [{"ext_id": "c4", "name": "X", "phone_numbers": ["8 (916) 123"]}]}
     )
-    assert (error.mnemonic, error.field) == ("invalid_parameter_value", "contacts[0].phone_numbers[0]")
+    assert (error.mnemonic, error.field) == ("invalid_parameter_value", "contacts.phone_numbers")
     assert {c["ext_id"] for c in sandbox.state()["contacts"]} == {"c1", "c2"}
 
 
 def test_contact_update_replaces_phone_and_email_lists(client, sandbox, funnel):
-    client.update_deal_contacts([{"ext_id": "c1", "phone_numbers": ["79990001122"], "emails": []}])
+    client.update_deal_contact({"ext_id": "c1", "phone_numbers": ["79990001122"], "emails": []})
 
     [c1] = [c for c in sandbox.state()["contacts"] if c["ext_id"] == "c1"]
     assert (c1["phone_numbers"], c1["emails"], c1["name"]) == (["79990001122"], [], "Мария")
+
+
+def test_contact_update_takes_one_contact_at_the_top_level_and_refuses_a_list(client, sandbox, funnel):
+    # ca_contact/update_deal_contacts documents ext_id, name, created_date_time, phone_numbers, emails at the top
+    error = _refused(client, "update.deal_contacts", {"contacts": [{"ext_id": "c1", "name": "Мария Иванова"}]})
+    assert (error.mnemonic, error.field) == ("unexpected_parameters", "contacts")
+    assert _refused(client, "update.deal_contacts", {"name": "x"}).mnemonic == "required_parameter_missed"
+    assert _refused(client, "update.deal_contacts", {"ext_id": "c9", "name": "x"}).field == "ext_id"
+
+    client.call("update.deal_contacts", {"ext_id": "c1", "name": "Мария Иванова"})
+    [c1] = [c for c in sandbox.state()["contacts"] if c["ext_id"] == "c1"]
+    assert c1["name"] == "Мария Иванова" and c1["emails"] == ["m@example.com"]
+
+
+def test_emails_repeated_within_a_contact_are_refused_on_create_and_update(client, sandbox, funnel):
+    # ca_contact/create_deal_contacts: "E-mail должен быть уникальным в списке"
+    twice = {"ext_id": "c5", "name": "Лена", "emails": ["lena@example.com", "Lena@Example.com"]}
+    error = _refused(client, "create.deal_contacts", {"contacts": [twice]})
+    assert (error.mnemonic, error.field) == ("invalid_parameter_value", "contacts.emails")
+    error = _refused(client, "update.deal_contacts", {"ext_id": "c1", "emails": ["a@example.com", "a@example.com"]})
+    assert (error.mnemonic, error.field) == ("invalid_parameter_value", "emails")
+    assert {c["ext_id"] for c in sandbox.state()["contacts"]} == {"c1", "c2"}
+
+
+def test_the_client_sends_contacts_in_uis_form_digits_without_plus_and_each_email_once(client, sandbox, funnel):
+    client.create_deal_contacts(
+        [{"ext_id": "c6", "name": "Ира", "phone_numbers": ["+79265554433"], "emails": ["ira@x.ru", "IRA@x.ru"]}]
+    )
+    client.update_deal_contact({"ext_id": "c2", "phone_numbers": ["+79031112233", "+79031112233"]})
+
+    contacts = {c["ext_id"]: c for c in sandbox.state()["contacts"]}
+    assert (contacts["c6"]["phone_numbers"], contacts["c6"]["emails"]) == (["79265554433"], ["ira@x.ru"])
+    assert contacts["c2"]["phone_numbers"] == ["79031112233"]
 
 
 def test_more_than_1000_contacts_are_refused(client):
@@ -212,7 +244,7 @@ def test_uploaded_path_is_stored_with_generated_intermediate_stages(client, sand
     ]
 
 
-def test_one_bad_row_fails_the_whole_upload_and_names_the_row(client, sandbox, funnel):
+def test_one_bad_row_fails_the_whole_upload_naming_the_field_not_the_row(client, sandbox, funnel):
     # Given four good rows for two deals and a fifth whose stage time is before its creation
     rows = [
         deal_row("d1", "first_sale:s0", "2025-03-01 10:00:00"),
@@ -225,14 +257,14 @@ def test_one_bad_row_fails_the_whole_upload_and_names_the_row(client, sandbox, f
     with pytest.raises(UisValidationError) as caught:
         client.upload_deals_history(rows)
 
-    # Then the error names row 3 and its deal, and nothing at all was stored
+    # Then the error names the field with dots and no row index (data_api/index.html), and nothing was stored
     error = caught.value
     assert (error.mnemonic, error.field, error.value) == (
         "invalid_parameter_value",
-        "deals[3].modified_stage_date_time",
+        "deals.modified_stage_date_time",
         "2025-02-01 10:00:00",
     )
-    assert failed_row_index(error) == 3 and error.params["ext_id"] == "d2"
+    assert error.params is None
     assert sandbox.state()["deals"] == []
 
 
@@ -249,9 +281,8 @@ def test_stage_time_going_backwards_across_calls_is_refused(client, sandbox, fun
             ]
         )
 
-    # Then it is refused naming that row, and the good row of the same call is not stored either
-    assert caught.value.field == "deals[1].modified_stage_date_time"
-    assert caught.value.params["last_modified_stage_date_time"] == "2025-03-05 10:00:00"
+    # Then it is refused naming the field, and the good row of the same call is not stored either
+    assert caught.value.field == "deals.modified_stage_date_time"
     assert [d["ext_id"] for d in sandbox.state()["deals"]] == ["d1"]
 
 
@@ -295,41 +326,41 @@ def test_a_failed_deal_can_come_back_in_process(client, sandbox, funnel):
 @pytest.mark.parametrize(
     ("extra", "mnemonic", "field"),
     [
-        ({"created": "2025-03-10 12:05:00"}, "invalid_parameter_value", "deals[0].created_date_time"),
-        ({"closed_date_time": "2025-03-05 10:00:00"}, "invalid_parameter_value", "deals[0].closed_date_time"),
-        ({"contact_ext_ids": ["c1"]}, "required_parameter_missed", "deals[0].main_contact_ext_id"),
-        ({"main_contact_ext_id": "c1"}, "required_parameter_missed", "deals[0].contact_ext_ids"),
+        ({"created": "2025-03-10 12:05:00"}, "invalid_parameter_value", "deals.created_date_time"),
+        ({"closed_date_time": "2025-03-05 10:00:00"}, "invalid_parameter_value", "deals.closed_date_time"),
+        ({"contact_ext_ids": ["c1"]}, "required_parameter_missed", "deals.main_contact_ext_id"),
+        ({"main_contact_ext_id": "c1"}, "required_parameter_missed", "deals.contact_ext_ids"),
         (
             {"contact_ext_ids": ["c1"], "main_contact_ext_id": "c2"},
             "invalid_parameter_value",
-            "deals[0].main_contact_ext_id",
+            "deals.main_contact_ext_id",
         ),
         (
             {"contact_ext_ids": ["c1", "c9"], "main_contact_ext_id": "c1"},
             "entity_not_found",
-            "deals[0].contact_ext_ids[1]",
+            "deals.contact_ext_ids",
         ),
-        ({"communication_id": 90000001}, "required_parameter_missed", "deals[0].communication_type"),
-        ({"communication_type": "chat"}, "required_parameter_missed", "deals[0].communication_id"),
+        ({"communication_id": 90000001}, "required_parameter_missed", "deals.communication_type"),
+        ({"communication_type": "chat"}, "required_parameter_missed", "deals.communication_id"),
         (
             {"communication_id": 90000001, "communication_type": "sms"},
             "invalid_parameter_value",
-            "deals[0].communication_type",
+            "deals.communication_type",
         ),
         (
             {"user_fields": [{"ext_id": "branch", "value": "Центр"}]},
             "entity_not_found",
-            "deals[0].user_fields[0].ext_id",
+            "deals.user_fields.ext_id",
         ),
         (
             {"user_fields": [{"ext_id": "hours", "value": "много"}]},
             "invalid_parameter_value",
-            "deals[0].user_fields[0].value",
+            "deals.user_fields.value",
         ),
-        ({"sales_funnel_ext_id": "upsell"}, "entity_not_found", "deals[0].sales_funnel_ext_id"),
-        ({"stage_ext_id": "upsell:paid"}, "entity_not_found", "deals[0].stage_ext_id"),
-        ({"name": None}, "required_parameter_missed", "deals[0].name"),
-        ({"modified_stage_date_time": "05.03.2025 10:00"}, "invalid_date_time", "deals[0].modified_stage_date_time"),
+        ({"sales_funnel_ext_id": "upsell"}, "entity_not_found", "deals.sales_funnel_ext_id"),
+        ({"stage_ext_id": "upsell:paid"}, "entity_not_found", "deals.stage_ext_id"),
+        ({"name": None}, "required_parameter_missed", "deals.name"),
+        ({"modified_stage_date_time": "05.03.2025 10:00"}, "invalid_date_time", "deals.modified_stage_date_time"),
     ],
     ids=[
         "created-in-future",
@@ -381,3 +412,42 @@ def test_deleted_deal_is_gone_and_the_funnel_can_then_be_deleted(client, sandbox
 
     assert sandbox.state()["deals"] == [] and sandbox.state()["funnels"] == []
     assert client.call("get.deals_in_processing", {})["data"]["count"] == 0
+
+
+def test_a_row_naming_an_employee_uis_lacks_is_refused_and_a_created_one_is_taken(client, sandbox, funnel):
+    row = deal_row("d1", "first_sale:s0", "2025-03-01 10:00:00", employee_ext_id="user-2", source="Сайт")
+    assert _refused(client, "upload.deals_history", {"deals": [row]}).field == "deals.employee_ext_id"
+
+    client.create_deal_employee("user-2", "Ольга Менеджер")
+    client.upload_deals_history([row])
+    assert sandbox.state()["deals"][0]["employee_ext_id"] == "user-2"
+    assert client.deals_history_of(["d1"])[0]["source"] == "Сайт"
+
+
+def test_an_undocumented_row_key_is_refused(client, funnel):
+    row = deal_row("d1", "first_sale:s0", "2025-03-01 10:00:00", manager="Ольга")
+    error = _refused(client, "upload.deals_history", {"deals": [row]})
+    assert (error.mnemonic, error.field) == ("unexpected_parameters", "deals.manager")
+
+
+def test_an_upload_applied_whose_answer_is_lost_is_stored_and_charged(client, sandbox, funnel):
+    sandbox.fail("applied", method="upload.deals_history", http_status=504)
+    with pytest.raises(Exception) as caught:
+        client.upload_deals_history([deal_row("d1", "first_sale:s0", "2025-03-01 10:00:00")])
+    assert getattr(caught.value, "ambiguous", False)
+    # the client did not send it again (a second copy would be refused as older than the deal's last stage)
+    assert [c["method"] for c in sandbox.rpc_log].count("upload.deals_history") == 1
+    assert [(r["ext_id"], r["stage_ext_id"]) for r in client.deals_history_of(["d1", "d2"])] == [
+        ("d1", "first_sale:s0")
+    ]
+
+
+def test_deal_methods_need_the_sales_funnel_component(client, sandbox):
+    # data_api/components/: every deal method needs «Воронки продаж» (sales_funnel); refused calls cost nothing
+    sandbox.set_components(disabled=["sales_funnel"])
+    with pytest.raises(UisComponentMissing) as caught:
+        client.call("create.sales_funnel", funnel_params())
+    assert caught.value.rpc_code == -32008 and caught.value.components == ["sales_funnel"]
+    assert caught.value.mnemonic == "method_component_disabled"
+    assert client.missing_components(["deals", "chats"]).keys() == {"deals"}
+    assert sandbox.points_spent == 1  # the chats probe only

@@ -1,4 +1,4 @@
-"""Create the template's tables, queues and secrets in moto, and resolve intrinsics to their local values.
+"""Create the template's tables, queues, secrets and KMS keys in moto, and resolve intrinsics to their local values.
 
 Shared by the local stack (moto server mode) and tests/conftest.py (in-process `mock_aws`), so neither
 repeats a key schema or a queue name: the template is the only place they are written down.
@@ -193,6 +193,10 @@ def predicted_physical(template: Template, *, stack_name: str, region: str, sqs_
         name = physical_name(stack_name, lid)
         arn = f"arn:aws:sns:{region}:{ACCOUNT_ID}:{name}"
         physical[lid] = Physical(arn, {"TopicArn": arn, "TopicName": name})
+    # a key's id is random (known once created); its alias is a name, which the environment uses
+    pseudo = Resolver(template, physical, stack_name=stack_name, region=region)
+    for lid, res in template.of_type("AWS::KMS::Alias").items():
+        physical[lid] = Physical(str(pseudo.resolve(res["Properties"]["AliasName"])))
     return physical
 
 
@@ -318,4 +322,25 @@ def create_secrets(
             with contextlib.suppress(secretsmanager.exceptions.ResourceNotFoundException):
                 secretsmanager.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
         arns[lid] = secretsmanager.create_secret(Name=name, SecretString=values.get(lid, "local-secret"))["ARN"]
+    return arns
+
+
+def create_keys(kms: Any, template: Template, resolver: Resolver) -> dict[str, str]:
+    """Every AWS::KMS::Key with its aliases (an alias already there keeps its key: ciphertexts stay
+    readable across local stacks sharing one moto); returns alias logical id → key ARN."""
+    existing = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases().get("Aliases", [])}
+    arns: dict[str, str] = {}
+    created: dict[str, str] = {}
+    for lid, res in template.of_type("AWS::KMS::Alias").items():
+        props = res["Properties"]
+        name = str(resolver.resolve(props["AliasName"]))
+        key_lid = props["TargetKeyId"]["Ref"]
+        key_id = existing.get(name)
+        if key_id is None:
+            if key_lid not in created:
+                description = str(resolver.resolve(template.resources[key_lid]["Properties"].get("Description", "")))
+                created[key_lid] = kms.create_key(Description=description)["KeyMetadata"]["KeyId"]
+            key_id = created[key_lid]
+            kms.create_alias(AliasName=name, TargetKeyId=key_id)
+        arns[lid] = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
     return arns

@@ -41,6 +41,7 @@ from tools.localstack.resources import (
     ACCOUNT_ID,
     Physical,
     Resolver,
+    create_keys,
     create_queues,
     create_secrets,
     create_tables,
@@ -280,6 +281,7 @@ class LocalStack:
         self._resolver = resolver
         admin_secrets = {lid: self.admin_token for lid in self.template.secrets}
         self.secret_arns = create_secrets(secretsmanager, self.template, resolver, admin_secrets, replace=True)
+        create_keys(session.client("kms", endpoint_url=endpoint), self.template, resolver)
         for lid, arn in self.secret_arns.items():
             physical[lid] = Physical(arn, {"Id": arn})
 

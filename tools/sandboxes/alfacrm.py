@@ -12,10 +12,23 @@ What it reproduces, because the connector must cope with it:
 - 429 when an account sends more than `burst_limit` requests within one second, and injected failures;
 - webhooks per branch, as AlfaCRM's triggers send them: raw JSON under
   `Content-Type: application/x-www-form-urlencoded`, `[]` for empty maps, only changed fields on update,
-  `fields_new` as form strings and `fields_old` as database values, `user_id` of the acting user.
+  `fields_new` as form strings and `fields_old` as database values, `user_id` of the acting user;
+- `log/index` as clients that run against real accounts read it (mircicn/aioalfacrm
+  `aioalfacrm/entities/log.py` and `tests/test_entities/test_log.py`, Airumian/alfacrm
+  `alfacrm/entities/log.py`, YegorPanin/alfacrm-client `src/alfacrm/models/log.py`, and the real export
+  ifpfptatmc/KO_alfacrm_data `leads_history_changes.csv` / `fetch_history_changes.py`): `event` an integer
+  (1 create, 2 update, 3 delete), `fields_old`/`fields_new` maps or lists of one-key maps
+  (`log_fields_style`), newest entries first;
+- no record carries an archive flag (`removed` is only an index filter; no public client's customer model has
+  one): archiving a lead is seen as its `lead_reject_id` (the real change log shows refusals that way);
+  `archive_flag_in_records` turns a flag on for accounts that might show one;
+- `pay-item` records with `pay_type_ids` (aioalfacrm `entities/pay_item.py`);
+- `communication/create` may require the author (`comment_requires_user_id`): a careful public client
+  refuses to post without `user_id`.
 
 Manager actions ("UI") are routes under `/_sandbox/ui/...` and methods `ui_*`; control routes are under
-`/_sandbox/...`. Phone search on the real server is unknown; here it is a substring match on digits.
+`/_sandbox/...`. Phone search on the real server is unknown (`phone_search`): `digits_substring` (default:
+the query's digits inside a stored number's digits), `digits` (all digits equal) or `exact` (the stored text).
 """
 
 from __future__ import annotations
@@ -242,6 +255,9 @@ FIELD_LABELS = {
     "comment": "Комментарий",
 }
 _AUTO_FIELDS = ("created_at", "updated_at", "balance", "paid_count")
+# log/index `event` (YegorPanin/alfacrm-client src/alfacrm/models/log.py: "1-добавление, 2-..., 3-удаление";
+# aioalfacrm's fixture: event=1 with an integer type)
+_LOG_EVENTS = {"create": 1, "update": 2, "delete": 3}
 
 
 def _db_value(value: Any) -> Any:
@@ -290,6 +306,10 @@ class AlfaCrmSandbox:
         omit_webhook_branch_id: bool = False,
         retry_after_header: bool = False,
         with_user_index: bool = True,
+        log_fields_style: str = "list",
+        phone_search: str = "digits_substring",
+        comment_requires_user_id: bool = False,
+        archive_flag_in_records: bool = False,
     ) -> None:
         self.clock: Callable[[], datetime] = clock or local_now
         self._sender = sender
@@ -300,6 +320,10 @@ class AlfaCrmSandbox:
         self.omit_webhook_branch_id = omit_webhook_branch_id
         self.retry_after_header = retry_after_header
         self.with_user_index = with_user_index
+        self.log_fields_style = log_fields_style  # "map" or "list" (of one-key maps)
+        self.phone_search = phone_search  # "digits_substring" | "digits" | "exact"
+        self.comment_requires_user_id = comment_requires_user_id
+        self.archive_flag_in_records = archive_flag_in_records
         self.throttle_message = "Please try in 1 second"  # AlfaCRM's 429 text
         self._lock = threading.RLock()
         self.accounts: dict[str, Account] = {}
@@ -392,6 +416,10 @@ class AlfaCrmSandbox:
             "retry_after_header": bool,
             "with_user_index": bool,
             "throttle_message": str,
+            "log_fields_style": str,
+            "phone_search": str,
+            "comment_requires_user_id": bool,
+            "archive_flag_in_records": bool,
         }
         with self._lock:
             for key, value in options.items():
@@ -442,6 +470,22 @@ class AlfaCrmSandbox:
             1: {"id": 1, "name": "Соколова Анна Викторовна", "branch_ids": [1], "is_active": 1},
             2: {"id": 2, "name": "Волков Игорь Петрович", "branch_ids": [1, 2], "is_active": 1},
             3: {"id": 3, "name": "Лебедева Мария Андреевна", "branch_ids": [2], "is_active": 1},
+        }
+        # entities/pay_item.py (aioalfacrm): {id, name, branch_ids, category_id, pay_type_ids, weight}
+        self.lookups["pay-item"] = {
+            iid: {
+                "id": iid,
+                "name": name,
+                "branch_ids": [1, 2],
+                "category_id": None,
+                "pay_type_ids": types,
+                "weight": iid,
+            }
+            for iid, name, types in [
+                (1, "Обучение", [1]),
+                (2, "Учебные материалы", [1, 9]),
+                (3, "Возврат за обучение", [2]),
+            ]
         }
         self.lookups["user"] = {
             1: {"id": 1, "name": "Администратор", "email": "admin@school.test", "is_active": 1},
@@ -619,9 +663,12 @@ class AlfaCrmSandbox:
         return record
 
     def render_customer(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """A customer as `customer/index` returns it: balance "575.00", dob "dd.mm.yyyy", phones as typed."""
+        """A customer as `customer/index` returns it: balance "575.00", dob "dd.mm.yyyy", phones as typed; no
+        archive flag unless `archive_flag_in_records` (the archive is an index filter, `removed`)."""
         out = {key: _db_value(value) for key, value in record.items()}
         out["dob"] = _ru_date(record.get("dob"))
+        if not self.archive_flag_in_records:
+            out.pop("removed", None)
         return out
 
     def render_pay(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -653,15 +700,20 @@ class AlfaCrmSandbox:
     ) -> list[tuple[str, dict[str, Any]]]:
         """Record a change in `log/index` and return the webhook deliveries it triggers (sent after unlock)."""
         now = self.clock()
+        if not self.archive_flag_in_records:
+            # the archive flag shows in no record, webhook or log entry: the reason (`lead_reject_id`) does
+            fields_old = {k: v for k, v in fields_old.items() if k != "removed"}
+            fields_new = {k: v for k, v in fields_new.items() if k != "removed"}
         self.log.append(
             {
                 "id": self._next_id("log"),
                 "entity": entity,
                 "entity_id": entity_id,
                 "user_id": user_id,
-                "event": event,
-                "fields_old": dict(fields_old) or [],
-                "fields_new": dict(fields_new) or [],
+                "event": _LOG_EVENTS[event],
+                "fields_old": self._log_fields(fields_old),
+                "fields_new": self._log_fields(fields_new),
+                "fields_rel": [],
                 "date_time": now.strftime(TIME_FORMAT),
             }
         )
@@ -684,6 +736,12 @@ class AlfaCrmSandbox:
             for hook in self.webhooks
             if hook["branch_id"] == branch_id and entity in hook["entities"]
         ]
+
+    def _log_fields(self, fields: Mapping[str, Any]) -> Any:
+        """A log entry's fields: a map, or a list of one-key maps (both seen by clients of real accounts)."""
+        if self.log_fields_style == "list":
+            return [{key: value} for key, value in fields.items()]
+        return dict(fields) or []
 
     def _deliver(self, outbox: list[tuple[str, dict[str, Any]]]) -> None:
         for url, body in outbox:
@@ -845,7 +903,8 @@ class AlfaCrmSandbox:
         branch_id: int | None = None,
         user_id: int = MANAGER_USER_ID,
     ) -> dict[str, Any]:
-        """Archive with a reason (a lead's `lead_reject_id`, a client's `customer_reject_id`): an update."""
+        """Archive with a reason (a lead's `lead_reject_id`, a client's `customer_reject_id`): an update whose
+        visible change is the reason (the archive flag itself shows nowhere, see the module doc)."""
         with self._lock:
             record = self._customer(customer_id)
             if record["is_study"]:
@@ -853,6 +912,20 @@ class AlfaCrmSandbox:
             else:
                 fields = {"removed": 1, "lead_reject_id": reason_id or 1}
             record, outbox = self._update_customer(customer_id, fields, branch_id=branch_id, user_id=user_id)
+            rendered = self.render_customer(record)
+        self._deliver(outbox)
+        return rendered
+
+    def ui_restore_customer(
+        self, customer_id: int, *, branch_id: int | None = None, user_id: int = MANAGER_USER_ID
+    ) -> dict[str, Any]:
+        """Back from the archive: the refusal reason is cleared."""
+        with self._lock:
+            record = self._customer(customer_id)
+            reason = "customer_reject_id" if record["is_study"] else "lead_reject_id"
+            record, outbox = self._update_customer(
+                customer_id, {"removed": 0, reason: None}, branch_id=branch_id, user_id=user_id
+            )
             rendered = self.render_customer(record)
         self._deliver(outbox)
         return rendered
@@ -1011,6 +1084,8 @@ class AlfaCrmSandbox:
                 model = self.ui_archive_customer(
                     record_id, reason_id=int(reason) if reason else None, branch_id=branch, user_id=user_id
                 )
+            elif route == "customer/restore":
+                model = self.ui_restore_customer(record_id, branch_id=branch, user_id=user_id)
             elif route == "pay/update":
                 model = self.ui_update_pay(record_id, body, user_id=user_id)
             elif route == "pay/delete":
@@ -1244,7 +1319,7 @@ class AlfaCrmSandbox:
             # without removed: active only; 1 = active + archived; 2 = archived only
             if (removed in (None, 0) and record["removed"]) or (removed == 2 and not record["removed"]):
                 continue
-            if phone and not (_digits(phone) and any(_digits(phone) in _digits(p) for p in record["phone"])):
+            if phone and not self._phone_matches(phone, record["phone"]):
                 continue
             if email and not any(email == address.strip().lower() for address in record["email"]):
                 continue
@@ -1252,6 +1327,16 @@ class AlfaCrmSandbox:
                 continue
             found.append(record)
         return self._filter(found, rest)
+
+    def _phone_matches(self, query: str, stored: list[str]) -> bool:
+        if self.phone_search == "exact":
+            return any(query == p.strip() for p in stored)
+        wanted = _digits(query)
+        if not wanted:
+            return False
+        if self.phone_search == "digits":
+            return any(wanted == _digits(p) for p in stored)
+        return any(wanted in _digits(p) for p in stored)
 
     def _pay_api(
         self, action: str, body: dict[str, Any], query: Mapping[str, str], *, branch_id: int | None, user_id: int
@@ -1348,12 +1433,17 @@ class AlfaCrmSandbox:
             comment = _parse_str(body.get("comment"))
             if not comment.strip():
                 raise _Invalid({"comment": ["Необходимо заполнить «Комментарий»."]})
+            author = _parse_int(body.get("user_id"))
+            if author is None and self.comment_requires_user_id:
+                raise _Invalid({"user_id": ["Необходимо заполнить «Автор»."]})
+            if author is not None and author not in self.lookups["user"]:
+                raise _Invalid({"user_id": ["Значение «Автор» неверно."]})
             record: dict[str, Any] = {
                 "id": self._next_id("communication"),
                 "type_id": _parse_int(body.get("type_id")) or 1,
                 "class": owner_class,
                 "related_id": related_id,
-                "user_id": _parse_int(body.get("user_id")) or user_id,
+                "user_id": author or user_id,
                 "added": self.clock(),
                 "comment": comment,
             }
@@ -1373,7 +1463,8 @@ class AlfaCrmSandbox:
 
     def _log_index(self, body: Mapping[str, Any]) -> Response:
         with self._lock:
-            records = list(self.log)
+            # newest first: the real export (KO_alfacrm_data leads_history_changes.csv) runs from the latest date
+            records = list(reversed(self.log))
         if body.get("entity"):
             records = [r for r in records if r["entity"] == body["entity"]]
         if body.get("entity_id"):

@@ -1,23 +1,34 @@
 """UIS (CoMagic) emulator: the Data API v2.0 (JSON-RPC) at `/v2.0` plus UIS-style notifications.
 
-Faithful to shared/reference/uis-api.md where the connector depends on behaviour:
+Held to the published Data API docs (`comagic/comagic.github.io`, one page per method under
+`data_api/<section>/<method>/index.html`; the general rules on `data_api/index.html`), each behaviour with its
+page in a comment:
 - JSON-RPC envelope: `id` required, batch arrays refused (-32600), unknown method (-32601), token in
-  `params.access_token` (-32001 `access_token_invalid|expired|blocked`);
+  `params.access_token` (-32001 `access_token_invalid|expired|blocked`); a parameter the method does not
+  document is refused (-32602 `unexpected_parameters`);
 - a point per successful call against a minute and a day budget, reported in `metadata.limits`;
   -32029 `limit_exceeded` when spent (the error's `data.metadata.limits` carries the budget too);
+- components (`data_api/components/`): every method needs one of its components switched on, else -32008
+  `method_component_disabled`; tests switch components off with `set_components`;
 - deals "Другая CRM": funnels (one success + one failed stage, 1–100 in-process stages, order ≤ 10000),
-  contacts (E.164, ≤1000 per call, update replaces phone/e-mail lists), user fields, employees and
-  `upload.deals_history` with every documented rule, all or nothing, times only moving forward across
+  contacts (`create.deal_contacts` takes a list, `update.deal_contacts` ONE contact at the top level of
+  `params`; e-mails unique within a contact; lists given replace the stored ones), user fields, employees
+  and `upload.deals_history` with every documented rule, all or nothing, times only moving forward across
   calls, generated intermediate stages flagged `is_generated`;
-- chats, chat messages, offline messages (requests), sites, channels, tags, employees and their reports
-  (date ranges ≤ 3 months, messages ≤ 30 days, filters, limit/offset);
+- chats, chat messages, offline messages (requests), visitors (`get.visitors`), sites, channels, tags,
+  employees and their reports (date ranges ≤ 3 months, messages ≤ 30 days, filters on filterable columns,
+  limit/offset); a report returns only its default columns unless `fields` names others, and an unknown
+  column name is refused (`uis_columns.py` holds the docs' tables);
 - notifications sent the way UIS's default templates shape them (POST JSON body or GET query string).
 
-Upload validation errors are -32602 with `data = {"mnemonic", "field": "deals[<i>].<name>", "value",
-"params": {"row": <i>, "ext_id": <deal ext_id>}}`; nothing of the call is stored.
+Validation errors are -32602 with `data = {"mnemonic", "field", "value"}`; `field` names a nested parameter
+with dots and no array index (`deals.stage_ext_id`, `contacts.emails`: "Вложенные параметры отображаются
+через разделитель точка", data_api/index.html), so a client cannot tell which row or contact was refused;
+nothing of a refused call is stored and it costs no point.
 
-Control routes (`/_sandbox/...`) drive scenarios, inject failures and dump state; each has a Python
-method on `UisSandbox` for tests. All date-times are the account's zone-less local time from `clock`.
+Control routes (`/_sandbox/...`) drive scenarios, inject failures (including a call applied whose answer is
+lost: `fail("applied")`) and dump state; each has a Python method on `UisSandbox` for tests. All date-times
+are the account's zone-less local time from `clock`.
 """
 
 from __future__ import annotations
@@ -41,6 +52,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tools.sandboxes.common import Faults, ServedApp, http_sender, json_response, read_json
+from tools.sandboxes.uis_columns import (
+    CHAT_MESSAGES_REPORT,
+    CHATS_REPORT,
+    DEALS_HISTORY,
+    OFFLINE_MESSAGES_REPORT,
+    Columns,
+)
 
 DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEFAULT_TOKEN = "uis-sandbox-token"
@@ -56,6 +74,57 @@ FORM_TYPES = ("standard", "custom", "facebook", "dataapi")
 EVENTS = ("offline_message", "chat_finished", "lost_chat", "set_mark", "unset_mark")
 _PHONE = re.compile(r"^\+?[1-9]\d{7,14}$")  # E.164; UIS's own examples omit the "+"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# The top-level `params` each method documents ("Параметры запроса" on its page; `access_token` and `user_id`
+# are on every page). Anything else is refused with `unexpected_parameters`.
+_LISTING = ("limit", "offset", "filter", "fields", "sort")
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "get.sales_funnel": _LISTING,  # ca_sales_funnel/get_sales_funnel
+    "create.sales_funnel": ("ext_id", "name", "stages"),  # ca_sales_funnel/create_sales_funnel
+    "update.sales_funnel": ("ext_id", "name"),
+    "delete.sales_funnel": ("ext_id",),
+    "create.sales_funnel_stages": ("sales_funnel_ext_id", "ext_id", "name", "order"),
+    "update.sales_funnel_stages": ("sales_funnel_ext_id", "ext_id", "name", "order"),
+    "delete.sales_funnel_stages": ("sales_funnel_ext_id", "ext_id"),
+    "create.deal_employees": ("ext_id", "name"),  # ca_employee/create_deal_employees
+    "get.deal_employees": _LISTING,  # ca_employee/get_deal_employees
+    "create.deal_contacts": ("contacts",),  # ca_contact/create_deal_contacts: a list, ≤ 1000
+    # ca_contact/update_deal_contacts: ONE contact, its fields at the top level (no `contacts` list)
+    "update.deal_contacts": ("ext_id", "name", "created_date_time", "phone_numbers", "emails"),
+    "get.deal_contacts": _LISTING,  # ca_contact/get_deal_contacts
+    "create.deal_user_field": ("ext_id", "name", "data_type"),  # ca_deal/create_deal_user_field
+    "get.deal_user_fields": _LISTING,
+    "upload.deals_history": ("deals",),  # ca_deal/upload_deals_history
+    "get.deals_history": _LISTING,  # ca_deal/get_deals_history
+    "get.deals_in_processing": (),  # ca_deal/get_deals_processing
+    "delete.deals": ("ext_id",),  # ca_deal/delete_deals
+    "get.sites": _LISTING,
+    "get.chat_channels": _LISTING,
+    "get.tags": _LISTING,
+    "get.employees": _LISTING,
+    "get.chats_report": (*_LISTING, "date_from", "date_till"),  # report/get_chats_report
+    "get.chat_messages_report": (*_LISTING, "chat_id", "chat_ids", "date_from", "date_till"),
+    "get.offline_messages_report": (*_LISTING, "date_from", "date_till", "include_tech_offline_messages"),
+    "set.tag_communications": ("communication_id", "communication_type", "tag_id"),
+    "get.visitors": ("ids",),  # person/get_visitors
+    "get.account": (),  # account/get_account: no component, no right (the cheapest proof of a token)
+}
+
+# data_api/components/ ("Права и компоненты"): the method works when ANY of its components is on
+# ("You need at least on of the following components"). get.visitors: its page names «Data API для
+# настройки»; that component's id is not published, `data_api_setup` stands for it here.
+_DEALS = ("sales_funnel",)
+_SITE = ("call_tracking", "consultant", "lead", "sitephone")
+METHOD_COMPONENTS: dict[str, tuple[str, ...]] = {
+    **{m: _DEALS for m in METHOD_PARAMS if m.endswith(("sales_funnel", "sales_funnel_stages"))},
+    **{m: _DEALS for m in METHOD_PARAMS if "deal" in m},
+    "get.sites": _SITE,
+    "get.chats_report": _SITE,
+    "get.chat_messages_report": ("consultant", "upload_chats"),
+    "get.offline_messages_report": ("consultant", "lead", "upload_offline_messages"),
+    "get.visitors": ("data_api_setup",),
+}
+COMPONENTS = frozenset(c for names in METHOD_COMPONENTS.values() for c in names) | {"upload_calls"}
 
 Sender = Callable[[str, str, bytes | None, dict[str, str]], int]
 
@@ -130,6 +199,12 @@ def _duplicate(field: str, value: Any, params: Any = None) -> RpcError:
     )
 
 
+def _unexpected(field: str, value: Any = None) -> RpcError:
+    # data_api/index.html, "Список ошибок общих для всех методов": a parameter the method's JSON structure does
+    # not provide for, or a column named for sorting, filtering or `fields` that does not exist
+    return RpcError(-32602, "unexpected_parameters", "Unexpected method parameter(s)", field=field, value=value)
+
+
 def _fmt(value: datetime) -> str:
     return value.strftime(DATE_TIME_FORMAT)
 
@@ -188,7 +263,8 @@ def _require(params: dict[str, Any], *names: str) -> None:
 
 
 # --- filters and paging (shared by every get.* method) -----------------------------------------
-def _match(row: dict[str, Any], flt: Any, path: str = "filter") -> bool:
+def _match(row: dict[str, Any], flt: Any, columns: Columns | None, path: str = "filter") -> bool:
+    """data_api/index.html, "Критерии фильтрации": a simple filter or a tree of them (`filters` + `condition`)."""
     if not isinstance(flt, dict):
         raise _invalid(path, "filter must be an object", flt)
     if "filters" in flt:
@@ -196,12 +272,20 @@ def _match(row: dict[str, Any], flt: Any, path: str = "filter") -> bool:
         condition = flt.get("condition", "and")
         if not isinstance(items, list) or condition not in ("and", "or"):
             raise _invalid(path, "filter tree needs a list of filters and condition and|or", flt)
-        results = [_match(row, item, f"{path}.filters[{i}]") for i, item in enumerate(items)]
+        results = [_match(row, item, columns, f"{path}.filters") for item in items]
         return all(results) if condition == "and" else any(results)
     field, op, expected = flt.get("field"), flt.get("operator"), flt.get("value")
-    if field not in row:
-        raise _invalid(f"{path}.field", f"Field {field} can not be filtered", field)
-    actual = row[field]
+    if columns is not None:
+        if field not in columns:
+            raise _unexpected(f"{path}.field", field)
+        if not columns[field][1]:
+            # the column's "Фильтрация" is not "да" (data_api/index.html: `filter_prohibited`)
+            raise RpcError(
+                -32602, "filter_prohibited", "Filter by parameter is prohibited", field=f"{path}.field", value=field
+            )
+    elif field not in row:
+        raise _unexpected(f"{path}.field", field)
+    actual = row.get(field)
     try:
         if op == "=":
             return bool(actual == expected)
@@ -229,12 +313,34 @@ def _match(row: dict[str, Any], flt: Any, path: str = "filter") -> bool:
     raise _invalid(f"{path}.operator", f"Unknown operator {op}", op)
 
 
-def _listing(rows: Iterable[dict[str, Any]], params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+def _listing(
+    rows: Iterable[dict[str, Any]], params: dict[str, Any], columns: Columns | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Filter, sort, page and project rows.
+
+    With `columns` (a report's documented table) the reply holds only the default columns unless `fields`
+    names others, and a name the table lacks is refused (data_api/index.html, "Представление возвращаемых
+    данных": "Если примитив fields не используется, то в выводе показываются все поля по умолчанию").
+    Without a table every column is returned (methods whose pages have no "Ответ по умолчанию" column).
+    """
     rows = list(rows)
+    fields = params.get("fields")
+    if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
+        raise _invalid("fields", "fields must be a list of column names", fields)
+    if fields:
+        known = columns if columns is not None else (rows[0] if rows else None)
+        unknown = [f for f in fields if known is not None and f not in known]
+        if unknown:
+            raise _unexpected("fields", unknown)
     if params.get("filter"):
-        rows = [row for row in rows if _match(row, params["filter"])]
+        if columns is not None:
+            # the filter is judged against the method's columns even when no row would be compared
+            _match(dict.fromkeys(columns), params["filter"], columns)
+        rows = [row for row in rows if _match(row, params["filter"], columns)]
     for sort in reversed(params.get("sort") or []):
         key: str = sort.get("field")
+        if columns is not None and key not in columns:
+            raise _unexpected("sort.field", key)
         rows.sort(key=lambda r: (r.get(key) is None, r.get(key)), reverse=sort.get("order") == "desc")
     limit, offset = params.get("limit", 1000), params.get("offset", 0)
     if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -242,12 +348,10 @@ def _listing(rows: Iterable[dict[str, Any]], params: dict[str, Any]) -> tuple[li
     if not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
         raise _invalid("offset", f"offset must be 0..{MAX_OFFSET}", offset)
     page = rows[offset : offset + limit]
-    fields = params.get("fields")
     if fields:
-        unknown = [f for f in fields if rows and f not in rows[0]]
-        if unknown:
-            raise _invalid("fields", f"Unknown fields {unknown}", unknown)
         page = [{f: row.get(f) for f in fields} for row in page]
+    elif columns is not None:
+        page = [{f: row.get(f) for f, (default, _) in columns.items() if default} for row in page]
     return copy.deepcopy(page), len(rows)
 
 
@@ -273,7 +377,7 @@ def _report_range(params: dict[str, Any], *, max_days: int | None = None) -> tup
 @dataclass
 class _Failure:
     count: int
-    kind: str  # "limit_exceeded" | "http" | "error"
+    kind: str  # "limit_exceeded" | "http" | "error" | "applied" (the call is applied, its answer lost)
     method: str | None = None
     http_status: int = 500
     code: int = -32008
@@ -294,12 +398,15 @@ class UisSandbox:
         sender: Sender | None = None,
         seed: bool = True,
         limits_in_errors: bool = True,
+        timezone: str = "Europe/Moscow",
     ) -> None:
         self.clock: Callable[[], datetime] = clock or SandboxClock()
         self.sender: Sender = sender or http_sender()
         self.minute_limit, self.day_limit = minute_limit, day_limit
         # whether -32029 errors repeat the budget in `data.metadata.limits` (clients must cope either way)
         self.limits_in_errors = limits_in_errors
+        # the account's zone as get.account reports it (IANA); the clock runs in it
+        self.timezone = timezone
         self._lock = threading.RLock()
         self._local = threading.local()
         self.tokens: dict[str, str] = {token: "valid" for token in access_tokens}
@@ -313,8 +420,10 @@ class UisSandbox:
             "update.sales_funnel_stages": self._update_stage,
             "delete.sales_funnel_stages": self._delete_stage,
             "create.deal_employees": self._create_deal_employee,
+            "get.deal_employees": lambda p: _listing(self.deal_employees.values(), p),
             "create.deal_contacts": self._create_contacts,
-            "update.deal_contacts": self._update_contacts,
+            "update.deal_contacts": self._update_contact,
+            "get.deal_contacts": lambda p: _listing(self.contacts.values(), p),
             "create.deal_user_field": self._create_user_field,
             "get.deal_user_fields": self._get_user_fields,
             "upload.deals_history": self._upload_deals_history,
@@ -329,6 +438,9 @@ class UisSandbox:
             "get.chat_messages_report": self._chat_messages_report,
             "get.offline_messages_report": self._offline_messages_report,
             "set.tag_communications": self._set_tag_communications,
+            "get.visitors": self._get_visitors,
+            # account/get_account's JSON answer: `data` is a list holding the account
+            "get.account": lambda p: [{"app_id": 100500, "name": "Школа английского", "timezone": self.timezone}],
         }
         self._url_map = Map(
             [
@@ -338,6 +450,7 @@ class UisSandbox:
                 Rule("/_sandbox/fail", methods=["POST"], endpoint="fail"),
                 Rule("/_sandbox/faults", methods=["POST"], endpoint="faults"),
                 Rule("/_sandbox/tokens", methods=["POST"], endpoint="tokens"),
+                Rule("/_sandbox/components", methods=["POST"], endpoint="components"),
                 Rule("/_sandbox/clock", methods=["POST"], endpoint="clock"),
                 Rule("/_sandbox/notifications", methods=["POST"], endpoint="notifications"),
                 Rule("/_sandbox/chats", methods=["POST"], endpoint="start_chat"),
@@ -366,9 +479,13 @@ class UisSandbox:
             self.employees: dict[int, dict[str, Any]] = {}
             self.chats: dict[int, dict[str, Any]] = {}
             self.requests: dict[int, dict[str, Any]] = {}
+            # person/get_visitors: what UIS knows of a visitor (name, phones, e-mails, messenger usernames)
+            self.visitors: dict[int, dict[str, Any]] = {}
+            self.components: set[str] = set(COMPONENTS)
             self.notifications: dict[str, dict[str, Any]] = {}
             self.deliveries: list[dict[str, Any]] = []
-            self.rpc_log: list[dict[str, Any]] = []
+            self.rpc_log: list[dict[str, Any]] = []  # successful calls (each cost a point)
+            self.refused: list[dict[str, Any]] = []  # refused calls (free): method and mnemonic
             self.rows_received: list[dict[str, Any]] = []
             self._failures: list[_Failure] = []
             # random faults for chaos runs (`configure_faults`) and deals this account refuses
@@ -477,6 +594,8 @@ class UisSandbox:
                     "employees": list(self.employees.values()),
                     "chats": list(self.chats.values()),
                     "requests": list(self.requests.values()),
+                    "visitors": list(self.visitors.values()),
+                    "components": sorted(self.components),
                     "notifications": self.notifications,
                     "deliveries": self.deliveries,
                     "points_spent": self.points_spent,
@@ -493,6 +612,12 @@ class UisSandbox:
         with self._lock:
             self.tokens[token] = state
 
+    def set_components(self, enabled: Iterable[str] | None = None, *, disabled: Iterable[str] = ()) -> None:
+        """The account's switched-on components (data_api/components/): `enabled` replaces the set (None: all),
+        `disabled` switches those off."""
+        with self._lock:
+            self.components = set(COMPONENTS if enabled is None else enabled) - set(disabled)
+
     def fail(
         self,
         kind: str = "limit_exceeded",
@@ -500,12 +625,14 @@ class UisSandbox:
         count: int = 1,
         method: str | None = None,
         http_status: int = 500,
-        code: int = -32008,
-        mnemonic: str = "component_disabled",
+        code: int = -32603,
+        mnemonic: str = "internal_error",
         message: str = "Injected failure",
     ) -> None:
-        """Make the next `count` calls (optionally of one method) fail: `limit_exceeded`, `http` or `error`."""
-        if kind not in ("limit_exceeded", "http", "error"):
+        """Make the next `count` calls (optionally of one method) fail: `limit_exceeded`, `http`, `error`, or
+        `applied` — the call is carried out (and charged) but the answer is lost: HTTP `http_status` with no
+        body, as a gateway timeout or a dropped connection looks to the client."""
+        if kind not in ("limit_exceeded", "http", "error", "applied"):
             raise ValueError(f"unknown failure kind {kind}")
         with self._lock:
             self._failures.append(_Failure(count, kind, method, http_status, code, mnemonic, message))
@@ -577,14 +704,15 @@ class UisSandbox:
             return exc.status, None
         except RpcError as exc:
             self._pending.clear()
+            method = body.get("method") if isinstance(body, dict) else None
+            with self._lock:
+                self.refused.append({"method": method, "mnemonic": exc.mnemonic, "field": exc.field})
             return 200, {
                 "jsonrpc": "2.0",
                 "id": request_id,
                 "error": {"code": exc.code, "message": exc.message, "data": exc.data()},
             }
         self._flush()  # notifications caused by the call (set.tag_communications), outside the lock
-        if getattr(self._local, "answer_lost", False):
-            return 504, None
         return 200, reply
 
     def _rpc(self, body: Any) -> dict[str, Any]:
@@ -608,22 +736,20 @@ class UisSandbox:
         if token_state != "valid":
             raise RpcError(-32001, token_state, "Authentication failed")
         now = self.clock()
-        self._injected_failure(method, now)
-        self._local.answer_lost = False
-        fault = self.faults.draw(
-            ("limit_exceeded", "500", "502", "503", *(("applied_504",) if method == "upload.deals_history" else ()))
-        )
-        if fault == "limit_exceeded":
-            raise self._limit_error(now, exhausted="minute")
-        if fault in ("500", "502", "503"):
-            raise _HttpFailure(int(fault))
-        self._local.answer_lost = fault == "applied_504"
+        failure = self._injected_failure(method, now) or self._random_fault(method, now)
+        self._component_check(method)
         self._spend_check(now)
         params = {k: v for k, v in params.items() if k not in ("access_token", "user_id")}
+        unexpected = [k for k in params if k not in METHOD_PARAMS.get(method, ())]
+        if unexpected:
+            raise _unexpected(unexpected[0], params[unexpected[0]])
         outcome = handler(params)
-        # every successful call costs one point
+        # every successful call costs one point (data_api/index.html: "Баллы списываются только за успешные")
         self._charge(now)
         self.rpc_log.append({"method": method, "at": _fmt(now)})
+        if failure is not None:
+            # carried out and charged, but the answer never reaches the client
+            raise _HttpFailure(failure.http_status)
         metadata: dict[str, Any] = {"limits": self._limits(now)}
         if isinstance(outcome, tuple):
             data, metadata["total_items"] = outcome
@@ -631,16 +757,42 @@ class UisSandbox:
             data = outcome
         return {"data": data, "metadata": metadata}
 
-    def _injected_failure(self, method: str, now: datetime) -> None:
+    def _component_check(self, method: str) -> None:
+        needed = METHOD_COMPONENTS.get(method, ())
+        if needed and not self.components.intersection(needed):
+            names = ",".join(needed)
+            # data_api/index.html: -32008 `method_component_disabled`, text verbatim (typo "on" included)
+            raise RpcError(
+                -32008,
+                "method_component_disabled",
+                f"You need at least on of the following components to access this method: {names}",
+                params={"components": names},
+            )
+
+    def _random_fault(self, method: str, now: datetime) -> _Failure | None:
+        """A chaos run's seeded fault (`configure_faults`): raised now, or an upload applied whose answer is lost."""
+        applied = ("applied_504",) if method == "upload.deals_history" else ()
+        fault = self.faults.draw(("limit_exceeded", "500", "502", "503", *applied))
+        if fault == "limit_exceeded":
+            raise self._limit_error(now, exhausted="minute")
+        if fault in ("500", "502", "503"):
+            raise _HttpFailure(int(fault))
+        return _Failure(1, "applied", method, 504) if fault == "applied_504" else None
+
+    def _injected_failure(self, method: str, now: datetime) -> _Failure | None:
+        """Raise the next injected failure for `method`; an `applied` one is returned to end the call later."""
         for failure in self._failures:
             if failure.method in (None, method) and failure.count > 0:
                 failure.count -= 1
                 self._failures = [f for f in self._failures if f.count > 0]
+                if failure.kind == "applied":
+                    return failure
                 if failure.kind == "http":
                     raise _HttpFailure(failure.http_status)
                 if failure.kind == "limit_exceeded":
                     raise self._limit_error(now, exhausted="minute")
                 raise RpcError(failure.code, failure.mnemonic, failure.message)
+        return None
 
     # --- limits ----------------------------------------------------------------------------------
     def _windows(self, now: datetime) -> tuple[int, int, int, int]:
@@ -756,8 +908,8 @@ class UisSandbox:
                 f"1..{MAX_IN_PROCESS_STAGES} in-process stages are required",
                 len(in_process) if isinstance(in_process, list) else in_process,
             )
-        for i, stage in enumerate(in_process):
-            add(stage, f"stages.in_process[{i}]", "in_process", None)
+        for stage in in_process:
+            add(stage, "stages.in_process", "in_process", None)
         add(stages["success"], "stages.success", "success", SUCCESS_ORDER)
         add(stages["failed"], "stages.failed", "failed", FAILED_ORDER)
         self.funnels[ext_id] = {"ext_id": ext_id, "name": params["name"], "stages": built}
@@ -837,30 +989,48 @@ class UisSandbox:
         self.deal_employees[params["ext_id"]] = {"ext_id": params["ext_id"], "name": params["name"]}
         return {"ext_id": params["ext_id"]}
 
+    _CONTACT_KEYS = ("ext_id", "name", "created_date_time", "phone_numbers", "emails")
+
     def _contact_values(self, contact: dict[str, Any], field: str, *, creating: bool) -> dict[str, Any]:
+        """One contact's values. `field` prefixes error names: "contacts" on create (no index: data_api/index.html),
+        "" on update, whose fields sit at the top level of `params`."""
+        path = (lambda name: f"{field}.{name}") if field else (lambda name: name)
+        unexpected = [k for k in contact if k not in self._CONTACT_KEYS]
+        if unexpected:
+            raise _unexpected(path(unexpected[0]), contact[unexpected[0]])
         if creating:
             for name in ("ext_id", "name"):
                 if contact.get(name) in (None, ""):
-                    raise _missing(f"{field}.{name}")
+                    raise _missing(path(name))
         values: dict[str, Any] = {}
         if "name" in contact:
             values["name"] = contact["name"]
         if contact.get("created_date_time") is not None:
-            _parse_dt(contact["created_date_time"], f"{field}.created_date_time")
+            _parse_dt(contact["created_date_time"], path("created_date_time"))
             values["created_date_time"] = contact["created_date_time"]
+        elif creating:
+            # ca_contact/create_deal_contacts: "Если параметр не передан, будет проставлена дата и время вызова"
+            values["created_date_time"] = _fmt(self.clock())
         for key, pattern, what in (("phone_numbers", _PHONE, "E.164 phone numbers"), ("emails", _EMAIL, "e-mails")):
             if key not in contact:
                 continue
             items = contact[key]
             if not isinstance(items, list):
-                raise _invalid(f"{field}.{key}", f"{key} must be a list", items)
-            for j, item in enumerate(items):
+                raise _invalid(path(key), f"{key} must be a list", items)
+            for item in items:
                 if not isinstance(item, str) or not pattern.match(item):
-                    raise _invalid(f"{field}.{key}[{j}]", f"{key} must hold {what}", item)
+                    raise _invalid(path(key), f"{key} must hold {what}", item)
+            if key == "emails":
+                # ca_contact/create_deal_contacts: "E-mail должен быть уникальным в списке" (case: assumed insensitive)
+                lowered = [item.lower() for item in items]
+                repeated = next((item for i, item in enumerate(items) if lowered.index(item.lower()) != i), None)
+                if repeated is not None:
+                    raise _invalid(path(key), "E-mail must be unique in the list", repeated)
             values[key] = list(items)
         return values
 
-    def _contacts_param(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _create_contacts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """ca_contact/create_deal_contacts: `contacts`, a list of ≤ 1000; all or nothing."""
         _require(params, "contacts")
         contacts = params["contacts"]
         if not isinstance(contacts, list) or not all(isinstance(c, dict) for c in contacts):
@@ -873,32 +1043,23 @@ class UisSandbox:
                 field="contacts",
                 value=len(contacts),
             )
-        return contacts
-
-    def _create_contacts(self, params: dict[str, Any]) -> dict[str, Any]:
-        contacts = self._contacts_param(params)
         staged: dict[str, dict[str, Any]] = {}
-        for i, contact in enumerate(contacts):  # validate all before storing any: the call is atomic
-            values = self._contact_values(contact, f"contacts[{i}]", creating=True)
+        for contact in contacts:  # validate all before storing any: the call is atomic
+            values = self._contact_values(contact, "contacts", creating=True)
             ext_id = contact["ext_id"]
             if ext_id in self.contacts or ext_id in staged:
-                raise _duplicate(f"contacts[{i}].ext_id", ext_id)
-            staged[ext_id] = {"ext_id": ext_id, "created_date_time": None, "phone_numbers": [], "emails": [], **values}
+                raise _duplicate("contacts.ext_id", ext_id)
+            staged[ext_id] = {"ext_id": ext_id, "name": None, "phone_numbers": [], "emails": [], **values}
         self.contacts.update(staged)
         return {}
 
-    def _update_contacts(self, params: dict[str, Any]) -> dict[str, Any]:
-        contacts = self._contacts_param(params)
-        staged: list[tuple[str, dict[str, Any]]] = []
-        for i, contact in enumerate(contacts):
-            if contact.get("ext_id") in (None, ""):
-                raise _missing(f"contacts[{i}].ext_id")
-            if contact["ext_id"] not in self.contacts:
-                raise _not_found(f"contacts[{i}].ext_id", contact["ext_id"])
-            staged.append((contact["ext_id"], self._contact_values(contact, f"contacts[{i}]", creating=False)))
-        for ext_id, values in staged:
-            # lists given are replaced whole, not merged (UIS's documented behaviour)
-            self.contacts[ext_id].update(values)
+    def _update_contact(self, params: dict[str, Any]) -> dict[str, Any]:
+        """ca_contact/update_deal_contacts: ONE contact, `ext_id` and its fields at the top level of `params`;
+        the lists given replace the stored ones whole ("Необходимо передавать актуальный список")."""
+        _require(params, "ext_id")
+        if params["ext_id"] not in self.contacts:
+            raise _not_found("ext_id", params["ext_id"])
+        self.contacts[params["ext_id"]].update(self._contact_values(params, "", creating=False))
         return {}
 
     def _create_user_field(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -929,7 +1090,29 @@ class UisSandbox:
         "stage_ext_id",
     )
 
+    _ROW_KEYS = (
+        *_REQUIRED_ROW,
+        "modified_date_time",
+        "closed_date_time",
+        "contact_ext_ids",
+        "main_contact_ext_id",
+        "employee_ext_id",
+        "lead_ext_id",
+        "company_ext_id",
+        "revenue",
+        "comments",
+        "source",
+        "communication_id",
+        "communication_type",
+        "user_fields",
+        "tags",
+        "child_customer_id",
+    )
+
     def _upload_deals_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """ca_deal/upload_deals_history: ≤ 1000 rows; "При некорректном заполнении данных по одной из сделок,
+        запрос завершается ошибкой" — one bad row refuses the call, and the error names the field only
+        (`deals.<name>`), never the row."""
         _require(params, "deals")
         rows = params["deals"]
         if not isinstance(rows, list):
@@ -951,12 +1134,11 @@ class UisSandbox:
             )
             for ext_id, d in self.deals.items()
         }
-        for i, row in enumerate(rows):
+        for row in rows:
             if isinstance(row, dict) and row.get("ext_id") in self.rejected_deals:
-                where = {"row": i, "ext_id": row["ext_id"]}
-                raise _invalid(f"deals[{i}].name", "The deal is refused by this account", row.get("name"), where)
-            seen_row = self._validate_row(i, row, now, seen)
-            seen[row["ext_id"]] = seen_row
+                # a chaos run's refused deal: UIS names a field, never the row (as every validation error)
+                raise _invalid("deals.name", "The deal is refused by this account", row.get("name"))
+            seen[row["ext_id"] if isinstance(row, dict) else ""] = self._validate_row(row, now, seen)
         # all rows are valid: apply them in order (nothing was stored if any row failed above)
         for row in rows:
             self._apply_row(row)
@@ -966,133 +1148,130 @@ class UisSandbox:
             )
         return {}
 
-    def _validate_row(
-        self, i: int, row: Any, now: datetime, seen: dict[str, tuple[str, datetime]]
-    ) -> tuple[str, datetime]:
-        field = f"deals[{i}]"
+    def _validate_row(self, row: Any, now: datetime, seen: dict[str, tuple[str, datetime]]) -> tuple[str, datetime]:
+        field = "deals"
         if not isinstance(row, dict):
-            raise _invalid(field, "A deal row must be an object", row, {"row": i})
-        where = {"row": i, "ext_id": row.get("ext_id")}
+            raise _invalid(field, "A deal row must be an object", row)
+        unexpected = [k for k in row if k not in self._ROW_KEYS]
+        if unexpected:
+            raise _unexpected(f"{field}.{unexpected[0]}", row[unexpected[0]])
         for name in self._REQUIRED_ROW:
             if row.get(name) in (None, ""):
-                raise _missing(f"{field}.{name}", where)
-        created = _parse_dt(row["created_date_time"], f"{field}.created_date_time", where)
-        stage_time = _parse_dt(row["modified_stage_date_time"], f"{field}.modified_stage_date_time", where)
+                raise _missing(f"{field}.{name}")
+        created = _parse_dt(row["created_date_time"], f"{field}.created_date_time")
+        stage_time = _parse_dt(row["modified_stage_date_time"], f"{field}.modified_stage_date_time")
         if row.get("modified_date_time") is not None:
-            _parse_dt(row["modified_date_time"], f"{field}.modified_date_time", where)
+            _parse_dt(row["modified_date_time"], f"{field}.modified_date_time")
         if created > now:
-            raise _invalid(
-                f"{field}.created_date_time", "created_date_time is in the future", row["created_date_time"], where
-            )
+            # "Дата и время не может быть в будущем" — in UIS's own (undocumented) zone
+            raise _invalid(f"{field}.created_date_time", "created_date_time is in the future", row["created_date_time"])
         if stage_time < created:
             raise _invalid(
                 f"{field}.modified_stage_date_time",
                 "modified_stage_date_time is before created_date_time",
                 row["modified_stage_date_time"],
-                where,
             )
         previous = seen.get(row["ext_id"])
         if previous and previous[0] != row["sales_funnel_ext_id"]:
             raise _invalid(
-                f"{field}.sales_funnel_ext_id",
-                "The deal belongs to another sales funnel",
-                row["sales_funnel_ext_id"],
-                where,
+                f"{field}.sales_funnel_ext_id", "The deal belongs to another sales funnel", row["sales_funnel_ext_id"]
             )
         if previous and stage_time < previous[1]:
+            # "modified_stage_date_time загружаемого этапа должен быть больше или равен ... последнего загруженного"
             raise _invalid(
                 f"{field}.modified_stage_date_time",
                 f"modified_stage_date_time is earlier than that of the deal's last stage ({_fmt(previous[1])})",
                 row["modified_stage_date_time"],
-                {**where, "last_modified_stage_date_time": _fmt(previous[1])},
             )
-        funnel = self._funnel(row["sales_funnel_ext_id"], f"{field}.sales_funnel_ext_id", where)
+        funnel = self._funnel(row["sales_funnel_ext_id"], f"{field}.sales_funnel_ext_id")
         stage = funnel["stages"].get(row["stage_ext_id"])
         if stage is None:
-            raise _not_found(f"{field}.stage_ext_id", row["stage_ext_id"], where)
+            raise _not_found(f"{field}.stage_ext_id", row["stage_ext_id"])
         if row.get("closed_date_time") is not None:
             if stage["status"] == "in_process":
                 raise _invalid(
                     f"{field}.closed_date_time",
                     "closed_date_time is only for success or failed stages",
                     row["closed_date_time"],
-                    where,
                 )
-            closed = _parse_dt(row["closed_date_time"], f"{field}.closed_date_time", where)
+            closed = _parse_dt(row["closed_date_time"], f"{field}.closed_date_time")
             if closed < created:
                 raise _invalid(
-                    f"{field}.closed_date_time",
-                    "closed_date_time is before created_date_time",
-                    row["closed_date_time"],
-                    where,
+                    f"{field}.closed_date_time", "closed_date_time is before created_date_time", row["closed_date_time"]
                 )
-        self._validate_contacts(row, field, where)
-        self._validate_communication(row, field, where)
-        self._validate_extras(row, field, where)
+        self._validate_contacts(row, field)
+        self._validate_communication(row, field)
+        self._validate_extras(row, field)
         return row["sales_funnel_ext_id"], stage_time
 
-    def _validate_contacts(self, row: dict[str, Any], field: str, where: dict[str, Any]) -> None:
+    def _validate_contacts(self, row: dict[str, Any], field: str) -> None:
         contact_ids, main = row.get("contact_ext_ids"), row.get("main_contact_ext_id")
         if contact_ids is None and main is None:
             return
         if not contact_ids:
-            raise _missing(f"{field}.contact_ext_ids", where)
+            raise _missing(f"{field}.contact_ext_ids")
         if main is None:
-            raise _missing(f"{field}.main_contact_ext_id", where)
+            raise _missing(f"{field}.main_contact_ext_id")
         if not isinstance(contact_ids, list):
-            raise _invalid(f"{field}.contact_ext_ids", "contact_ext_ids must be a list", contact_ids, where)
+            raise _invalid(f"{field}.contact_ext_ids", "contact_ext_ids must be a list", contact_ids)
         if main not in contact_ids:
-            raise _invalid(f"{field}.main_contact_ext_id", "main_contact_ext_id is not in contact_ext_ids", main, where)
-        for j, contact_id in enumerate(contact_ids):
+            raise _invalid(f"{field}.main_contact_ext_id", "main_contact_ext_id is not in contact_ext_ids", main)
+        for contact_id in contact_ids:
             if contact_id not in self.contacts:
-                raise _not_found(f"{field}.contact_ext_ids[{j}]", contact_id, where)
+                raise _not_found(f"{field}.contact_ext_ids", contact_id)
 
     @staticmethod
-    def _validate_communication(row: dict[str, Any], field: str, where: dict[str, Any]) -> None:
+    def _validate_communication(row: dict[str, Any], field: str) -> None:
         comm_id, comm_type = row.get("communication_id"), row.get("communication_type")
         if comm_id is None and comm_type is None:
             return
         if comm_id is None:
-            raise _missing(f"{field}.communication_id", where)
+            raise _missing(f"{field}.communication_id")
         if comm_type is None:
-            raise _missing(f"{field}.communication_type", where)
+            raise _missing(f"{field}.communication_type")
         if not isinstance(comm_id, int) or isinstance(comm_id, bool):
-            raise _invalid(f"{field}.communication_id", "communication_id must be a number", comm_id, where)
+            raise _invalid(f"{field}.communication_id", "communication_id must be a number", comm_id)
         if comm_type not in COMMUNICATION_TYPES:
             raise _invalid(
                 f"{field}.communication_type",
                 f"communication_type must be one of {', '.join(COMMUNICATION_TYPES)}",
                 comm_type,
-                where,
             )
 
-    def _validate_extras(self, row: dict[str, Any], field: str, where: dict[str, Any]) -> None:
+    def _validate_extras(self, row: dict[str, Any], field: str) -> None:
         if row.get("revenue") is not None and not _is_number(row["revenue"]):
-            raise _invalid(f"{field}.revenue", "revenue must be a number", row["revenue"], where)
+            raise _invalid(f"{field}.revenue", "revenue must be a number", row["revenue"])
+        employee = row.get("employee_ext_id")
+        if employee is not None and employee not in self.deal_employees:
+            # an employee is made with create.deal_employees first (assumed, like user fields: not documented)
+            raise _not_found(f"{field}.employee_ext_id", employee)
+        if row.get("source") is not None and not isinstance(row["source"], str):
+            raise _invalid(f"{field}.source", "source must be a string", row["source"])
         user_fields = row.get("user_fields")
         if user_fields is not None:
             if not isinstance(user_fields, list):
-                raise _invalid(f"{field}.user_fields", "user_fields must be a list", user_fields, where)
-            for j, item in enumerate(user_fields):
-                path = f"{field}.user_fields[{j}]"
+                raise _invalid(f"{field}.user_fields", "user_fields must be a list", user_fields)
+            for item in user_fields:
+                path = f"{field}.user_fields"
                 if not isinstance(item, dict) or item.get("ext_id") in (None, ""):
-                    raise _missing(f"{path}.ext_id", where)
+                    raise _missing(f"{path}.ext_id")
+                # "Перед тем как передать, нужно создать пользовательское поле через метод create.deal_user_field"
                 definition = self.user_fields.get(item["ext_id"])
                 if definition is None:
-                    raise _not_found(f"{path}.ext_id", item["ext_id"], where)
+                    raise _not_found(f"{path}.ext_id", item["ext_id"])
                 value = item.get("value")
                 if value is not None and definition["data_type"] == "numeric" and not _is_number(value):
                     try:
                         float(value)
                     except (TypeError, ValueError):
-                        raise _invalid(f"{path}.value", "The field is numeric", value, where) from None
+                        raise _invalid(f"{path}.value", "The field is numeric", value) from None
         tags = row.get("tags")
         if tags is not None:
             if not isinstance(tags, list):
-                raise _invalid(f"{field}.tags", "tags must be a list", tags, where)
-            for j, tag in enumerate(tags):
+                raise _invalid(f"{field}.tags", "tags must be a list", tags)
+            for tag in tags:
                 if not isinstance(tag, dict) or not tag.get("ext_id") or not tag.get("name"):
-                    raise _invalid(f"{field}.tags[{j}]", "A tag needs ext_id and name", tag, where)
+                    raise _invalid(f"{field}.tags", "A tag needs ext_id and name", tag)
 
     def _apply_row(self, row: dict[str, Any]) -> None:
         funnel = self.funnels[row["sales_funnel_ext_id"]]
@@ -1191,10 +1370,9 @@ class UisSandbox:
                         "is_generated": step["is_generated"],
                         "communication_id": deal["communication_id"],
                         "communication_type": deal["communication_type"],
-                        "user_fields": [{"ext_id": k, "value": v} for k, v in deal["user_fields"].items()],
                     }
                 )
-        return _listing(rows, params)
+        return _listing(rows, params, DEALS_HISTORY)
 
     def _delete_deal(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "ext_id")
@@ -1235,7 +1413,7 @@ class UisSandbox:
         site_id = spec.get("site_id", channel.get("site_id") or 17001)
         if site_id not in self.sites:
             raise ValueError(f"unknown site {site_id}")
-        visitor_id = next(self._visitor_ids)
+        visitor_id = self._visitor(spec)
         chat = {
             "id": next(self._chat_ids),
             "communication_id": next(self._communication_ids),
@@ -1268,6 +1446,25 @@ class UisSandbox:
         if spec.get("message"):
             self._add_message(chat, {"source": "visitor", "text": spec["message"]}, at=at)
         return chat
+
+    def _visitor(self, spec: dict[str, Any]) -> int:
+        """The visitor of a new chat or request (`visitor_id` in `spec` reuses one), with what they told UIS:
+        get.visitors answers their name, phones and e-mails (person/get_visitors example: phones as digits)."""
+        visitor_id = int(spec["visitor_id"]) if spec.get("visitor_id") else next(self._visitor_ids)
+        visitor = self.visitors.setdefault(
+            visitor_id, {"id": visitor_id, "name": None, "phones": [], "emails": [], "usernames": []}
+        )
+        if spec.get("visitor_name"):
+            visitor["name"] = spec["visitor_name"]
+        phone = re.sub(r"\D", "", str(spec.get("visitor_phone_number") or ""))
+        if phone and phone not in visitor["phones"]:
+            visitor["phones"].append(phone)
+        email = spec.get("visitor_email")
+        if email and email not in visitor["emails"]:
+            visitor["emails"].append(email)
+        if spec.get("chat_username") and spec["chat_username"] not in visitor["usernames"]:
+            visitor["usernames"].append(spec["chat_username"])
+        return visitor_id
 
     def _add_message(self, chat: dict[str, Any], spec: dict[str, Any], *, at: datetime | None = None) -> dict[str, Any]:
         source = spec.get("source", "visitor")
@@ -1316,7 +1513,7 @@ class UisSandbox:
         form_type = spec.get("form_type", "standard")
         if form_type not in FORM_TYPES:
             raise ValueError(f"form_type must be one of {FORM_TYPES}")
-        visitor_id = next(self._visitor_ids)
+        visitor_id = self._visitor(spec)
         request = {
             "id": next(self._request_ids),
             "communication_id": next(self._communication_ids),
@@ -1399,7 +1596,7 @@ class UisSandbox:
         start, end = _report_range(params)
         rows = [self._chat_row(c) for c in self.chats.values() if start <= _dt(c["date_time"]) <= end]
         rows.sort(key=lambda r: (r["date_time"], r["id"]))
-        return _listing(rows, params)
+        return _listing(rows, params, CHATS_REPORT)
 
     def _chat_messages_report(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
         if params.get("chat_id") is not None:
@@ -1416,13 +1613,22 @@ class UisSandbox:
             raise _missing("chat_id")
         rows = [m for c in self.chats.values() for m in c["messages"] if wanted(m)]
         rows.sort(key=lambda m: (m["date_time"], m["id"]))
-        return _listing(rows, params)
+        return _listing(rows, params, CHAT_MESSAGES_REPORT)
 
     def _offline_messages_report(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
         start, end = _report_range(params)
         rows = [self._request_row(r) for r in self.requests.values() if start <= _dt(r["date_time"]) <= end]
         rows.sort(key=lambda r: (r["date_time"], r["id"]))
-        return _listing(rows, params)
+        return _listing(rows, params, OFFLINE_MESSAGES_REPORT)
+
+    def _get_visitors(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """person/get_visitors: `ids` (required) → `id`, `name`, `phones`, `emails`, `usernames` per known visitor.
+        No limit on the number of ids is documented."""
+        _require(params, "ids")
+        ids = params["ids"]
+        if not isinstance(ids, list) or not all(_is_number(i) for i in ids):
+            raise _invalid("ids", "ids must be a list of visitor ids", ids)
+        return [copy.deepcopy(self.visitors[int(i)]) for i in dict.fromkeys(ids) if int(i) in self.visitors]
 
     def _set_tag_communications(self, params: dict[str, Any]) -> dict[str, Any]:
         _require(params, "communication_id", "communication_type", "tag_id")
@@ -1786,6 +1992,9 @@ class UisSandbox:
         if endpoint == "tokens":
             self.set_token(body["token"], body.get("state", "valid"))
             return json_response({"ok": True})
+        if endpoint == "components":
+            self.set_components(body.get("enabled"), disabled=body.get("disabled", ()))
+            return json_response({"components": sorted(self.components)})
         if endpoint == "clock":
             if not isinstance(self.clock, SandboxClock):
                 raise ValueError("this sandbox runs on an injected clock")

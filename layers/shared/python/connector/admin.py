@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
+from connector.alfacrm.client import AlfaCrmClient
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
@@ -17,6 +18,7 @@ from connector.errors import (
     AlfaCrmError,
     NotFound,
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     ValidationFailed,
@@ -39,6 +41,7 @@ from connector.settings import (
     resolve_is_public,
 )
 from connector.timeutil import to_iso
+from connector.uis.client import FEATURE_METHODS, UisClient, component_text
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -54,7 +57,7 @@ class Admin:
     def create_integration(self, body: object, base_url: str) -> JsonObject:
         data = parse_create_input(body)
         hostname, api_url = self._checked_hosts(data)
-        self._check_logins(data, hostname, api_url)
+        logins = self._check_logins(data, hostname, api_url)
         integration_id = pysecrets.token_hex(8)
         alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)  # 192 bits each
         secrets = self.rt.secrets
@@ -70,8 +73,13 @@ class Admin:
         integration = Integration(
             id=integration_id,
             name=data.name,
-            alfacrm={"hostname": hostname, "email": data.alfacrm.email, "branch_id": data.alfacrm.branch_id},
-            uis={"api_url": api_url},
+            alfacrm={
+                "hostname": hostname,
+                "email": data.alfacrm.email,
+                "branch_id": data.alfacrm.branch_id,
+                "api_user_id": logins.api_user_id,
+            },
+            uis={"api_url": api_url, "timezone": logins.uis_timezone},
             timezone=data.timezone,
             phone_region=data.phone_region,
             active=False,
@@ -105,17 +113,25 @@ class Admin:
             )
         return hostname, api_url
 
-    def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> None:
-        """Both credentials work (one AlfaCRM login, one cheap UIS call) before anything is stored."""
+    def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> _Logins:
+        """Both credentials work (one AlfaCRM login, one cheap UIS call) and the UIS account has the components
+        the default settings need, before anything is stored; what the logins tell is kept on the record."""
+        alfacrm = self.rt.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key)
         try:
-            self.rt.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key).login()
+            alfacrm.login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
+        api_user_id = _api_user(alfacrm, data.alfacrm.branch_id)
+        uis = self.rt.connect_uis(api_url, data.uis.access_token)
         try:
-            self.rt.connect_uis(api_url, data.uis.access_token).check_auth()
+            account = uis.check_auth()
         except UisError as exc:
             code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
             raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
+        # the default settings upload deals: the account needs «Воронки продаж» (data_api/components/)
+        _require_components(uis, SettingsDocument())
+        zone = account.get("timezone")
+        return _Logins(api_user_id=api_user_id, uis_timezone=str(zone) if zone else None)
 
     def webhooks(self, integration_id: str, base_url: str) -> dict[str, str]:
         integration = self._get(integration_id)
@@ -141,6 +157,8 @@ class Admin:
         integration = self._get(integration_id)
         settings = parse_settings(body)
         self._check_against_alfacrm(integration, settings)
+        if integration.active:
+            self._require_components(integration, settings)
         self.rt.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
@@ -177,6 +195,14 @@ class Admin:
                 raise ValidationFailed(
                     f"texts.branch_id: unknown AlfaCRM branch id {texts.branch_id}", field="texts.branch_id"
                 )
+        pay_items = settings.deals.upsell.pay_item_ids
+        if pay_items:
+            known_items = {item.id for item in client.pay_items(branch)}
+            bad_items = [i for i in pay_items if i not in known_items]
+            if bad_items:
+                path = "deals.upsell.pay_item_ids"
+                raise ValidationFailed(f"{path}: unknown AlfaCRM pay item id {bad_items[0]}", field=path)
+        self._check_comment_author(integration, settings, client)
         mappings = [
             ("texts.requests.extra_fields", texts.requests.extra_fields),
             ("texts.chats.extra_fields", texts.chats.extra_fields),
@@ -191,8 +217,42 @@ class Admin:
                             field=f"{path}[{i}].target",
                         )
 
+    def _check_comment_author(
+        self, integration: Integration, settings: SettingsDocument, client: AlfaCrmClient
+    ) -> None:
+        """The comments' author (`communication/create` `user_id`, which AlfaCRM may require): a user the
+        settings name must exist; with none named, the API user signs, so it must be known (found by its
+        e-mail among the users, once, and kept on the record)."""
+        texts = settings.texts
+        path = "texts.comment_author_id"
+        branch = integration.alfacrm.branch_id
+        if texts.comment_author_id is not None:
+            users = {u.id for u in client.users(branch)}
+            if users and texts.comment_author_id not in users:
+                raise ValidationFailed(f"{path}: unknown AlfaCRM user id {texts.comment_author_id}", field=path)
+            return
+        if not (texts.requests.enabled or texts.chats.enabled) or integration.alfacrm.api_user_id is not None:
+            return
+        found = _api_user(client, branch)
+        if found is None:
+            raise ValidationFailed(
+                f"{path}: AlfaCRM may require an author (user_id) for the connector's comments, and the API user "
+                f"({integration.alfacrm.email}) is not among the users AlfaCRM lists: set texts.comment_author_id "
+                "to the AlfaCRM user id that signs them",
+                field=path,
+            )
+        account = integration.alfacrm.model_copy(update={"api_user_id": found})
+        self.rt.store.integrations.save_alfacrm_account(integration.id, account)
+
+    def _require_components(self, integration: Integration, settings: SettingsDocument) -> None:
+        """The integration's UIS account has the components its settings need (the probe's points: `admin`)."""
+        with self.rt.uis_points(integration, "admin") as points:
+            _require_components(points.client, settings)
+
     def set_active(self, integration_id: str, active: bool) -> JsonObject:
         integration = self._get(integration_id)
+        if active:
+            self._require_components(integration, integration.settings)
         if active and integration.settings.deals.enabled:
             # the funnels must exist before the first deal is uploaded; a UIS failure refuses activation
             ensure_funnels(self.rt, integration, force=True)
@@ -211,6 +271,7 @@ class Admin:
             "users": lambda: client.users(branch),
             "teachers": lambda: client.teachers(branch),
             "customer-fields": lambda: client.customer_fields(branch),
+            "pay-items": lambda: client.pay_items(branch),
         }
         if name not in readers:
             raise NotFound(f"unknown AlfaCRM look-up '{name}'; known: {', '.join(readers)}")
@@ -271,6 +332,44 @@ class Admin:
         except ValidationError:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class _Logins:
+    """What the login checks of a new integration learned."""
+
+    api_user_id: int | None  # the AlfaCRM user the API key belongs to (None: AlfaCRM cannot say)
+    uis_timezone: str | None  # the UIS account's IANA zone (get.account)
+
+
+def _require_components(uis: UisClient, settings: SettingsDocument) -> None:
+    """422 `uis_component_missing` when the UIS account lacks a component what the settings switch on needs
+    (data_api/components/): deals → «Воронки продаж», chats → a chat component for get.chats_report,
+    requests → get.offline_messages_report's. One cheap call per feature (refused calls cost nothing).
+    get.visitors' component is not required: without it lead names fall back to what the chat shows."""
+    switched_on = (
+        ("deals", settings.deals.enabled),
+        ("chats", settings.texts.chats.enabled),
+        ("requests", settings.texts.requests.enabled),
+    )
+    features = [name for name, on in switched_on if on]
+    missing = uis.missing_components(features) if features else {}
+    if missing:
+        text = "; ".join(f"{FEATURE_METHODS[feature]} need {component_text(exc)}" for feature, exc in missing.items())
+        raise UisComponentMissing(
+            f"The UIS account lacks a component: {text}. Ask UIS to switch it on for the account, "
+            "or turn the feature off in the settings.",
+            field="uis",
+            mnemonic="method_component_disabled",
+        )
+
+
+def _api_user(client: AlfaCrmClient, branch_id: int) -> int | None:
+    """The API user's id, or None when AlfaCRM cannot say (no `user/index`, no user with that e-mail)."""
+    try:
+        return client.api_user_id(branch_id)
+    except AlfaCrmError:
+        return None
 
 
 def _webhooks(base_url: str, integration_id: str, alfa_secret: str, uis_secret: str) -> dict[str, str]:

@@ -35,3 +35,8 @@ class Aws:
     def secretsmanager(self) -> Any:
         session = self._session
         return session.client("secretsmanager") if session is not None else boto3.client("secretsmanager")
+
+    @cached_property
+    def kms(self) -> Any:
+        """KMS: the integrations' credentials are sealed and opened with the stack's key."""
+        return self._session.client("kms") if self._session is not None else boto3.client("kms")

@@ -30,6 +30,8 @@ class Environment(BaseModel):
     deal_events_dlq_url: str = ""
     text_events_dlq_url: str = ""
     secrets_prefix: str = "alfacrm-uis"
+    # the stack's KMS key (an alias) that seals every integration's credentials
+    credentials_key_id: str = ""
     admin_token_secret_id: str = ""
     admin_token: str = ""  # local stack only; in AWS the token lives in Secrets Manager
     allow_insecure_hosts: bool = False
@@ -50,6 +52,7 @@ class Environment(BaseModel):
             deal_events_dlq_url=e.get("DEAL_EVENTS_DLQ_URL", ""),
             text_events_dlq_url=e.get("TEXT_EVENTS_DLQ_URL", ""),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
+            credentials_key_id=e.get("CREDENTIALS_KEY_ID", ""),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),
             admin_token=e.get("ADMIN_TOKEN", ""),
             allow_insecure_hosts=_flag(e.get("ALLOW_INSECURE_HOSTS", "false")),

@@ -46,6 +46,12 @@ class UnsafeHostname(ValidationFailed):
     code = "unsafe_hostname"
 
 
+class CredentialsUnreadable(ConnectorError):
+    """An integration's sealed credentials do not open (another integration's, another key, no key set)."""
+
+    code = "credentials_unreadable"
+
+
 # --- AlfaCRM -------------------------------------------------------------------------------------
 class AlfaCrmError(ConnectorError):
     code = "alfacrm_error"
@@ -128,11 +134,30 @@ class UisLimitExceeded(UisError):
         self.reset_after = reset_after
 
 
+class UisComponentMissing(UisError):
+    """-32008 `method_component_disabled`: the account lacks a component the method needs (data_api/components/:
+    «Воронки продаж» for every deal method, a chat component for the chat reports). Only the school can switch it
+    on, so no retry heals it; `components` are UIS's ids of what would do ("at least one of")."""
+
+    code = "uis_component_missing"
+
+    def __init__(self, message: str, *, components: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.components = components or []
+
+
 class UisUnavailable(UisError):
-    """Transport failure, 5xx, account inactive or component disabled: try again later."""
+    """Transport failure, 5xx or account inactive: try again later.
+
+    `ambiguous`: the request was sent and its answer lost (a 5xx, a read timeout): UIS may have applied it, so a
+    write is not sent again blindly — the caller reads back what UIS holds first."""
 
     code = "uis_unavailable"
     retryable = True
+
+    def __init__(self, message: str, *, ambiguous: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.ambiguous = ambiguous
 
 
 # --- domain --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from connector.errors import (
     ConnectorError,
     NotFound,
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     UisLimitExceeded,
@@ -30,7 +31,7 @@ def status_of(exc: ConnectorError) -> int:
         return 401
     if isinstance(exc, NotFound):
         return 404
-    if isinstance(exc, ValidationFailed | AlfaCrmAuthFailed | UisAuthFailed | UisForbidden):
+    if isinstance(exc, ValidationFailed | AlfaCrmAuthFailed | UisAuthFailed | UisForbidden | UisComponentMissing):
         return 422
     if isinstance(exc, AlfaCrmUnavailable | UisUnavailable | UisLimitExceeded):
         return 503

@@ -8,39 +8,41 @@ so nothing is ever reset.
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-from connector.alfacrm import client as alfacrm_client
-from connector.alfacrm.client import AlfaCrmClient, TokenCache
 from connector.aws import Aws
 from connector.config import Environment
 from connector.memo import Gate, Memo
-from connector.models.sync import CheckedFunnels
 from connector.queues import Queues
-from connector.retry import ChainedLimiter, Limiter, RateLimiter
+from connector.retry import ChainedLimiter, RateLimiter
 from connector.secrets import Secrets
 from connector.settings import Integration
 from connector.store import Store
 from connector.store.base import DynamoTable
 from connector.store.ratelimit import SharedWindowLimiter
 from connector.timeutil import utcnow
-from connector.uis import client as uis_client
-from connector.uis.client import UisClient
-from connector.uis.points import Purpose, UisPoints
+
+if TYPE_CHECKING:
+    from connector.accounts import AccountClients
+    from connector.alfacrm.client import AlfaCrmClient
+    from connector.models.lookups import PhoneSearch
+    from connector.models.sync import CheckedFunnels
+    from connector.uis.client import UisClient
+    from connector.uis.points import Purpose, UisPoints
 
 # UIS funnels checked against the wanted stages: a flush within this many seconds costs no DynamoDB read
 FUNNEL_MEMO_SECONDS = 60.0
 # a look-up miss (an id the cached list lacks) refreshes that list from AlfaCRM at most this often
 LOOKUP_MISS_REFRESH_SECONDS = 300.0
+# the phone spelling an AlfaCRM account stores, for a client of it this container creates anew (a client
+# keeps its own while it lives): one state-table read per account and container, not one per event
+PHONE_SEARCH_MEMO_SECONDS = 3600.0
 
 
 class ClientFactory(Protocol):
@@ -51,65 +53,14 @@ class ClientFactory(Protocol):
     def uis(self, integration: Integration) -> UisClient: ...
 
 
-class AccountClients:
-    """The production `ClientFactory`: credentials from Secrets Manager, one client per account, all of them
-    on the container's two connection pools, AlfaCRM's through the account limiter and one token cache."""
-
-    def __init__(self, secrets: Secrets, *, limiter: Limiter, tokens: TokenCache) -> None:
-        self.secrets = secrets
-        self.limiter = limiter
-        self.tokens = tokens
-        self._alfacrm: dict[tuple[str, str, str], AlfaCrmClient] = {}
-        self._uis: dict[tuple[str, str], UisClient] = {}
-        self._lock = threading.Lock()
-
-    @cached_property
-    def alfacrm_http(self) -> httpx.Client:
-        return alfacrm_client.pooled_http()
-
-    @cached_property
-    def uis_http(self) -> httpx.Client:
-        return uis_client.pooled_http()
-
-    def alfacrm(self, integration: Integration) -> AlfaCrmClient:
-        creds = self.secrets.credentials(integration.secret_id)
-        return self.alfacrm_for(integration.alfacrm.hostname, integration.alfacrm.email, creds.alfacrm_api_key)
-
-    def uis(self, integration: Integration) -> UisClient:
-        creds = self.secrets.credentials(integration.secret_id)
-        return self.uis_for(integration.uis.api_url, creds.uis_access_token)
-
-    def alfacrm_for(self, hostname: str, email: str, api_key: str) -> AlfaCrmClient:
-        """The container's client of this account (a rotated key gets a new one; only a digest is kept)."""
-        key = (hostname, email, _digest(api_key))
-        with self._lock:
-            found = self._alfacrm.get(key)
-            if found is None:
-                found = self._alfacrm[key] = AlfaCrmClient(
-                    hostname, email, api_key, http=self.alfacrm_http, limiter=self.limiter, tokens=self.tokens
-                )
-            return found
-
-    def uis_for(self, api_url: str, access_token: str) -> UisClient:
-        """The container's client of this account, so its `limits` accumulate across invocations."""
-        key = (api_url, _digest(access_token))
-        with self._lock:
-            found = self._uis.get(key)
-            if found is None:
-                found = self._uis[key] = UisClient(api_url, access_token, http=self.uis_http)
-            return found
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
 @dataclass
 class Caches:
     """What a warm container remembers between invocations besides the store's own memories."""
 
     funnels: Memo[str, CheckedFunnels] = field(default_factory=lambda: Memo(FUNNEL_MEMO_SECONDS))
     lookup_misses: Gate[tuple[str, str]] = field(default_factory=lambda: Gate(LOOKUP_MISS_REFRESH_SECONDS))
+    # per AlfaCRM account (base URL, e-mail): what phone searches taught (texts.customers.PhoneSpellings)
+    phone_searches: Memo[tuple[str, str], PhoneSearch] = field(default_factory=lambda: Memo(PHONE_SEARCH_MEMO_SECONDS))
 
 
 class Runtime:
@@ -128,17 +79,31 @@ class Runtime:
         self.aws = aws or Aws()
         self.now = now
         self.store = store or Store(DynamoTable(env.state_table, self.aws))
-        self.secrets = Secrets(env, self.aws)
+        self.secrets = Secrets(env, self.aws, self.store.credentials)
         self.queues = Queues(env, self.aws)
         self.caches = Caches()
-        self.tokens = TokenCache()
         # in-process spacing, then the account-wide budget every container shares through the state table
         self.alfacrm_spacing = RateLimiter(env.alfacrm_rps)
         self.alfacrm_limiter = ChainedLimiter(
             self.alfacrm_spacing, SharedWindowLimiter(self.store.table, env.alfacrm_account_rps)
         )
-        self.accounts = AccountClients(self.secrets, limiter=self.alfacrm_limiter, tokens=self.tokens)
-        self.clients: ClientFactory = clients if clients is not None else self.accounts
+        self._clients = clients
+
+    @cached_property
+    def accounts(self) -> AccountClients:
+        """The production clients, built (and imported: a handler that never calls AlfaCRM or UIS never loads
+        the clients) at the first use."""
+        from connector.accounts import AccountClients
+
+        return AccountClients(self.secrets, limiter=self.alfacrm_limiter, spacing=self.alfacrm_spacing)
+
+    @property
+    def clients(self) -> ClientFactory:
+        return self._clients if self._clients is not None else self.accounts
+
+    @clients.setter
+    def clients(self, clients: ClientFactory) -> None:
+        self._clients = clients
 
     @classmethod
     def from_environment(cls) -> Runtime:
@@ -155,16 +120,16 @@ class Runtime:
 
     def uis_points(self, integration: Integration, purpose: Purpose) -> UisPoints:
         """A unit of work's metered access to the integration's UIS account (`with rt.uis_points(i, "deals")`)."""
+        from connector.uis.points import UisPoints  # the use cases that spend points load it; intake never does
+
         return UisPoints(lambda: self.clients.uis(integration), self.store.integrations, integration, purpose, self.now)
 
     # --- clients for accounts that are not integrations yet (the admin's login checks) ------------------
     def connect_alfacrm(self, hostname: str, email: str, api_key: str) -> AlfaCrmClient:
-        return AlfaCrmClient(
-            hostname, email, api_key, http=self.accounts.alfacrm_http, limiter=self.alfacrm_spacing, tokens=self.tokens
-        )
+        return self.accounts.connect_alfacrm(hostname, email, api_key)
 
     def connect_uis(self, api_url: str, access_token: str) -> UisClient:
-        return UisClient(api_url, access_token, http=self.accounts.uis_http)
+        return self.accounts.connect_uis(api_url, access_token)
 
 
 # --- the container's runtime --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import string
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
@@ -93,6 +94,14 @@ class FirstSaleSettings(_Model):
 
 class UpsellSettings(_Model):
     enabled: bool = Field(default=True, description="Payments after the first sale become «Допродажи» deals")
+    # a goods sale or a refund item can be left out: see docs/external-apis.md, "Revenue and refunds"
+    pay_item_ids: list[int] = Field(
+        default_factory=list,
+        description=(
+            "AlfaCRM pay items whose payments are revenue, for the first sale and upsells alike (look-up: "
+            "pay-items); empty: every positive payment"
+        ),
+    )
 
 
 class DealsSettings(_Model):
@@ -208,6 +217,10 @@ class ChatsSettings(_Model):
 
 class TextsSettings(_Model):
     branch_id: int | None = Field(default=None, description="AlfaCRM branch of new leads (null: the account's)")
+    # AlfaCRM may require the author (`user_id`) on communication/create
+    comment_author_id: int | None = Field(
+        default=None, description="AlfaCRM user who signs the connector's comments (null: the API user)"
+    )
     lead_defaults: LeadDefaults = Field(default_factory=LeadDefaults, description="Values of new leads")
     requests: RequestsSettings = Field(default_factory=RequestsSettings, description="Site requests (заявки)")
     chats: ChatsSettings = Field(default_factory=ChatsSettings, description="Chats")
@@ -259,14 +272,18 @@ class AlfaCrmAccount(_Model):
     hostname: str
     email: str
     branch_id: int = 1
+    # the AlfaCRM user the API key belongs to (found by its e-mail among the users; None: not found)
+    api_user_id: int | None = None
 
 
 class UisAccount(_Model):
     api_url: str = "https://dataapi.uiscom.ru/v2.0"
+    # the account's IANA zone as get.account reported it at creation (None: not known)
+    timezone: str | None = None
 
 
 class Integration(_Model):
-    """The stored integration (never holds credentials: those live in Secrets Manager)."""
+    """The stored integration (never holds credentials: `secret_id` names them in the secrets port)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -283,6 +300,13 @@ class Integration(_Model):
     uis_webhook_secret_hash: str
     settings: SettingsDocument = Field(default_factory=SettingsDocument)
 
+    @property
+    def uis_timezone(self) -> str:
+        """The zone of the date-times the deal uploads write: the UIS account's (get.account, kept at creation)
+        when known, else the school's. UIS documents no zone for them; it refuses a deal "created in the
+        future" when they run ahead of its clock (docs/external-apis.md)."""
+        return self.uis.timezone or self.timezone
+
     def public(self) -> JsonObject:
         """The integration as the admin API shows it: no secrets, no secret hashes."""
         return self.model_dump(
@@ -291,7 +315,7 @@ class Integration(_Model):
 
 
 class Credentials(_Model):
-    """What lives in Secrets Manager for one integration."""
+    """One integration's credentials (sealed by the secrets port, `connector.secrets`)."""
 
     alfacrm_api_key: str
     uis_access_token: str
@@ -479,8 +503,6 @@ def check_alfacrm_hostname(hostname: str, *, allow_insecure: bool) -> str:
 
 def resolve_is_public(host: str) -> bool:
     """DNS check against rebinding to private ranges: every address the name resolves to is global."""
-    import socket
-
     try:
         infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
     except OSError:

@@ -32,6 +32,7 @@ from connector.alfacrm.models import (
     LeadSource,
     LeadStatus,
     Pay,
+    PayItem,
     Teacher,
     User,
     to_int,
@@ -43,6 +44,7 @@ from connector.errors import (
     AlfaCrmUnavailable,
     AlfaCrmValidationError,
 )
+from connector.models.lookups import PhoneSearch
 from connector.models.raw import JsonObject, JsonValue
 from connector.phones import national_digits, to_e164
 from connector.retry import Limiter, RateLimiter, RetryPolicy
@@ -264,6 +266,9 @@ class AlfaCrmClient:
         self._clock = clock
         self._account = (self.base_url, email)
         self.calls = 0
+        # what phone searches taught about this account (see `find_customers`), kept beyond the container by
+        # the caller (`remember_phone_search`); None: nothing known yet, not even from the store
+        self.phone_search: PhoneSearch | None = None
 
     def __repr__(self) -> str:
         # never the API key or token; the e-mail is personal data, so only its domain
@@ -520,19 +525,31 @@ class AlfaCrmClient:
     ) -> list[Customer]:
         """Customers (leads and clients, archived too) with this phone or e-mail, verified on our side.
 
-        AlfaCRM's server-side phone matching is unknown (numbers are stored as typed: `+7(916)123-45-67`,
-        `89161234567`), so each candidate is kept only when one of its phones has the same E.164 number.
-        Several spellings are tried (national digits, E.164, as given) until one finds a verified match.
+        AlfaCRM's server-side phone matching is undocumented (numbers are stored as typed: `+7(916)123-45-67`,
+        `89161234567`, `79161234567`), so each candidate is kept only when one of its phones is the same E.164
+        number, and several spellings are tried: national digits, the 11-digit `7XXXXXXXXXX` form a client used
+        against a real account searches with, E.164, the number as given. The calls stay at the floor:
+        - the spelling that last found someone is tried first;
+        - once the national digits have found a number stored with more digits (`9161234567` in
+          `+7(916)123-45-67`), the server evidently matches inside stored numbers, so that one search answers for
+          every way of writing the number: a miss is a miss (a new lead costs one search).
         """
         if phone:
             target = to_e164(phone, region)
-            for variant in _phone_variants(phone, target):
+            spellings = _phone_spellings(phone, target)
+            learned = self.phone_search or PhoneSearch()
+            if learned.substring and "national" in spellings:
+                spellings = {"national": spellings["national"]}
+            elif learned.spelling in spellings:
+                spellings = {learned.spelling: spellings[learned.spelling], **spellings}
+            for kind, text in spellings.items():
                 found = [
                     customer
-                    for customer in self._search_customers({"phone": variant}, branch_id)
+                    for customer in self._search_customers({"phone": text}, branch_id)
                     if _has_phone(customer, phone, target, region)
                 ]
                 if found:
+                    self._learn_spelling(kind, text, found)
                     return found
             return []
         if email and email.strip():
@@ -543,6 +560,24 @@ class AlfaCrmClient:
                 if any(address.strip().lower() == wanted for address in customer.email)
             ]
         return []
+
+    def _learn_spelling(self, kind: str, text: str, found: list[Customer]) -> None:
+        substring = (self.phone_search or PhoneSearch()).substring
+        if kind == "national":
+            wanted = _digits(text)
+            substring = substring or any(
+                len(_digits(p)) > len(wanted) and wanted in _digits(p) for c in found for p in c.phone
+            )
+        self.phone_search = PhoneSearch(spelling=kind, substring=substring)
+
+    def remember_phone_search(self, learned: PhoneSearch) -> None:
+        """Start from what an earlier container learned about this account."""
+        self.phone_search = learned
+
+    @property
+    def account(self) -> tuple[str, str]:
+        """The account this client logs in to: (base URL, e-mail)."""
+        return self._account
 
     def _search_customers(self, filters: Mapping[str, object], branch_id: int) -> list[Customer]:
         # Bounded: should an account ignore the filter, we must not page through its whole customer base.
@@ -659,6 +694,17 @@ class AlfaCrmClient:
         items = [Branch.model_validate(item) for item in self.iter_all("branch", {}, branch_id=None)]
         return sorted(items, key=lambda branch: (branch.weight, branch.id))
 
+    def pay_items(self, branch_id: int) -> list[PayItem]:
+        """Income and expense items (`pay-item`), each with the pay types it is used with (`pay_type_ids`)."""
+        items = [PayItem.model_validate(item) for item in self.iter_all("pay-item", {}, branch_id=branch_id)]
+        return sorted(items, key=lambda item: (item.weight, item.id))
+
+    def api_user_id(self, branch_id: int) -> int | None:
+        """The AlfaCRM user this client logs in as (its e-mail among `users`), or None when users cannot be
+        listed or none has that e-mail."""
+        wanted = self.email.strip().lower()
+        return next((u.id for u in self.users(branch_id) if (u.email or "").strip().lower() == wanted), None)
+
     def teachers(self, branch_id: int) -> list[Teacher]:
         return [Teacher.model_validate(item) for item in self.iter_all("teacher", {}, branch_id=branch_id)]
 
@@ -684,14 +730,24 @@ class AlfaCrmClient:
         return names
 
 
-def _phone_variants(phone: str, e164: str | None) -> list[str]:
-    """Spellings to search with: national digits (match masked and 8-prefixed records if the server compares
-    digits or substrings), E.164, and the number as given."""
-    variants: list[str] = []
+def _phone_spellings(phone: str, e164: str | None) -> dict[str, str]:
+    """Spellings to search with, by kind, each text once: national digits (match masked and 8-prefixed records
+    if the server compares digits or substrings), the 11-digit `7XXXXXXXXXX` (country code and number, the form
+    a client of real accounts searches with), E.164, and the number as given."""
+    kinds: list[tuple[str, str]] = []
     if e164:
-        variants += [national_digits(e164) or "", e164]
-    variants.append(phone.strip())
-    return list(dict.fromkeys(variant for variant in variants if variant))
+        kinds += [("national", national_digits(e164) or ""), ("digits", e164.removeprefix("+")), ("e164", e164)]
+    kinds.append(("given", phone.strip()))
+    out: dict[str, str] = {}
+    for kind, text in kinds:
+        if text and text not in out.values():
+            out[kind] = text
+    return out
+
+
+def _digits(text: str) -> str:
+    # only to see how the server matched (a longer stored number found by fewer digits), never to normalise
+    return "".join(ch for ch in text if ch.isdigit())
 
 
 def _has_phone(customer: Customer, phone: str, e164: str | None, region: str) -> bool:

@@ -340,17 +340,76 @@ class Communication(AlfaModel):
     comment: str = ""
 
 
+# log/index `event` codes (YegorPanin/alfacrm-client src/alfacrm/models/log.py, conint 1..3; aioalfacrm and
+# Airumian/alfacrm type it as an integer): the webhook's words for them
+LOG_EVENTS = {1: "create", 2: "update", 3: "delete"}
+
+
+def to_log_event(value: object) -> str:
+    """A log entry's `event` — 1/2/3, or a word as webhooks spell it — as the webhook's word."""
+    if isinstance(value, str) and value.strip().lower() in LOG_EVENTS.values():
+        return value.strip().lower()
+    code = to_int(value)
+    if code not in LOG_EVENTS:
+        raise ValueError(f"unknown log event {value!r}")
+    return LOG_EVENTS[code]
+
+
+def to_field_map(value: object) -> dict[str, object]:
+    """A log entry's `fields_old`/`fields_new`: a map, or a list of one-key maps (both seen: KO_alfacrm_data's
+    export reads either; YegorPanin's client types them as lists), or `[]` for nothing."""
+    if isinstance(value, list):
+        merged: dict[str, object] = {}
+        for item in value:
+            if not isinstance(item, dict):
+                raise ValueError(f"not a field map: {item!r}")
+            merged.update(item)
+        return merged
+    return to_map(value)
+
+
+FieldMap = Annotated[JsonObject, BeforeValidator(to_field_map)]
+
+
 class LogEntry(AlfaModel):
-    """One row of `log/index`: a change AlfaCRM recorded (a webhook that may never have arrived)."""
+    """One row of `log/index`: a change AlfaCRM recorded (a webhook that may never have arrived).
+
+    As clients of real accounts read it: `event` an integer, fields as maps or lists of one-key maps, entries
+    newest first, `date_time` zone-less account-local."""
 
     id: OptInt = None
     entity: str
     entity_id: Annotated[int, BeforeValidator(to_int)]
     user_id: OptInt = None
-    event: str
-    fields_old: Map = Field(default_factory=dict)
-    fields_new: Map = Field(default_factory=dict)
+    event: Annotated[Literal["create", "update", "delete"], BeforeValidator(to_log_event)]
+    fields_old: FieldMap = Field(default_factory=dict)
+    fields_new: FieldMap = Field(default_factory=dict)
     date_time: OptDateTime = Field(default=None, validation_alias=AliasChoices("date_time", "datetime"))
+
+    def as_webhook(self, branch_id: int) -> JsonObject:
+        """The webhook AlfaCRM would have sent for this change (a `WebhookEvent` body)."""
+        return {
+            "branch_id": branch_id,
+            "event": self.event,
+            "entity": self.entity,
+            "entity_id": self.entity_id,
+            "fields_old": self.fields_old or [],
+            "fields_new": self.fields_new or [],
+            "fields_rel": [],
+            "user_id": self.user_id,
+            "datetime": self.date_time.strftime("%Y-%m-%d %H:%M:%S") if self.date_time else None,
+        }
+
+
+class PayItem(AlfaModel):
+    """An income/expense item (aioalfacrm `entities/pay_item.py`): which pay types it is used with."""
+
+    id: int
+    name: str = ""
+    branch_ids: IntList = Field(default_factory=list)
+    category_id: OptInt = None
+    pay_type_ids: IntList = Field(default_factory=list)
+    weight: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
 
 
 class IndexPage(BaseModel):

@@ -4,6 +4,9 @@
 - `derive_deals`: the customer's first-sale deal and (when upsells are on) one upsell deal per payment after
   the first. The first payment (earliest `document_date`, then lowest id, among non-deleted payments) is
   the first sale's revenue; every payment ordered after it is an upsell deal — deleted ones end "cancelled".
+  Only revenue counts: a positive payment, and — when `deals.upsell.pay_item_ids` names pay items — one of
+  those items (a goods sale or a refund item is neither the first sale's revenue nor an upsell; a payment
+  whose item is not known yet counts, as before the setting existed).
 - `apply_draft`: rows UIS already has are frozen, times never go backwards, and a deal is pending when UIS
   lacks a transition or a changed value (`needs_upload`); `rows_to_send` says which rows.
 - `orphan`: an upsell whose payment stopped being one.
@@ -31,6 +34,7 @@ from connector.models.deals import (
     PayInfo,
     Step,
     contact_ext_id,
+    employee_ext_id,
     first_sale_ext_id,
     upsell_ext_id,
 )
@@ -45,6 +49,8 @@ class Directory:
 
     teachers: Mapping[int, str] = field(default_factory=dict)
     branches: Mapping[int, str] = field(default_factory=dict)
+    users: Mapping[int, str] = field(default_factory=dict)
+    sources: Mapping[int, str] = field(default_factory=dict)
 
     def teacher_names(self, ids: Iterable[int]) -> str:
         return ", ".join(self.teachers.get(i, f"#{i}") for i in ids)
@@ -52,18 +58,37 @@ class Directory:
     def branch_names(self, ids: Iterable[int]) -> str:
         return ", ".join(self.branches.get(i, f"#{i}") for i in ids)
 
+    def people(self, snap: CustomerSnapshot) -> dict[str, str]:
+        """The draft fields naming the customer's manager (as a UIS deal employee) and its lead source."""
+        out: dict[str, str] = {}
+        if snap.assigned_id is not None:
+            out["employee_ext_id"] = employee_ext_id(snap.assigned_id)
+            out["employee_name"] = self.users.get(snap.assigned_id) or f"Сотрудник #{snap.assigned_id}"
+        source = self.sources.get(snap.lead_source_id) if snap.lead_source_id is not None else None
+        if source:
+            out["source"] = source
+        return out
+
 
 def _pay_order(pay: PayInfo) -> tuple[str, int]:
     return pay.document_date or "9999-12-31", pay.id
 
 
-def first_payment(snap: CustomerSnapshot) -> PayInfo | None:
-    live = [p for p in deal_payments(snap) if not p.removed_at]
+def first_payment(snap: CustomerSnapshot, settings: DealsSettings) -> PayInfo | None:
+    live = [p for p in deal_payments(snap, settings) if not p.removed_at]
     return min(live, key=_pay_order) if live else None
 
 
-def deal_payments(snap: CustomerSnapshot) -> list[PayInfo]:
-    return [p for p in snap.pays.values() if p.customer_id == snap.customer_id and is_deal_payment(p)]
+def deal_payments(snap: CustomerSnapshot, settings: DealsSettings) -> list[PayInfo]:
+    """The customer's payments that are revenue (positive, of a chosen pay item when the settings name any)."""
+    items = set(settings.upsell.pay_item_ids)
+    return [
+        p
+        for p in snap.pays.values()
+        if p.customer_id == snap.customer_id
+        and is_deal_payment(p)
+        and (not items or p.pay_item_id is None or p.pay_item_id in items)
+    ]
 
 
 def contact_sig(snap: CustomerSnapshot) -> str:
@@ -84,11 +109,11 @@ def derive_deals(
     link: CustomerLink | None = None,
 ) -> list[DealDraft]:
     """The customer's first-sale deal and (when enabled) one upsell deal per payment after the first."""
-    first = first_payment(snap)
+    first = first_payment(snap, settings)
     drafts = [_first_sale(snap, settings, directory, first, link)]
     if settings.upsell.enabled and first is not None:
         # the first payment itself, and deleted ones ordered before it, are no upsells
-        later = [p for p in sorted(deal_payments(snap), key=_pay_order) if _pay_order(p) > _pay_order(first)]
+        later = [p for p in sorted(deal_payments(snap, settings), key=_pay_order) if _pay_order(p) > _pay_order(first)]
         drafts += [_upsell(snap, pay, directory) for pay in later]
     return drafts
 
@@ -115,7 +140,7 @@ def _first_sale(
         communication_type=link.communication_type if link else None,
         user_fields=_fields(directory.teacher_names(snap.teacher_ids), directory.branch_names(snap.branch_ids)),
         contact_sig=contact_sig(snap),
-    )
+    ).model_copy(update=directory.people(snap))
 
 
 def _upsell(snap: CustomerSnapshot, pay: PayInfo, directory: Directory) -> DealDraft:
@@ -134,24 +159,26 @@ def _upsell(snap: CustomerSnapshot, pay: PayInfo, directory: Directory) -> DealD
         revenue=pay.income,
         contact_ext_id=contact_ext_id(snap.customer_id),
         user_fields=_fields(teacher, branch),
-    )
+    ).model_copy(update=directory.people(snap))
 
 
 # --- deal records -------------------------------------------------------------------------------------
-def signature(deal: DealRecord) -> str:
-    """What UIS shows besides the stage: a change here re-sends the current stage's row."""
-    raw = json.dumps(
-        [
-            deal.name,
-            deal.created_at,
-            money(deal.revenue),
-            deal.contact_ext_id,
-            deal.communication_id,
-            deal.communication_type,
-            sorted(deal.user_fields.items()),
-        ],
-        default=str,
-    )
+def signature(deal: DealRecord, *, with_contact: bool = True) -> str:
+    """What UIS shows besides the stage: a change here re-sends the current stage's row. Rows sent without
+    their contact (UIS refused to create it) sign without it, so the row goes again once the contact exists."""
+    shown: list[object] = [
+        deal.name,
+        deal.created_at,
+        money(deal.revenue),
+        deal.contact_ext_id if with_contact else None,
+        deal.communication_id,
+        deal.communication_type,
+        sorted(deal.user_fields.items()),
+    ]
+    if deal.employee_ext_id or deal.source:
+        # only when present: deals stored before these fields keep their signature (no mass re-send)
+        shown += [deal.employee_ext_id, deal.source]
+    raw = json.dumps(shown, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -185,6 +212,9 @@ def _content(deal: DealRecord) -> tuple[object, ...]:
         sorted(deal.user_fields.items()),
         deal.customer_id,
         deal.contact_sig,
+        deal.employee_ext_id,
+        deal.employee_name,
+        deal.source,
     )
 
 

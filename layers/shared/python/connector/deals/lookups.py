@@ -1,5 +1,5 @@
-"""AlfaCRM look-ups the deals need (lead statuses, branches, teachers), cached so that an ordinary event
-costs no AlfaCRM call beyond its own re-read.
+"""AlfaCRM look-ups the deals need (lead statuses, branches, teachers, users, lead sources), cached so that an
+ordinary event costs no AlfaCRM call beyond its own re-read.
 
 Two cache levels through `IntegrationStore.cached/put_cached`: memory (per container) over DynamoDB
 (`CACHE#<name>` with a TTL). A miss — an id the cached list does not know, e.g. a teacher added today —
@@ -29,7 +29,9 @@ from connector.store import Store
 LEAD_STATUSES = "lead_statuses"
 BRANCHES = "branches"
 TEACHERS = "teachers"
-TTL_SECONDS = {LEAD_STATUSES: 3600, BRANCHES: 6 * 3600, TEACHERS: 6 * 3600}
+USERS = "users"
+LEAD_SOURCES = "lead_sources"
+TTL_SECONDS = {LEAD_STATUSES: 3600, BRANCHES: 6 * 3600, TEACHERS: 6 * 3600, USERS: 6 * 3600, LEAD_SOURCES: 6 * 3600}
 
 Records = list[JsonObject]
 
@@ -99,9 +101,11 @@ class Lookups:
         *,
         teacher_ids: Iterable[int | None] = (),
         branch_ids: Iterable[int | None] = (),
+        user_ids: Iterable[int | None] = (),
+        source_ids: Iterable[int | None] = (),
         branch_hint: int | None = None,
     ) -> Directory:
-        """Names for these teachers and branches (others may be included)."""
+        """Names for these teachers, branches, users (managers) and lead sources (others may be included)."""
         home = self.integration.alfacrm.branch_id
 
         def fetch_teachers() -> Records:
@@ -116,6 +120,8 @@ class Lookups:
         return Directory(
             teachers=self._names(TEACHERS, fetch_teachers, teacher_ids),
             branches=self._names(BRANCHES, lambda: _dumped(self._alfacrm().branches()), branch_ids),
+            users=self._names(USERS, lambda: _dumped(self._alfacrm().users(home)), user_ids),
+            sources=self._names(LEAD_SOURCES, lambda: _dumped(self._alfacrm().lead_sources(home)), source_ids),
         )
 
 

@@ -3,11 +3,15 @@
 Decisions where AlfaCRM leaves room (documented, tested):
 - a re-read value that no event explains (a lost or still-travelling webhook) is applied at the time of the
   re-read; once the event arrives its own time replaces that guess (facts win over inferences);
-- a client (`is_study` 1) is a won first sale whatever its status; an archived or deleted *lead* is failed;
+- a client (`is_study` 1) is a won first sale whatever its status; an archived, refused (`lead_reject_id`
+  set, with or without an archive flag) or deleted *lead* is failed, and back in process once the reason is
+  cleared;
 - what UIS already has is frozen (`merge_history`): it rejects a row older than a deal's last uploaded stage.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from connector.deals.snapshots import TRACKED, min_time
 from connector.models.deals import (
@@ -26,20 +30,27 @@ from connector.models.deals import (
 from connector.settings import DealsSettings
 
 
-def stage_of(is_study: TrackedValue, removed: TrackedValue, status_id: TrackedValue, settings: DealsSettings) -> str:
-    """Where a customer stands in "Первая продажа"."""
+def stage_of(values: Mapping[str, TrackedValue], settings: DealsSettings) -> str:
+    """Where a customer stands in "Первая продажа", from its tracked fields' values."""
+    is_study, status_id = values.get("is_study"), values.get("lead_status_id")
     if is_study:
         return SUCCESS  # a client: converted (or created as a client) = a won first sale
     if status_id is not None and status_id in settings.first_sale.success_status_ids:
         return SUCCESS
     if status_id is not None and status_id in settings.first_sale.failure_status_ids:
         return FAILED
-    if removed:
-        return FAILED  # a lead archived (or deleted) while in progress
+    if values.get("removed") or values.get("lead_reject_id") is not None:
+        return FAILED  # a lead archived, refused with a reason or deleted while in progress
     return NO_STATUS if status_id is None else str(status_id)
 
 
-_DEFAULTS: dict[str, TrackedValue] = {"is_study": False, "lead_status_id": None, "removed": False}
+_SET_BY_CHANGES = frozenset({"lead_reject_id"})
+_DEFAULTS: dict[str, TrackedValue] = {
+    "is_study": False,
+    "lead_status_id": None,
+    "removed": False,
+    "lead_reject_id": None,
+}
 
 
 def _value_at(facts: list[Fact], x: str, current: TrackedValue, has_current: bool, name: str) -> TrackedValue:
@@ -60,7 +71,10 @@ def _value_at(facts: list[Fact], x: str, current: TrackedValue, has_current: boo
     if later:
         first_at = later[0].at
         olds = [f.value for f in later if f.at == first_at and f.kind == "old"]
-        return olds[0] if olds else later[0].value
+        if olds:
+            return olds[0]
+        # a lead is created without a refusal reason: one only ever arrives by a later change
+        return _DEFAULTS[name] if name in _SET_BY_CHANGES else later[0].value
     return current if has_current else _DEFAULTS[name]
 
 
@@ -80,7 +94,7 @@ def customer_path(snap: CustomerSnapshot, settings: DealsSettings) -> list[Step]
     last: dict[str, TrackedValue] = {}
     for x in points:
         last = values_at(x)
-        stage = stage_of(last["is_study"], last["removed"], last["lead_status_id"], settings)
+        stage = stage_of(last, settings)
         if not steps or steps[-1].stage != stage:
             steps.append(Step(stage=stage, at=x))
     # A re-read newer than a field's last fact shows a change no event has explained (yet: a webhook lost or
@@ -92,7 +106,7 @@ def customer_path(snap: CustomerSnapshot, settings: DealsSettings) -> list[Step]
             facts = snap.facts.get(name, [])
             if name in snap.current_keys and (not facts or snap.read_at > facts[-1].at):
                 final[name] = snap.current.get(name)
-        stage = stage_of(final["is_study"], final["removed"], final["lead_status_id"], settings)
+        stage = stage_of(final, settings)
         if stage != steps[-1].stage:
             steps.append(Step(stage=stage, at=max(snap.read_at, points[-1])))
     return steps

@@ -9,8 +9,11 @@ change log (`log/index`) still has the change. Per active integration with deals
    deal events queue as the webhook it should have been, so the deal worker stays the only writer and the
    catch-up gets its retries and DLQ.
 
-The log's order is not documented: it is detected (oldest or newest first) and remembered. The first run
-only places the watermark at the current end: history from before the integration existed is not replayed.
+Entries are read as clients of real accounts read them (`connector.alfacrm.models.LogEntry`: `event` 1/2/3,
+fields as maps or lists of one-key maps) and turned into the webhook they stand for; one that does not read
+as a change is skipped with a warning, never silently. The log's order is undocumented (the real export runs
+newest first): it is detected and remembered. The first run only places the watermark at the current end:
+history from before the integration existed is not replayed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from connector.alfacrm.client import AlfaCrmClient
-from connector.alfacrm.models import WebhookEvent, to_int
+from connector.alfacrm.models import LogEntry, WebhookEvent, to_int
 from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
@@ -81,7 +84,8 @@ def reconcile_integration(
     for entity in LOG_ENTITIES:
         entries, mark, pages = _read_log(alfacrm, entity, branch, marks.get(entity), max_pages)
         report.pages += pages
-        unseen = _unseen(rt.store, integration.id, entity, [_as_webhook(entry, branch) for entry in entries])
+        events = _as_webhooks(entries, branch)
+        unseen = _unseen(rt.store, integration.id, entity, events)
         messages = [
             DealEventMessage(integration_id=integration.id, received_at=received_at, source="reconciler", event=e)
             for e in unseen
@@ -165,19 +169,15 @@ def _mark(entry: Mapping[str, JsonValue] | None, page: int, order: str | None) -
     return LogMark(at=at, id=log_id, page=page, order=order)
 
 
-def _as_webhook(entry: Mapping[str, JsonValue], branch: int) -> JsonObject:
-    """A log entry as the webhook AlfaCRM would have sent for it."""
-    return {
-        "branch_id": branch,
-        "event": entry.get("event"),
-        "entity": entry.get("entity"),
-        "entity_id": entry.get("entity_id"),
-        "fields_old": entry.get("fields_old") or [],
-        "fields_new": entry.get("fields_new") or [],
-        "fields_rel": [],
-        "user_id": entry.get("user_id"),
-        "datetime": entry.get("date_time") or entry.get("datetime"),
-    }
+def _as_webhooks(entries: list[JsonObject], branch: int) -> list[JsonObject]:
+    """Log entries as the webhooks AlfaCRM would have sent for them."""
+    out: list[JsonObject] = []
+    for raw in entries:
+        try:
+            out.append(LogEntry.model_validate(raw).as_webhook(branch))
+        except ValueError:
+            logger.warning("alfacrm log entry not understood; skipped", extra={"log_id": raw.get("id")})
+    return out
 
 
 def _unseen(store: Store, integration_id: str, entity: str, events: list[JsonObject]) -> list[JsonObject]:

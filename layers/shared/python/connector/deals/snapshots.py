@@ -2,9 +2,9 @@
 derived from. Pure functions, no I/O (shared/design/architecture.md, "Deal rules").
 
 `observe_customer` / `observe_pay` fold one event (and the entity re-read for it) into the snapshot.
-Stage-relevant fields (`is_study`, `lead_status_id`, `removed`) are kept as *facts* with AlfaCRM's own
-times, so the history does not depend on the order webhooks arrive in: facts are a set, the same delivery
-twice adds nothing, and any delivery order yields the same set.
+Stage-relevant fields (`is_study`, `lead_status_id`, `removed`, `lead_reject_id`) are kept as *facts* with
+AlfaCRM's own times, so the history does not depend on the order webhooks arrive in: facts are a set, the
+same delivery twice adds nothing, and any delivery order yields the same set.
 
 Decisions where AlfaCRM leaves room (documented, tested):
 - a payment is a deal only when its income is positive: AlfaCRM records refunds and expenses as payments
@@ -30,6 +30,9 @@ TRACKED: dict[str, tuple[str, ...]] = {
     "is_study": ("is_study",),
     "lead_status_id": ("lead_status_id",),
     "removed": ("removed", "is_removed", "is_archived"),
+    # a lead's refusal reason: how real accounts show an archived lead (KO_alfacrm_data's change log has
+    # `lead_reject_id` in fields_new, no archive flag anywhere); cleared when the lead is restored
+    "lead_reject_id": ("lead_reject_id",),
 }
 _CONFIRMED_KEYS = ("is_confirmed", "confirmed")
 
@@ -54,7 +57,7 @@ def event_key(event: WebhookEvent) -> str:
 
 
 def _coerce_tracked(name: str, value: JsonValue) -> TrackedValue:
-    if name == "lead_status_id":
+    if name in ("lead_status_id", "lead_reject_id"):
         return to_int(value)
     return bool(to_bool(value))
 
@@ -140,7 +143,10 @@ def _fold_tracked(snap: CustomerSnapshot, event: WebhookEvent, at: str) -> None:
 def _take_reread(snap: CustomerSnapshot, customer: Customer, read_at: str, tz: str) -> None:
     """The customer as a re-read newer than the snapshot's last one found it."""
     snap.current = {"is_study": bool(customer.is_study), "lead_status_id": customer.lead_status_id}
-    snap.current_keys = ["is_study", "lead_status_id"]
+    if customer.lead_reject_id is not None:
+        # DynamoDB drops None map values: a stored snapshot must read back equal (`current_keys` tells the None)
+        snap.current["lead_reject_id"] = customer.lead_reject_id
+    snap.current_keys = ["is_study", "lead_reject_id", "lead_status_id"]
     if customer.removed is not None:
         # the archive flag's name in a record is not documented: a record without one tells nothing
         snap.current["removed"] = bool(customer.removed)
@@ -151,6 +157,8 @@ def _take_reread(snap: CustomerSnapshot, customer: Customer, read_at: str, tz: s
     snap.emails = list(customer.email)
     snap.teacher_ids = list(customer.teacher_ids)
     snap.branch_ids = list(customer.branch_ids)
+    snap.assigned_id = customer.assigned_id
+    snap.lead_source_id = customer.lead_source_id
     if customer.created_at is not None:
         snap.created_at = to_iso(local_to_utc(customer.created_at, tz))
 
@@ -197,6 +205,7 @@ def observe_pay(
             info.document_date = pay.document_date.isoformat() if pay.document_date else None
             info.teacher_id = pay.teacher_id
             info.branch_id = pay.branch_id
+            info.pay_item_id = pay.pay_item_id
             info.confirmed = pay.is_confirmed
             info.read_at = read_at
             info.fields_at = dict.fromkeys(_PAY_FILL, read_at)
@@ -216,6 +225,7 @@ _PAY_FILL: dict[str, Callable[[JsonValue], str | int | None]] = {
     "document_date": lambda v: None if to_date(v) is None else to_date(v).isoformat(),  # type: ignore[union-attr]
     "teacher_id": to_int,
     "branch_id": to_int,
+    "pay_item_id": to_int,
 }
 
 

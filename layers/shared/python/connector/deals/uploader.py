@@ -3,18 +3,23 @@
 Per integration with pending deals:
 1. `ensure_funnels` (a DynamoDB read when nothing changed); a deal naming a stage UIS does not know forces
    one real sync (a status added in AlfaCRM a minute ago), and is parked if the stage is still unknown;
-2. contacts: ONE `create.deal_contacts` for new ones and ONE `update.deal_contacts` for changed ones
-   (a hash per contact in `UIS#contact#<ext_id>` tells which);
+2. the contacts and managers the rows name (`connector.deals.people`): ONE `create.deal_contacts` for new
+   contacts, one `update.deal_contacts` per changed one, one `create.deal_employees` per manager UIS lacks;
 3. ONE `upload.deals_history` per ≤1000 rows, carrying per deal only the transitions UIS lacks (or the
    current stage again, same stage time, for a change that does not move the stage).
-UIS takes a call all or nothing: a validation error parks only the offending deal (the row the error
-names, or found by bisection) and the rest is sent again. An error about what the *account* lacks — a row's
-user field, stage or funnel "not found" (or refused) in UIS, e.g. deleted in the cabinet — is not the
-deal's fault and would park deal after deal: it forces one `ensure_funnels` sync (re-creating missing
-stages and fields) and the batch is sent again; if UIS still refuses it, the flush is deferred with every
-pending mark kept (and no forced sync again for `RESYNC_COOLDOWN`, so a problem only a person can fix does
-not spend the day's points). `limit_exceeded` (beyond what the client waits
-out) and transport errors stop the integration's flush and leave every pending mark for the next run.
+UIS takes a call all or nothing and its error names a field, never a row or contact (`deals.stage_ext_id`):
+a validation error parks only the offending deal, found by bisection (refused calls cost no points), and the
+rest is sent again. A contact UIS refuses keeps its deal pending with UIS's message (the deal's rows go
+without it when UIS has none) and parks the deal after a few flushes (`connector.deals.marks`). A deal
+refused as "created in the future" (UIS's clock or zone behind the school's) waits `RETRY_LATER` and is
+sent again, not parked. An upload whose answer was lost (5xx, timeout) marks its deals in doubt: the next
+flush reads back what UIS holds (`connector.deals.readback`) before sending anything. An error about what the
+*account* lacks — a row's user field, stage or funnel "not found" (or refused) in UIS, e.g. deleted in the
+cabinet — is not the deal's fault and would park deal after deal: it forces one `ensure_funnels` sync
+(re-creating missing stages and fields) and the batch is sent again; if UIS still refuses it, the flush is
+deferred with every pending mark kept (and no forced sync again for `RESYNC_COOLDOWN`, so a problem only a
+person can fix does not spend the day's points). `limit_exceeded` (beyond what the client waits out) and
+transport errors stop the integration's flush and leave every pending mark for the next run.
 After a successful call each deal records what UIS now has; its pending mark is cleared only if the deal
 did not change meanwhile (conditional write), so a change made during the upload is uploaded next time.
 """
@@ -25,27 +30,30 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connector.deals import drafts
+from connector.deals import drafts, marks, people
 from connector.deals.funnels import ensure_funnels
-from connector.errors import ConnectorError, UisError, UisValidationError
-from connector.models.deals import FIRST_SALE, UPSELL, DealRecord, DealRef, Step, contact_ext_id
-from connector.models.parked import ParkedItem
-from connector.models.raw import JsonObject
+from connector.deals.readback import settle_doubts
+from connector.errors import ConnectorError, UisError, UisUnavailable, UisValidationError
+from connector.models.deals import FIRST_SALE, DealRecord, SentUpload, Step
+from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import ResyncMark
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
-from connector.store.base import on_conflict
 from connector.timeutil import from_iso, to_iso
 from connector.uis import deal_rows
-from connector.uis.client import MAX_CONTACTS, MAX_UPLOAD_ROWS, UisClient, failed_row_index
+from connector.uis.client import MAX_UPLOAD_ROWS
 from connector.uis.points import UisPoints
 
-WRITE_ATTEMPTS = 6
 MAX_PENDING_PER_FLUSH = 5000  # bounds one invocation; the rest waits for the next minute
 RESYNC_COOLDOWN = timedelta(minutes=15)  # after a forced sync that did not help, defer without forcing again
-# a row field that names something of the account (UIS#funnel#…, UIS#field#…), with or without `deals[i].`
-_SYNC_FIELD = re.compile(r"^(?:deals\[\d+\]\.)?(?:user_fields|stage_ext_id|sales_funnel_ext_id)\b")
+# a deal UIS refuses as created "in the future" is sent again after this long; one created this long ago is
+# parked instead (no zone or clock difference is that large: UIS refuses it for another reason)
+RETRY_LATER = timedelta(minutes=10)
+TOO_EARLY_FOR = timedelta(hours=26)
+# a row field that names something of the account (UIS#funnel#…, UIS#field#…, UIS#employee#…), with or
+# without `deals[i].`; UIS names nested parameters with dots and no index (`deals.user_fields.ext_id`)
+_SYNC_FIELD = re.compile(r"^(?:deals(?:\[\d+\])?\.)?(?:user_fields|stage_ext_id|sales_funnel_ext_id|employee_ext_id)\b")
 _SYNC_MNEMONICS = ("entity_not_found", "invalid_parameter_value")
 
 
@@ -70,11 +78,8 @@ class _Item:
     deal: DealRecord
     steps: list[Step]
     rows: list[JsonObject]
-    merged: list[Step]
-    sig: str
-    contact_sig: str | None = None
-    at: str = ""  # the flush's moment (UTC ISO)
-    done: bool = False  # uploaded or parked by this flush
+    sent: SentUpload
+    done: bool = False  # uploaded, parked or postponed by this flush
 
 
 def flush_all(rt: Runtime, *, integration_id: str | None = None) -> list[FlushReport]:
@@ -107,8 +112,9 @@ def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
         flush = _Flush(rt, integration, uis, rt.now(), report)
         try:
             ready = flush.prepare(deals)
-            items = flush.plan(ready, without_contact=flush.sync_contacts(ready))
-            flush.send_chunks(items)
+            contacts = people.sync_contacts(rt, integration, ready, uis=uis.client, now=flush.moment)
+            flush.employees = people.sync_employees(rt, integration, ready, uis=uis.client)
+            flush.send_chunks(flush.plan(ready, contacts))
             report.state = "uploaded" if not report.parked else "partial"
         except _SyncProblem as problem:
             flush.defer_out_of_sync(problem.error)
@@ -125,7 +131,12 @@ def _pending(rt: Runtime, integration: Integration) -> list[DealRecord]:
     if not keys:
         return []
     # the GSI is eventually consistent: read the deals themselves before deciding what UIS lacks
-    return [d for d in rt.store.deals.get_deals(integration.id, keys).values() if d.upload_state == "pending"]
+    now = rt.now()
+    return [
+        d
+        for d in rt.store.deals.get_deals(integration.id, keys).values()
+        if d.upload_state == "pending" and not (d.retry_at and from_iso(d.retry_at) > now)
+    ]
 
 
 class _SyncProblem(Exception):
@@ -153,11 +164,14 @@ class _Flush:
         self.moment = moment
         self.report = report
         self.resynced = False
+        self.employees: set[str] = set()  # the deal employees UIS has (rows name only these)
 
     # --- prepare ------------------------------------------------------------------------------------
     def prepare(self, deals: list[DealRecord]) -> list[DealRecord]:
-        """Funnels in sync (one forced sync when a deal names a stage UIS lacks: a status added a minute ago);
-        deals whose stage is still unknown are parked; late communication links are attached."""
+        """Uploads in doubt settled (read back); funnels in sync (one forced sync when a deal names a stage UIS
+        lacks: a status added a minute ago); deals whose stage is still unknown are parked; late communication
+        links are attached."""
+        deals = settle_doubts(self.rt, self.integration, deals, self.uis.client)
         sync = ensure_funnels(self.rt, self.integration, points=self.uis)
         if any(_unknown_stages(d, sync.known) for d in deals):
             sync = ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
@@ -188,17 +202,10 @@ class _Flush:
             out.append(deal.model_copy(update=link.model_dump()) if link else deal)
         return out
 
-    # --- contacts ---------------------------------------------------------------------------------------
-    def sync_contacts(self, deals: list[DealRecord]) -> set[str]:
-        """Create new and update changed contacts; → contact ext_ids UIS refused (their deals go without one)."""
-        return _sync_contacts(self.rt, self.integration, deals, uis=self.uis.client, now=self.moment)
-
     # --- plan and send -----------------------------------------------------------------------------------
-    def plan(self, deals: list[DealRecord], *, without_contact: set[str]) -> list[_Item]:
-        items = [
-            _plan(self.integration, d, now=self.moment, with_contact=d.contact_ext_id not in without_contact)
-            for d in deals
-        ]
+    def plan(self, deals: list[DealRecord], contacts: people.ContactSync) -> list[_Item]:
+        employees = self.employees
+        items = [_plan(self.integration, d, now=self.moment, contacts=contacts, employees=employees) for d in deals]
         for item in items:
             if not item.rows:
                 # only the contact changed (phones, e-mails): synced above, the deal's rows are as UIS has them
@@ -214,12 +221,16 @@ class _Flush:
                 try:
                     self._send([i for i in chunk if not i.done])
                     break
-                except _SyncProblem:
+                except _SyncProblem as problem:
                     if self.resynced or not self._may_resync():
                         raise
-                    # UIS lacks a stage, funnel or user field a row names (deleted in the cabinet?): sync, resend
+                    # UIS lacks a stage, funnel, user field or employee a row names (deleted in the cabinet?):
+                    # sync, resend
                     self.resynced = True
                     ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
+                    if "employee_ext_id" in (problem.error.field or ""):
+                        deals = [i.deal for i in chunk]
+                        people.sync_employees(self.rt, self.integration, deals, uis=self.uis.client, again=True)
 
     def _may_resync(self) -> bool:
         """No forced sync within `RESYNC_COOLDOWN` of one that did not cure a sync problem."""
@@ -227,32 +238,39 @@ class _Flush:
         return last is None or not last.at or self.moment - from_iso(last.at) >= RESYNC_COOLDOWN
 
     def _send(self, items: list[_Item]) -> None:
-        """Upload these deals' rows in one call; on a validation error park the culprit and send the rest."""
-        while items:
-            try:
-                self.uis.client.upload_deals_history([row for item in items for row in item.rows])
-            except UisValidationError as exc:
-                if is_sync_problem(exc):
-                    raise _SyncProblem(exc) from exc
-                index = failed_row_index(exc)
-                culprit = _owner(items, index) if index is not None else None
-                if culprit is None and len(items) == 1:
-                    culprit = items[0]
-                if culprit is None:
-                    # UIS did not say which row: halve until the bad deal is alone
-                    middle = len(items) // 2
-                    self._send(items[:middle])
-                    self._send(items[middle:])
-                    return
-                self._park(culprit.deal, exc.message, exc.mnemonic or exc.code)
-                culprit.done = True
-                items = [i for i in items if i is not culprit]
-                continue
-            for item in items:
-                self._mark_uploaded(item)
-                item.done = True
-            self.report.uploaded += len(items)
+        """Upload these deals' rows in one call; on a validation error halve until the culprit is alone, park it,
+        and send the rest."""
+        if not items:
             return
+        try:
+            self.uis.client.upload_deals_history([row for item in items for row in item.rows])
+        except UisUnavailable as exc:
+            if exc.ambiguous:
+                # sent, answer lost: UIS may hold these rows; the next flush reads back before sending again
+                for item in items:
+                    marks.mark_in_doubt(self.rt, self.integration, item.deal, item.sent)
+            raise
+        except UisValidationError as exc:
+            if is_sync_problem(exc):
+                raise _SyncProblem(exc) from exc
+            if len(items) > 1:
+                # UIS never says which row: halve until the bad deal is alone
+                middle = len(items) // 2
+                self._send(items[:middle])
+                self._send(items[middle:])
+                return
+            culprit = items[0]
+            culprit.done = True
+            if _too_early(exc) and from_iso(culprit.deal.created_at) > self.moment - TOO_EARLY_FOR:
+                until = to_iso(self.moment + RETRY_LATER)
+                marks.retry_later(self.rt, self.integration, culprit.deal, exc.message, until)
+            else:
+                self._park(culprit.deal, exc.message, exc.mnemonic or exc.code)
+            return
+        for item in items:
+            self._mark_uploaded(item)
+            item.done = True
+        self.report.uploaded += len(items)
 
     # --- report --------------------------------------------------------------------------------------------
     def defer_out_of_sync(self, exc: UisValidationError) -> None:
@@ -273,10 +291,10 @@ class _Flush:
         logger.warning("deal upload deferred", extra={"integration_id": self.integration.id, "code": exc.code})
 
     def _mark_uploaded(self, item: _Item) -> None:
-        _mark_uploaded(self.rt, self.integration, item)
+        marks.mark_uploaded(self.rt, self.integration, item.deal, item.sent)
 
     def _park(self, deal: DealRecord, error: str, code: str) -> None:
-        _park(self.rt, self.integration, deal, error, code)
+        marks.park(self.rt, self.integration, deal, error, code)
         self.report.parked.append(f"{deal.funnel}#{deal.ext_id}")
 
 
@@ -286,20 +304,47 @@ def _unknown_stages(deal: DealRecord, known: dict[str, set[str]]) -> list[str]:
     return [s.stage for s in drafts.rows_to_send(deal, force=True) if s.stage not in stages]
 
 
-def _plan(integration: Integration, deal: DealRecord, *, now: datetime, with_contact: bool) -> _Item:
+def _too_early(exc: UisValidationError) -> bool:
+    """UIS refuses a deal whose creation time is "in the future" to its clock (upload_deals_history: not in the
+    future, in UIS's undocumented zone): the school's zone or clock runs ahead of UIS's, not the deal's fault."""
+    return exc.mnemonic == "invalid_parameter_value" and (exc.field or "").endswith("created_date_time")
+
+
+def _plan(
+    integration: Integration,
+    deal: DealRecord,
+    *,
+    now: datetime,
+    contacts: people.ContactSync,
+    employees: set[str],
+) -> _Item:
     # an admin replay marks a fully uploaded deal pending: send its current row again
     force = not drafts.needs_upload(deal)
     steps = drafts.rows_to_send(deal, force=force)
-    rows = deal_rows.upload_rows(deal, steps, tz=integration.timezone, now=now, with_contact=with_contact)
-    return _Item(
-        deal=deal,
-        steps=steps,
-        rows=rows,
-        merged=drafts.history(deal),
-        sig=drafts.signature(deal),
-        contact_sig=deal.contact_sig,
-        at=to_iso(now),
+    with_contact = deal.contact_ext_id not in contacts.absent
+    rows = deal_rows.upload_rows(
+        deal,
+        steps,
+        tz=integration.uis_timezone,
+        now=now,
+        with_contact=with_contact,
+        with_employee=deal.employee_ext_id in employees,
     )
+    last: JsonObject = rows[-1] if rows else {}
+    sent = SentUpload(
+        uploaded=drafts.history(deal),
+        sig=drafts.signature(deal, with_contact=with_contact),
+        contact_sig=deal.contact_sig,
+        contact_error=contacts.refused.get(deal.contact_ext_id),
+        at=to_iso(now),
+        stage=_text(last.get("stage_ext_id")),
+        stage_time=_text(last.get("modified_stage_date_time")),
+    )
+    return _Item(deal=deal, steps=steps, rows=rows, sent=sent)
+
+
+def _text(value: JsonValue) -> str | None:
+    return None if value is None else str(value)
 
 
 def _chunks(items: list[_Item]) -> list[list[_Item]]:
@@ -318,158 +363,3 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
     if current:
         chunks.append(current)
     return chunks
-
-
-def _owner(items: list[_Item], row_index: int) -> _Item | None:
-    seen = 0
-    for item in items:
-        seen += len(item.rows)
-        if row_index < seen:
-            return item
-    return None
-
-
-# --- contacts --------------------------------------------------------------------------------------------
-def _sync_contacts(
-    rt: Runtime, integration: Integration, deals: list[DealRecord], *, uis: UisClient, now: datetime
-) -> set[str]:
-    """Create new and update changed contacts; → contact ext_ids UIS refused (their deals go without one)."""
-    customer_ids = sorted({d.customer_id for d in deals})
-    if not customer_ids:
-        return set()
-    snaps = rt.store.deals.get_customers(integration.id, customer_ids)
-    contacts = {
-        contact_ext_id(cid): deal_rows.contact_payload(
-            snap, region=integration.phone_region, tz=integration.timezone, now=now
-        )
-        for cid, snap in snaps.items()
-    }
-    missing = {contact_ext_id(c) for c in customer_ids if c not in snaps}
-    known = rt.store.deals.contact_hashes(integration.id, contacts)
-    new = [c for e, c in contacts.items() if e not in known]
-    changed = [c for e, c in contacts.items() if e in known and known[e] != deal_rows.contact_hash(c)]
-    refused: set[str] = set(missing)
-    synced: dict[str, str] = {}
-    queued = {True: new, False: changed}
-    moved_once: set[str] = set()
-    while queued[True] or queued[False]:
-        for create in (True, False):
-            pending, queued[create] = queued[create], []
-            while pending:
-                chunk, pending = pending[:MAX_CONTACTS], pending[MAX_CONTACTS:]
-                done, moved, bad = _contacts_call(uis, chunk, create=create)
-                synced.update({str(c["ext_id"]): deal_rows.contact_hash(c) for c in done})
-                refused |= bad
-                # created earlier (sync state lost) → update them; gone from UIS on update → create them again;
-                # once only, so a contact UIS bounces between the two calls ends refused, not in a loop
-                for contact in moved:
-                    ext_id = str(contact["ext_id"])
-                    if ext_id in moved_once:
-                        refused.add(ext_id)
-                    else:
-                        moved_once.add(ext_id)
-                        queued[not create].append(contact)
-    if synced:
-        rt.store.deals.put_contact_hashes(integration.id, synced)
-    if refused - missing:
-        logger.warning("uis refused contacts", extra={"integration_id": integration.id, "count": len(refused)})
-    return refused
-
-
-def _contacts_call(
-    uis: UisClient, contacts: list[JsonObject], *, create: bool
-) -> tuple[list[JsonObject], list[JsonObject], set[str]]:
-    """One create/update call, dropping what UIS names as bad and retrying the rest.
-
-    → (sent successfully, to move to the other call, refused ext_ids).
-    """
-    moved: list[JsonObject] = []
-    refused: set[str] = set()
-    remaining = list(contacts)
-    while remaining:
-        try:
-            if create:
-                uis.create_deal_contacts(remaining)
-            else:
-                uis.update_deal_contacts(remaining)
-            return remaining, moved, refused
-        except UisValidationError as exc:
-            index = _contact_index(exc)
-            if index is None or index >= len(remaining):
-                # no contact named: send none of them rather than guess; their deals go without a contact
-                return [], moved, refused | {str(c["ext_id"]) for c in remaining}
-            bad = remaining.pop(index)
-            wrong_call = exc.mnemonic == ("duplicate_entity" if create else "entity_not_found")
-            if wrong_call and str(exc.field or "").endswith(".ext_id"):
-                moved.append(bad)
-            else:
-                refused.add(str(bad["ext_id"]))
-    return [], moved, refused
-
-
-def _contact_index(exc: UisError) -> int | None:
-    text = exc.field or ""
-    if not text.startswith("contacts["):
-        return None
-    try:
-        return int(text[len("contacts[") : text.index("]")])
-    except ValueError:
-        return None
-
-
-# --- recording what UIS has ----------------------------------------------------------------------------
-def _mark_uploaded(rt: Runtime, integration: Integration, item: _Item) -> None:
-    """Record what UIS now has; stay pending if the deal changed since it was read (conditional write).
-
-    The worker deletes an upsell deal UIS never received when its payment stops being an upsell; if that
-    happened while this upload carried the deal, UIS has it now: it is kept and taken to "cancelled".
-    """
-
-    def step(attempt: int) -> bool:
-        deal, gone = item.deal, False
-        if attempt:
-            fresh = rt.store.deals.get_deal(integration.id, item.deal.funnel, item.deal.ext_id)
-            if fresh is None and item.deal.funnel != UPSELL:
-                return False
-            gone, deal = fresh is None, fresh or item.deal
-        updated = deal.model_copy(
-            update={
-                "uploaded": list(item.merged),
-                "uploaded_sig": item.sig,
-                "uploaded_contact_sig": item.contact_sig,
-                "upload_error": None,
-            }
-        )
-        updated.upload_state = "pending" if drafts.needs_upload(updated) else "uploaded"
-        if gone:
-            _, updated = drafts.orphan(updated, at=item.at or updated.modified_at)
-            updated.version = 0  # re-created: only if the worker has not written it again meanwhile
-        rt.store.deals.save_deal(integration.id, updated)
-        return True
-
-    key = f"{item.deal.funnel}#{item.deal.ext_id}"
-    if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key} (marked uploaded)"):
-        return
-    if item.deal.upload_error is not None:
-        rt.store.integrations.unpark(integration.id, "deal", key)
-
-
-def _park(rt: Runtime, integration: Integration, deal: DealRecord, error: str, code: str) -> None:
-    """The deal leaves the upload queue with UIS's message, visible and replayable (`mark_pending`)."""
-
-    def step(attempt: int) -> bool:
-        read = rt.store.deals.get_deal(integration.id, deal.funnel, deal.ext_id) if attempt else deal
-        if read is None:
-            return False
-        parked = read.model_copy(update={"upload_state": "parked", "upload_error": error})
-        rt.store.deals.save_deal(integration.id, parked)
-        return True
-
-    if not on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {deal.funnel}#{deal.ext_id} (parked)"):
-        return
-    key = f"{deal.funnel}#{deal.ext_id}"
-    payload = DealRef(funnel=deal.funnel, ext_id=deal.ext_id).model_dump(mode="json")
-    rt.store.integrations.park(
-        integration.id, ParkedItem(kind="deal", key=key, payload=payload, error=error, code=code)
-    )
-    logger.warning("deal parked", extra={"integration_id": integration.id, "deal": key, "code": code})

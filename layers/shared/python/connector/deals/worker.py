@@ -290,6 +290,8 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     directory = ctx.lookups.directory(
         teacher_ids=[*snap.teacher_ids, *(p.teacher_id for p in pays if p.teacher_id)],
         branch_ids=[*snap.branch_ids, *(p.branch_id for p in pays if p.branch_id)],
+        user_ids=[snap.assigned_id],
+        source_ids=[snap.lead_source_id],
         branch_hint=branch_hint,
     )
     wanted = {(d.funnel, d.ext_id): d for d in drafts.derive_deals(snap, settings, directory, link)}

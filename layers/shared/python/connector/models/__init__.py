@@ -3,5 +3,5 @@
 `messages` the two queue messages · `deals` customer snapshots, deal drafts and records, the names UIS sees ·
 `texts` chat and request facts, their progress items, customer links, lost-chat task claims · `sync` UIS sync
 state, AlfaCRM log marks, the poller's watermark · `parked` parked items · `lookups` cached look-ups ·
-`raw` the one spelling of untyped JSON.
+`credentials` an integration's KMS-sealed credentials · `raw` the one spelling of untyped JSON.
 """

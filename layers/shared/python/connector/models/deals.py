@@ -52,6 +52,11 @@ def contact_ext_id(customer_id: int) -> str:
     return f"customer-{customer_id}"
 
 
+def employee_ext_id(user_id: int) -> str:
+    """The UIS deal employee (create.deal_employees) of an AlfaCRM user, a customer's `assigned_id`."""
+    return f"user-{user_id}"
+
+
 FactKind = Literal["new", "old"]
 UploadState = Literal["pending", "uploaded", "parked"]
 # a tracked customer field's value: `is_study` and `removed` are booleans, `lead_status_id` an id
@@ -91,6 +96,7 @@ class PayInfo(_State):
     document_date: str | None = None  # ISO date
     teacher_id: int | None = None
     branch_id: int | None = None
+    pay_item_id: int | None = None  # the AlfaCRM income item (tuition, goods…): `deals.upsell.pay_item_ids`
     confirmed: bool | None = None
     created_at: str  # the earliest AlfaCRM event time seen for this payment (its creation, normally)
     confirmed_at: str | None = None  # the earliest event that reported it confirmed
@@ -121,6 +127,8 @@ class CustomerSnapshot(_State):
     emails: list[str] = Field(default_factory=list)
     teacher_ids: list[int] = Field(default_factory=list)
     branch_ids: list[int] = Field(default_factory=list)
+    assigned_id: int | None = None  # the responsible manager (an AlfaCRM user)
+    lead_source_id: int | None = None
     created_at: str | None = None  # AlfaCRM's `created_at`, converted to UTC
     first_seen_at: str
     deleted_at: str | None = None
@@ -150,10 +158,28 @@ class DealDraft(_State):
     communication_type: str | None = None
     user_fields: dict[str, str] = Field(default_factory=dict)
     contact_sig: str | None = None  # first sale: the customer's phones/e-mails (a change re-syncs the contact)
+    # the customer's responsible manager as a UIS deal employee, and its lead source's name (UIS's analysis by
+    # employee and by source); the name is what create.deal_employees gets the first time
+    employee_ext_id: str | None = None
+    employee_name: str | None = None
+    source: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return self.funnel, self.ext_id
+
+
+class SentUpload(_State):
+    """What one flush sent of a deal, and what the deal records once UIS has it."""
+
+    uploaded: list[Step] = Field(default_factory=list)  # the deal's history with the sent rows
+    sig: str
+    contact_sig: str | None = None  # `contact_sig` of the deal that flush synced the contact of
+    contact_error: str | None = None  # UIS refused the contact (create or update): its message
+    at: str  # the flush's moment (UTC ISO)
+    # the last row sent, as UIS holds it when the upload was applied (a read-back compares it)
+    stage: str | None = None
+    stage_time: str | None = None  # `modified_stage_date_time` as sent (account-local)
 
 
 class DealUpload(_State):
@@ -165,6 +191,11 @@ class DealUpload(_State):
     uploaded_contact_sig: str | None = None  # `contact_sig` as of the last flush that synced the contact
     upload_state: UploadState = "pending"
     upload_error: str | None = None
+    # flushes in a row whose contact sync UIS refused (the deal is parked with UIS's message at a few)
+    contact_failures: int = 0
+    # an upload whose answer was lost: UIS may hold it; the next flush reads back before sending anything
+    in_doubt: SentUpload | None = None
+    retry_at: str | None = None  # UIS refused it for now (a time "in the future"): not before this (UTC ISO)
     source_version: int = 0  # the snapshot version this deal was computed from
     version: int = 0
 

@@ -14,3 +14,14 @@ class CachedLookup(BaseModel):
 
     value: list[JsonObject]
     expires_at: int
+
+
+class PhoneSearch(BaseModel):
+    """What phone searches taught about one AlfaCRM account (its server-side matching is undocumented): the
+    spelling that last found a customer, and whether the national digits match inside longer stored numbers.
+    Kept per account (`ACCT#<hash>` / `PHONES`), so a cold container starts from it instead of re-learning."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spelling: str | None = None  # national | digits | e164 | given
+    substring: bool = False

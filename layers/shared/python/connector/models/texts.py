@@ -26,6 +26,15 @@ class Tag(BaseModel):
         return w in {str(self.id or "").lower(), str(self.name or "").strip().lower()}
 
 
+class VisitorCard(BaseModel):
+    """What `get.visitors` knows of a chat's visitor (person/get_visitors): none of it is in a chat report.
+    An empty card: asked, and UIS knew nothing (or the method is not available to the account)."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
 class _Facts(BaseModel):
     """What chats and requests share: which facts are known, and whether the visitor left contacts."""
 
@@ -61,6 +70,8 @@ class ChatFacts(_Facts):
     visitor_name: str | None = None
     visitor_phone: str | None = None
     visitor_email: str | None = None
+    # get.visitors' answer for the visitor, once asked (texts.visitors); used where no customer names the chat
+    visitor_card: VisitorCard | None = None
     employee_full_name: str | None = None
     tags: list[Tag] = Field(default_factory=list)
     messages: list[JsonObject] | None = None  # as in get.chat_messages_report, when known

@@ -164,7 +164,9 @@ class DealStore:
             deal = self.get_deal(integration_id, ref.funnel, ref.ext_id)
             if deal is None:
                 return False
-            self.save_deal(integration_id, deal.model_copy(update={"upload_state": "pending"}))
+            # a fresh start: the contact gets its attempts again, a postponed deal goes at the next flush
+            fresh = {"upload_state": "pending", "contact_failures": 0, "retry_at": None}
+            self.save_deal(integration_id, deal.model_copy(update=fresh))
             return True
 
         return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"deal {ref.funnel}#{ref.ext_id}")
@@ -208,6 +210,16 @@ class DealStore:
         pk = int_pk(integration_id)
         now = int(time.time())
         self.t.put_many([{"pk": pk, "sk": f"UIS#contact#{e}", "hash": h, "synced_at": now} for e, h in hashes.items()])
+
+    def uis_employees(self, integration_id: str, ext_ids: Iterable[str]) -> set[str]:
+        """Which of these deal employees UIS has (`UIS#employee#<ext_id>`, written once created)."""
+        items = self._sync_items(integration_id, [f"employee#{e}" for e in ext_ids])
+        return {name.removeprefix("employee#") for name in items}
+
+    def put_uis_employees(self, integration_id: str, ext_ids: Iterable[str]) -> None:
+        pk = int_pk(integration_id)
+        now = int(time.time())
+        self.t.put_many([{"pk": pk, "sk": f"UIS#employee#{e}", "synced_at": now} for e in ext_ids])
 
     def _sync_items(self, integration_id: str, names: Iterable[str]) -> dict[str, Item]:
         pk = int_pk(integration_id)

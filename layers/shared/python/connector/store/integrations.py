@@ -8,7 +8,7 @@ from connector.memo import Memo
 from connector.models.lookups import CachedLookup
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
-from connector.settings import Integration, SettingsDocument
+from connector.settings import AlfaCrmAccount, Integration, SettingsDocument
 from connector.store.base import DynamoTable, int_pk, is_expired, load, model_item
 
 META = "META"
@@ -58,6 +58,11 @@ class IntegrationStore:
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": model_item(settings)})
+        self._records.drop(integration_id)
+
+    def save_alfacrm_account(self, integration_id: str, account: AlfaCrmAccount) -> None:
+        """The record's `alfacrm` block (no secrets in it), e.g. once the API user's id is known."""
+        self.t.update_fields(int_pk(integration_id), META, {"alfacrm": model_item(account)})
         self._records.drop(integration_id)
 
     def set_active(self, integration_id: str, active: bool) -> bool:

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer
+from connector.memo import Memo
+from connector.models.lookups import PhoneSearch
 from connector.phones import to_e164
+from connector.runtime import Runtime
 from connector.settings import LeadDefaults
+from connector.store.accounts import AccountStore
 from connector.texts.rules import FieldValue, fields_for_existing, fields_for_new_lead
 
 
@@ -24,15 +28,54 @@ def _pick(found: list[Customer]) -> Customer | None:
     return sorted(found, key=lambda c: (c.is_archived, c.id))[0]
 
 
+class PhoneSpellings:
+    """What phone searches taught about an AlfaCRM account (`PhoneSearch`: the spelling it stores), beyond one
+    client: kept per account in the store and in the runtime's memory, so a cold container searches with the
+    account's spelling at once. A client that knows nothing yet starts from the memory, else from one store
+    read (once per container and account); a search that taught something new writes it back (rarely: once
+    the spelling is known it stays)."""
+
+    def __init__(self, accounts: AccountStore, memory: Memo[tuple[str, str], PhoneSearch]) -> None:
+        self.accounts = accounts
+        self.memory = memory
+
+    @classmethod
+    def of(cls, rt: Runtime) -> PhoneSpellings:
+        return cls(rt.store.accounts, rt.caches.phone_searches)
+
+    def find(self, client: AlfaCrmClient, *, branch_id: int, phone: str, region: str) -> list[Customer]:
+        account = client.account
+        if client.phone_search is None:
+            known = self.memory.get(account)
+            if known is None:
+                known = self.accounts.phone_search(account) or PhoneSearch()
+                self.memory.put(account, known)
+            client.remember_phone_search(known)
+        before = client.phone_search
+        found = client.find_customers(branch_id=branch_id, phone=phone, region=region)
+        learned = client.phone_search
+        if learned is not None and learned != before:
+            self.accounts.put_phone_search(account, learned)
+            self.memory.put(account, learned)
+        return found
+
+
 def find_customer(
-    client: AlfaCrmClient, *, branch_id: int, phone: str | None, email: str | None, region: str = "RU"
+    client: AlfaCrmClient,
+    spellings: PhoneSpellings,
+    *,
+    branch_id: int,
+    phone: str | None,
+    email: str | None,
+    region: str = "RU",
 ) -> Customer | None:
     """The customer (lead or client, archived included) with this phone, else with this e-mail.
 
-    `+7(916)123-45-67`, `89161234567` and `+79161234567` are the same number (compared as E.164).
+    `+7(916)123-45-67`, `89161234567` and `+79161234567` are the same number (compared as E.164); the phone
+    search starts from the spelling the account is known to store (`PhoneSpellings`).
     """
     if phone and phone.strip():
-        found = _pick(client.find_customers(branch_id=branch_id, phone=phone, region=region))
+        found = _pick(spellings.find(client, branch_id=branch_id, phone=phone, region=region))
         if found is not None:
             return found
     if email and email.strip():

@@ -15,13 +15,16 @@ access (purpose `texts`), so each point is in the integration's ledger. Report w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from connector.errors import BadRequest, UisUnavailable
 from connector.models.messages import MARK_EVENTS
 from connector.models.raw import JsonObject, JsonValue
-from connector.models.texts import ChatFacts, RequestFacts, Tag
+from connector.models.texts import ChatFacts, RequestFacts, Tag, VisitorCard
+from connector.settings import ExtraField
 from connector.timeutil import parse_local, utc_to_local, utcnow
+from connector.uis import columns
 from connector.uis.notifications import (
     Notification,
     as_int,
@@ -109,8 +112,22 @@ _REPORT_KNOWN = frozenset(
         "visitor_email",
         "employee_full_name",
         "tags",
+        "visitor_card",
     }
 )
+
+
+def chat_fields(mappings: Iterable[ExtraField] = ()) -> list[str]:
+    """The `get.chats_report` columns to ask for: what the chat facts need, plus every documented column an
+    extra-field mapping names (UIS returns only its default columns otherwise, which lack channel, tags, UTM)."""
+    return columns.with_extra(columns.CHAT_FIELDS, columns.CHATS_REPORT_COLUMNS, (m.source for m in mappings))
+
+
+def request_fields(mappings: Iterable[ExtraField] = ()) -> list[str]:
+    """The `get.offline_messages_report` columns to ask for (the default set lacks date, site domain, UTM)."""
+    return columns.with_extra(
+        columns.REQUEST_FIELDS, columns.OFFLINE_MESSAGES_REPORT_COLUMNS, (m.source for m in mappings)
+    )
 
 
 class NotReadyYet(UisUnavailable):
@@ -235,6 +252,7 @@ def report_chat_facts(row: JsonObject, tz: str | None) -> ChatFacts:
         # the report types the phone as a number
         visitor_phone=_report_str(row.get("visitor_phone_number")),
         visitor_email=_report_str(row.get("visitor_email")),
+        visitor_card=_card(row.get("visitor_card")),
         employee_full_name=_report_str(row.get("employee_full_name")),
         tags=_report_tags(row),
         params={k: v for k, v in row.items() if k not in _REPORT_KNOWN and v not in (None, "")},
@@ -286,6 +304,11 @@ def merge_request_report(req: RequestFacts, row: JsonObject, tz: str | None) -> 
     return RequestFacts.model_validate(data)
 
 
+def _card(value: JsonValue) -> VisitorCard | None:
+    """The `visitor_card` the poller adds to a report row it announces (texts.visitors), if any."""
+    return VisitorCard.model_validate(value) if isinstance(value, dict) else None
+
+
 def _report_tags(row: JsonObject) -> list[Tag]:
     tags = row.get("tags")
     return [
@@ -331,8 +354,18 @@ def _report_str(value: JsonValue) -> str | None:
 class UisReads:
     """One event's reads of UIS's reports (each one call, charged to the event's metered UIS access)."""
 
-    def __init__(self, points: UisPoints, *, tz: str | None, anchor: datetime | None = None) -> None:
+    def __init__(
+        self,
+        points: UisPoints,
+        *,
+        tz: str | None,
+        anchor: datetime | None = None,
+        chat_fields: list[str] | None = None,
+        request_fields: list[str] | None = None,
+    ) -> None:
         self.points = points
+        self.chat_fields = chat_fields
+        self.request_fields = request_fields
         self.tz = tz
         self.anchor = anchor or utcnow()  # aware UTC: when the notification arrived
 
@@ -351,8 +384,8 @@ class UisReads:
         rows = self.points.client.get_chats_report(
             date_from,
             date_till,
-            # every column: extra-field mappings may name any report parameter
             filter={"field": field, "operator": "=", "value": value},
+            fields=self.chat_fields,
             limit=10,
         )
         row = next((r for r in rows if str(r.get(field)) == str(value)), None)
@@ -376,7 +409,11 @@ class UisReads:
         )
         date_from, date_till = self._window(REQUEST_LOOKBACK)
         rows = self.points.client.get_offline_messages_report(
-            date_from, date_till, filter={"field": field, "operator": "=", "value": value}, limit=10
+            date_from,
+            date_till,
+            filter={"field": field, "operator": "=", "value": value},
+            fields=self.request_fields,
+            limit=10,
         )
         row = next((r for r in rows if str(r.get(field)) == str(value)), None)
         if row is None:

@@ -27,7 +27,14 @@ from connector.models.texts import ChatProgress, CustomerLink, RequestProgress
 from connector.observability import logger
 from connector.phones import to_e164
 from connector.store.texts import StepClaim, TextStore
-from connector.texts.customers import NewLead, apply_extra_fields, create_lead, customer_branch, find_customer
+from connector.texts.customers import (
+    NewLead,
+    PhoneSpellings,
+    apply_extra_fields,
+    create_lead,
+    customer_branch,
+    find_customer,
+)
 
 CommunicationType = Literal["chat", "offline_message"]
 
@@ -79,11 +86,14 @@ class LeadMade:
 class LeadCreator:
     """The lead of one chat or request (the module doc's protocol), in the integration's branch."""
 
-    def __init__(self, claims: StepClaims, alfacrm: AlfaCrmClient, *, branch_id: int, region: str) -> None:
+    def __init__(
+        self, claims: StepClaims, alfacrm: AlfaCrmClient, spellings: PhoneSpellings, *, branch_id: int, region: str
+    ) -> None:
         self.claims = claims
         self.texts = claims.texts
         self.integration_id = claims.integration_id
         self.alfacrm = alfacrm
+        self.spellings = spellings
         self.branch_id = branch_id
         self.region = region
 
@@ -169,7 +179,12 @@ class LeadCreator:
         """An earlier attempt may have created the lead before dying: look before creating again."""
         if search:
             return find_customer(
-                self.alfacrm, branch_id=self.branch_id, phone=lead.phone, email=lead.email, region=self.region
+                self.alfacrm,
+                self.spellings,
+                branch_id=self.branch_id,
+                phone=lead.phone,
+                email=lead.email,
+                region=self.region,
             )
         # A visitor without contacts: only the name can find the lead, and a name is shared by strangers
         # (a client "Петров Илья" with his phone). The lead a dead attempt created is a lead with that exact

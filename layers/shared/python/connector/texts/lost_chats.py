@@ -33,9 +33,10 @@ from connector.models.texts import ChatFacts, LostTaskClaim
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration, LostChatTask
-from connector.texts.customers import find_customer
+from connector.texts.customers import PhoneSpellings, find_customer
 from connector.texts.rules import chat_passes_filters
 from connector.texts.templates import render_title, title_values
+from connector.texts.visitors import Visitors, with_card
 from connector.timeutil import utc_to_local
 
 STALE_AFTER = 15 * 60.0  # seconds; the longest function that creates tasks times out well before
@@ -104,6 +105,7 @@ class LostChatTasks:
         *,
         customer_id: int | None = None,
         customer_branch_id: int | None = None,
+        visitors: Visitors | None = None,
     ) -> str:
         """→ what happened: `created`, `recovered`, `done` (already had a task) or `skipped: <why>`.
 
@@ -126,7 +128,7 @@ class LostChatTasks:
         if state == "busy":
             raise LostChatTaskBusy(f"chat {chat.chat_id}: another worker is creating its task")
         try:
-            return self._create(integration, chat, claim, customer_id, customer_branch_id)
+            return self._create(integration, chat, claim, customer_id, customer_branch_id, visitors)
         except Exception as exc:
             self._release(integration, chat, claim, exc)
             raise
@@ -138,6 +140,7 @@ class LostChatTasks:
         claim: LostTaskClaim,
         customer_id: int | None = None,
         customer_branch_id: int | None = None,
+        visitors: Visitors | None = None,
     ) -> str:
         task = integration.settings.texts.chats.lost_chat_task
         branch_id = integration.settings.texts.branch_id or integration.alfacrm.branch_id
@@ -149,6 +152,10 @@ class LostChatTasks:
         if customer is not None and not chat.visitor_name:
             # `get.chats_report` has no visitor name (only notifications carry it): the customer's is the best
             chat = chat.model_copy(update={"visitor_name": customer.name})
+            title = render_title(task.title, chat, integration.timezone)
+        elif customer is None and not chat.visitor_name:
+            # a stranger: the name the visitor gave UIS (get.visitors; the poller asked already, as a rule)
+            chat = with_card(visitors.look_up(chat) if visitors is not None else chat)
             title = render_title(task.title, chat, integration.timezone)
         linked = customer_id if customer_id is not None else (customer.id if customer else None)
         task_id = self._send_task(integration, chat, claim, client, branch_id=branch_id, title=title, linked=linked)
@@ -230,8 +237,8 @@ class LostChatTasks:
         )
         return True
 
-    @staticmethod
     def _customer(
+        self,
         integration: Integration,
         chat: ChatFacts,
         client: AlfaCrmClient,
@@ -246,6 +253,7 @@ class LostChatTasks:
         if chat.visitor_phone or chat.visitor_email:
             return find_customer(
                 client,
+                PhoneSpellings.of(self.rt),
                 branch_id=branch_id,
                 phone=chat.visitor_phone,
                 email=chat.visitor_email,

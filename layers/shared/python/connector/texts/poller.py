@@ -51,7 +51,8 @@ from connector.models.texts import ChatFacts
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
-from connector.texts.facts import report_chat_facts
+from connector.texts.facts import chat_fields, report_chat_facts
+from connector.texts.visitors import Visitors
 from connector.timeutil import from_iso, to_iso, utc_to_local
 from connector.uis.client import UisClient
 from connector.uis.points import UisPoints
@@ -276,7 +277,7 @@ class ChatPoller:
         span = timedelta(seconds=float(state.span_seconds or p.max_window.total_seconds()))
         till = min(now, start + min(span, p.max_window))
         result.window = (to_iso(start), to_iso(till))
-        rows, complete = self._read(points.client, utc_to_local(start, tz), utc_to_local(till, tz), max_pages)
+        rows, complete = self._read(points.client, integration, (start, till), max_pages)
         result.chats = len(rows)
         result.truncated = not complete
         chats = self._facts(rows, tz)
@@ -320,13 +321,16 @@ class ChatPoller:
         ]
 
     def _read(
-        self, uis: UisClient, date_from: datetime, date_till: datetime, max_pages: int
+        self, uis: UisClient, integration: Integration, window: tuple[datetime, datetime], max_pages: int
     ) -> tuple[list[JsonObject], bool]:
-        """Page through the report; → (rows, whether the window was read to its end)."""
+        """Page through the report (naming its columns: those the facts and the extra-field mappings need);
+        → (rows, whether the window was read to its end)."""
+        date_from, date_till = (utc_to_local(at, integration.timezone) for at in window)
+        fields = chat_fields(integration.settings.texts.chats.extra_fields)
         rows: list[JsonObject] = []
         size = self.policy.page_size
         for page in range(max(max_pages, 0)):
-            chunk = uis.get_chats_report(date_from, date_till, limit=size, offset=page * size)
+            chunk = uis.get_chats_report(date_from, date_till, fields=fields, limit=size, offset=page * size)
             rows.extend(chunk)
             if len(chunk) < size:
                 return rows, True
@@ -369,6 +373,7 @@ class ChatPoller:
             already = self.texts.polled_chats(integration.id, "started", start_ids)
             start_ids = [c for c in start_ids if c not in already]
         by_id = {int(str(r["id"])): r for r in rows if str(r.get("id") or "").isdigit()}
+        self._visitor_cards(integration, [by_id[c] for c in [*lost_ids, *start_ids] if c in by_id])
         received = to_iso(now)
         for kind, event, ids in (("lost", "lost_chat", lost_ids), ("started", "chat_started", start_ids)):
             if not ids:
@@ -390,6 +395,17 @@ class ChatPoller:
                 result.lost_events = len(ids)
             else:
                 result.started_events = len(ids)
+
+    def _visitor_cards(self, integration: Integration, rows: list[JsonObject]) -> None:
+        """The visitors of the chats announced: the report has no name or e-mail, get.visitors does — one call
+        for all of them. Its point serves the text events, so it is charged as theirs (`texts`), not to the
+        poller's allowance (which paces the report reads); like every poller call, never into the reserve the
+        deal uploads keep (the budget as the report read left it)."""
+        if not rows:
+            return
+        with self.rt.uis_points(integration, "texts") as points:
+            if budget_from_limits(live_limits(points.client), self.policy).allowed:
+                Visitors(self.rt, integration, points).complete_rows(rows)
 
     # --- limits ------------------------------------------------------------------------------------
     @staticmethod

@@ -40,10 +40,11 @@ from connector.runtime import Runtime
 from connector.settings import ChatsSettings, Integration
 from connector.store.texts import chat_item
 from connector.texts import facts, rules
-from connector.texts.customers import NewLead, apply_extra_fields, customer_branch, find_customer
+from connector.texts.customers import NewLead, PhoneSpellings, apply_extra_fields, customer_branch, find_customer
 from connector.texts.leads import CommunicationType, LeadCreator, LeadMade, Recording, StepClaims
 from connector.texts.lost_chats import LostChatTasks
 from connector.texts.transcript import split, transcript_parts
+from connector.texts.visitors import Visitors, with_card
 from connector.uis.notifications import Notification, as_int, parse_message, read_message
 from connector.uis.points import UisPoints
 
@@ -78,13 +79,23 @@ class _Event:
         self.n = n
         self.texts = integration.settings.texts
         self.branch_id = self.texts.branch_id or integration.alfacrm.branch_id
+        # AlfaCRM may require an author on communication/create: the settings' one, else the API user
+        self.comment_author = self.texts.comment_author_id or integration.alfacrm.api_user_id
         self.region = integration.phone_region
         self.tz = integration.timezone
         self.points: UisPoints = rt.uis_points(integration, "texts")
-        self.reads = facts.UisReads(self.points, tz=self.tz, anchor=n.received_at)
+        self.reads = facts.UisReads(
+            self.points,
+            tz=self.tz,
+            anchor=n.received_at,
+            chat_fields=facts.chat_fields(self.texts.chats.extra_fields),
+            request_fields=facts.request_fields(self.texts.requests.extra_fields),
+        )
+        self.visitors = Visitors(rt, integration, self.points)
         self.claims = StepClaims(rt.store.texts, integration.id, clock=rt.epoch, stale_after=worker.stale_after)
         self._alfacrm: AlfaCrmClient | None = None
         self._alfacrm_before = 0
+        self.spellings = PhoneSpellings.of(rt)
         self.outcome = Outcome("done", event=n.event)
 
     @property
@@ -95,7 +106,7 @@ class _Event:
         return self._alfacrm
 
     def leads(self) -> LeadCreator:
-        return LeadCreator(self.claims, self.alfacrm, branch_id=self.branch_id, region=self.region)
+        return LeadCreator(self.claims, self.alfacrm, self.spellings, branch_id=self.branch_id, region=self.region)
 
     def finish(self) -> Outcome:
         self.points.close()
@@ -282,7 +293,11 @@ class TextWorker:
         self._post_transcript(ev, turn)
         if turn.lost:
             LostChatTasks(self.rt).handle(
-                ev.integration, turn.chat, customer_id=turn.customer_id, customer_branch_id=turn.branch_id
+                ev.integration,
+                turn.chat,
+                customer_id=turn.customer_id,
+                customer_branch_id=turn.branch_id,
+                visitors=ev.visitors,
             )
         if not ev.outcome.lead_created and not ev.outcome.comments:
             ev.outcome.reason = "; ".join(ev.outcome.notes) or "nothing left to write"
@@ -386,11 +401,23 @@ class TextWorker:
         if not chat.has_contacts and not ev.texts.chats.without_contacts:
             ev.note("visitor left no phone or e-mail and chats without contacts are off: no lead")
             return None
+        chat = with_card(self._look_up_visitor(ev, turn))  # a stranger's lead is named after the visitor
         lead = self._new_lead(ev, rules.chat_lead_name(chat), chat.visitor_phone, chat.visitor_email, extra)
         communication: tuple[int | None, CommunicationType] = (chat.communication_id, "chat")
         return self._create_lead(
             ev, turn.item, lead, search=chat.has_contacts, communication=communication, record=record
         )
+
+    @staticmethod
+    def _look_up_visitor(ev: _Event, turn: ChatTurn) -> ChatFacts:
+        """The chat with its visitor's card (get.visitors) when it lacks the name; the card is kept with the
+        chat's report facts, so no later event of the chat asks again."""
+        looked_up = ev.visitors.look_up(turn.chat)
+        if looked_up is not turn.chat:
+            turn.chat = looked_up
+            if looked_up.complete:
+                ev.remember(turn.item, ChatProgress(facts=looked_up))
+        return turn.chat
 
     def _later_fields(self, ev: _Event, turn: ChatTurn, extra: list[rules.FieldValue]) -> None:
         """Mapped values an event of a chat whose customer is already known carries (UTM or campaign known
@@ -440,7 +467,9 @@ class TextWorker:
 
     @staticmethod
     def _existing(ev: _Event, phone: str | None, email: str | None, extra: list[rules.FieldValue]) -> Customer | None:
-        customer = find_customer(ev.alfacrm, branch_id=ev.branch_id, phone=phone, email=email, region=ev.region)
+        customer = find_customer(
+            ev.alfacrm, ev.spellings, branch_id=ev.branch_id, phone=phone, email=email, region=ev.region
+        )
         if customer is not None:
             customer = apply_extra_fields(ev.alfacrm, customer, extra, branch_id=ev.branch_id)
         return customer
@@ -473,7 +502,7 @@ class TextWorker:
             for part in parts:
                 if part in posted:
                     continue
-                client.add_comment(customer_id, part, branch_id=branch_id)
+                client.add_comment(customer_id, part, branch_id=branch_id, user_id=ev.comment_author)
                 ev.outcome.comments += 1
         except Exception as exc:
             ev.claims.fail(item, step, exc)

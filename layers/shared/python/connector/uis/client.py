@@ -1,10 +1,18 @@
 """UIS Data API v2.0 client: JSON-RPC 2.0 over httpx, one request per call.
 
-Quirks handled here (see shared/reference/uis-api.md):
+Quirks handled here (see shared/reference/uis-api.md and docs/external-apis.md; the Data API docs win):
 - every request carries an `id` (UIS rejects requests without one) and the token inside `params`;
   batch arrays are rejected by UIS, so there is no batching at the JSON-RPC level — batching happens
-  inside methods that take lists (`upload.deals_history`, `create.deal_contacts`);
+  inside methods that take lists (`upload.deals_history`, `create.deal_contacts`, `get.visitors`);
+  `update.deal_contacts` takes ONE contact, its fields at the top level of `params`;
+- contacts go out in UIS's own form: phones as E.164 digits without "+", e-mails unique within a contact;
+- reports return only their default columns unless `fields` names others, and refuse undocumented names:
+  every report call names its columns, from `connector.uis.columns`;
 - errors are switched on `error.data.mnemonic` and become the named exceptions of `connector.errors`;
+  `data.field` names a nested parameter with dots and no index (`deals.stage_ext_id`), so it never says
+  which row or contact was refused; -32008 (a component switched off) is `UisComponentMissing`;
+- a write whose answer was lost (5xx, read timeout) is not sent again here (`UisUnavailable.ambiguous`):
+  `create.*`/`upload.*`/`delete.*` may have been applied, and the caller reads back before re-sending;
 - every success costs one point of a per-minute and a per-day budget that `metadata.limits` reports; while
   a unit of work holds the client `metered(meter)`, each point it spends is charged to that meter
   (connector.uis.points: per purpose and account day, into the integration's ledger), so no use case
@@ -21,7 +29,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +41,7 @@ import httpx
 
 from connector.errors import (
     UisAuthFailed,
+    UisComponentMissing,
     UisError,
     UisForbidden,
     UisLimitExceeded,
@@ -42,12 +50,23 @@ from connector.errors import (
 )
 from connector.models.raw import JsonObject, JsonValue
 from connector.retry import RetryPolicy
+from connector.uis.columns import (
+    CHAT_FIELDS,
+    CHAT_MESSAGES_REPORT_COLUMNS,
+    CHATS_REPORT_COLUMNS,
+    MESSAGE_FIELDS,
+    OFFLINE_MESSAGES_REPORT_COLUMNS,
+    REQUEST_FIELDS,
+    unknown,
+)
 
 log = logging.getLogger(__name__)
 
 DATE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_UPLOAD_ROWS = 1000  # upload.deals_history
-MAX_CONTACTS = 1000  # create|update.deal_contacts
+MAX_CONTACTS = 1000  # create.deal_contacts
+MAX_VISITORS = 1000  # get.visitors: no limit is documented; one page's worth per call
+MAX_DEALS_READ = 100  # ext_ids per get.deals_history read-back (one `or` filter tree)
 PAGE_SIZE = 1000  # UIS's default `limit`
 MAX_PAGE_SIZE = 10000  # UIS's maximum `limit`
 
@@ -71,22 +90,16 @@ _VALIDATION_MNEMONICS = frozenset(
     }
 )
 _AUTH_CODE, _FORBIDDEN_CODE, _PARAMS_CODE, _LIMIT_CODE = -32001, -32003, -32602, -32029
-# component disabled / account inactive: not healed by a retry within seconds
-_ACCOUNT_STATE_CODES = frozenset({-32008, -32009})
+_COMPONENT_CODE = -32008
+_COMPONENT_MNEMONICS = frozenset({"method_component_disabled", "parameter_component_disabled"})
+# account inactive: not healed by a retry within seconds
+_ACCOUNT_STATE_CODES = frozenset({-32009})
+# methods a lost answer may be repeated for: reading, and writes that set a state (the same call twice leaves
+# the same state); `create.*`, `upload.*` and `delete.*` are not repeated blind (a second create or upload is
+# refused, or stores rows out of order)
+_REPEATABLE = ("get.", "update.", "set.", "unset.", "login.")
 # fixed-length budget windows, used to project a stale `*_reset` onto the next window boundary
 _MINUTE, _DAY = 60.0, 86400.0
-
-_ROW_FIELD = re.compile(r"^deals\[(\d+)\]")
-
-
-def failed_row_index(error: UisError) -> int | None:
-    """The 0-based index of the `upload.deals_history` row a validation error names, if it names one.
-
-    UIS is expected to name the row as `deals[<i>].<field>`; when `field` is absent or does not name a
-    row the uploader cannot tell which deal broke the batch and must narrow it down itself.
-    """
-    match = _ROW_FIELD.match(error.field or "")
-    return int(match.group(1)) if match else None
 
 
 def format_date_time(value: datetime | date) -> str:
@@ -104,13 +117,66 @@ def _json_default(value: object) -> str:
     raise TypeError(f"not JSON serialisable for UIS: {type(value).__name__}")
 
 
-def _retry_in_call(exc: BaseException) -> bool:
+# data_api/components/ ("Права и компоненты"): component ids as UIS's errors name them, and their cabinet names;
+# get.visitors' «Data API для настройки» has no published id (person/get_visitors names it only)
+COMPONENT_NAMES = {
+    "sales_funnel": "Воронки продаж",
+    "consultant": "Консультант",
+    "call_tracking": "Колл-трекинг",
+    "lead": "Лидогенератор",
+    "sitephone": "Сайтфон",
+    "upload_chats": "Загрузка чатов из внешней системы",
+    "upload_offline_messages": "Загрузка оффлайн-сообщений из внешней системы",
+}
+# what each feature's probe calls, for messages
+FEATURE_METHODS = {
+    "deals": "the deal methods (upload.deals_history, …)",
+    "chats": "get.chats_report",
+    "requests": "get.offline_messages_report",
+    "visitors": "get.visitors («Data API для настройки»)",
+}
+
+
+def component_text(exc: UisComponentMissing) -> str:
+    """«Воронки продаж» (sales_funnel), or «Консультант» (consultant) or … — what would switch a method on."""
+    names = [f"«{COMPONENT_NAMES[c]}» ({c})" if c in COMPONENT_NAMES else c for c in exc.components]
+    return " or ".join(names) or "a component UIS did not name"
+
+
+def _retry_in_call(method: str) -> Callable[[BaseException], bool]:
     """What the RetryPolicy may retry inside this invocation (the policy still caps server waits)."""
-    if isinstance(exc, UisLimitExceeded):
-        return True
-    if isinstance(exc, UisUnavailable):
-        return exc.rpc_code not in _ACCOUNT_STATE_CODES
-    return False
+    repeatable = method.startswith(_REPEATABLE)
+
+    def retryable(exc: BaseException) -> bool:
+        if isinstance(exc, UisLimitExceeded):
+            return True  # refused calls are not applied
+        if isinstance(exc, UisUnavailable):
+            if exc.ambiguous and not repeatable:
+                return False
+            return exc.rpc_code not in _ACCOUNT_STATE_CODES
+        return False
+
+    return retryable
+
+
+def contact_wire(contact: Mapping[str, JsonValue]) -> JsonObject:
+    """A deal contact as UIS takes it: E.164 phones as digits without "+" (`79161234567`, the form of every UIS
+    example), each once; e-mails unique within the contact, case-insensitively ("E-mail должен быть уникальным
+    в списке", ca_contact/create_deal_contacts), first spelling kept."""
+    out: JsonObject = dict(contact)
+    if "phone_numbers" in out:
+        phones = (str(p).strip().removeprefix("+") for p in _listed(out.get("phone_numbers")))
+        out["phone_numbers"] = list(dict.fromkeys(p for p in phones if p))
+    if "emails" in out:
+        seen: set[str] = set()
+        emails: list[JsonValue] = []
+        for raw in _listed(out.get("emails")):
+            email = str(raw).strip()
+            if email and email.lower() not in seen:
+                seen.add(email.lower())
+                emails.append(email)
+        out["emails"] = emails
+    return out
 
 
 def pooled_http() -> httpx.Client:
@@ -170,7 +236,23 @@ class UisClient:
     def call(self, method: str, params: Mapping[str, object] | None = None) -> JsonObject:
         """Call one Data API method; return its `result` (`data` + `metadata`)."""
         body = dict(params or {})
-        return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call)
+        return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call(method))
+
+    def _post(self, method: str, content: bytes) -> httpx.Response:
+        try:
+            return self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # never reached UIS: safe to send again
+            log.warning("UIS %s unreachable: %s", method, type(exc).__name__)
+            raise UisUnavailable(
+                f"UIS {method}: unreachable ({type(exc).__name__})", mnemonic="transport_error"
+            ) from None
+        except httpx.HTTPError as exc:
+            # sent, answer lost: UIS may have applied it
+            log.warning("UIS %s transport error: %s", method, type(exc).__name__)
+            raise UisUnavailable(
+                f"UIS {method}: no answer ({type(exc).__name__})", mnemonic="transport_error", ambiguous=True
+            ) from None
 
     def _send(self, method: str, params: dict[str, object]) -> JsonObject:
         # a fresh id per attempt: a retried request is a new JSON-RPC request
@@ -181,15 +263,9 @@ class UisClient:
             "params": {**params, "access_token": self._token},
         }
         content = json.dumps(envelope, ensure_ascii=False, default=_json_default).encode("utf-8")
-        try:
-            response = self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
-        except httpx.HTTPError as exc:
-            log.warning("UIS %s transport error: %s", method, type(exc).__name__)
-            raise UisUnavailable(
-                f"UIS {method}: transport error ({type(exc).__name__})", mnemonic="transport_error"
-            ) from None
+        response = self._post(method, content)
         if response.status_code >= 500:
-            raise UisUnavailable(f"UIS {method}: HTTP {response.status_code}", mnemonic="http_error")
+            raise UisUnavailable(f"UIS {method}: HTTP {response.status_code}", mnemonic="http_error", ambiguous=True)
         try:
             payload = response.json()
         except ValueError:
@@ -246,6 +322,8 @@ class UisClient:
             return UisAuthFailed(text, **kwargs)
         if mnemonic in _FORBIDDEN_MNEMONICS or rpc_code == _FORBIDDEN_CODE:
             return UisForbidden(text, **kwargs)
+        if mnemonic in _COMPONENT_MNEMONICS or rpc_code == _COMPONENT_CODE:
+            return UisComponentMissing(text, components=_components(data, str(message)), **kwargs)
         if rpc_code in _ACCOUNT_STATE_CODES:
             return UisUnavailable(text, **kwargs)
         if mnemonic in _VALIDATION_MNEMONICS or rpc_code == _PARAMS_CODE:
@@ -309,9 +387,36 @@ class UisClient:
         return max(left, 0.0)
 
     # --- look-ups and auth -----------------------------------------------------------------------
-    def check_auth(self) -> None:
-        """One cheap call that proves the URL, token, IP allow-list and rights (integration creation)."""
-        self.call("get.sites", {"limit": 1, "fields": ["id"]})
+    def check_auth(self) -> JsonObject:
+        """One cheap call that proves the URL, token and IP allow-list: `get.account` needs no component
+        (account/get_account) → `{app_id, name, timezone}`, the account's IANA zone among them (the documented
+        answer holds the account in a one-item `data` list; an object is taken too)."""
+        data = self.call("get.account", {}).get("data")
+        if isinstance(data, list):
+            data = next((item for item in data if isinstance(item, dict)), None)
+        return dict(data) if isinstance(data, dict) else {}
+
+    def missing_components(self, features: Sequence[str]) -> dict[str, UisComponentMissing]:
+        """Which of these features the account's components do not allow, each tried with one cheap call
+        (a point each when allowed; a refused call costs none): `deals` («Воронки продаж», every deal method),
+        `chats` (get.chats_report), `requests` (get.offline_messages_report), `visitors` (get.visitors,
+        «Data API для настройки»)."""
+        moment = datetime(2000, 1, 1)
+        probes: dict[str, Callable[[], object]] = {
+            "deals": lambda: self.call("get.deals_in_processing", {}),
+            "chats": lambda: self.get_chats_report(moment, moment, fields=["id"], limit=1),
+            "requests": lambda: self.get_offline_messages_report(moment, moment, fields=["id"], limit=1),
+            "visitors": lambda: self.get_visitors([0]),
+        }
+        missing: dict[str, UisComponentMissing] = {}
+        for feature in features:
+            try:
+                probes[feature]()
+            except UisComponentMissing as exc:
+                missing[feature] = exc
+            except UisValidationError:
+                pass  # past the component check: the component is on
+        return missing
 
     def get_sites(self) -> list[JsonObject]:
         return list(self._iter_pages("get.sites", {"fields": ["id", "domain_name", "name"]}))
@@ -364,16 +469,31 @@ class UisClient:
         return self._data(self.call("delete.sales_funnel_stages", params))
 
     # --- deal contacts, employees, user fields ---------------------------------------------------
-    def create_deal_contacts(self, contacts: Sequence[Mapping[str, object]]) -> JsonObject:
-        """`create.deal_contacts`: ≤1000 contacts {ext_id, name, created_date_time?, phone_numbers?, emails?}."""
-        return self._data(self.call("create.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
+    def create_deal_contacts(self, contacts: Sequence[Mapping[str, JsonValue]]) -> JsonObject:
+        """`create.deal_contacts`: ≤1000 contacts {ext_id, name, created_date_time?, phone_numbers?, emails?},
+        all or nothing; a refusal's `field` (`contacts.emails`) does not say which contact."""
+        _check_size(contacts, MAX_CONTACTS)
+        wire = [contact_wire(c) for c in contacts]
+        return self._data(self.call("create.deal_contacts", {"contacts": wire}))
 
-    def update_deal_contacts(self, contacts: Sequence[Mapping[str, object]]) -> JsonObject:
-        """`update.deal_contacts`: UIS replaces each contact's phone and e-mail lists whole."""
-        return self._data(self.call("update.deal_contacts", {"contacts": _bounded(contacts, MAX_CONTACTS)}))
+    def update_deal_contact(self, contact: Mapping[str, JsonValue]) -> JsonObject:
+        """`update.deal_contacts`: ONE contact per call, `ext_id` and its fields at the top level of `params`
+        (ca_contact/update_deal_contacts); the lists given replace the stored ones whole."""
+        if not contact.get("ext_id"):
+            raise ValueError("update.deal_contacts needs the contact's ext_id")
+        return self._data(self.call("update.deal_contacts", contact_wire(contact)))
+
+    def get_deal_contacts(self, ext_ids: Sequence[str]) -> list[JsonObject]:
+        """`get.deal_contacts` for these contacts (ca_contact/get_deal_contacts), as UIS holds them."""
+        return self._read_by_ext_ids("get.deal_contacts", ext_ids)
 
     def create_deal_employee(self, ext_id: str, name: str) -> JsonObject:
+        """`create.deal_employees` {ext_id, name} (ca_employee/create_deal_employees): a responsible employee
+        rows name by `employee_ext_id`."""
         return self._data(self.call("create.deal_employees", {"ext_id": ext_id, "name": name}))
+
+    def get_deal_employees(self) -> list[JsonObject]:
+        return list(self._iter_pages("get.deal_employees", {}))
 
     def create_deal_user_field(
         self, ext_id: str, name: str, data_type: Literal["string", "numeric"] = "string"
@@ -385,10 +505,25 @@ class UisClient:
     def upload_deals_history(self, rows: Sequence[Mapping[str, object]]) -> JsonObject:
         """`upload.deals_history`: ≤1000 stage-transition rows, all or nothing.
 
-        A `UisValidationError` names the offending row in `field` as `deals[<i>].<name>` when UIS says
-        which one (`failed_row_index`); nothing of the call is stored in that case.
+        A `UisValidationError` names the field (`deals.stage_ext_id`) but never the row: the caller narrows a
+        refused batch down by bisection (refused calls cost no points). A lost answer raises
+        `UisUnavailable(ambiguous=True)` and is not re-sent: read back with `deals_history_of` first.
         """
         return self._data(self.call("upload.deals_history", {"deals": _bounded(rows, MAX_UPLOAD_ROWS)}))
+
+    def deals_history_of(self, ext_ids: Sequence[str]) -> list[JsonObject]:
+        """What UIS holds for these deals (`get.deals_history`, every stage row, generated ones included)."""
+        return self._read_by_ext_ids("get.deals_history", ext_ids)
+
+    def _read_by_ext_ids(self, method: str, ext_ids: Sequence[str]) -> list[JsonObject]:
+        # an `or` tree of `=` filters (data_api/index.html, "Критерии фильтрации"): `in` is "not for all methods"
+        out: list[JsonObject] = []
+        wanted = list(dict.fromkeys(ext_ids))
+        for start in range(0, len(wanted), MAX_DEALS_READ):
+            chunk = wanted[start : start + MAX_DEALS_READ]
+            tree = {"filters": [{"field": "ext_id", "operator": "=", "value": e} for e in chunk], "condition": "or"}
+            out += self._iter_pages(method, {"filter": tree})
+        return out
 
     def get_deals_history(
         self,
@@ -410,7 +545,20 @@ class UisClient:
     ) -> Iterator[JsonObject]:
         return self._iter_pages("get.deals_history", _list_params(filter, fields), limit)
 
+    # --- visitors --------------------------------------------------------------------------------
+    def get_visitors(self, ids: Sequence[int]) -> list[JsonObject]:
+        """`get.visitors` (person/get_visitors): `id`, `name`, `phones`, `emails`, `usernames` per visitor, the
+        only place a chat visitor's name and e-mail are; batched, one call per `MAX_VISITORS` ids. Needs the
+        «Data API для настройки» component (`UisComponentMissing` without it)."""
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        out: list[JsonObject] = []
+        for start in range(0, len(wanted), MAX_VISITORS):
+            data = self.call("get.visitors", {"ids": wanted[start : start + MAX_VISITORS]}).get("data")
+            out += [dict(v) for v in _listed(data) if isinstance(v, dict)]
+        return out
+
     # --- reports ---------------------------------------------------------------------------------
+    # Each report call names its columns (`fields`): without them UIS returns only its default columns.
     def get_chats_report(
         self,
         date_from: datetime,
@@ -421,6 +569,7 @@ class UisClient:
         limit: int = PAGE_SIZE,
         offset: int = 0,
     ) -> list[JsonObject]:
+        fields = _columns(fields, CHAT_FIELDS, CHATS_REPORT_COLUMNS)
         return self._page("get.chats_report", _report_params(date_from, date_till, filter, fields), limit, offset)
 
     def iter_chat_messages_report(
@@ -434,6 +583,7 @@ class UisClient:
         fields: Sequence[str] | None = None,
         limit: int = PAGE_SIZE,
     ) -> Iterator[JsonObject]:
+        fields = _columns(fields, MESSAGE_FIELDS, CHAT_MESSAGES_REPORT_COLUMNS)
         params = _messages_params(chat_id, chat_ids, date_from, date_till, filter, fields)
         return self._iter_pages("get.chat_messages_report", params, limit)
 
@@ -447,6 +597,7 @@ class UisClient:
         limit: int = PAGE_SIZE,
         offset: int = 0,
     ) -> list[JsonObject]:
+        fields = _columns(fields, REQUEST_FIELDS, OFFLINE_MESSAGES_REPORT_COLUMNS)
         params = _report_params(date_from, date_till, filter, fields)
         return self._page("get.offline_messages_report", params, limit, offset)
 
@@ -473,14 +624,22 @@ class UisClient:
         return dict(data) if isinstance(data, dict) else {}
 
 
+def _listed(value: JsonValue) -> list[JsonValue]:
+    return value if isinstance(value, list) else []
+
+
 def _as_float(value: JsonValue, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
-def _bounded(items: Sequence[Mapping[str, object]], most: int) -> list[dict[str, object]]:
+def _check_size(items: Sequence[object], most: int) -> None:
     # UIS refuses the whole call above its per-call maximum: fail here, before spending a point
     if len(items) > most:
         raise ValueError(f"at most {most} items per call, got {len(items)}")
+
+
+def _bounded(items: Sequence[Mapping[str, object]], most: int) -> list[dict[str, object]]:
+    _check_size(items, most)
     return [dict(item) for item in items]
 
 
@@ -491,6 +650,27 @@ def _list_params(filter: Mapping[str, object] | None, fields: Sequence[str] | No
     if fields:
         params["fields"] = list(fields)
     return params
+
+
+def _columns(given: Sequence[str] | None, default: Sequence[str], documented: frozenset[str]) -> list[str]:
+    """The `fields` of a report call: the connector's own list unless the caller names some; an undocumented
+    name is refused here, before it costs a call (UIS would answer `unexpected_parameters`)."""
+    names = list(default if given is None else given)
+    bad = unknown(names, documented)
+    if bad:
+        raise ValueError(f"not a documented column of this report: {', '.join(bad)}")
+    return names
+
+
+def _components(data: JsonObject, message: str) -> list[str]:
+    """UIS's component ids from a -32008 error: `params.components`, else the message's tail
+    ("... following components to access this method: sales_funnel")."""
+    params = data.get("params")
+    raw = params.get("components") if isinstance(params, dict) else None
+    if not raw and ":" in message:
+        raw = message.rsplit(":", 1)[1]
+    items = raw if isinstance(raw, list) else str(raw or "").split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
 
 
 def _report_params(

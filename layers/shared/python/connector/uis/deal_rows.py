@@ -40,8 +40,10 @@ def upload_rows(
     tz: str,
     now: datetime | None = None,
     with_contact: bool = True,
+    with_employee: bool = True,
 ) -> list[JsonObject]:
-    """`upload.deals_history` rows for these steps of the deal, in order."""
+    """`upload.deals_history` rows for these steps of the deal, in order (the employee only once UIS has it:
+    `with_employee`)."""
     base: JsonObject = {
         "ext_id": deal.ext_id,
         "name": deal.name,
@@ -51,6 +53,10 @@ def upload_rows(
     if with_contact:
         base["contact_ext_ids"] = [deal.contact_ext_id]
         base["main_contact_ext_id"] = deal.contact_ext_id
+    if with_employee and deal.employee_ext_id:
+        base["employee_ext_id"] = deal.employee_ext_id
+    if deal.source:
+        base["source"] = deal.source
     revenue = money(deal.revenue)
     if revenue is not None:
         base["revenue"] = revenue
