@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 from tools.localstack.demo_setup import setup_demo
-from tools.sandboxes.alfacrm import AlfaCrmSandbox
+from tools.sandboxes.alfacrm import API_USER_ID, AlfaCrmSandbox
 from tools.sandboxes.common import ServedApp
 from tools.sandboxes.uis import UisSandbox
 
@@ -433,7 +433,7 @@ class Chaos:
     ) -> None:
         crm, uis = school.alfacrm.state(), school.uis.state()
         tag = f"school {school.index}"
-        created = {e["entity_id"] for e in crm["log"] if e["entity"] == "Customer" and e["event"] == "create"}
+        created = {e["entity_id"] for e in crm["log"] if _customer_created(e)}
         customers = {c["id"]: c for c in crm["customers"] if c["id"] in created}
         expected: dict[str, str | None] = {}
         for cid, customer in customers.items():
@@ -504,8 +504,7 @@ class Chaos:
             c
             for c in crm["customers"]
             if any(
-                e["entity_id"] == c["id"] and e["user_id"] == 3 and e["entity"] == "Customer" and e["event"] == "create"
-                for e in crm["log"]
+                e["entity_id"] == c["id"] and e["user_id"] == API_USER_ID and _customer_created(e) for e in crm["log"]
             )
         ]
         effects["AlfaCRM leads"] += len(by_api)
@@ -540,6 +539,11 @@ class Chaos:
                 dup.append(f"{tag}: {n} tasks for the lost chat of {name}")
                 if os.environ.get("CHAOS_DEBUG"):
                     dup += [f"    {t!r}" for t in titles if f"{name} +" in t]
+
+
+def _customer_created(entry: dict[str, Any]) -> bool:
+    # log/index's `event` is an integer as real accounts send it: 1 create, 2 update, 3 delete
+    return bool(entry["entity"] == "Customer" and entry["event"] == 1)
 
 
 def _phone(prefix: int, school: int, n: int) -> str:
