@@ -473,6 +473,10 @@ class Chaos:
                     )
         rows = Counter((r["ext_id"], r["stage_ext_id"], r["modified_stage_date_time"]) for r in uis["rows_received"])
         dup += [f"{tag}: UIS received {row} {n} times" for row, n in rows.items() if n > 1]
+        if os.environ.get("CHAOS_DEBUG"):
+            for row, n in rows.items():
+                if n > 1:
+                    dup += [f"    {json.dumps(r, ensure_ascii=False)[:400]}" for r in uis["rows_received"] if r["ext_id"] == row[0]]
         if school.rejected and school.rejected in deals:
             dup.append(f"{tag}: the rejected deal {school.rejected} is in UIS")
 

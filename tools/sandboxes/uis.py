@@ -1142,10 +1142,8 @@ class UisSandbox:
         # all rows are valid: apply them in order (nothing was stored if any row failed above)
         for row in rows:
             self._apply_row(row)
-            # every transition as received: a re-sent row shows as a repeat here (the path merges repeats)
-            self.rows_received.append(
-                {k: row.get(k) for k in ("ext_id", "sales_funnel_ext_id", "stage_ext_id", "modified_stage_date_time")}
-            )
+            # every row as received: a re-sent row shows as a repeat here (the path merges repeats)
+            self.rows_received.append(copy.deepcopy(row))
         return {}
 
     def _validate_row(self, row: Any, now: datetime, seen: dict[str, tuple[str, datetime]]) -> tuple[str, datetime]:
