@@ -59,8 +59,11 @@ ALFACRM_FAULTS = {
     "applied_504": 0.04,
 }
 UIS_FAULTS = {"limit_exceeded": 0.01, "500": 0.02, "502": 0.01, "503": 0.01, "applied_504": 0.2}
-# each hang costs its wait; a limit_exceeded up to the minute's reset: capped so a run stays within minutes
-FAULT_CAPS = {"hang": 6, "limit_exceeded": 3}
+# each hang costs its wait; a limit_exceeded up to the minute's reset: capped per school so a run stays within
+# minutes (for 1,000 events: 6 hangs and 3 limit_exceeded; a short run: one of each)
+FAULT_CAPS_PER_1000 = {"hang": 6, "limit_exceeded": 3}
+# every fault kind happens at least once within this many requests that could meet it (a short run too)
+EACH_WITHIN = {"alfacrm": 10, "uis": 4}
 HANG_SECONDS = 1.5  # the client's read timeout is cut to 1 s for the run (20 s in production)
 
 
@@ -141,8 +144,12 @@ class ConflictCounter:
 
 
 class Chaos:
-    def __init__(self, *, events: int, seed: int, schools: int, port: int, out: Out = print) -> None:
+    def __init__(
+        self, *, events: int, seed: int, schools: int, port: int, alfacrm_rps: int = 4, out: Out = print
+    ) -> None:
         self.events, self.seed, self.port, self.out = events, seed, port, out
+        self.alfacrm_rps = alfacrm_rps
+        self.caps = {kind: max(1, cap * events // 1000) for kind, cap in FAULT_CAPS_PER_1000.items()}
         self.rng = random.Random(seed)
         self.capture = Capture()
         self.school_count = schools
@@ -152,9 +159,11 @@ class Chaos:
         self._visitor_seq = 0
         self.faults_on = self.second_on = True
         self.lost_deliveries: list[Delivery] = []
+        self.phases: dict[str, float] = {}
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
+        began = time.monotonic()
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         from tools.localstack import LocalStack
@@ -164,7 +173,13 @@ class Chaos:
             sandbox=False,
             run_schedules=False,
             out=lambda line: None,
-            extra_env={"POWERTOOLS_LOG_LEVEL": "ERROR", "ALFACRM_RPS": "4", "POWERTOOLS_METRICS_DISABLED": "true"},
+            extra_env={
+                "POWERTOOLS_LOG_LEVEL": "ERROR",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                # the per-account AlfaCRM budget (4 req/s in production; a short run may space less)
+                "ALFACRM_RPS": str(self.alfacrm_rps),
+                "ALFACRM_ACCOUNT_RPS": str(self.alfacrm_rps),
+            },
         )
         self.conflicts = ConflictCounter()
         self.stack.start()
@@ -177,7 +192,8 @@ class Chaos:
         alfacrm_client.TIMEOUT = httpx.Timeout(1.0, connect=1.0)
         uis_client.TIMEOUT = httpx.Timeout(5.0, connect=1.0, pool=5.0)
         for index in range(self.school_count):
-            school = School(index, AlfaCrmSandbox(), UisSandbox())
+            # the sandbox's own burst limiter (5 req/s) follows the budget; 429s are injected besides
+            school = School(index, AlfaCrmSandbox(burst_limit=max(5, self.alfacrm_rps + 1)), UisSandbox())
             for sandbox in (school.alfacrm, school.uis):
                 school.served.append(ServedApp(sandbox.app).start())
             created = setup_demo(self.stack.url, self.stack.admin_token, school.served[0].url, school.served[1].url)
@@ -187,8 +203,9 @@ class Chaos:
             school.alfacrm.configure_faults(
                 ALFACRM_FAULTS if self.faults_on else {},
                 seed=self.seed * 100 + index,
-                caps=FAULT_CAPS,
+                caps=self.caps,
                 hang_seconds=HANG_SECONDS,
+                each_within=EACH_WITHIN["alfacrm"],
             )
             self.schools.append(school)
         self.capture.take()  # nothing yet; setup made no customer
@@ -197,6 +214,7 @@ class Chaos:
         from connector.runtime import Runtime
 
         self.second = Runtime.from_environment()
+        self.phases["start"] = round(time.monotonic() - began, 1)
 
     def stop(self) -> None:
         for school in self.schools:
@@ -226,8 +244,9 @@ class Chaos:
                 school.uis.configure_faults(
                     UIS_FAULTS if self.faults_on else {},
                     seed=self.seed * 100 + 50 + school.index,
-                    caps=FAULT_CAPS,
+                    caps=self.caps,
                     reject_deals=[school.rejected],
+                    each_within=EACH_WITHIN["uis"],
                 )
         elif roll < 0.45:
             crm.ui_update_customer(rng.choice(school.leads), {"lead_status_id": rng.choice(MOVES)})
@@ -271,12 +290,14 @@ class Chaos:
 
     # ------------------------------------------------------------------ delivery
     def deliver(self, deliveries: list[Delivery]) -> None:
-        """Each delivery 0–3 times (0 only where a reconciliation recovers it), shuffled, 4 at a time."""
+        """Each delivery 0–3 times (0 only where a reconciliation recovers it: the first of each such kind and
+        5 % of the rest), shuffled, 4 at a time."""
         sends: list[Delivery] = []
         seconds: list[Delivery] = []
         for delivery in deliveries:
             recoverable = delivery.kind == "alfacrm" or delivery.event == "lost_chat"
-            if recoverable and self.rng.random() < 0.05:
+            first = recoverable and not any(d.event == delivery.event for d in self.lost_deliveries)
+            if recoverable and (first or self.rng.random() < 0.05):
                 self.stats["lost"] += 1
                 self.lost_deliveries.append(delivery)
                 continue
@@ -352,7 +373,14 @@ class Chaos:
                 return
 
     def run(self) -> int:
-        started = time.monotonic()
+        started = mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.phases[name] = round(now - mark, 1)
+            mark = now
+
         actions = 0
         while sum(self.capture.total.values()) < self.events:
             for _ in range(40):
@@ -360,13 +388,17 @@ class Chaos:
                 actions += 1
             self.deliver(self.capture.take())
             self.schedule("DealUploadSchedule")
+        phase("events")
         self.settle()
+        phase("settle")
         # the reconciliation passes: missed AlfaCRM changes from the change log, lost chats from the report
         self.passes = {name: self.schedule(name) for name in ("ReconcileSchedule", "ChatPollSchedule")}
         self.settle()
+        phase("reconciliation")
         for _ in range(4):
             self.schedule("DealUploadSchedule")
             self.settle()
+        phase("last uploads")
         self.elapsed = time.monotonic() - started
         return self.report()
 
@@ -404,6 +436,7 @@ class Chaos:
         out(f"DynamoDB conditional-write conflicts: {self.conflicts.count}; dead letters left: {dlq}")
         out(f"effects out: {', '.join(f'{k} {v}' for k, v in sorted(effects.items()))}")
         if os.environ.get("CHAOS_DEBUG"):
+            out(f"phases (s): {self.phases}")
             out(f"reconciliation passes: {json.dumps(self.passes, ensure_ascii=False, default=str)[:1500]}")
         out(f"parked: {len(parked)}")
         for integration_id, key, reason in parked:
@@ -414,7 +447,19 @@ class Chaos:
         out(f"losses: {len(losses)}")
         for line in losses[:20]:
             out(f"  {line}")
-        self.result = {"events": events_in, "duplicates": len(duplicates), "losses": len(losses), "parked": len(parked)}
+        missing = [f"alfacrm {k}" for s in self.schools for k in s.alfacrm.faults.missing()]
+        missing += [f"uis {k}" for s in self.schools for k in s.uis.faults.missing()]
+        self.result = {
+            "events": events_in,
+            "duplicates": len(duplicates),
+            "losses": len(losses),
+            "parked": len(parked),
+            # what the run must have met: every fault kind at every school, lost and concurrent deliveries
+            "faults_missing": sorted(set(missing)) if self.faults_on else [],
+            "lost_deliveries": sorted({d.event for d in self.lost_deliveries}),
+            "second_container": self.stats["second_done"] + self.stats["second_failed"],
+            "conflicts": self.conflicts.count,
+        }
         out(f"result: {json.dumps(self.result)}")
         return 1 if duplicates or losses else 0
 
@@ -476,7 +521,8 @@ class Chaos:
         if os.environ.get("CHAOS_DEBUG"):
             for row, n in rows.items():
                 if n > 1:
-                    dup += [f"    {json.dumps(r, ensure_ascii=False)[:400]}" for r in uis["rows_received"] if r["ext_id"] == row[0]]
+                    copies = [r for r in uis["rows_received"] if r["ext_id"] == row[0]]
+                    dup += [f"    {json.dumps(r, ensure_ascii=False)[:400]}" for r in copies]
         if school.rejected and school.rejected in deals:
             dup.append(f"{tag}: the rejected deal {school.rejected} is in UIS")
 
@@ -571,10 +617,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="switch the sandboxes' faults off")
     parser.add_argument("--no-second", action="store_true", help="no second container")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3500")))
+    parser.add_argument("--alfacrm-rps", type=int, default=4, help="AlfaCRM requests per second per account")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     print(f"chaos: seed {args.seed} (re-run with --seed {args.seed}), {args.events} events, {args.schools} schools")
-    chaos = Chaos(events=args.events, seed=args.seed, schools=args.schools, port=args.port)
+    chaos = Chaos(
+        events=args.events, seed=args.seed, schools=args.schools, port=args.port, alfacrm_rps=args.alfacrm_rps
+    )
     chaos.faults_on, chaos.second_on = not args.no_faults, not args.no_second
     chaos.start()
     try:

@@ -385,6 +385,7 @@ class AlfaCrmSandbox:
         seed: int = 0,
         caps: Mapping[str, int] | None = None,
         hang_seconds: float | None = None,
+        each_within: int = 0,
     ) -> None:
         """Random faults per v2api request, each kind switchable by its rate (0 = off):
 
@@ -396,10 +397,11 @@ class AlfaCrmSandbox:
           fires, yet the request is then applied — a write may have happened);
         - `applied_504`: a create/update is applied, then the gateway answers 504 (nginx in front of PHP
           times out while the write commits), so only a read-back tells whether it happened.
+        `each_within`: every kind switched on happens at least once within that many eligible requests.
         """
         if hang_seconds is not None:
             self.hang_seconds = float(hang_seconds)
-        self.faults.configure(dict(rates), seed=seed, caps=dict(caps or {}))
+        self.faults.configure(dict(rates), seed=seed, caps=dict(caps or {}), each_within=each_within)
 
     def drop_next_deliveries(self, count: int = 1) -> None:
         """Lose the next webhook deliveries (AlfaCRM documents no retry): the log still has the change."""
@@ -1043,6 +1045,7 @@ class AlfaCrmSandbox:
                 seed=int(body.get("seed", 0)),
                 caps=body.get("caps"),
                 hang_seconds=body.get("hang_seconds"),
+                each_within=int(body.get("each_within", 0)),
             )
             return json_response({"ok": True})
         if route == "webhooks/drop":

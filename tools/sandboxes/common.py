@@ -77,12 +77,20 @@ class Faults:
         self.caps: dict[str, int] = {}
         self.injected: Counter[str] = Counter()
         self._rng = random.Random(0)
+        self.each_within = 0
+        self._eligible: Counter[str] = Counter()
 
-    def configure(self, rates: dict[str, float], *, seed: int = 0, caps: dict[str, int] | None = None) -> None:
+    def configure(
+        self, rates: dict[str, float], *, seed: int = 0, caps: dict[str, int] | None = None, each_within: int = 0
+    ) -> None:
+        """`each_within` > 0: every kind switched on is injected at least once, by then at the latest (its
+        first occurrence among the first `each_within` eligible requests), so a short run meets every kind."""
         with self._lock:
             self.rates = {str(k): float(v) for k, v in rates.items()}
             self.caps = {str(k): int(v) for k, v in (caps or {}).items()}
             self._rng = random.Random(seed)
+            self.each_within = each_within
+            self._eligible: Counter[str] = Counter()
 
     def off(self) -> None:
         with self._lock:
@@ -94,7 +102,14 @@ class Faults:
                 rate = self.rates.get(kind, 0.0)
                 if rate <= 0 or self.injected[kind] >= self.caps.get(kind, 1 << 30):
                     continue
-                if self._rng.random() < rate:
+                self._eligible[kind] += 1
+                owed = self.each_within > 0 and not self.injected[kind] and self._eligible[kind] >= self.each_within
+                if owed or self._rng.random() < rate:
                     self.injected[kind] += 1
                     return kind
         return None
+
+    def missing(self) -> list[str]:
+        """The kinds switched on that no request has met yet."""
+        with self._lock:
+            return sorted(k for k, rate in self.rates.items() if rate > 0 and not self.injected[k])

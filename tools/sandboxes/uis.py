@@ -644,6 +644,7 @@ class UisSandbox:
         seed: int = 0,
         caps: dict[str, int] | None = None,
         reject_deals: Iterable[str] = (),
+        each_within: int = 0,
     ) -> None:
         """Random faults per Data API call, each kind switchable by its rate (0 = off):
 
@@ -654,9 +655,10 @@ class UisSandbox:
           re-send must not double them (UIS keeps each transition it receives).
         `reject_deals`: ext_ids this account refuses in `upload.deals_history` with the documented -32602 row
         error (a real account refuses a row, e.g., whose stage a manager deleted in the cabinet).
+        `each_within`: every kind switched on happens at least once within that many eligible calls.
         """
         with self._lock:
-            self.faults.configure(dict(rates), seed=seed, caps=caps)
+            self.faults.configure(dict(rates), seed=seed, caps=caps, each_within=each_within)
             self.rejected_deals = set(reject_deals)
 
     def configure_notification(
@@ -1985,6 +1987,7 @@ class UisSandbox:
                 seed=int(body.get("seed", 0)),
                 caps=body.get("caps"),
                 reject_deals=body.get("reject_deals") or (),
+                each_within=int(body.get("each_within", 0)),
             )
             return json_response({"ok": True})
         if endpoint == "tokens":
