@@ -191,23 +191,9 @@ class Chaos:
 
         alfacrm_client.TIMEOUT = httpx.Timeout(1.0, connect=1.0)
         uis_client.TIMEOUT = httpx.Timeout(5.0, connect=1.0, pool=5.0)
-        for index in range(self.school_count):
-            # the sandbox's own burst limiter (5 req/s) follows the budget; 429s are injected besides
-            school = School(index, AlfaCrmSandbox(burst_limit=max(5, self.alfacrm_rps + 1)), UisSandbox())
-            for sandbox in (school.alfacrm, school.uis):
-                school.served.append(ServedApp(sandbox.app).start())
-            created = setup_demo(self.stack.url, self.stack.admin_token, school.served[0].url, school.served[1].url)
-            school.integration_id = created["id"]
-            school.alfacrm.set_sender(self.capture.sender("alfacrm"))
-            school.uis.sender = self.capture.sender("uis")
-            school.alfacrm.configure_faults(
-                ALFACRM_FAULTS if self.faults_on else {},
-                seed=self.seed * 100 + index,
-                caps=self.caps,
-                hang_seconds=HANG_SECONDS,
-                each_within=EACH_WITHIN["alfacrm"],
-            )
-            self.schools.append(school)
+        # the schools are set up side by side (each its own sandboxes and integration)
+        with ThreadPoolExecutor(max_workers=self.school_count) as pool:
+            self.schools = list(pool.map(self._school, range(self.school_count)))
         self.capture.take()  # nothing yet; setup made no customer
         # the hourly reconciler has run before the day's work (its first run only marks where the log ends)
         self.schedule("ReconcileSchedule")
@@ -215,6 +201,24 @@ class Chaos:
 
         self.second = Runtime.from_environment()
         self.phases["start"] = round(time.monotonic() - began, 1)
+
+    def _school(self, index: int) -> School:
+        # the sandbox's own burst limiter (5 req/s) follows the budget; 429s are injected besides
+        school = School(index, AlfaCrmSandbox(burst_limit=max(5, self.alfacrm_rps + 1)), UisSandbox())
+        for sandbox in (school.alfacrm, school.uis):
+            school.served.append(ServedApp(sandbox.app).start())
+        created = setup_demo(self.stack.url, self.stack.admin_token, school.served[0].url, school.served[1].url)
+        school.integration_id = created["id"]
+        school.alfacrm.set_sender(self.capture.sender("alfacrm"))
+        school.uis.sender = self.capture.sender("uis")
+        school.alfacrm.configure_faults(
+            ALFACRM_FAULTS if self.faults_on else {},
+            seed=self.seed * 100 + index,
+            caps=self.caps,
+            hang_seconds=HANG_SECONDS,
+            each_within=EACH_WITHIN["alfacrm"],
+        )
+        return school
 
     def stop(self) -> None:
         for school in self.schools:
@@ -516,13 +520,18 @@ class Chaos:
                     dup.append(
                         f"    {pay} / {[p['id'] for p in crm['pays'] if p['customer_id'] == pay['customer_id']]}"
                     )
-        rows = Counter((r["ext_id"], r["stage_ext_id"], r["modified_stage_date_time"]) for r in uis["rows_received"])
-        dup += [f"{tag}: UIS received {row} {n} times" for row, n in rows.items() if n > 1]
+        # a row received twice exactly as it was: a blind re-send (the current stage sent again carrying a change
+        # — a payment's revenue, a contact — is how an update reaches UIS, not a duplicate)
+        rows = Counter(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in uis["rows_received"])
+        repeated = [(json.loads(row), n) for row, n in rows.items() if n > 1]
+        dup += [
+            f"{tag}: UIS received {(r['ext_id'], r['stage_ext_id'], r['modified_stage_date_time'])} {n} times"
+            for r, n in repeated
+        ]
         if os.environ.get("CHAOS_DEBUG"):
-            for row, n in rows.items():
-                if n > 1:
-                    copies = [r for r in uis["rows_received"] if r["ext_id"] == row[0]]
-                    dup += [f"    {json.dumps(r, ensure_ascii=False)[:400]}" for r in copies]
+            for twice, _ in repeated:
+                copies = [r for r in uis["rows_received"] if r["ext_id"] == twice["ext_id"]]
+                dup += [f"    {json.dumps(r, ensure_ascii=False)[:400]}" for r in copies]
         if school.rejected and school.rejected in deals:
             dup.append(f"{tag}: the rejected deal {school.rejected} is in UIS")
 
