@@ -72,6 +72,8 @@ def _test_environment() -> dict[str, str]:
             "ALFACRM_RPS": "0",
             "ALFACRM_ACCOUNT_RPS": "0",  # the shared account budget has its own tests (tests/test_ratelimit.py)
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            # a removal's second sweep (for writes in flight) at once, not a minute later
+            "PURGE_SWEEP_SECONDS": "0",
             "POWERTOOLS_TRACE_DISABLED": "1",
             # Pinned off: in dev mode the event handler answers exceptions with a traceback instead of
             # raising, so tests would see other behaviour than Lambda does.

@@ -4,9 +4,9 @@ Usage: python -m tools.import_graph [PACKAGE_DIR]   (default: layers/shared/pyth
 
 Layers, bottom to top (docs/internals.md, "Import layers"); a module may import its own layer and those below:
   0 contracts   models/, errors, config, settings, timeutil, phones, memo, observability, retry
-  1 adapters    aws, store/, alfacrm/, uis/, queues, secrets, http_errors
+  1 adapters    aws, store/, alfacrm/, uis/, queues, secrets, eventlog, http_errors
   2 root        runtime, accounts
-  3 use cases   deals/, texts/, admin, intake, access, pages
+  3 use cases   deals/, texts/, admin, intake, access, pages, health, replay, lifecycle
   4 edge        http, admin_edge (helpers the API handlers share)
 Every import counts, module-level or not, `if TYPE_CHECKING:` included (a type-only cycle is still a cycle a
 reader has to untangle). Prints the edges that go up, the cycles (strongly connected components), and a last
@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "uis": 1,
     "queues": 1,
     "secrets": 1,
+    "eventlog": 1,
     "http_errors": 1,
     "runtime": 2,
     "accounts": 2,
@@ -46,6 +47,9 @@ LAYERS: dict[str, int] = {
     "intake": 3,
     "access": 3,
     "pages": 3,
+    "health": 3,
+    "replay": 3,
+    "lifecycle": 3,
     "http": 4,
     "admin_edge": 4,
 }

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector import access, admin_edge
 from connector.admin import Admin
 from connector.errors import ConnectorError
+from connector.health import integration_health
 from connector.http import (
     error_body,
     error_response,
@@ -23,9 +24,10 @@ from connector.http import (
     strict_json_body,
     undecodable_body,
 )
+from connector.lifecycle import Removal
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
-from connector.settings import CreateIntegrationInput, SettingsDocument, json_path
+from connector.settings import CreateIntegrationInput, CredentialsInput, ReplayInput, SettingsDocument, json_path
 
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=strict_json_body)
 
@@ -34,6 +36,7 @@ AlfaLookup = Annotated[
     str, Path(description="lead-statuses | lead-sources | branches | users | teachers | customer-fields")
 ]
 UisLookup = Annotated[str, Path(description="sites | chat-channels | tags")]
+MAX_EVENTS = 200
 
 
 def admin() -> Admin:
@@ -134,9 +137,49 @@ def parked(integration_id: IntegrationId) -> dict[str, Any]:
     return admin().parked(integration_id)
 
 
-@app.post("/integrations/<integration_id>/replay", summary="Re-drive parked items and dead letters")
-def replay(integration_id: IntegrationId) -> dict[str, Any]:
-    return admin().replay(integration_id)
+@app.post(
+    "/integrations/<integration_id>/replay",
+    summary="Re-drive parked items (all, or those named by `keys`) and dead letters (a long redrive goes on in the"
+    " background)",
+)
+def replay(
+    integration_id: IntegrationId, body: Annotated[ReplayInput | None, Body(embed=False)] = None
+) -> dict[str, Any]:
+    keys = body.keys if body is not None else None
+    return admin().replay(integration_id, keys)
+
+
+@app.get("/integrations/<integration_id>/health", summary="One school's health: activity, counts, last error")
+def health(
+    integration_id: IntegrationId,
+    check: Annotated[bool, Query(description="also try both logins now (one AlfaCRM login, UIS points)")] = False,
+) -> dict[str, Any]:
+    return integration_health(container(), integration_id, check=check)
+
+
+@app.get("/integrations/<integration_id>/events", summary="The school's execution log, newest first")
+def events(
+    integration_id: IntegrationId,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS, description=f"how many (1..{MAX_EVENTS})")] = 50,
+) -> dict[str, Any]:
+    return admin().events(integration_id, limit)
+
+
+@app.post("/integrations/<integration_id>/webhooks/rotate", summary="New webhook URLs (the old ones stop working)")
+def rotate_webhooks(integration_id: IntegrationId) -> dict[str, Any]:
+    return admin().rotate_webhooks(integration_id, public_base_url(app.current_event.raw_event))
+
+
+@app.put("/integrations/<integration_id>/credentials", summary="Replace AlfaCRM and/or UIS credentials (logins first)")
+def put_credentials(
+    integration_id: IntegrationId, body: Annotated[CredentialsInput, Body(embed=False)]
+) -> dict[str, Any]:
+    return admin().update_credentials(integration_id, app.current_event.json_body)
+
+
+@app.delete("/integrations/<integration_id>", summary="Remove the integration, its secrets and every item it owns")
+def delete_integration(integration_id: IntegrationId) -> dict[str, Any]:
+    return Removal(container()).remove(integration_id)
 
 
 @app.post("/integrations/<integration_id>/access", summary="Issue a school's own access token (the old one stops)")
@@ -153,4 +196,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     refused = admin_edge.denied(event, container()) or undecodable_body(event)
     if refused is not None:
         return refused
-    return app.resolve(admin_edge.as_json(event), context)
+    with container().invocation(context):
+        return app.resolve(admin_edge.as_json(event), context)

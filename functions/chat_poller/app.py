@@ -16,7 +16,9 @@ from connector.texts.poller import poll_chats
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # the scheduler's event carries nothing the poll needs: every run polls whatever is due now
     logger.debug("schedule fired", extra={"schedule": event.get("resources"), "time": event.get("time")})
-    summary = poll_chats(container(), remaining_ms=context.get_remaining_time_in_millis)
+    rt = container()
+    with rt.invocation(context):
+        summary = poll_chats(rt, remaining_ms=context.get_remaining_time_in_millis)
     metrics.add_metric(name="ChatPollUisPoints", unit="Count", value=summary["uis_points"])
     metrics.add_metric(name="ChatPollLostChatEvents", unit="Count", value=summary["lost_chat_events"])
     metrics.add_metric(name="ChatPollChatStartedEvents", unit="Count", value=summary["chat_started_events"])

@@ -20,7 +20,9 @@ from connector.runtime import container
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     integration_id = event.get("integration_id") if isinstance(event, dict) else None
-    reports = flush_all(container(), integration_id=integration_id or None)
+    rt = container()
+    with rt.invocation(context):
+        reports = flush_all(rt, integration_id=integration_id or None)
     for report in reports:
         metrics.add_metric(name="DealsUploaded", unit="Count", value=report.uploaded)
         metrics.add_metric(name="DealsParked", unit="Count", value=len(report.parked))

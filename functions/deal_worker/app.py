@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.deals.worker import DEAL_EVENT_IDEMPOTENCY, handle_deal_event_once
+from connector.health import process_batch
 from connector.models.messages import DealEventRecord
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
@@ -31,4 +32,5 @@ def record_handler(record: DealEventRecord) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     DEAL_EVENT_IDEMPOTENCY.register_lambda_context(context)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    with container().invocation(context):
+        return process_batch(container(), "deal", event, context, record_handler, processor)

@@ -16,6 +16,8 @@ from connector.runtime import container
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    reports = reconcile_all(container())
+    rt = container()
+    with rt.invocation(context):
+        reports = reconcile_all(rt)
     metrics.add_metric(name="MissedChangesRequeued", unit="Count", value=sum(r.fed for r in reports))
     return {"integrations": [asdict(r) for r in reports]}

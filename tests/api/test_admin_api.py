@@ -267,7 +267,7 @@ def test_unknown_route_is_404_in_the_contract_error_shape(lambda_context):
         ("DELETE", "/integrations", {"GET", "POST"}),
         ("PATCH", "/integrations/abc/settings", {"PUT"}),
         ("GET", "/integrations/abc/replay", {"POST"}),
-        ("OPTIONS", "/integrations/abc", {"GET"}),
+        ("OPTIONS", "/integrations/abc", {"GET", "DELETE"}),
     ],
 )
 def test_wrong_method_on_a_known_route_is_405_naming_the_allowed_methods(lambda_context, method, path, allowed):

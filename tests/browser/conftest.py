@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from connector.runtime import install
 
-from tests.conftest import ADMIN_TOKEN, REGION, STACK_NAME, _empty_table
+from tests.conftest import ADMIN_TOKEN, REGION, STACK_NAME, _empty_table, runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -71,6 +72,9 @@ def stack(_aws_resources: dict[str, dict[str, str]], dynamodb: Any, secretsmanag
     """One local stack with both sandboxes and the demo integration for the whole module."""
     from tools.localstack import LocalStack
 
+    # new containers: the demo is created before the first test installs its runtime, and the previous
+    # test's would seal with a data key it remembers from a table since emptied (CREDKEY never written)
+    install(runtime())
     local = LocalStack(
         sandbox=True, stack_name=STACK_NAME, region=REGION, admin_token=ADMIN_TOKEN, run_schedules=False, out=print
     )

@@ -165,17 +165,74 @@ def test_deals_appear_after_a_sandbox_webhook_and_a_parked_item_is_replayed(page
     page.click(f'#deals tr[data-deal="customer-{first}"]')
     history = page.wait_for_selector(f'#deals tr[data-deal="customer-{first}"] + tr.history:not([hidden])')
     assert "Новый" in history.text_content()
-    assert "недоступно" in page.text_content("#health")  # GET …/health comes with a later version of the API
+    # health: the webhooks the deal worker took, the parked one counted; the log says why it was parked
+    health = page.wait_for_selector("#health [data-health]")
+    assert health.get_attribute("data-health") == "attention"
+    text = page.text_content("#health")
+    assert "Последний webhook AlfaCRM: —" not in text and "Отложено: 1" in text
+    # the key the log shows is the parked item's, the one replay takes
+    parked_event = page.wait_for_selector(f'#events tr[data-event="Customer#{upcoming}#create#{event["datetime"]}"]')
+    assert "отложено" in parked_event.text_content() and str(upcoming) in parked_event.text_content()
     page.screenshot(path=str(screenshots / "raw.png"), full_page=True)
 
+    # one parked item replayed by its own button, once AlfaCRM has the customer
     assert _sandbox_customer(stack, "Зуев Глеб", "+79160000102") == upcoming
     stack.wait_idle(timeout=60)
-    page.click("#replay")
+    page.click(f'#parked tr[data-parked] [data-replay-key^="deal_event#Customer#{upcoming}#"]')
     page.wait_for_selector("#replay-status.ok")
     stack.wait_idle(timeout=60)
     page.click("#deals-refresh")
     page.wait_for_selector(f'#deals tr[data-deal="customer-{upcoming}"]')
     expect(page.locator("#parked tr[data-parked]")).to_have_count(0)
+    expect(page.locator("#health")).to_contain_text("Отложено: 0")
+
+
+def test_rotating_the_webhook_address_asks_first_and_the_old_address_stops(page, stack, demo):
+    open_page(page, stack)
+    old = page.input_value("#alfacrm-webhook")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#rotate-webhooks")
+    expect(page.locator("#rotate-status")).to_have_text("Адреса не изменены")
+    assert page.input_value("#alfacrm-webhook") == old
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#rotate-webhooks")
+    page.wait_for_selector("#rotate-status.ok")
+    new = page.input_value("#alfacrm-webhook")
+    assert new != old and page.input_value("#uis-webhook") != demo["webhooks"]["uis"]
+    shown = page.text_content("#rotate-result")  # the confirmation names both new addresses
+    assert new in shown and page.input_value("#uis-webhook") in shown
+    event = {"branch_id": 1, "event": "update", "entity": "Customer", "entity_id": 1, "fields_new": {}}
+    assert httpx.post(old, content=json.dumps(event), timeout=30).status_code == 404
+    assert httpx.post(new, content=json.dumps(event), timeout=30).status_code == 200
+    stack.wait_idle(timeout=60)
+    demo["webhooks"] = {"alfacrm": new, "uis": page.input_value("#uis-webhook")}  # later tests post to the new ones
+
+
+def test_a_new_uis_key_is_stored_only_after_its_login_works_and_health_checks_the_logins(page, stack, demo):
+    open_page(page, stack)
+    page.fill("#cred-uis-token", "uis-token-nobody-issued")
+    page.click("#save-credentials")
+    expect(page.locator("#alfacrm-check.bad")).to_contain_text("UIS")
+    assert page.input_value("#cred-uis-token") == "uis-token-nobody-issued"  # kept to correct, nothing stored
+
+    stack.sandboxes["uis"].sandbox.set_token("uis-token-second")
+    page.fill("#cred-uis-token", "uis-token-second")
+    page.click("#save-credentials")
+    expect(page.locator("#alfacrm-check.ok")).to_have_text("✓ Учётные данные проверены и сохранены")
+    assert page.input_value("#cred-uis-token") == ""
+
+    # the stored key is the one in use: revoke the old one and have health log in to both systems now
+    stack.sandboxes["uis"].sandbox.set_token(DEFAULT_TOKEN, "access_token_invalid")
+    try:
+        page.click("[data-tab=raw]")
+        page.wait_for_selector("#health [data-health]")
+        page.click("#check-health")
+        page.wait_for_selector("#check-health-status.ok")
+        expect(page.locator('#health [data-credential="uis"]')).to_have_class("credential-ok")
+        expect(page.locator('#health [data-credential="alfacrm"]')).to_have_class("credential-ok")
+    finally:
+        stack.sandboxes["uis"].sandbox.set_token(DEFAULT_TOKEN)
 
 
 def test_a_schools_own_link_opens_only_its_school(browser, page, stack, demo, served_other_school):

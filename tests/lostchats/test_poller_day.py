@@ -124,6 +124,7 @@ class _DayStore:
     def __init__(self, store: Store) -> None:
         self.table = store.table
         self.texts = _WatermarkReadThrough(store.texts)
+        self.events = store.events
         self.integrations = _ListedOnce(store.integrations)
         self.credentials = store.credentials
 

@@ -43,11 +43,13 @@ INDEX = {"StateTable/index": {QUERY}}
 
 USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
     "AdminApiFunction": {
-        # replay unparks (DeleteItem); settings and activation sync the funnels; the deals view
-        "StateTable": {GET, QUERY, BATCH_GET, PUT, UPDATE, DELETE},
+        # replay unparks (DeleteItem); settings and activation sync the funnels; the deals view; a removal
+        # deletes the partition and a redrive its dead-letter marks in batches
+        "StateTable": {GET, QUERY, BATCH_GET, PUT, UPDATE, DELETE, BATCH_WRITE},
         **INDEX,  # the integrations list, parked items
         "DealEventsQueue": SEND,  # replay and redrive
         "TextEventsQueue": SEND,
+        "JobsQueue": SEND,  # a redrive or removal too long for the API goes on in the jobs worker
         "DealEventsDLQ": POLL,  # redrive takes its integration's dead letters
         "TextEventsDLQ": POLL,
         **CREDENTIALS,  # create seals them, webhook URLs open them, delete drops them
@@ -59,8 +61,9 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
     # the widget loader reads its integration's widget settings
     "PagesFunction": {"StateTable": {GET}},
     "DealWorkerFunction": {
-        # a withdrawn upsell deal is deleted, a not-listed event unparked when its entity's delete arrives
-        "StateTable": {GET, BATCH_GET, PUT, UPDATE, DELETE},
+        # a withdrawn upsell deal is deleted, a not-listed event unparked when its entity's delete arrives;
+        # the execution log of several schools in one batch
+        "StateTable": {GET, BATCH_GET, PUT, UPDATE, DELETE, BATCH_WRITE},
         **INDEX,  # its integration's parked events
         "IdempotencyTable": {GET, PUT, UPDATE, DELETE},  # Powertools deletes the record of a failed event
         "DealEventsQueue": POLL,  # its event source mapping
@@ -73,8 +76,9 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
         **CREDENTIALS,
     },
     "TextWorkerFunction": {
-        # a lead-creation claim whose create failed is dropped so the next attempt need not wait
-        "StateTable": {GET, PUT, UPDATE, DELETE},
+        # a lead-creation claim whose create failed is dropped so the next attempt need not wait; the
+        # execution log of several schools in one batch
+        "StateTable": {GET, PUT, UPDATE, DELETE, BATCH_WRITE},
         "TextEventsQueue": POLL,
         **CREDENTIALS,
     },
@@ -89,6 +93,15 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
         **INDEX,  # the integrations to reconcile
         "DealEventsQueue": SEND,  # missed changes go back to the deal worker
         **CREDENTIALS,
+    },
+    "JobsFunction": {
+        # the job's state; a removal's partition read by keys and deleted in batches, dead-letter marks cleared
+        "StateTable": {GET, QUERY, PUT, BATCH_WRITE},
+        "DealEventsQueue": SEND,  # a redrive's dead letters go back
+        "TextEventsQueue": SEND,
+        "JobsQueue": SEND | POLL,  # its continuation; its event source mapping
+        "DealEventsDLQ": POLL,
+        "TextEventsDLQ": POLL,
     },
 }
 

@@ -24,6 +24,7 @@ FUNCTIONS = {
     "TextWorkerFunction": "text_worker",
     "ChatPollerFunction": "chat_poller",
     "ReconcilerFunction": "reconciler",
+    "JobsFunction": "jobs",
 }
 GLOBAL_ENV = {
     "STATE_TABLE",
@@ -37,6 +38,8 @@ GLOBAL_ENV = {
     "ALFACRM_RPS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_LOG_LEVEL",
+    "JOBS_QUEUE_URL",
+    "MAX_RECEIVE_COUNT",
 }
 
 
@@ -88,6 +91,21 @@ def test_event_queues_redrive_to_their_dlq_after_five_receives(sqs, queue_urls, 
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
 
 
+def test_the_workers_know_the_queues_max_receive_count(tpl: Template) -> None:
+    """A worker marks a record failing at its last receive as its school's dead letter: the count it compares
+    with is the one the queues dead-letter at."""
+    counts = {
+        tpl.queues[q]["Properties"]["RedrivePolicy"]["maxReceiveCount"] for q in ("DealEventsQueue", "TextEventsQueue")
+    }
+    assert counts == {tpl.data["Globals"]["Function"]["Environment"]["Variables"]["MAX_RECEIVE_COUNT"]}
+
+
+def test_one_integrations_failing_metric_without_a_per_school_dimension_has_an_alarm(tpl: Template) -> None:
+    alarm = tpl.resources["IntegrationsFailingAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AlfaCrmUisConnector", "IntegrationsFailing")
+    assert [d["Name"] for d in alarm["Dimensions"]] == ["service"]
+
+
 def test_environment_seen_by_handlers_names_the_created_resources(table_names, queue_urls) -> None:
     import os
 
@@ -105,7 +123,7 @@ def tpl() -> Template:
     return Template.load(ROOT / "template.yaml")
 
 
-def test_the_nine_functions_live_where_internals_says(tpl: Template) -> None:
+def test_the_ten_functions_live_where_internals_says(tpl: Template) -> None:
     assert {lid: fn.code_uri for lid, fn in tpl.functions.items()} == {
         lid: f"functions/{name}/" for lid, name in FUNCTIONS.items()
     }
@@ -135,9 +153,11 @@ def test_queue_sources_report_partial_failures_and_cap_concurrency(tpl: Template
     assert {q: s.function_id for q, s in sources.items()} == {
         "DealEventsQueue": "DealWorkerFunction",
         "TextEventsQueue": "TextWorkerFunction",
+        "JobsQueue": "JobsFunction",
     }
     for source in sources.values():
-        assert source.batch_size == 10
+        # a job is long (up to the function's timeout): one per invocation
+        assert source.batch_size == (1 if source.queue_id == "JobsQueue" else 10)
         assert source.report_batch_item_failures
         assert source.max_concurrency == 2
         visibility = tpl.queues[source.queue_id]["Properties"]["VisibilityTimeout"]
@@ -179,7 +199,7 @@ def test_every_function_has_a_log_group_with_retention_and_an_errors_alarm(tpl: 
         for a in alarms
         if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
     }
-    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ"}
+    assert dlq_alarms == {"DealEventsDLQ", "TextEventsDLQ", "SchedulesDLQ", "JobsDLQ"}
 
 
 def _statements(tpl: Template, lid: str) -> list[dict]:
@@ -300,10 +320,16 @@ def test_queue_consumers_poll_their_own_queue_only(tpl: Template) -> None:
         events = tpl.resources[lid]["Properties"].get("Events") or {}
         assert [name for name, event in events.items() if event.get("Type") == "SQS"] == [], lid
     consumers = {(s.function_id, s.queue_id) for s in tpl.sqs_sources}
-    assert consumers == {("DealWorkerFunction", "DealEventsQueue"), ("TextWorkerFunction", "TextEventsQueue")}
+    assert consumers == {
+        ("DealWorkerFunction", "DealEventsQueue"),
+        ("TextWorkerFunction", "TextEventsQueue"),
+        ("JobsFunction", "JobsQueue"),
+    }
+    # a redrive job also takes its school's dead letters (as the admin API does)
+    also = {"JobsFunction": {"DealEventsDLQ", "TextEventsDLQ"}}
     for function, queue in consumers:
         polled = {resource for resource, actions in granted(tpl, function).items() if "sqs:ReceiveMessage" in actions}
-        assert polled == {queue}, function
+        assert polled == {queue} | also.get(function, set()), function
 
 
 def test_a_function_without_a_permissions_entry_fails_loudly() -> None:

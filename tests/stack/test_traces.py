@@ -4,7 +4,8 @@
 One run drives every function: the demo integration is created through the admin API, a lead converts and
 pays in the AlfaCRM sandbox (webhooks → deal worker → uploader), the texts demo sends a request and chats
 from the UIS sandbox (notifications → text worker, the chat poller), the reconciler runs, and the admin API
-is read, replayed and refused. Each invocation is one segment, as on Lambda; the SDK's emitter keeps them.
+is read, replayed and refused, and the school removed (the jobs worker sweeps after it). Each invocation is
+one segment, as on Lambda; the SDK's emitter keeps them.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def _drive(stack: Any) -> dict[str, str]:
     secrets["school access token"] = school["token"]
     for n, token in enumerate(alfacrm.tokens):
         secrets[f"AlfaCRM session token {n}"] = token
+    # last, the school's removal: its sweep for writes in flight runs in the jobs worker
+    assert admin.get(f"/integrations/{iid}/health").status_code == 200
+    assert admin.get(f"/integrations/{iid}/events").status_code == 200
+    assert admin.delete(f"/integrations/{iid}").status_code == 200
+    stack.wait_idle(timeout=60)
     return secrets
 
 

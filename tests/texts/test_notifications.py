@@ -146,3 +146,27 @@ def test_a_malformed_message_is_refused_without_echoing_personal_data():
         parse_message(bad)
     assert "payload" in err.value.message
     assert "Ири" not in err.value.message and "7926" not in err.value.message
+
+
+def _key(event, payload):
+    return parse_message({"integration_id": "i", "event": event, "payload": payload}).dedup_key
+
+
+def test_parked_keys_name_the_event_or_hash_what_it_says_never_none():
+    """Issue 9, defect 2: `cNone` and `chatNone#lost_chat` were one parked item for every event lacking an id."""
+    assert _key("offline_message", {"offline_message_id": "7", "communication_id": 9}) == "om7"
+    assert _key("offline_message", {"communication_id": "9"}) == "c9"
+    assert _key("lost_chat", {"chat_id": 5}) == "chat5#lost_chat"
+    assert _key("set_mark", {"chat_id": 5, "tag_id": 3}) != _key("set_mark", {"chat_id": 5, "tag_id": 4})
+    nameless = [
+        _key("offline_message", {"visitor_message": "a"}),
+        _key("offline_message", {"visitor_message": "b"}),
+        _key("lost_chat", {"visitor_name": "a"}),
+        _key("lost_chat", {"visitor_name": "b"}),
+        _key("set_mark", {"chat_id": 5}),
+        _key("set_mark", {"chat_id": 5, "visitor_name": "x"}),
+    ]
+    assert len(set(nameless)) == len(nameless)
+    assert not any("None" in key for key in nameless)
+    # the same event delivered again is the same item
+    assert _key("lost_chat", {"visitor_name": "a"}) == _key("lost_chat", {"visitor_name": "a"})

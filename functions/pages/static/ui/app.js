@@ -211,7 +211,9 @@ async function openIntegration(id) {
   $("#school-name").textContent = integration.name;
   $("#workspace").hidden = false;
   $("#access-result").hidden = true;
+  $("#rotate-result").hidden = true;
   renderIntegration();
+  renderFunnelSync();
   applyDoc();
   loadLookups();
   if (!$("#tab-raw").hidden) loadRaw();
@@ -228,6 +230,7 @@ function renderIntegration() {
   $("#cred-hostname").value = i.alfacrm.hostname;
   $("#cred-email").value = i.alfacrm.email;
   $("#cred-api-key").value = "";
+  $("#cred-uis-token").value = "";
   $("#texts-hostname").value = i.alfacrm.hostname;
   $("#texts-uis-url").value = i.uis.api_url;
   $("#widget-snippet").value = `<script src="${apiBase}/widget/alfacrm.js?integration=${i.id}" async></script>`;
@@ -488,7 +491,10 @@ async function save(button) {
     state.doc = saved;
     applyDoc();
     $$(".save-status").forEach((s) => say(s, ""));
-    say(status, "Сохранено", "ok");
+    // saved either way; a funnel sync UIS did not take is shown pending (it is retried by the connector)
+    state.integration = await api("GET", `/integrations/${state.id}`);
+    renderFunnelSync();
+    say(status, state.integration.funnel_sync ? "Сохранено; синхронизация воронок с UIS ожидает повтора" : "Сохранено", "ok");
   } catch (err) {
     // the form keeps everything typed: only the message changes
     const placed = err instanceof ApiError && err.status === 422 && showFieldError(err);
@@ -526,20 +532,27 @@ async function checkSide(side, statusNode) {
 
 async function saveCredentials() {
   const status = $("#alfacrm-check");
-  const body = { alfacrm: { hostname: $("#cred-hostname").value.trim(), email: $("#cred-email").value.trim() } };
+  const body = {};
   const key = $("#cred-api-key").value.trim();
-  if (!key) {
-    say(status, "Введите api_key: он проверяется вместе с hostname и email.", "bad");
+  const uisToken = $("#cred-uis-token").value.trim();
+  if (key) {
+    const i = state.integration;
+    body.alfacrm = { hostname: $("#cred-hostname").value.trim(), email: $("#cred-email").value.trim(), api_key: key, branch_id: i.alfacrm.branch_id };
+  }
+  if (uisToken) body.uis = { api_url: state.integration.uis.api_url, access_token: uisToken };
+  if (!key && !uisToken) {
+    say(status, "Введите новый api_key AlfaCRM (он проверяется вместе с hostname и email) или ключ API UIS.", "bad");
     return;
   }
-  body.alfacrm.api_key = key;
-  say(status, "Проверяем вход в AlfaCRM…");
+  say(status, "Проверяем вход…");
   try {
     const reply = await optional("PUT", `/integrations/${state.id}/credentials`, body);
     if (reply === null) say(status, "Смена учётных данных недоступна в этой версии API: обратитесь к оператору.", "bad");
     else {
-      say(status, "✓ Учётные данные сохранены", "ok");
+      state.integration = reply;
+      say(status, "✓ Учётные данные проверены и сохранены", "ok");
       $("#cred-api-key").value = "";
+      $("#cred-uis-token").value = "";
     }
   } catch (err) {
     say(status, describe(err), "bad");
@@ -613,14 +626,52 @@ async function loadRaw() {
   renderEvents(events);
 }
 
+const HEALTH_STATUS = { ok: "в порядке", attention: "требует внимания", failing: "ошибка доступа" };
+const CREDENTIALS = { alfacrm: "Вход в AlfaCRM", uis: "Вход в UIS", uis_components: "Компоненты UIS" };
+const CREDENTIAL_STATE = { ok: "✓ работает", failing: "✗ не работает", unknown: "ещё не проверялся" };
+const SOURCES = { alfacrm: "AlfaCRM", uis: "UIS", poller: "опрос UIS", uploader: "выгрузка", reconciler: "сверка" };
+const EVENT_KINDS = { deal_event: "webhook", text_event: "уведомление", upload: "выгрузка", deal: "сделка", poll: "опрос чатов", lost_chat: "потерянный чат" };
+const OUTCOMES = { done: "выполнено", skipped: "пропущено", parked: "отложено", failed: "ошибка" };
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString("ru-RU") : "—";
+}
+
 function renderHealth(result) {
   const box = $("#health");
   if (result.status === "rejected") return box.replaceChildren(el("span", { class: "error" }, describe(result.reason)));
   if (result.value === null) return box.replaceChildren(el("span", { class: "unavailable" }, "Состояние: недоступно в этой версии API"));
-  const rows = Object.entries(result.value).map(([key, value]) =>
-    el("div", {}, el("b", {}, `${key}: `), typeof value === "object" && value !== null ? JSON.stringify(value) : String(value ?? "—")),
-  );
+  const h = result.value;
+  const line = (label, ...value) => el("div", {}, el("b", {}, `${label}: `), ...value);
+  const rows = [
+    line("Состояние", el("span", { class: `health-${h.status}`, "data-health": h.status }, HEALTH_STATUS[h.status] || h.status)),
+    line("Последний webhook AlfaCRM", when(h.last_alfacrm_webhook_at)),
+    line("Последнее уведомление UIS", when(h.last_uis_notification_at)),
+    line("Последняя выгрузка в UIS", when(h.last_upload_at)),
+    line("Ждут выгрузки", String(h.pending_deals)),
+    line("Отложено", String(h.parked)),
+    line("В очереди ошибок (DLQ)", String(h.dead_letters)),
+  ];
+  for (const [key, label] of Object.entries(CREDENTIALS)) {
+    const c = (h.credentials || {})[key] || { state: "unknown" };
+    rows.push(line(label, el("span", { "data-credential": key, class: `credential-${c.state}` }, CREDENTIAL_STATE[c.state] || c.state), c.error ? ` — ${c.error}` : "", c.at ? ` (${when(c.at)})` : ""));
+  }
+  if (h.last_error) rows.push(line("Последняя ошибка", `${when(h.last_error.at)} — ${h.last_error.key}: ${h.last_error.reason}`));
+  if (h.funnel_sync) rows.push(line("Синхронизация воронок", `ожидает повтора (попыток: ${h.funnel_sync.attempts}): ${h.funnel_sync.error}`));
+  if (h.redrive) rows.push(line("Повтор из очереди ошибок", h.redrive.state === "running" ? `идёт в фоне, возвращено: ${h.redrive.moved}` : `завершён, возвращено: ${h.redrive.moved}`));
   box.replaceChildren(...rows);
+}
+
+async function checkHealth() {
+  const status = $("#check-health-status");
+  say(status, "Проверяем вход в AlfaCRM и UIS…");
+  try {
+    const health = await api("GET", `/integrations/${state.id}/health?check=true`);
+    renderHealth({ status: "fulfilled", value: health });
+    say(status, health.status === "failing" ? "Есть ошибки доступа: см. выше" : "Проверено", health.status === "failing" ? "bad" : "ok");
+  } catch (err) {
+    say(status, describe(err), "bad");
+  }
 }
 
 function renderDeals(result) {
@@ -660,7 +711,7 @@ function renderDeals(result) {
 function renderParked(result) {
   const body = $("#parked tbody");
   if (result.status === "rejected") {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 4, class: "error" }, describe(result.reason))));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error" }, describe(result.reason))));
     return;
   }
   const items = result.value.items;
@@ -673,9 +724,10 @@ function renderParked(result) {
       el("td", {}, el("code", {}, p.key)),
       el("td", {}, p.error || "", p.code ? ` (${p.code})` : ""),
       el("td", {}, p.parked_at ? new Date(p.parked_at * 1000).toLocaleString("ru-RU") : ""),
+      el("td", {}, el("button", { type: "button", class: "secondary", "data-replay-key": `${p.kind}#${p.key}`, onclick: () => replay([`${p.kind}#${p.key}`]) }, "Повторить")),
     ),
   );
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "hint" }, "Отложенных нет.")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "hint" }, "Отложенных нет.")));
   body.replaceChildren(...rows);
 }
 
@@ -697,22 +749,56 @@ function renderEvents(result) {
   table.hidden = false;
   $("#events tbody").replaceChildren(
     ...result.value.items.map((e) =>
-      el("tr", {}, el("td", {}, e.at), el("td", {}, e.source), el("td", {}, e.kind), el("td", {}, el("code", {}, e.key ?? "")), el("td", {}, e.outcome), el("td", {}, e.reason ?? "")),
+      el("tr", { "data-event": e.key }, el("td", {}, when(e.at)), el("td", {}, SOURCES[e.source] || e.source), el("td", {}, EVENT_KINDS[e.kind] || e.kind), el("td", {}, el("code", {}, e.key ?? "")), el("td", { class: `outcome-${e.outcome}` }, OUTCOMES[e.outcome] || e.outcome), el("td", {}, e.reason ?? "")),
     ),
   );
 }
 
-async function replay() {
+/** Everything parked and the dead letters (no keys), or only the parked items named by `keys`. */
+async function replay(keys) {
   const status = $("#replay-status");
   say(status, "Отправляем на повтор…");
   try {
-    const reply = await api("POST", `/integrations/${state.id}/replay`);
+    const reply = await api("POST", `/integrations/${state.id}/replay`, keys ? { keys } : undefined);
     const count = Object.values(reply.replayed || {}).reduce((a, b) => a + b, 0) + (reply.dead_letters_redriven || 0);
-    say(status, `Отправлено на повтор: ${count}. Обновите список через несколько секунд.`, "ok");
+    const background = reply.dead_letters && reply.dead_letters.state === "running" ? " Остальное из очереди ошибок возвращается в фоне." : "";
+    const kept = (reply.kept || []).length ? ` Не удалось повторить: ${reply.kept.join(", ")}.` : "";
+    say(status, `Отправлено на повтор: ${count}.${background}${kept} Обновите список через несколько секунд.`, "ok");
     setTimeout(() => loadRaw(), 1500);
   } catch (err) {
     say(status, describe(err), "bad");
   }
+}
+
+async function rotateWebhooks() {
+  const status = $("#rotate-status");
+  const sure = window.confirm(
+    "Сменить адреса вебхуков?\n\nСтарые адреса перестанут работать сразу: новый адрес нужно будет вставить в триггеры AlfaCRM и в уведомления UIS.",
+  );
+  if (!sure) return say(status, "Адреса не изменены");
+  $("#rotate-result").hidden = true;
+  say(status, "Меняем…");
+  try {
+    const reply = await api("POST", `/integrations/${state.id}/webhooks/rotate`);
+    state.webhooks = reply.webhooks;
+    renderIntegration();
+    say(status, "Новые адреса выданы: замените их в AlfaCRM и в уведомлениях UIS. Старые больше не принимаются.", "ok");
+    const address = (label, url) => el("div", {}, el("b", {}, `${label}: `), el("code", {}, url));
+    $("#rotate-result").replaceChildren(
+      address("Webhook AlfaCRM (оба триггера: Клиент и Платёж)", reply.webhooks.alfacrm),
+      address("Уведомления UIS (к адресу добавляется ?event=…, см. «Текстовые коммуникации»)", reply.webhooks.uis),
+    );
+    $("#rotate-result").hidden = false;
+  } catch (err) {
+    say(status, describe(err), "bad");
+  }
+}
+
+function renderFunnelSync() {
+  const note = $("#funnel-sync");
+  const pending = state.integration && state.integration.funnel_sync;
+  note.hidden = !pending;
+  if (pending) note.textContent = `Настройки сохранены, но UIS пока не принял воронки (${pending.error}). Повторим автоматически; попыток: ${pending.attempts}.`;
 }
 
 // ------------------------------------------------------------------------------------------ tabs and wiring
@@ -746,7 +832,9 @@ function wire() {
   $$(".tabs [data-tab]").forEach((b) => b.addEventListener("click", () => selectTab(b.dataset.tab)));
   $("#deals-refresh").addEventListener("click", () => loadRaw());
   $("#deals-funnel").addEventListener("change", () => loadRaw());
-  $("#replay").addEventListener("click", replay);
+  $("#replay").addEventListener("click", () => replay());
+  $("#rotate-webhooks").addEventListener("click", rotateWebhooks);
+  $("#check-health").addEventListener("click", checkHealth);
   $("#lead-on-event").addEventListener("change", updateReveals);
   $$("[data-reveals]").forEach((b) => b.addEventListener("change", updateReveals));
   document.addEventListener("click", (e) => {

@@ -39,8 +39,8 @@ class Caller:
     def is_operator(self) -> bool:
         return self.integration_id is None
 
-    def denial(self, path: str) -> str | None:
-        """Why this caller may not reach `path` (the path the router sees), or None when it may."""
+    def denial(self, path: str, method: str = "GET") -> str | None:
+        """Why this caller may not reach `path` (the path the router sees) with `method`, or None when it may."""
         if self.is_operator:
             return None
         parts = path.strip("/").split("/")
@@ -50,6 +50,9 @@ class Caller:
             return "a school's access token reaches only its own integration"
         if len(parts) > 2 and parts[2] in _SCHOOL_ONLY_DENIED:
             return "only the operator issues access tokens"
+        if len(parts) == 2 and method.upper() == "DELETE":
+            # irreversible, and a school link can leak: removing a school is the operator's
+            return "only the operator removes an integration"
         return None
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import AlfaCrmClient, TokenCache
-from connector.retry import Limiter
+from connector.retry import Limiter, RetryPolicy
 from connector.secrets import Secrets
 from connector.settings import Integration
 from connector.uis import client as uis_client
@@ -25,8 +25,9 @@ class AccountClients:
     """Credentials from the secrets port, one client per account, all of them on the container's two
     connection pools, AlfaCRM's through the account limiter and one token cache."""
 
-    def __init__(self, secrets: Secrets, *, limiter: Limiter, spacing: Limiter) -> None:
+    def __init__(self, secrets: Secrets, *, limiter: Limiter, spacing: Limiter, retry: RetryPolicy) -> None:
         self.secrets = secrets
+        self.retry = retry  # keeps to the invocation's time budget (the runtime's Deadline)
         self.limiter = limiter  # in-process spacing chained with the account-wide budget
         self.spacing = spacing  # in-process spacing alone (accounts that are no integration yet)
         self.tokens = TokenCache()
@@ -57,7 +58,13 @@ class AccountClients:
             found = self._alfacrm.get(key)
             if found is None:
                 found = self._alfacrm[key] = AlfaCrmClient(
-                    hostname, email, api_key, http=self.alfacrm_http, limiter=self.limiter, tokens=self.tokens
+                    hostname,
+                    email,
+                    api_key,
+                    http=self.alfacrm_http,
+                    limiter=self.limiter,
+                    tokens=self.tokens,
+                    retry=self.retry,
                 )
             return found
 
@@ -67,15 +74,23 @@ class AccountClients:
         with self._lock:
             found = self._uis.get(key)
             if found is None:
-                found = self._uis[key] = UisClient(api_url, access_token, http=self.uis_http)
+                found = self._uis[key] = UisClient(api_url, access_token, http=self.uis_http, retry=self.retry)
             return found
 
     # --- accounts that are not integrations yet (the admin's login checks) ---------------------
     def connect_alfacrm(self, hostname: str, email: str, api_key: str) -> AlfaCrmClient:
-        return AlfaCrmClient(hostname, email, api_key, http=self.alfacrm_http, limiter=self.spacing, tokens=self.tokens)
+        return AlfaCrmClient(
+            hostname,
+            email,
+            api_key,
+            http=self.alfacrm_http,
+            limiter=self.spacing,
+            tokens=self.tokens,
+            retry=self.retry,
+        )
 
     def connect_uis(self, api_url: str, access_token: str) -> UisClient:
-        return UisClient(api_url, access_token, http=self.uis_http)
+        return UisClient(api_url, access_token, http=self.uis_http, retry=self.retry)
 
 
 def _digest(secret: str) -> str:

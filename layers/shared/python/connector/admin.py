@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.deals.funnels import ensure_funnels
@@ -16,6 +16,7 @@ from connector.deals.views import deals_view
 from connector.errors import (
     AlfaCrmAuthFailed,
     AlfaCrmError,
+    ConnectorError,
     NotFound,
     UisAuthFailed,
     UisComponentMissing,
@@ -24,19 +25,25 @@ from connector.errors import (
     ValidationFailed,
 )
 from connector.intake import hash_secret
-from connector.models.deals import FUNNELS, DealRef
-from connector.models.messages import DealEventMessage, TextEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.deals import FUNNELS
 from connector.models.raw import JsonObject, JsonValue
+from connector.models.sync import FunnelSyncPending
+from connector.observability import logger
+from connector.replay import Replay
 from connector.runtime import Runtime
 from connector.settings import (
+    AlfaCrmAccount,
+    AlfaCrmInput,
     CreateIntegrationInput,
     Credentials,
     Integration,
     SettingsDocument,
+    UisAccount,
+    UisInput,
     check_alfacrm_hostname,
     check_uis_api_url,
     parse_create_input,
+    parse_credentials_input,
     parse_settings,
     resolve_is_public,
 )
@@ -99,39 +106,100 @@ class Admin:
 
     def _checked_hosts(self, data: CreateIntegrationInput) -> tuple[str, str]:
         """Both accounts' addresses, public https hosts only (outside the local stack)."""
+        return self._alfacrm_host(data.alfacrm), self._uis_url(data.uis)
+
+    def _alfacrm_host(self, account: AlfaCrmInput) -> str:
         insecure = self.rt.env.allow_insecure_hosts
-        hostname = check_alfacrm_hostname(data.alfacrm.hostname, allow_insecure=insecure)
+        hostname = check_alfacrm_hostname(account.hostname, allow_insecure=insecure)
         if not insecure and not self.check_dns(hostname):
             raise ValidationFailed(
                 f"alfacrm.hostname: '{hostname}' does not resolve to public addresses only", field="alfacrm.hostname"
             )
-        api_url = check_uis_api_url(data.uis.api_url, allow_insecure=insecure)
+        return hostname
+
+    def _uis_url(self, account: UisInput) -> str:
+        insecure = self.rt.env.allow_insecure_hosts
+        api_url = check_uis_api_url(account.api_url, allow_insecure=insecure)
         uis_host = urlsplit(api_url).hostname or ""
         if not insecure and not self.check_dns(uis_host):
             raise ValidationFailed(
                 f"uis.api_url: '{uis_host}' does not resolve to public addresses only", field="uis.api_url"
             )
-        return hostname, api_url
+        return api_url
 
     def _check_logins(self, data: CreateIntegrationInput, hostname: str, api_url: str) -> _Logins:
         """Both credentials work (one AlfaCRM login, one cheap UIS call) and the UIS account has the components
         the default settings need, before anything is stored; what the logins tell is kept on the record."""
-        alfacrm = self.rt.connect_alfacrm(hostname, data.alfacrm.email, data.alfacrm.api_key)
+        api_user_id = self._login_alfacrm(hostname, data.alfacrm)
+        # the default settings upload deals: the account needs «Воронки продаж» (data_api/components/)
+        uis_timezone = self._login_uis(api_url, data.uis, SettingsDocument())
+        return _Logins(api_user_id=api_user_id, uis_timezone=uis_timezone)
+
+    def _login_alfacrm(self, hostname: str, account: AlfaCrmInput) -> int | None:
+        """One AlfaCRM login (AlfaCrmAuthFailed when refused); → the API user's id (None: AlfaCRM cannot say)."""
+        alfacrm = self.rt.connect_alfacrm(hostname, account.email, account.api_key)
         try:
             alfacrm.login()
         except AlfaCrmError as exc:
             raise AlfaCrmAuthFailed(f"AlfaCRM login failed: {exc.message}", field="alfacrm") from None
-        api_user_id = _api_user(alfacrm, data.alfacrm.branch_id)
-        uis = self.rt.connect_uis(api_url, data.uis.access_token)
+        return _api_user(alfacrm, account.branch_id)
+
+    def _login_uis(self, api_url: str, account: UisInput, settings: SettingsDocument) -> str | None:
+        """One cheap UIS call, then the components `settings` need; → the UIS account's IANA zone (get.account)."""
+        uis = self.rt.connect_uis(api_url, account.access_token)
         try:
-            account = uis.check_auth()
+            found = uis.check_auth()
         except UisError as exc:
             code = UisForbidden if isinstance(exc, UisForbidden) else UisAuthFailed
             raise code(f"UIS login failed: {exc.message}", mnemonic=exc.mnemonic, field="uis") from None
-        # the default settings upload deals: the account needs «Воронки продаж» (data_api/components/)
-        _require_components(uis, SettingsDocument())
-        zone = account.get("timezone")
-        return _Logins(api_user_id=api_user_id, uis_timezone=str(zone) if zone else None)
+        _require_components(uis, settings)
+        zone = found.get("timezone")
+        return str(zone) if zone else None
+
+    # --- lifecycle: webhook secrets, credentials (removal: connector.lifecycle) ----------------------
+    def rotate_webhooks(self, integration_id: str, base_url: str) -> JsonObject:
+        """New secrets in both webhook URLs; the old URLs stop (answer 404) as soon as the record changes
+        (another warm intake container remembers the record for at most 10 s)."""
+        integration = self._get(integration_id)
+        creds = self.rt.secrets.credentials(integration.secret_id)
+        alfa_secret, uis_secret = pysecrets.token_urlsafe(24), pysecrets.token_urlsafe(24)
+        update = {"alfacrm_webhook_secret": alfa_secret, "uis_webhook_secret": uis_secret}
+        # the secrets first: a record naming hashes of secrets nobody can show would lock the school out
+        self.rt.secrets.store_credentials(integration_id, creds.model_copy(update=update))
+        self.rt.store.integrations.set_webhook_hashes(integration_id, hash_secret(alfa_secret), hash_secret(uis_secret))
+        return {"webhooks": cast("JsonObject", _webhooks(base_url, integration_id, alfa_secret, uis_secret))}
+
+    def update_credentials(self, integration_id: str, body: object) -> JsonObject:
+        """New AlfaCRM and/or UIS credentials (the create body's objects), each login tried before anything
+        is stored; the integration as shown, without secrets."""
+        integration = self._get(integration_id)
+        data = parse_credentials_input(body)
+        creds = self.rt.secrets.credentials(integration.secret_id)
+        alfacrm: AlfaCrmAccount | None = None
+        uis: UisAccount | None = None
+        if data.alfacrm is not None:
+            hostname = self._alfacrm_host(data.alfacrm)
+            api_user_id = self._login_alfacrm(hostname, data.alfacrm)
+            creds = creds.model_copy(update={"alfacrm_api_key": data.alfacrm.api_key})
+            alfacrm = AlfaCrmAccount(
+                hostname=hostname,
+                email=data.alfacrm.email,
+                branch_id=data.alfacrm.branch_id,
+                api_user_id=api_user_id,
+            )
+        if data.uis is not None:
+            api_url = self._uis_url(data.uis)
+            # the new account must have the components the school's settings switch on, as a create's must
+            zone = self._login_uis(api_url, data.uis, integration.settings)
+            creds = creds.model_copy(update={"uis_access_token": data.uis.access_token})
+            uis = UisAccount(api_url=api_url, timezone=zone)
+        self.rt.secrets.store_credentials(integration_id, creds)
+        self.rt.store.integrations.set_accounts(integration_id, alfacrm=alfacrm, uis=uis)
+        if alfacrm is not None:
+            self.rt.events.credential(integration_id, "alfacrm", ok=True)
+        if uis is not None:
+            self.rt.events.credential(integration_id, "uis", ok=True)
+        return self._get(integration_id).public()
 
     def webhooks(self, integration_id: str, base_url: str) -> dict[str, str]:
         integration = self._get(integration_id)
@@ -162,7 +230,17 @@ class Admin:
         self.rt.store.integrations.save_settings(integration_id, settings)
         integration = self._get(integration_id)
         if integration.active and settings.deals.enabled:
-            ensure_funnels(self.rt, integration, force=True)
+            try:
+                ensure_funnels(self.rt, integration, force=True)
+            except ConnectorError as exc:
+                # saved whatever UIS says (the school's typing is not lost): the sync is owed, shown pending on
+                # the integration and retried by the uploader (issue 9, defect 4)
+                pending = FunnelSyncPending.first(self.rt.now(), exc.message)
+                self.rt.store.integrations.set_funnel_sync(integration_id, pending)
+                logger.warning(
+                    "funnel sync pending after a settings save",
+                    extra={"integration_id": integration_id, "code": exc.code},
+                )
         dumped: JsonObject = settings.model_dump(mode="json")
         return dumped
 
@@ -304,34 +382,13 @@ class Admin:
         items = self.rt.store.integrations.parked(integration_id)
         return {"items": [i.model_dump(mode="json") for i in items]}
 
-    def replay(self, integration_id: str) -> JsonObject:
-        """Re-drive this integration's parked items and its messages in the dead-letter queues."""
+    def events(self, integration_id: str, limit: int) -> JsonObject:
         self._get(integration_id)
-        replayed: dict[str, int] = {"deal": 0, "deal_event": 0, "text_event": 0}
-        for item in self.rt.store.integrations.parked(integration_id):
-            if self._replay(integration_id, item):
-                self.rt.store.integrations.unpark(integration_id, item.kind, item.key)
-                replayed[item.kind] += 1
-        redriven = self.rt.queues.redrive_dead_letters(integration_id)
-        return {"replayed": cast("JsonObject", replayed), "dead_letters_redriven": redriven}
+        items = self.rt.store.events.recent(integration_id, limit)
+        return {"items": [e.model_dump(mode="json") for e in items]}
 
-    def _replay(self, integration_id: str, item: ParkedItem) -> bool:
-        """Send the parked item back where it failed; False (it stays parked, its error shown) when its payload
-        is no message at all (a queue body no worker could read: replaying it would only park it again)."""
-        # a fresh `replay` nonce: the idempotency table must not answer the replay from memory
-        nonce = pysecrets.token_hex(8)
-        try:
-            if item.kind == "deal":
-                self.rt.store.deals.mark_pending(integration_id, DealRef.model_validate(item.payload))
-            elif item.kind == "deal_event":
-                message = DealEventMessage.model_validate(item.payload)
-                self.rt.queues.send_deal_event(message.model_copy(update={"replay": nonce}))
-            else:
-                text = TextEventMessage.model_validate(item.payload)
-                self.rt.queues.send_text_event(text.model_copy(update={"replay": nonce}))
-        except ValidationError:
-            return False
-        return True
+    def replay(self, integration_id: str, keys: Sequence[str] | None = None) -> JsonObject:
+        return Replay(self.rt).run(integration_id, keys)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def denied(event: Mapping[str, Any], rt: Runtime) -> dict[str, Any] | None:
         caller: Caller = identify(rt.store, event.get("headers"), rt.secrets.admin_token())
     except Unauthorized as exc:
         return _reply(401, exc.code, exc.message, **{"WWW-Authenticate": "Bearer"})
-    reason = caller.denial(str(event.get("path") or "/"))
+    reason = caller.denial(str(event.get("path") or "/"), str(event.get("httpMethod") or "GET"))
     if reason is not None:
         return _reply(403, "forbidden", reason)
     return None

@@ -29,6 +29,11 @@ class Environment(BaseModel):
     text_events_queue_url: str = ""
     deal_events_dlq_url: str = ""
     text_events_dlq_url: str = ""
+    jobs_queue_url: str = ""  # background jobs: a long dead-letter redrive, an integration's removal
+    # receives before SQS dead-letters a message (the queues' maxReceiveCount in template.yaml)
+    max_receive_count: int = 5
+    # a removed integration's partition is swept again this long after the removal (writes in flight)
+    purge_sweep_seconds: int = 60
     secrets_prefix: str = "alfacrm-uis"
     # the stack's KMS key (an alias) that seals every integration's credentials
     credentials_key_id: str = ""
@@ -51,6 +56,9 @@ class Environment(BaseModel):
             text_events_queue_url=e.get("TEXT_EVENTS_QUEUE_URL", ""),
             deal_events_dlq_url=e.get("DEAL_EVENTS_DLQ_URL", ""),
             text_events_dlq_url=e.get("TEXT_EVENTS_DLQ_URL", ""),
+            jobs_queue_url=e.get("JOBS_QUEUE_URL", ""),
+            max_receive_count=int(_number(e.get("MAX_RECEIVE_COUNT"), 5)),
+            purge_sweep_seconds=int(_number(e.get("PURGE_SWEEP_SECONDS"), 60)),
             secrets_prefix=e.get("SECRETS_PREFIX", "alfacrm-uis"),
             credentials_key_id=e.get("CREDENTIALS_KEY_ID", ""),
             admin_token_secret_id=e.get("ADMIN_TOKEN_SECRET_ID", ""),

@@ -1,4 +1,5 @@
-"""SQS: the intakes, the reconciler, the chat poller and the admin replay put messages on the worker queues.
+"""SQS: the intakes, the reconciler, the chat poller and the admin replay put messages on the worker queues;
+the admin's background jobs go on the jobs queue.
 
 The only SQS code outside the workers' event sources. Messages are the models of `connector.models.messages`.
 """
@@ -7,12 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from connector.aws import Aws
 from connector.config import Environment
-from connector.models.messages import DealEventMessage, QueueMessage, TextEventMessage
+from connector.models.messages import DealEventMessage, JobMessage, QueueMessage, TextEventMessage
 
 BATCH = 10  # SQS SendMessageBatch takes at most ten entries
+SWEEP_STEP_SECONDS = 2.0  # a dead-letter sweep stops with this much of its time left (one receive and its sends)
+DeadLetterQueue = Literal["deal", "text"]
+TimeLeft = Callable[[], float | None]
 
 
 class Queues:
@@ -47,46 +54,90 @@ class Queues:
             sent += len(chunk)
         return sent
 
-    def redrive_dead_letters(self, integration_id: str, *, max_messages: int = 1000) -> int:
-        """Move this integration's dead letters back to their source queues (admin replay); → how many.
+    def send_job(self, message: JobMessage, *, delay_seconds: int = 0) -> str:
+        reply = self.aws.sqs.send_message(
+            QueueUrl=self.env.jobs_queue_url,
+            MessageBody=_message_body(message),
+            DelaySeconds=max(0, min(delay_seconds, 900)),
+        )
+        return str(reply["MessageId"])
+
+    def redrive_dead_letters(
+        self, integration_id: str, *, max_messages: int = 10_000, time_left: TimeLeft | None = None
+    ) -> Redriven:
+        """Move this integration's dead letters back to their source queues (admin replay).
 
         Only that integration's messages move; the others stay in the queue (hidden for the 30 s of this
-        receive) for their own replay.
+        receive) for their own replay. Stops when `time_left` runs short (`finished` False: a background job
+        goes on from there).
         """
-        moved = 0
-        for dlq, target in (
-            (self.env.deal_events_dlq_url, self.env.deal_events_queue_url),
-            (self.env.text_events_dlq_url, self.env.text_events_queue_url),
-        ):
-            if dlq and target:
-                moved += self._redrive(dlq, target, integration_id, max_messages)
-        return moved
+        return self._sweep(integration_id, resend=True, max_messages=max_messages, time_left=time_left)
 
-    def _redrive(self, dlq_url: str, target_url: str, integration_id: str, max_messages: int) -> int:
+    def drop_dead_letters(self, integration_id: str, *, time_left: TimeLeft | None = None) -> Redriven:
+        """Delete this integration's dead letters (its removal: they hold its visitors' data)."""
+        return self._sweep(integration_id, resend=False, max_messages=10_000, time_left=time_left)
+
+    def _sweep(self, integration_id: str, *, resend: bool, max_messages: int, time_left: TimeLeft | None) -> Redriven:
+        done = Redriven()
+        queues: list[tuple[DeadLetterQueue, str, str]] = [
+            ("deal", self.env.deal_events_dlq_url, self.env.deal_events_queue_url),
+            ("text", self.env.text_events_dlq_url, self.env.text_events_queue_url),
+        ]
+        for queue, dlq, target in queues:
+            if dlq and target:
+                finished = self._redrive(
+                    queue, dlq, target if resend else None, integration_id, max_messages, time_left, done
+                )
+                done.finished = done.finished and finished
+        return done
+
+    def _redrive(
+        self,
+        queue: DeadLetterQueue,
+        dlq_url: str,
+        target_url: str | None,
+        integration_id: str,
+        max_messages: int,
+        time_left: TimeLeft | None,
+        done: Redriven,
+    ) -> bool:
+        """One DLQ's pass (→ whether it got to the end of what it could see)."""
         sqs = self.aws.sqs
-        moved = 0
         seen = 0
         while seen < max_messages:
+            left = time_left() if time_left is not None else None
+            if left is not None and left < SWEEP_STEP_SECONDS:
+                return False
             reply = sqs.receive_message(
                 QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30
             )
             messages = reply.get("Messages", [])
             if not messages:
-                break
+                return True
             for m in messages:
                 seen += 1
-                if _owner(m["Body"]) != integration_id:
+                if owner_of(m["Body"]) != integration_id:
                     # another integration's dead letter: left hidden for this pass (it reappears after the
                     # receive's visibility timeout), so the loop never receives it twice
                     continue
-                # as it died, byte for byte: a dead letter may be one no model can read
-                sqs.send_message(QueueUrl=target_url, MessageBody=m["Body"])
+                if target_url is not None:
+                    # as it died, byte for byte: a dead letter may be one no model can read
+                    sqs.send_message(QueueUrl=target_url, MessageBody=m["Body"])
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=m["ReceiptHandle"])
-                moved += 1
-        return moved
+                done.moved.append((queue, str(m["MessageId"])))
+        return False
 
 
-def _owner(body: str) -> str | None:
+@dataclass
+class Redriven:
+    """What a dead-letter sweep moved (queue, message id: SQS keeps a message's id when it dead-letters it)."""
+
+    moved: list[tuple[DeadLetterQueue, str]] = field(default_factory=list)
+    finished: bool = True
+
+
+def owner_of(body: str) -> str | None:
+    """The integration a queue body belongs to (None: not a message of ours)."""
     try:
         parsed = json.loads(body)
     except ValueError:

@@ -8,7 +8,9 @@ so nothing is ever reset.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -18,9 +20,10 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 from connector.aws import Aws
 from connector.config import Environment
+from connector.eventlog import EventLog
 from connector.memo import Gate, Memo
 from connector.queues import Queues
-from connector.retry import ChainedLimiter, RateLimiter
+from connector.retry import ChainedLimiter, Deadline, RateLimiter, RetryPolicy
 from connector.secrets import Secrets
 from connector.settings import Integration
 from connector.store import Store
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 
 # UIS funnels checked against the wanted stages: a flush within this many seconds costs no DynamoDB read
 FUNNEL_MEMO_SECONDS = 60.0
+# what an invocation keeps back from its timeout: parking a record, reporting the batch, writing the event log
+RESERVE_SECONDS = 5.0
 # a look-up miss (an id the cached list lacks) refreshes that list from AlfaCRM at most this often
 LOOKUP_MISS_REFRESH_SECONDS = 300.0
 # the phone spelling an AlfaCRM account stores, for a client of it this container creates anew (a client
@@ -74,13 +79,19 @@ class Runtime:
         store: Store | None = None,
         clients: ClientFactory | None = None,
         now: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.env = env
         self.aws = aws or Aws()
         self.now = now
+        # the time budget of the invocation in progress (per thread): every client's retries keep to it
+        self.deadline = Deadline(monotonic)
+        self.retry = RetryPolicy(deadline=self.deadline)
         self.store = store or Store(DynamoTable(env.state_table, self.aws))
         self.secrets = Secrets(env, self.aws, self.store.credentials)
         self.queues = Queues(env, self.aws)
+        # the execution log, activity and credential state (buffered; written at the invocation's end)
+        self.events = EventLog(self.store.events, now, monotonic=monotonic)
         self.caches = Caches()
         # in-process spacing, then the account-wide budget every container shares through the state table
         self.alfacrm_spacing = RateLimiter(env.alfacrm_rps)
@@ -95,7 +106,9 @@ class Runtime:
         the clients) at the first use."""
         from connector.accounts import AccountClients
 
-        return AccountClients(self.secrets, limiter=self.alfacrm_limiter, spacing=self.alfacrm_spacing)
+        return AccountClients(
+            self.secrets, limiter=self.alfacrm_limiter, spacing=self.alfacrm_spacing, retry=self.retry
+        )
 
     @property
     def clients(self) -> ClientFactory:
@@ -113,6 +126,19 @@ class Runtime:
     def idempotency(self) -> DynamoDBPersistenceLayer:
         """The Powertools idempotency table (the deal worker's repeated deliveries)."""
         return DynamoDBPersistenceLayer(table_name=self.env.idempotency_table, boto3_client=self.aws.dynamodb_client)
+
+    @contextmanager
+    def invocation(self, context: object, *, reserve: float = RESERVE_SECONDS) -> Iterator[None]:
+        """One Lambda invocation: retries, waits and HTTP timeouts end `reserve` seconds before the function's
+        timeout (the context's remaining time), leaving room to park, report the batch and write what was done
+        (the execution log, flushed when the invocation ends)."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        left = remaining() / 1000.0 - reserve if callable(remaining) else None
+        try:
+            with self.deadline.within(left):
+                yield
+        finally:
+            self.events.flush()
 
     def epoch(self) -> float:
         """`now` as epoch seconds (claims and their expiries)."""

@@ -103,10 +103,12 @@ class Secrets:
         return creds
 
     def delete_credentials(self, secret_id: str) -> None:
+        """The integration's sealed item; a pre-KMS secret only when it was never moved (a sealed item means
+        it was moved, its deletion scheduled then, or that it never existed): no Secrets Manager call else."""
         integration_id = self.integration_of(secret_id)
         self._credentials.drop(integration_id)
-        self.vault.delete(integration_id)
-        self._drop_secret(secret_id, recovery_days=None)  # one never migrated goes too
+        if not self.vault.delete(integration_id):
+            self._drop_secret(secret_id, recovery_days=None)
 
     # --- sealing ------------------------------------------------------------------------------
     def _key_id(self) -> str:

@@ -29,6 +29,7 @@ from pydantic import (
 
 from connector.errors import UnsafeHostname, ValidationFailed
 from connector.models.raw import JsonObject
+from connector.models.sync import FunnelSyncPending
 
 # --- title template -------------------------------------------------------------------------------
 TITLE_PARAMS = (
@@ -299,6 +300,7 @@ class Integration(_Model):
     alfacrm_webhook_secret_hash: str
     uis_webhook_secret_hash: str
     settings: SettingsDocument = Field(default_factory=SettingsDocument)
+    funnel_sync: FunnelSyncPending | None = None  # a funnel sync still owed to UIS after a settings save
 
     @property
     def uis_timezone(self) -> str:
@@ -366,6 +368,27 @@ class CreateIntegrationInput(_Model):
         return v
 
 
+class CredentialsInput(_Model):
+    """`PUT /integrations/{id}/credentials`: the `alfacrm` and/or `uis` objects of the create body."""
+
+    alfacrm: AlfaCrmInput | None = None
+    uis: UisInput | None = None
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> CredentialsInput:
+        if self.alfacrm is None and self.uis is None:
+            raise ValueError("give the alfacrm or the uis credentials (or both)")
+        return self
+
+
+class ReplayInput(_Model):
+    """`POST /integrations/{id}/replay`'s optional body: re-run only these parked items (`key` or `kind#key`)."""
+
+    keys: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
+        default=None, max_length=100, description="Parked items to re-run (their `key`); absent: all, and the DLQs"
+    )
+
+
 # --- helpers --------------------------------------------------------------------------------------
 def json_path(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -391,6 +414,13 @@ def parse_settings(doc: Any) -> SettingsDocument:
     """Validate a settings document; raise ValidationFailed naming the first bad field."""
     try:
         return SettingsDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise first_error(exc) from None
+
+
+def parse_credentials_input(doc: Any) -> CredentialsInput:
+    try:
+        return CredentialsInput.model_validate(doc)
     except ValidationError as exc:
         raise first_error(exc) from None
 

@@ -229,6 +229,11 @@ def _body(response: httpx.Response) -> JsonValue:
         return None
 
 
+def _out_of_time(exc: AlfaCrmUnavailable) -> AlfaCrmUnavailable:
+    exc.out_of_time = True  # type: ignore[attr-defined]
+    return exc
+
+
 def _server_message(body: JsonValue) -> str:
     """The 401/403/5xx bodies are undocumented (Yii-style `{"name","message"}` likely): parse defensively."""
     if isinstance(body, Mapping):
@@ -298,6 +303,10 @@ class AlfaCrmClient:
         self, url: str, body: Mapping[str, object], query: Mapping[str, object] | None, token: str | None
     ) -> httpx.Response:
         """One HTTP request: rate-limited, counted; transport failures become AlfaCrmUnavailable."""
+        timeout = self._retry.http_timeout(TIMEOUT)
+        if timeout is None:
+            # the invocation's budget is spent: not sent at all, so the record is tried again later
+            raise _out_of_time(AlfaCrmUnavailable("AlfaCRM not called: no time left in this invocation"))
         self._limiter.acquire(self._account)
         headers = {"Accept": "application/json"}
         if token:
@@ -305,7 +314,7 @@ class AlfaCrmClient:
         self.calls += 1
         try:
             params = {k: v for k, v in query.items()} if query else None
-            return self.http.post(url, json=body, params=params, headers=headers)  # type: ignore[arg-type]
+            return self.http.post(url, json=body, params=params, headers=headers, timeout=timeout)  # type: ignore[arg-type]
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # the request never reached AlfaCRM: safe to repeat, even a create
             raise AlfaCrmUnavailable(f"AlfaCRM unreachable ({type(exc).__name__})") from None

@@ -87,6 +87,8 @@ def ensure_funnels(
                 rt.store.deals.put_user_field(integration.id, name, UserFieldState(name=label, data_type="string"))
                 result.changed = True
         result.points = uis.spent - before
+    if force and integration.funnel_sync is not None:
+        rt.store.integrations.set_funnel_sync(integration.id, None)  # the sync a settings save owed is done
     known = {k: frozenset(v) for k, v in result.known.items()}
     rt.caches.funnels.put(integration.id, CheckedFunnels(wanted_hash=wanted_hash, known=known))
     if result.changed:

@@ -110,3 +110,4 @@ def _parked(rt: Runtime, integration: Integration, deal: DealRecord, error: str,
     parked = ParkedItem(kind="deal", key=_key(deal), payload=payload, error=error, code=code)
     rt.store.integrations.park(integration.id, parked)
     logger.warning("deal parked", extra={"integration_id": integration.id, "deal": _key(deal), "code": code})
+    rt.events.record(integration.id, source="uploader", kind="deal", key=_key(deal), outcome="parked", reason=error)

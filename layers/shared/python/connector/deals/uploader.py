@@ -35,6 +35,7 @@ from connector.deals.funnels import ensure_funnels
 from connector.deals.readback import settle_doubts
 from connector.errors import ConnectorError, UisError, UisUnavailable, UisValidationError
 from connector.models.deals import FIRST_SALE, DealRecord, SentUpload, Step
+from connector.models.events import EventOutcome
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import ResyncMark
 from connector.observability import logger
@@ -106,11 +107,16 @@ def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
     """prepare → sync contacts → send chunks (one forced funnel sync on a sync problem) → report."""
     report = FlushReport(integration.id)
     deals = _pending(rt, integration)
-    if not deals:
+    owed = integration.funnel_sync is not None and integration.funnel_sync.due(rt.now())
+    if not deals and not owed:
         return report
     with rt.uis_points(integration, "deals") as uis:
         flush = _Flush(rt, integration, uis, rt.now(), report)
         try:
+            if owed:
+                flush.retry_funnel_sync()
+            if not deals:
+                return report
             ready = flush.prepare(deals)
             contacts = people.sync_contacts(rt, integration, ready, uis=uis.client, now=flush.moment)
             flush.employees = people.sync_employees(rt, integration, ready, uis=uis.client)
@@ -121,9 +127,37 @@ def flush_integration(rt: Runtime, integration: Integration) -> FlushReport:
         except UisError as exc:
             # limit_exceeded after the client's own waiting, transport, auth: keep every pending mark
             flush.defer(exc)
+            rt.events.failed(integration.id, exc)
+        except ConnectorError as exc:
+            rt.events.failed(integration.id, exc)
+            _record(rt, report, "failed", exc.message)
+            raise
         finally:
             report.points = uis.spent
+    _record_flush(rt, report)
     return report
+
+
+def _record_flush(rt: Runtime, report: FlushReport) -> None:
+    """The flush in the school's execution log (an idle one is not: it runs every minute)."""
+    if report.state == "deferred":
+        _record(rt, report, "failed", report.error or "deferred")
+    elif report.state in ("uploaded", "partial"):
+        reason = f"{report.uploaded} of {report.deals} deals uploaded ({report.rows} rows, {report.points} UIS points)"
+        _record(rt, report, "done", reason + (f"; {len(report.parked)} parked" if report.parked else ""))
+        rt.events.seen(report.integration_id, "upload_at")
+        rt.events.credential(report.integration_id, "uis", ok=True)
+
+
+def _record(rt: Runtime, report: FlushReport, outcome: EventOutcome, reason: str) -> None:
+    rt.events.record(
+        report.integration_id,
+        source="uploader",
+        kind="upload",
+        key=f"{report.deals} deals",
+        outcome=outcome,
+        reason=reason,
+    )
 
 
 def _pending(rt: Runtime, integration: Integration) -> list[DealRecord]:
@@ -165,6 +199,18 @@ class _Flush:
         self.report = report
         self.resynced = False
         self.employees: set[str] = set()  # the deal employees UIS has (rows name only these)
+
+    def retry_funnel_sync(self) -> None:
+        """The funnel sync a settings save owes UIS (`integration.funnel_sync`): forced, as the save's was; a
+        failure backs the next try off and stops this flush (its deals wait with their pending marks)."""
+        pending = self.integration.funnel_sync
+        assert pending is not None
+        try:
+            ensure_funnels(self.rt, self.integration, force=True, points=self.uis)
+        except ConnectorError as exc:
+            again = pending.failed_again(self.moment, exc.message)
+            self.rt.store.integrations.set_funnel_sync(self.integration.id, again)
+            raise
 
     # --- prepare ------------------------------------------------------------------------------------
     def prepare(self, deals: list[DealRecord]) -> list[DealRecord]:

@@ -29,10 +29,11 @@ from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer, WebhookEvent, to_int
 from connector.deals import drafts, snapshots
 from connector.deals.lookups import Lookups
-from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError
+from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError, ConnectorError
 from connector.models.deals import UPSELL, CustomerSnapshot, DealDraft, DealRecord, upsell_ext_id
+from connector.models.events import EventOutcome, EventSource
 from connector.models.messages import DealEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.parked import ParkedItem, fingerprint
 from connector.models.raw import JsonObject
 from connector.observability import logger
 from connector.runtime import Runtime
@@ -43,6 +44,7 @@ from connector.timeutil import to_iso
 ENTITIES = ("Customer", "Pay")
 _T = TypeVar("_T")
 WRITE_ATTEMPTS = 6
+UNKNOWN_INTEGRATION = "integration missing"
 
 
 @dataclass
@@ -69,13 +71,16 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
     refusing the read (validation, 404) or listing the entity in no branch tried parks the message instead.
     """
     integration = rt.store.integrations.get(message.integration_id) if message.integration_id else None
-    if integration is None or not integration.active or not integration.settings.deals.enabled:
-        return Outcome("skipped", "integration missing, inactive or deals disabled")
+    if integration is None:
+        return Outcome("skipped", UNKNOWN_INTEGRATION)
+    if not integration.active or not integration.settings.deals.enabled:
+        return Outcome("skipped", "integration inactive or deals off")
     try:
         event = WebhookEvent.model_validate(message.event)
     except ValidationError as exc:
-        _park(rt, message, f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}", "bad_event")
-        return Outcome("parked", "malformed event")
+        why = f"not an AlfaCRM webhook: {exc.errors()[0]['msg']}"
+        _park(rt, message, why, "bad_event")
+        return Outcome("parked", why)
     if event.entity not in ENTITIES:
         return Outcome("ignored", f"entity {event.entity}")
     alfacrm = rt.clients.alfacrm(integration)
@@ -85,11 +90,11 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
     except (AlfaCrmValidationError, AlfaCrmNotFound) as exc:
         _park(rt, message, exc.message, exc.code)
-        return Outcome("parked", exc.code)
+        return Outcome("parked", f"{exc.message} ({exc.code})")
     except _NotListed as exc:
         # not a deletion (only a delete event says that): parked untouched, a replay reads it again
         _park(rt, message, exc.message, "not_listed")
-        return Outcome("parked", "not_listed")
+        return Outcome("parked", f"{exc.message} (not_listed)")
     if not snaps:
         return Outcome("ignored", "payment without a customer")
     changed: list[str] = []
@@ -133,22 +138,52 @@ def _run_as_dict(*, message: DealEventMessage, rt: Runtime) -> JsonObject:
 
 
 def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
-    """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table)."""
+    """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table);
+    the outcome (or the failure SQS will retry) goes to the school's execution log."""
     once = idempotent_function(
         data_keyword_argument="message", persistence_store=rt.idempotency, config=DEAL_EVENT_IDEMPOTENCY
     )(_run_as_dict)
-    result: JsonObject = once(message=message, rt=rt)
+    try:
+        result: JsonObject = once(message=message, rt=rt)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, ConnectorError) else f"unexpected {type(exc).__name__}"
+        _record(rt, message, "failed", reason)
+        rt.events.failed(message.integration_id, exc)
+        raise
     changed = result.get("changed")
-    return Outcome(
+    outcome = Outcome(
         str(result.get("status")),
         str(result.get("reason") or ""),
         changed=[str(c) for c in changed] if isinstance(changed, list) else [],
     )
+    if outcome.reason != UNKNOWN_INTEGRATION:  # a removed school gets no log back
+        status: EventOutcome = (
+            "done" if outcome.status == "done" else "parked" if outcome.status == "parked" else "skipped"
+        )
+        reason = outcome.reason or (f"{len(outcome.changed)} deals changed" if outcome.changed else "no deal changed")
+        _record(rt, message, status, reason)
+        if outcome.status == "done":
+            rt.events.credential(message.integration_id, "alfacrm", ok=True)
+    return outcome
+
+
+def _record(rt: Runtime, message: DealEventMessage, outcome: EventOutcome, reason: str) -> None:
+    key = _event_key(message)  # the parked item's key too: the log's key is what a replay takes
+    source: EventSource = "alfacrm" if message.source == "webhook" else "reconciler"
+    rt.events.record(message.integration_id, source=source, kind="deal_event", key=key, outcome=outcome, reason=reason)
+    if message.source == "webhook":
+        rt.events.seen(message.integration_id, "alfacrm_webhook_at", message.received_at)
+
+
+def _event_key(message: DealEventMessage) -> str:
+    event = message.event
+    # the entity, the change and its time identify a webhook; without a time, what it says does
+    when = event.get("datetime") or fingerprint(event)
+    return f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{when}"
 
 
 def _park(rt: Runtime, message: DealEventMessage, error: str, code: str) -> None:
-    event = message.event
-    key = f"{event.get('entity')}#{event.get('entity_id')}#{event.get('event')}#{event.get('datetime')}"
+    key = _event_key(message)
     payload = message.model_dump(mode="json", exclude_none=True)
     rt.store.integrations.park(
         message.integration_id, ParkedItem(kind="deal_event", key=key, payload=payload, error=error, code=code)

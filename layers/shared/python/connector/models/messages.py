@@ -67,7 +67,22 @@ class TextEventMessage(QueueMessage):
         return value.upper() if isinstance(value, str) else value
 
 
+class JobMessage(QueueMessage):
+    """A background job of one integration for the jobs worker: the rest of a dead-letter redrive, or of an
+    integration's removal (`connector.replay`, `connector.lifecycle`). A job that runs out of time sends its
+    own continuation."""
+
+    job: Literal["redrive", "purge"]
+    job_id: str = Field(min_length=1)
+
+
 class DealEventRecord(SqsRecordModel):
     """An SQS record of the deal events queue, its body parsed (the deal worker's batch processor model)."""
 
     body: Json[DealEventMessage]
+
+
+class JobRecord(SqsRecordModel):
+    """An SQS record of the jobs queue, its body parsed (the jobs worker's batch processor model)."""
+
+    body: Json[JobMessage]

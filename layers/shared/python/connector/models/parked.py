@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -22,3 +24,10 @@ class ParkedItem(BaseModel):
     error: str
     code: str | None = None
     parked_at: int = 0  # epoch seconds
+
+
+def fingerprint(value: JsonValue | bytes) -> str:
+    """A short digest of what a message says, for the key of a parked item that names nothing identifying
+    (the same event delivered twice gives the same digest; two different ones never share a key)."""
+    raw = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]

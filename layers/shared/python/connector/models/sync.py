@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -28,6 +31,30 @@ class FunnelState(_Sync):
     hash: str = ""
     stages: dict[str, StageState] = Field(default_factory=dict)
     kept: list[str] = Field(default_factory=list)  # unwanted stages UIS refused to delete (deals sit in them)
+
+
+class FunnelSyncPending(_Sync):
+    """On the integration record (`funnel_sync`): settings were saved but UIS did not take the funnel sync that
+    follows a save; the uploader retries it (at once, then backing off) and the page shows it pending."""
+
+    state: Literal["pending"] = "pending"
+    since: datetime
+    error: str
+    attempts: int = 1
+    retry_at: datetime
+
+    @classmethod
+    def first(cls, now: datetime, error: str) -> FunnelSyncPending:
+        return cls(since=now, error=error, retry_at=now)  # the next flush tries again
+
+    def failed_again(self, now: datetime, error: str) -> FunnelSyncPending:
+        wait = min(60 * 2 ** (self.attempts - 1), 3600)  # 1, 2, 4 … minutes, at most an hour: UIS points
+        return self.model_copy(
+            update={"error": error, "attempts": self.attempts + 1, "retry_at": now + timedelta(seconds=wait)}
+        )
+
+    def due(self, now: datetime) -> bool:
+        return now >= self.retry_at
 
 
 class UserFieldState(_Sync):

@@ -14,6 +14,7 @@ from connector.store.access import AccessStore
 from connector.store.accounts import AccountStore
 from connector.store.base import DynamoTable
 from connector.store.credentials import CredentialStore
+from connector.store.events import EventStore
 from connector.store.integrations import IntegrationStore
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ class Store:
         from connector.store.texts import TextStore
 
         return TextStore(self.table)
+
+    @cached_property
+    def events(self) -> EventStore:
+        return EventStore(self.table)
 
     @cached_property
     def access(self) -> AccessStore:

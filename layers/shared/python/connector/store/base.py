@@ -113,6 +113,46 @@ class DynamoTable:
             cond = cond & Key("gsi1sk").begins_with(sk_prefix)
         yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)
 
+    def count(self, pk: str, sk_prefix: str) -> int:
+        """How many items of a partition start with `sk_prefix` (Select COUNT: no item leaves DynamoDB)."""
+        cond = Key("pk").eq(pk) & Key("sk").begins_with(sk_prefix)
+        return self._count({"KeyConditionExpression": cond})
+
+    def count_gsi(self, gsi1pk: str) -> int:
+        return self._count({"IndexName": "gsi1", "KeyConditionExpression": Key("gsi1pk").eq(gsi1pk)})
+
+    def _count(self, kwargs: dict[str, object]) -> int:
+        total = 0
+        while True:
+            self.calls += 1
+            reply = self.table.query(Select="COUNT", **kwargs)
+            total += int(reply.get("Count", 0))
+            if "LastEvaluatedKey" not in reply:
+                return total
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def keys(self, pk: str, *, page: int = 1000) -> Iterator[tuple[str, str]]:
+        """Every (pk, sk) of a partition, keys only (a removal reads no item's content)."""
+        kwargs: dict[str, object] = {
+            "KeyConditionExpression": Key("pk").eq(pk),
+            "ProjectionExpression": "pk, sk",
+            "Limit": page,
+        }
+        while True:
+            self.calls += 1
+            reply = self.table.query(**kwargs)
+            for item in reply.get("Items", []):
+                yield str(item["pk"]), str(item["sk"])
+            if "LastEvaluatedKey" not in reply:
+                return
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+
+    def delete_many(self, keys: list[tuple[str, str]]) -> None:
+        with self.table.batch_writer() as batch:
+            for pk, sk in keys:
+                self.calls += 1
+                batch.delete_item(Key={"pk": pk, "sk": sk})
+
     def _paged(self, kwargs: dict[str, object], limit: int | None) -> Iterator[Item]:
         seen = 0
         while True:
@@ -211,6 +251,12 @@ class DynamoTable:
     def delete(self, pk: str, sk: str) -> None:
         self.calls += 1
         self.table.delete_item(Key={"pk": pk, "sk": sk})
+
+    def delete_existing(self, pk: str, sk: str) -> bool:
+        """Delete one item; → whether there was one (the same one call, its old attributes returned)."""
+        self.calls += 1
+        reply = self.table.delete_item(Key={"pk": pk, "sk": sk}, ReturnValues="ALL_OLD")
+        return bool(reply.get("Attributes"))
 
 
 def on_conflict(step: Callable[[int], T], *, attempts: int = 6, what: str = "item") -> T:

@@ -22,8 +22,9 @@ class CredentialStore:
         item = {"pk": int_pk(integration_id), "sk": CREDENTIALS, **model_item(sealed)}
         return self.t.put(item, if_absent=if_absent)
 
-    def delete(self, integration_id: str) -> None:
-        self.t.delete(int_pk(integration_id), CREDENTIALS)
+    def delete(self, integration_id: str) -> bool:
+        """→ whether there was a sealed item to delete."""
+        return self.t.delete_existing(int_pk(integration_id), CREDENTIALS)
 
     def data_key(self, version: int) -> WrappedDataKey | None:
         return load(WrappedDataKey, self.t.get(DATA_KEYS, f"V#{version}"))

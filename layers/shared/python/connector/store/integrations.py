@@ -8,7 +8,8 @@ from connector.memo import Memo
 from connector.models.lookups import CachedLookup
 from connector.models.parked import ParkedItem
 from connector.models.raw import JsonObject
-from connector.settings import AlfaCrmAccount, Integration, SettingsDocument
+from connector.models.sync import FunnelSyncPending
+from connector.settings import AlfaCrmAccount, Integration, SettingsDocument, UisAccount
 from connector.store.base import DynamoTable, int_pk, is_expired, load, model_item
 
 META = "META"
@@ -58,6 +59,35 @@ class IntegrationStore:
 
     def save_settings(self, integration_id: str, settings: SettingsDocument) -> None:
         self.t.update_fields(int_pk(integration_id), META, {"settings": model_item(settings)})
+        self._records.drop(integration_id)
+
+    def set_webhook_hashes(self, integration_id: str, alfacrm_hash: str, uis_hash: str) -> None:
+        fields = {"alfacrm_webhook_secret_hash": alfacrm_hash, "uis_webhook_secret_hash": uis_hash}
+        self.t.update_fields(int_pk(integration_id), META, fields)
+        self._records.drop(integration_id)
+
+    def set_accounts(
+        self, integration_id: str, *, alfacrm: AlfaCrmAccount | None = None, uis: UisAccount | None = None
+    ) -> None:
+        """The record's AlfaCRM and/or UIS account blocks (no secrets in them); a block not given is kept."""
+        blocks = {name: model_item(block) for name, block in (("alfacrm", alfacrm), ("uis", uis)) if block is not None}
+        self.t.update_fields(int_pk(integration_id), META, blocks)
+        self._records.drop(integration_id)
+
+    def remove(self, integration_id: str) -> None:
+        """The record goes first: intakes answer 404 and workers skip its events from here on."""
+        self.t.delete(int_pk(integration_id), META)
+        self._records.drop(integration_id)
+
+    def parked_count(self, integration_id: str) -> int:
+        return self.t.count_gsi(f"PARKED#{integration_id}")
+
+    def set_funnel_sync(self, integration_id: str, pending: FunnelSyncPending | None) -> None:
+        """Record (or clear, None) the funnel sync a settings save still owes UIS."""
+        if pending is None:
+            self.t.update_fields(int_pk(integration_id), META, {}, remove=["funnel_sync"])
+        else:
+            self.t.update_fields(int_pk(integration_id), META, {"funnel_sync": model_item(pending)})
         self._records.drop(integration_id)
 
     def save_alfacrm_account(self, integration_id: str, account: AlfaCrmAccount) -> None:

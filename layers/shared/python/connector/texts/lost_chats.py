@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer, to_int
 from connector.errors import AlfaCrmError, ConcurrentUpdate, ConnectorError
+from connector.models.events import EventOutcome
 from connector.models.raw import JsonValue
 from connector.models.texts import ChatFacts, LostTaskClaim
 from connector.observability import logger
@@ -119,19 +120,26 @@ class LostChatTasks:
             logger.info(
                 "lost chat: no task", extra={"integration_id": integration.id, "chat_id": chat.chat_id, "reason": why}
             )
-            return f"skipped: {why}"
+            return self._record(integration, chat, "skipped", why, f"skipped: {why}")
         state, claim = self.texts.claim_lost_task(
             integration.id, chat.chat_id, token=uuid.uuid4().hex, now=self.clock(), stale_after=STALE_AFTER
         )
         if state == "done":
-            return "done"
+            return self._record(integration, chat, "skipped", "the chat has its task already", "done")
         if state == "busy":
             raise LostChatTaskBusy(f"chat {chat.chat_id}: another worker is creating its task")
         try:
-            return self._create(integration, chat, claim, customer_id, customer_branch_id, visitors)
+            made = self._create(integration, chat, claim, customer_id, customer_branch_id, visitors)
         except Exception as exc:
             self._release(integration, chat, claim, exc)
             raise
+        reason = "task found (an earlier attempt made it)" if made == "recovered" else "task created"
+        return self._record(integration, chat, "done", reason, made)
+
+    def _record(self, integration: Integration, chat: ChatFacts, outcome: EventOutcome, reason: str, made: str) -> str:
+        key = f"chat{chat.chat_id}"
+        self.rt.events.record(integration.id, source="uis", kind="lost_chat", key=key, outcome=outcome, reason=reason)
+        return made
 
     def _create(
         self,

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.models.events import EventOutcome
 from connector.models.messages import TextEventMessage
 from connector.models.raw import JsonObject
 from connector.models.sync import PollerState, SeenLimits, UisLimits
@@ -208,11 +209,30 @@ class ChatPoller:
                 summary.results.append(PollResult(integration.id, "no_time", "the run is out of time"))
                 continue
             try:
-                summary.results.append(self.poll(integration, state))
+                result = self.poll(integration, state)
             except Exception as exc:  # one integration's fault (secrets, SQS) must not starve the others
                 logger.exception("chat poll crashed; watermark kept", extra={"integration_id": integration.id})
-                summary.results.append(PollResult(integration.id, "failed", type(exc).__name__))
+                result = PollResult(integration.id, "failed", type(exc).__name__)
+            summary.results.append(result)
+            self._record(result)
         return summary
+
+    def _record(self, result: PollResult) -> None:
+        """A poll that ran (or was held back by the budget or the clock) in the school's execution log."""
+        if result.status in {"not_needed", "not_due"}:
+            return
+        outcome: EventOutcome = "skipped"
+        reason = result.reason
+        if result.status == "polled":
+            outcome = "done"
+            reason = f"{result.chats} chats read, {result.lost_events} lost, {result.started_events} started"
+            self.rt.events.credential(result.integration_id, "uis", ok=True)
+        elif result.status == "failed":
+            outcome = "failed"
+        window = "…".join(result.window) if result.window else result.status
+        self.rt.events.record(
+            result.integration_id, source="poller", kind="poll", key=window, outcome=outcome, reason=reason
+        )
 
     # --- one integration --------------------------------------------------------------------------
     def poll(self, integration: Integration, state: PollerState | None = None) -> PollResult:
@@ -247,6 +267,7 @@ class ChatPoller:
                 result.status, result.reason = "conflict", "another run moved the watermark first"
             except ConnectorError as exc:
                 result.status, result.reason = "failed", exc.message
+                self.rt.events.failed(integration.id, exc)
                 logger.warning(
                     "chat poll failed; watermark kept",
                     extra={"integration_id": integration.id, "error": exc.message, "code": exc.code},

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer
 from connector.errors import BadRequest, ConnectorError
+from connector.models.events import EventOutcome, EventSource
 from connector.models.messages import MARK_EVENTS, TextEventMessage
-from connector.models.parked import ParkedItem
+from connector.models.parked import ParkedItem, fingerprint
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.texts import ChatFacts, ChatProgress, CustomerLink, RequestFacts, RequestProgress
 from connector.observability import logger
@@ -49,6 +50,7 @@ from connector.uis.notifications import Notification, as_int, parse_message, rea
 from connector.uis.points import UisPoints
 
 PARK_KIND = "text_event"
+_OUTCOMES: dict[str, EventOutcome] = {"done": "done", "skipped": "skipped", "parked": "parked"}
 
 
 @dataclass
@@ -174,13 +176,33 @@ class TextWorker:
             else:
                 self._chat(ev)
         except ConnectorError as exc:
+            self.rt.events.failed(integration.id, exc)
             if exc.retryable:
                 logger.warning("text event will be retried", extra=_failure(ev, exc))
+                self._record(ev, "failed", exc.message)
                 raise
             self._park(ev, exc)
+        except Exception as exc:
+            self._record(ev, "failed", f"unexpected {type(exc).__name__}")
+            raise
         finally:
             ev.finish()  # the UIS points this event spent go to the ledger, whatever happened
+        self._record(ev, ev.outcome.status, ev.outcome.reason)
         return _log(ev.outcome)
+
+    def _record(self, ev: _Event, outcome: str, reason: str) -> None:
+        """The event in the school's execution log; its credentials seen working when it reached them."""
+        events, iid, n = self.rt.events, ev.integration.id, ev.n
+        status = _OUTCOMES.get(outcome, "failed")
+        source: EventSource = "poller" if n.source == "poller" else "uis"
+        events.record(iid, source=source, kind="text_event", key=n.dedup_key, outcome=status, reason=reason)
+        if n.source != "poller":
+            events.seen(iid, "uis_notification_at", ev.message.received_at)
+        if status in ("done", "skipped"):
+            if ev.outcome.alfacrm_calls:
+                events.credential(iid, "alfacrm", ok=True)
+            if ev.points.spent:
+                events.credential(iid, "uis", ok=True)
 
     def _park(self, ev: _Event, exc: ConnectorError) -> None:
         payload = ev.message.model_dump(mode="json", exclude_none=True)
@@ -193,10 +215,19 @@ class TextWorker:
     def _park_unparsed(self, message: TextEventMessage | JsonObject | str | bytes, exc: BadRequest) -> Outcome:
         raw = _json(message)
         owner = raw.get("integration_id") if isinstance(raw, dict) else None
+        if owner and self.rt.store.integrations.get(str(owner)) is None:
+            owner = None  # a school removed since: nothing of it is stored again
         if owner:
-            key = f"unparsed#{int(self.rt.epoch())}"
+            # keyed by its content, never by the time: two messages parked in one second are two items
+            content = (
+                {k: v for k, v in raw.items() if k not in ("received_at", "replay")} if isinstance(raw, dict) else raw
+            )
+            key = f"unparsed#{fingerprint(content)}"
             parked = ParkedItem(kind=PARK_KIND, key=key, payload=raw, error=exc.message, code=exc.code)
             self.rt.store.integrations.park(str(owner), parked)
+            self.rt.events.record(
+                str(owner), source="uis", kind="text_event", key=key, outcome="parked", reason=exc.message
+            )
         logger.warning("text event not understood", extra={"integration_id": owner, "error": exc.message})
         return Outcome("parked", exc.message)
 

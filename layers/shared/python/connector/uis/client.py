@@ -239,8 +239,14 @@ class UisClient:
         return self._retry.run(lambda: self._send(method, body), is_retryable=_retry_in_call(method))
 
     def _post(self, method: str, content: bytes) -> httpx.Response:
+        timeout = self._retry.http_timeout(TIMEOUT)
+        if timeout is None:
+            # the invocation's budget is spent: not sent (no point spent), tried again by the queue or schedule
+            exc = UisUnavailable(f"UIS {method} not called: no time left in this invocation", mnemonic="out_of_time")
+            exc.out_of_time = True  # type: ignore[attr-defined]
+            raise exc
         try:
-            return self._http.post(self.api_url, content=content, headers=HEADERS, timeout=TIMEOUT)
+            return self._http.post(self.api_url, content=content, headers=HEADERS, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # never reached UIS: safe to send again
             log.warning("UIS %s unreachable: %s", method, type(exc).__name__)

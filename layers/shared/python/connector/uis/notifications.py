@@ -24,7 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from connector.errors import BadRequest
 from connector.jsonbody import parse_json
-from connector.models.messages import TextEventMessage, TextEventName, TextEventSource
+from connector.models.messages import MARK_EVENTS, TextEventMessage, TextEventName, TextEventSource
+from connector.models.parked import fingerprint
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.texts import Tag
 from connector.timeutil import from_iso, parse_local
@@ -242,12 +243,27 @@ class Notification(BaseModel):
 
     @property
     def dedup_key(self) -> str:
-        """What identifies the communication this event is about (for logs and parking)."""
+        """What identifies the event (logs, parking): the request, or the chat (or communication) and the event,
+        a mark's tag too. An event naming none of them is keyed by a hash of what it says, so two different
+        events never share a parked item (`cNone`, `chatNone#lost_chat` once overwrote each other)."""
+        comm = as_int(pick(self.params, "communication_id"))
         if self.is_request:
             om = as_int(pick(self.params, "offline_message_id"))
-            return f"om{om}" if om is not None else f"c{as_int(pick(self.params, 'communication_id'))}"
+            if om is not None:
+                return f"om{om}"
+            return f"c{comm}" if comm is not None else f"om?{self.fingerprint}"
         chat = as_int(pick(self.params, "chat_id")) or as_int(self.params.get("id"))
-        return f"chat{chat}#{self.event}"
+        base = f"chat{chat}" if chat is not None else (f"c{comm}" if comm is not None else None)
+        if base is None:
+            return f"{self.event}?{self.fingerprint}"
+        if self.event in MARK_EVENTS:
+            tag = self.mark_tag
+            return f"{base}#{self.event}#{(tag.id or tag.name) if tag else '?' + self.fingerprint}"
+        return f"{base}#{self.event}"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint({"event": self.event, "params": self.params})
 
 
 def other_params(flat: Mapping[str, JsonValue], known: frozenset[str]) -> JsonObject:
