@@ -11,13 +11,14 @@ SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH"
 # An installed 3.13 if there is one (uv would otherwise try to download a managed Python).
 PY313 := $(or $(firstword $(wildcard $(PY313_BIN)/python3.13)),3.13)
 
-.PHONY: help setup setup-sam run demo test screenshots lint bench probe build validate deploy openapi sam-env requirements uv clean
+.PHONY: help setup setup-sam run demo chaos test screenshots lint bench probe build validate deploy openapi sam-env requirements uv clean
 
 help:
 	@echo "setup      app venv (.venv) with uv"
 	@echo "setup-sam  aws-sam-cli in its own venv (.venv-sam)"
 	@echo "run        local stack on http://127.0.0.1:$${PORT:-3000} (PORT, ADMIN_TOKEN, SANDBOX=0|1)"
 	@echo "demo       drive both flows end to end against the local stack and print the results"
+	@echo "chaos      1,000+ events through the local stack with every fault injected (SEED, EVENTS)"
 	@echo "test       pytest (browser tests need Debian's chromium: apt-get install -y chromium)"
 	@echo "screenshots  browser tests, saving the page's screenshots to docs/screenshots/"
 	@echo "lint       ruff check, ruff format --check, mypy (layer), cfn-lint"
@@ -52,6 +53,9 @@ run: .venv/.stamp
 
 demo: .venv/.stamp
 	@$(PY) -m tools.demo
+
+chaos: .venv/.stamp
+	PORT=$${PORT:-3500} $(PY) -m tools.chaos --events $${EVENTS:-1000} $${SEED:+--seed $$SEED}
 
 test: .venv/.stamp
 	.venv/bin/pytest

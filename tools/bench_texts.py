@@ -3,7 +3,8 @@
 Site requests (`offline_message`) and finished chats from new visitors (phone only, phone and e-mail) and from
 repeat visitors (the phone already on a customer's card), each delivered as the UIS intake would enqueue it
 and handled by `TextWorker(rt).handle`, what the SQS batch runs per record. A warm-up request first: a warm
-container has its AlfaCRM token, its look-ups and the integration record.
+container has its AlfaCRM token, its look-ups and the integration record, and the account has had its first
+lead (which taught the connector the account's phone matching, once per account: `PhoneSearch.probed`).
 """
 
 from __future__ import annotations

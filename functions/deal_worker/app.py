@@ -10,7 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from connector.deals.worker import DEAL_EVENT_IDEMPOTENCY, handle_deal_event_once
+from connector.deals.worker import handle_deal_event_once
 from connector.health import process_batch
 from connector.models.messages import DealEventRecord
 from connector.observability import logger, metrics, tracer
@@ -31,6 +31,5 @@ def record_handler(record: DealEventRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    DEAL_EVENT_IDEMPOTENCY.register_lambda_context(context)
     with container().invocation(context):
         return process_batch(container(), "deal", event, context, record_handler, processor)

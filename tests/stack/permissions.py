@@ -65,7 +65,8 @@ USES: dict[str, dict[str, set[str] | frozenset[str]]] = {
         # the execution log of several schools in one batch
         "StateTable": {GET, BATCH_GET, PUT, UPDATE, DELETE, BATCH_WRITE},
         **INDEX,  # its integration's parked events
-        "IdempotencyTable": {GET, PUT, UPDATE, DELETE},  # Powertools deletes the record of a failed event
+        # the record is read with the event's state (one batch) and put in the state's transaction
+        "IdempotencyTable": {BATCH_GET, PUT},
         "DealEventsQueue": POLL,  # its event source mapping
         **CREDENTIALS,
     },
@@ -170,22 +171,30 @@ def granted(template: Any, function: str) -> dict[str, set[str]]:
 
 
 # ------------------------------------------------------------------------------------------- a traced run
-def iam_action(subsegment: dict[str, Any]) -> tuple[str, str]:
-    """An X-Ray `aws` subsegment → (the IAM action of the call, the logical id of what it called).
+def iam_actions(subsegment: dict[str, Any]) -> list[tuple[str, str]]:
+    """An X-Ray `aws` subsegment → [(an IAM action the call needs, the logical id of what it called)].
 
     Names are the test stack's (`test-StateTable`, …/test-DealEventsQueue); the X-Ray SDK records no secret
     id, so a Secrets Manager call names `IntegrationSecrets` (the admin token comes from the environment
-    locally)."""
+    locally). A batch read names each table it read. A transaction is authorised per item (IAM has no
+    TransactWriteItems action) and X-Ray records none of its tables: the connector's transactions
+    (`connector.store.unit`) put and delete state items, update the school's work entry (a deal turned
+    pending marks its upload) and put the event's idempotency record."""
     aws = subsegment.get("aws") or {}
     service, operation = subsegment["name"], aws.get("operation")
     if service == "secretsmanager":
-        return f"secretsmanager:{operation}", "IntegrationSecrets"
+        return [(f"secretsmanager:{operation}", "IntegrationSecrets")]
     if service == "kms":  # the one key a function may use
-        return f"kms:{operation}", "CredentialsKey"
-    name = aws.get("table_name") or aws.get("queue_url") or ""
-    if not name and aws.get("table_names"):  # batch calls: "dict_keys(['test-StateTable'])"
-        [name] = re.findall(r"'([^']+)'", str(aws["table_names"]))
-    logical = name.rsplit("/", 1)[-1].split("-", 1)[-1].removesuffix(".fifo")  # the work queues are FIFO
-    if service == "dynamodb" and aws.get("index_name"):
-        logical += "/index"
-    return f"{service}:{operation}", logical
+        return [(f"kms:{operation}", "CredentialsKey")]
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        return [(PUT, "StateTable"), (UPDATE, "StateTable"), (DELETE, "StateTable"), (PUT, "IdempotencyTable")]
+    names = [aws.get("table_name") or aws.get("queue_url") or ""]
+    if not names[0] and aws.get("table_names"):  # batch calls: "dict_keys(['test-StateTable'])"
+        names = re.findall(r"'([^']+)'", str(aws["table_names"]))
+    out = []
+    for name in names:
+        logical = name.rsplit("/", 1)[-1].split("-", 1)[-1].removesuffix(".fifo")  # the work queues are FIFO
+        if service == "dynamodb" and aws.get("index_name"):
+            logical += "/index"
+        out.append((f"{service}:{operation}", logical))
+    return out

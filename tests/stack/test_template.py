@@ -81,7 +81,7 @@ def test_state_table_in_moto_has_the_template_keys_gsi_and_ttl(dynamodb, table_n
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
 
-def test_idempotency_table_in_moto_is_the_powertools_layout(dynamodb, table_names) -> None:
+def test_idempotency_table_in_moto_is_the_template_layout(dynamodb, table_names) -> None:
     table = dynamodb.describe_table(TableName=table_names["IdempotencyTable"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     ttl = dynamodb.describe_time_to_live(TableName=table_names["IdempotencyTable"])["TimeToLiveDescription"]
@@ -341,7 +341,7 @@ def _policy_targets(tpl: Template, lid: str) -> set[tuple[str, str]]:
 
 
 def test_only_the_deal_worker_touches_the_idempotency_table(tpl: Template) -> None:
-    """Least privilege: the Powertools idempotency table is used by the deal worker alone."""
+    """Least privilege: the idempotency table is used by the deal worker alone."""
     assert {lid for lid in tpl.functions if "IdempotencyTable" in granted(tpl, lid)} == {"DealWorkerFunction"}
 
 

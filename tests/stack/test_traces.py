@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, REGION, STACK_NAME
-from tests.stack.permissions import iam_action, uses
+from tests.stack.permissions import iam_actions, uses
 from tests.xray import traced_invocations, xray_capture
 from tools import demo_texts
 from tools.sandboxes.alfacrm import DEFAULT_API_KEY
@@ -162,10 +162,10 @@ def test_every_aws_call_is_one_the_functions_permissions_grant(traced_run: Trace
         for entity in entities:
             if entity.get("namespace") != "aws":
                 continue
-            action, resource = iam_action(entity)
-            observed.add((function, resource, action))
-            if not any(_grants(granted, action) for granted in allowed.get(resource, ())):
-                unexpected.add((function, resource, action))
+            for action, resource in iam_actions(entity):
+                observed.add((function, resource, action))
+                if not any(_grants(granted, action) for granted in allowed.get(resource, ())):
+                    unexpected.add((function, resource, action))
     assert len(observed) >= 30  # every function's reads and writes, not a handful
     assert unexpected == set()
 

@@ -351,6 +351,41 @@ def test_alfacrm_unavailable_during_the_transcript_retries_without_duplicates(wo
     assert not again.lead_created and len(world.comments(lead["id"])) == 1
 
 
+def test_a_copy_arriving_while_a_comment_whose_answer_was_lost_may_still_land_posts_it_once(world: World):
+    """AlfaCRM applied the transcript's comment after the client gave up (a read timeout; PHP goes on after
+    the gateway's 504): a second copy of the notification handled at once would read the comments before
+    that write lands and post it again (found by `make chaos`). It waits one read timeout, then reads back."""
+    from connector.errors import AlfaCrmUnavailable, ConcurrentUpdate
+
+    world.integration(chat_settings())
+    world.notify("chat_finished")
+    world.uis.finish_chat(open_chat(world))
+    [msg] = world.messages()
+    client = world.clients._alfacrm
+    original = client.add_comment
+    landing: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def answer_lost(*args, **kwargs):
+        landing.append((args, kwargs))  # AlfaCRM is still writing it
+        lost = AlfaCrmUnavailable("AlfaCRM did not answer (ReadTimeout)")
+        lost.ambiguous = True  # type: ignore[attr-defined]
+        raise lost
+
+    client.add_comment = answer_lost  # type: ignore[method-assign]
+    with pytest.raises(AlfaCrmUnavailable):
+        world.worker().handle(msg)
+    client.add_comment = original  # type: ignore[method-assign]
+    # the second copy, at once: AlfaCRM shows no comment yet; it is tried again later (SQS)
+    with pytest.raises(ConcurrentUpdate):
+        world.worker().handle(msg)
+    for args, kwargs in landing:
+        original(*args, **kwargs)  # the write lands
+    world.clock.advance(30)
+    world.worker().handle(msg)
+    [lead] = world.new_customers()
+    assert len(world.comments(lead["id"])) == 1
+
+
 def test_stale_claim_after_a_crash_finds_the_lead_instead_of_creating_another(world: World):
     # Given a worker that created the lead and died before recording it (the claim stays "claimed")
     integration = world.integration(chat_settings())

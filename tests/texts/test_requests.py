@@ -302,15 +302,57 @@ def test_a_cold_container_searches_with_the_spelling_another_container_learned(w
 
 
 def test_a_cold_container_of_an_account_nothing_was_learned_for_reads_the_store_once(world: World):
-    """Nothing learned yet (no item): the container remembers that too and does not ask again per event."""
+    """Nothing learned yet (no item): the container remembers that too and does not ask again per event; the
+    first lead it creates teaches the account's matching (kept in the store), so the next costs 3 calls."""
     world.integration(request_settings())
     world.notify("offline_message")
     world.cold_container()
     reads = world.store.calls
     submit(world, visitor_phone_number="79264445588", visitor_email=None, visitor_name="Третья")
     first_reads, reads = world.store.calls - reads, world.store.calls
-    submit(world, visitor_phone_number="79264445599", visitor_email=None, visitor_name="Четвёртая")
-    assert first_reads - (world.store.calls - reads) == 2  # the integration record and the (absent) spelling
+    [second] = submit(world, visitor_phone_number="79264445599", visitor_email=None, visitor_name="Четвёртая")
+    # the integration record, the (absent) spelling, and the matching the first lead taught, written once
+    assert first_reads - (world.store.calls - reads) == 3
+    assert second.lead_created and second.alfacrm_calls == 3  # search, create, comment
+
+
+# --- issue 12.5: a new lead at the floor --------------------------------------------------------------------
+def test_the_first_lead_of_an_account_teaches_its_matching_so_new_leads_cost_search_create_comment(world: World):
+    """A fresh account where no phone search has found anyone yet: a miss tries every spelling (three
+    searches). The lead the connector creates holds the phone as written (E.164), so one search by its national
+    digits, once per account, shows the server matches inside stored numbers: every later new visitor costs
+    search + create + comment (3 calls, 4 with an e-mail), and a repeat visitor search + comment."""
+    world.integration(request_settings())
+    world.notify("offline_message")
+    [first] = submit(world, visitor_phone_number="79264440001", visitor_email=None, visitor_name="Первая")
+    # the container's login, 3 spellings, the create, the probe, the comment
+    assert first.lead_created and first.alfacrm_calls == 1 + 3 + 1 + 1 + 1
+    [phone_only] = submit(world, visitor_phone_number="79264440002", visitor_email=None, visitor_name="Вторая")
+    [with_email] = submit(world, visitor_phone_number="79264440003", visitor_email="v3@example.ru", visitor_name="Т")
+    [repeat] = submit(world, visitor_phone_number="+7 926 444-00-02", visitor_email=None, visitor_name="Вторая")
+    assert phone_only.lead_created and phone_only.alfacrm_calls == 3
+    assert with_email.lead_created and with_email.alfacrm_calls == 4
+    assert not repeat.lead_created and repeat.alfacrm_calls == 2
+    # no duplicate: the repeat visitor's comment is on the lead the second request made
+    assert [c["name"] for c in world.new_customers()] == ["Первая", "Вторая", "Т"]
+
+
+def test_an_account_matching_exact_text_is_probed_once_and_never_again(world: World):
+    """An exact-text server does not find "+79264440011" by "9264440011": the probe learns nothing, is kept
+    as done, and the next new lead costs no probe (its misses still try every spelling: AlfaCRM's matching
+    leaves no cheaper proof that nobody has the number)."""
+    world.alfacrm.configure({"phone_search": "exact"})
+    world.integration(request_settings())
+    world.notify("offline_message")
+    searches = []
+    for n in (1, 2):
+        before = world.alfacrm.stats["customer/index"]
+        [made] = submit(world, visitor_phone_number=f"7926444001{n}", visitor_email=None, visitor_name=f"Лид {n}")
+        assert made.lead_created
+        searches.append(world.alfacrm.stats["customer/index"] - before)
+    assert searches == [3 + 1, 3]  # every spelling each time, the probe once
+    [repeat] = submit(world, visitor_phone_number="79264440012", visitor_email=None, visitor_name="Вторая")
+    assert not repeat.lead_created  # found as written
 
 
 # --- issue 8.13: the comment author -------------------------------------------------------------------------

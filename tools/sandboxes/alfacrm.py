@@ -39,6 +39,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
-from tools.sandboxes.common import ServedApp, http_sender, json_response, read_json
+from tools.sandboxes.common import Faults, ServedApp, http_sender, json_response, read_json
 
 PAGE_SIZE = 50
 TOKEN_LIFETIME = timedelta(minutes=15)
@@ -347,6 +348,9 @@ class AlfaCrmSandbox:
         self._released = threading.Event()
         self._drop_deliveries = 0
         self._lose_log = 0
+        # random faults for chaos runs (`configure_faults`); off unless configured
+        self.faults = Faults()
+        self.hang_seconds = 2.0
         self.webhooks: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []
@@ -407,6 +411,31 @@ class AlfaCrmSandbox:
         with self._lock:
             self._hangs.clear()
         self._released.set()
+
+    def configure_faults(
+        self,
+        rates: Mapping[str, float],
+        *,
+        seed: int = 0,
+        caps: Mapping[str, int] | None = None,
+        hang_seconds: float | None = None,
+        each_within: int = 0,
+    ) -> None:
+        """Random faults per v2api request, each kind switchable by its rate (0 = off):
+
+        - `expire`: the account's tokens expire before this request (AlfaCRM tokens live 15 minutes, so a
+          long-lived container meets a 401 mid-run and must log in again);
+        - `429`: the burst limiter refuses it ("Please try in 1 second"), as AlfaCRM does above ~5 req/s;
+        - `500`, `502`, `503`: the server or its proxy fails before doing anything;
+        - `hang`: the answer comes after `hang_seconds` (an overloaded server: the client's read timeout
+          fires, yet the request is then applied — a write may have happened);
+        - `applied_504`: a create/update is applied, then the gateway answers 504 (nginx in front of PHP
+          times out while the write commits), so only a read-back tells whether it happened.
+        `each_within`: every kind switched on happens at least once within that many eligible requests.
+        """
+        if hang_seconds is not None:
+            self.hang_seconds = float(hang_seconds)
+        self.faults.configure(dict(rates), seed=seed, caps=dict(caps or {}), each_within=each_within)
 
     def drop_next_deliveries(self, count: int = 1) -> None:
         """Lose the next webhook deliveries (AlfaCRM documents no retry): the log still has the change."""
@@ -1057,6 +1086,15 @@ class AlfaCrmSandbox:
         if route == "hang":
             self.hang_next(float(body.get("seconds", 20)), int(body.get("count", 1)))
             return json_response({"ok": True})
+        if route == "faults":
+            self.configure_faults(
+                body.get("rates") or {},
+                seed=int(body.get("seed", 0)),
+                caps=body.get("caps"),
+                hang_seconds=body.get("hang_seconds"),
+                each_within=int(body.get("each_within", 0)),
+            )
+            return json_response({"ok": True})
         if route == "webhooks/drop":
             self.drop_next_deliveries(int(body.get("count", 1)))
             return json_response({"ok": True})
@@ -1119,6 +1157,28 @@ class AlfaCrmSandbox:
             if self._failures:
                 status, retry_after = self._failures.pop(0)
                 raise self._failure(status, retry_after)
+        writes = parts[-1:] in (["create"], ["update"])
+        fault = self.faults.draw(("expire", "429", "500", "502", "503", "hang", *(("applied_504",) if writes else ())))
+        if fault is not None:
+            with self._lock:
+                self.stats[f"fault_{fault}"] += 1
+        if fault == "expire":
+            # only tokens older than a few seconds: a token that expires right after its login is no expiry
+            with self._lock:
+                now = self.clock()
+                for token, (_, issued) in list(self.tokens.items()):
+                    if now - issued >= timedelta(seconds=5):
+                        del self.tokens[token]
+        elif fault in ("429", "500", "502", "503"):
+            raise self._failure(int(fault), 1.0 if self.retry_after_header else None)
+        elif fault == "hang":
+            time.sleep(self.hang_seconds)
+        response = self._api_call(request, parts)
+        if fault == "applied_504":
+            raise _yii_error(504, "Gateway Timeout", "The gateway did not receive a timely response.")
+        return response
+
+    def _api_call(self, request: Request, parts: list[str]) -> Response:
         if parts == ["auth", "login"]:
             return self._login(request)
         account = self._authenticate(request)

@@ -51,7 +51,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from tools.sandboxes.common import ServedApp, http_sender, json_response, read_json
+from tools.sandboxes.common import Faults, ServedApp, http_sender, json_response, read_json
 from tools.sandboxes.uis_columns import (
     CHAT_MESSAGES_REPORT,
     CHATS_REPORT,
@@ -451,6 +451,7 @@ class UisSandbox:
                 Rule("/_sandbox/state", methods=["GET"], endpoint="state"),
                 Rule("/_sandbox/reset", methods=["POST"], endpoint="reset"),
                 Rule("/_sandbox/fail", methods=["POST"], endpoint="fail"),
+                Rule("/_sandbox/faults", methods=["POST"], endpoint="faults"),
                 Rule("/_sandbox/tokens", methods=["POST"], endpoint="tokens"),
                 Rule("/_sandbox/components", methods=["POST"], endpoint="components"),
                 Rule("/_sandbox/clock", methods=["POST"], endpoint="clock"),
@@ -488,7 +489,11 @@ class UisSandbox:
             self.deliveries: list[dict[str, Any]] = []
             self.rpc_log: list[dict[str, Any]] = []  # successful calls (each cost a point)
             self.refused: list[dict[str, Any]] = []  # refused calls (free): method and mnemonic
+            self.rows_received: list[dict[str, Any]] = []
             self._failures: list[_Failure] = []
+            # random faults for chaos runs (`configure_faults`) and deals this account refuses
+            self.faults = Faults()
+            self.rejected_deals: set[str] = set()
             self._minute: tuple[int, int] = (-1, 0)  # (window index, points used)
             self._day: tuple[date, int] = (date.min, 0)
             self.points_spent = 0
@@ -597,6 +602,7 @@ class UisSandbox:
                     "notifications": self.notifications,
                     "deliveries": self.deliveries,
                     "points_spent": self.points_spent,
+                    "rows_received": self.rows_received,
                     "limits": self._limits(self.clock()),
                 }
             )
@@ -653,6 +659,30 @@ class UisSandbox:
             hang.count -= 1
             self._failures = [f for f in self._failures if f.count > 0]
         self._released.wait(hang.seconds)
+
+    def configure_faults(
+        self,
+        rates: dict[str, float],
+        *,
+        seed: int = 0,
+        caps: dict[str, int] | None = None,
+        reject_deals: Iterable[str] = (),
+        each_within: int = 0,
+    ) -> None:
+        """Random faults per Data API call, each kind switchable by its rate (0 = off):
+
+        - `limit_exceeded`: -32029 with the budget in `data.metadata.limits`, as when other API users of the
+          account (its own integrations, reports) spend the minute's points;
+        - `500`, `502`, `503`: the API's front answers an HTTP error without a JSON-RPC body;
+        - `applied_504` (upload.deals_history only): the rows are stored, then the gateway answers 504, so a
+          re-send must not double them (UIS keeps each transition it receives).
+        `reject_deals`: ext_ids this account refuses in `upload.deals_history` with the documented -32602 row
+        error (a real account refuses a row, e.g., whose stage a manager deleted in the cabinet).
+        `each_within`: every kind switched on happens at least once within that many eligible calls.
+        """
+        with self._lock:
+            self.faults.configure(dict(rates), seed=seed, caps=caps, each_within=each_within)
+            self.rejected_deals = set(reject_deals)
 
     def configure_notification(
         self,
@@ -732,7 +762,7 @@ class UisSandbox:
         if token_state != "valid":
             raise RpcError(-32001, token_state, "Authentication failed")
         now = self.clock()
-        failure = self._injected_failure(method, now)
+        failure = self._injected_failure(method, now) or self._random_fault(method, now)
         self._component_check(method)
         self._spend_check(now)
         params = {k: v for k, v in params.items() if k not in ("access_token", "user_id")}
@@ -764,6 +794,16 @@ class UisSandbox:
                 f"You need at least on of the following components to access this method: {names}",
                 params={"components": names},
             )
+
+    def _random_fault(self, method: str, now: datetime) -> _Failure | None:
+        """A chaos run's seeded fault (`configure_faults`): raised now, or an upload applied whose answer is lost."""
+        applied = ("applied_504",) if method == "upload.deals_history" else ()
+        fault = self.faults.draw(("limit_exceeded", "500", "502", "503", *applied))
+        if fault == "limit_exceeded":
+            raise self._limit_error(now, exhausted="minute")
+        if fault in ("500", "502", "503"):
+            raise _HttpFailure(int(fault))
+        return _Failure(1, "applied", method, 504) if fault == "applied_504" else None
 
     def _injected_failure(self, method: str, now: datetime) -> _Failure | None:
         """Raise the next injected failure for `method`; an `applied` one is returned to end the call later."""
@@ -1121,10 +1161,15 @@ class UisSandbox:
             for ext_id, d in self.deals.items()
         }
         for row in rows:
+            if isinstance(row, dict) and row.get("ext_id") in self.rejected_deals:
+                # a chaos run's refused deal: UIS names a field, never the row (as every validation error)
+                raise _invalid("deals.name", "The deal is refused by this account", row.get("name"))
             seen[row["ext_id"] if isinstance(row, dict) else ""] = self._validate_row(row, now, seen)
         # all rows are valid: apply them in order (nothing was stored if any row failed above)
         for row in rows:
             self._apply_row(row)
+            # every row as received: a re-sent row shows as a repeat here (the path merges repeats)
+            self.rows_received.append(copy.deepcopy(row))
         return {}
 
     def _validate_row(self, row: Any, now: datetime, seen: dict[str, tuple[str, datetime]]) -> tuple[str, datetime]:
@@ -1959,6 +2004,15 @@ class UisSandbox:
             return json_response({"ok": True})
         if endpoint == "fail":
             self.fail(**body)
+            return json_response({"ok": True})
+        if endpoint == "faults":
+            self.configure_faults(
+                body.get("rates") or {},
+                seed=int(body.get("seed", 0)),
+                caps=body.get("caps"),
+                reject_deals=body.get("reject_deals") or (),
+                each_within=int(body.get("each_within", 0)),
+            )
             return json_response({"ok": True})
         if endpoint == "tokens":
             self.set_token(body["token"], body.get("state", "valid"))

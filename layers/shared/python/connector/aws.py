@@ -24,7 +24,7 @@ class Aws:
 
     @cached_property
     def dynamodb_client(self) -> Any:
-        """The low-level DynamoDB client (the Powertools idempotency layer takes one)."""
+        """The low-level DynamoDB client (transactions: `connector.store.unit`)."""
         return self._session.client("dynamodb") if self._session is not None else boto3.client("dynamodb")
 
     @cached_property

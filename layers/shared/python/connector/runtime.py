@@ -16,8 +16,6 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
-
 from connector.aws import Aws
 from connector.config import Environment
 from connector.eventlog import EventLog
@@ -121,11 +119,6 @@ class Runtime:
     @classmethod
     def from_environment(cls) -> Runtime:
         return cls(Environment.from_environ())
-
-    @cached_property
-    def idempotency(self) -> DynamoDBPersistenceLayer:
-        """The Powertools idempotency table (the deal worker's repeated deliveries)."""
-        return DynamoDBPersistenceLayer(table_name=self.env.idempotency_table, boto3_client=self.aws.dynamodb_client)
 
     @contextmanager
     def invocation(self, context: object, *, reserve: float = RESERVE_SECONDS) -> Iterator[None]:

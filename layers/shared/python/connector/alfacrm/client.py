@@ -581,6 +581,27 @@ class AlfaCrmClient:
             )
         self.phone_search = PhoneSearch(spelling=kind, substring=substring)
 
+    def probe_phone_matching(self, created: Customer, *, branch_id: int, region: str) -> None:
+        """Learn the account's phone matching from a lead the connector has just created (once per account).
+
+        Until a search has found a number stored with more digits, a miss must try every spelling (three
+        searches per new visitor). The lead just created holds its phone as we wrote it (E.164, longer than
+        the national digits), so one search by the national digits tells whether the server matches inside
+        stored numbers: found → every later miss costs one search. Not found (an exact-text server) → the
+        spellings stay, and the probe is not repeated (`probed`).
+        """
+        learned = self.phone_search or PhoneSearch()
+        if learned.substring or learned.probed:
+            return
+        numbers = [e for e in (to_e164(p, region) for p in created.phone) if e]
+        national = national_digits(numbers[0]) if numbers else None
+        if not national:
+            return
+        found = [c for c in self._search_customers({"phone": national}, branch_id) if c.id == created.id]
+        if found:
+            self._learn_spelling("national", national, found)
+        self.phone_search = (self.phone_search or PhoneSearch()).model_copy(update={"probed": True})
+
     def remember_phone_search(self, learned: PhoneSearch) -> None:
         """Start from what an earlier container learned about this account."""
         self.phone_search = learned

@@ -18,15 +18,18 @@ by the connector's API user (the texts side creating leads) are ordinary custome
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from pydantic import ValidationError
 
 from connector.alfacrm.client import AlfaCrmClient
-from connector.alfacrm.models import Customer, WebhookEvent, to_int
+from connector.alfacrm.models import Customer, Pay, WebhookEvent, to_int
 from connector.deals import drafts, snapshots
 from connector.deals.lookups import Lookups
 from connector.errors import AlfaCrmNotFound, AlfaCrmValidationError, ConnectorError
@@ -38,7 +41,9 @@ from connector.models.raw import JsonObject
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
+from connector.store import Store
 from connector.store.base import on_conflict
+from connector.store.unit import AlreadyProcessed, OnceRecord
 from connector.timeutil import to_iso
 
 ENTITIES = ("Customer", "Pay")
@@ -57,16 +62,40 @@ class Outcome:
 
 
 @dataclass
+class _Reads:
+    """The event's AlfaCRM reads, made once: a unit of work that lost a race runs again on them."""
+
+    alfacrm: AlfaCrmClient
+    memo: dict[tuple[str, int, int], object] = field(default_factory=dict)
+
+    def customer(self, id: int, branch_id: int) -> Customer | None:
+        found = self._once("customer", id, branch_id, self.alfacrm.get_customer)
+        return found if isinstance(found, Customer) else None
+
+    def pay(self, id: int, branch_id: int) -> Pay | None:
+        found = self._once("pay", id, branch_id, self.alfacrm.get_pay)
+        return found if isinstance(found, Pay) else None
+
+    def _once(self, kind: str, id: int, branch_id: int, read: Callable[[int, int], object]) -> object:
+        key = (kind, id, branch_id)
+        if key not in self.memo:
+            self.memo[key] = read(id, branch_id)
+        return self.memo[key]
+
+
+@dataclass
 class _Context:
     rt: Runtime
+    store: Store  # the event's unit of work (`Store.unit_of_work`)
     integration: Integration
-    alfacrm: AlfaCrmClient
+    reads: _Reads
     lookups: Lookups
 
 
 def deal_context(rt: Runtime, integration: Integration, alfacrm: AlfaCrmClient) -> _Context:
-    """What `refresh_deals` needs, for a use case that reads AlfaCRM's lists itself (the backfill)."""
-    return _Context(rt, integration, alfacrm, Lookups.of(rt, integration, lambda: alfacrm))
+    """What `refresh_deals` needs, for a use case that reads AlfaCRM's lists itself (the backfill): the
+    container's store, each write on its own (a chunk's pages are not one unit of work)."""
+    return _Context(rt, rt.store, integration, _Reads(alfacrm), Lookups.of(rt, integration, lambda: alfacrm))
 
 
 def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
@@ -75,6 +104,43 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
     Raises retryable errors (AlfaCRM unavailable, a race lost too often) so SQS tries again; AlfaCRM
     refusing the read (validation, 404) or listing the entity in no branch tried parks the message instead.
     """
+    return _handle(rt, message, once_id=None)
+
+
+# The same webhook delivered twice (SQS at-least-once, an AlfaCRM re-send) is answered from the idempotency
+# table without a second AlfaCRM read: the processing is idempotent anyway, but AlfaCRM's ~4 req/s per
+# account is the scarce resource. `received_at` differs per delivery and is left out of the key; an admin
+# replay adds a `replay` nonce so a parked event really runs again. The record is read with the event's state
+# (one batch) and written in the transaction of its state (`connector.store.unit`): a delivery that dies before
+# the commit left nothing, one whose commit answer was lost finds the record on its redelivery.
+IDEMPOTENCY_SECONDS = 24 * 3600
+ONCE_PREFIX = "deal_event#"
+
+
+def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
+    """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table);
+    the outcome (or the failure SQS will retry) goes to the school's execution log."""
+    key = [message.integration_id, message.event, message.replay]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+    try:
+        outcome = _handle(rt, message, once_id=ONCE_PREFIX + digest)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, ConnectorError) else f"unexpected {type(exc).__name__}"
+        _record(rt, message, "failed", reason)
+        rt.events.failed(message.integration_id, exc)
+        raise
+    if outcome.reason != UNKNOWN_INTEGRATION:  # a removed school gets no log back
+        status: EventOutcome = (
+            "done" if outcome.status == "done" else "parked" if outcome.status == "parked" else "skipped"
+        )
+        reason = outcome.reason or (f"{len(outcome.changed)} deals changed" if outcome.changed else "no deal changed")
+        _record(rt, message, status, reason)
+        if outcome.status == "done":
+            rt.events.credential(message.integration_id, "alfacrm", ok=True)
+    return outcome
+
+
+def _handle(rt: Runtime, message: DealEventMessage, *, once_id: str | None) -> Outcome:
     integration = rt.store.integrations.get(message.integration_id) if message.integration_id else None
     if integration is None:
         return Outcome("skipped", UNKNOWN_INTEGRATION)
@@ -88,7 +154,49 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
         return Outcome("parked", why)
     if event.entity not in ENTITIES:
         return Outcome("ignored", f"entity {event.entity}")
-    ctx = deal_context(rt, integration, rt.clients.alfacrm(integration))
+    alfacrm = rt.clients.alfacrm(integration)
+    reads = _Reads(alfacrm)
+    lookups = Lookups.of(rt, integration, lambda: alfacrm)
+    # a delete's idempotency record waits for the parked events it re-runs (after its own commit)
+    unit_once = once_id if event.event != "delete" else None
+
+    answered: list[bool] = []  # the idempotency record answered: a delivery processed already
+
+    def attempt(_: int) -> Outcome:
+        store = rt.store.unit_of_work(rt.env.idempotency_table)
+        customers, pays = _event_keys(event)
+        done = store.deals.prefetch_event(integration.id, customer_ids=customers, pay_ids=pays, once_id=once_id)
+        if done is not None:
+            answered.append(True)
+            return _outcome_of(done)
+        outcome = _apply(_Context(rt, store, integration, reads, lookups), message, event)
+        store.commit(_once_record(unit_once, outcome) if unit_once else None)
+        return outcome
+
+    try:
+        outcome = on_conflict(attempt, attempts=WRITE_ATTEMPTS, what=f"{event.entity} {event.entity_id} event")
+    except AlreadyProcessed:
+        return Outcome("done", "processed by a concurrent delivery")
+    if answered:
+        return outcome
+    if event.event == "delete" and outcome.status == "done":
+        outcome.changed += _revisit_not_listed(rt, integration.id, event)
+    if once_id and event.event == "delete":
+        with contextlib.suppress(AlreadyProcessed):  # a concurrent delivery recorded it: the same outcome
+            rt.store.unit_of_work(rt.env.idempotency_table).commit(_once_record(once_id, outcome))
+    return outcome
+
+
+def _event_keys(event: WebhookEvent) -> tuple[list[int], list[int]]:
+    """The customers and payments whose state the event touches, as far as the webhook tells."""
+    if event.entity == "Customer":
+        return [event.entity_id], []
+    customer = _pay_customer_id(event)
+    return ([customer] if customer else []), [event.entity_id]
+
+
+def _apply(ctx: _Context, message: DealEventMessage, event: WebhookEvent) -> Outcome:
+    rt, integration = ctx.rt, ctx.integration
     at = snapshots.event_time(event, message.received_at, integration.timezone)
     try:
         snaps = [_customer_event(ctx, event, at)] if event.entity == "Customer" else _pay_event(ctx, event, at)
@@ -104,9 +212,27 @@ def handle_deal_event(rt: Runtime, message: DealEventMessage) -> Outcome:
     changed: list[str] = []
     for snap in snaps:
         changed += refresh_deals(ctx, snap, at, branch_hint=event.branch_for(integration.alfacrm.branch_id))
-    if event.event == "delete":
-        changed += _revisit_not_listed(rt, integration.id, event)
     return Outcome("done", changed=changed)
+
+
+def _once_record(once_id: str, outcome: Outcome) -> OnceRecord:
+    data = json.dumps({"status": outcome.status, "reason": outcome.reason, "changed": outcome.changed})
+    # DynamoDB's TTL runs on the real clock, whatever clock the runtime's `now` is
+    return OnceRecord(once_id, data, int(time.time()) + IDEMPOTENCY_SECONDS)
+
+
+def _outcome_of(record: JsonObject) -> Outcome:
+    """A processed delivery's outcome, as its idempotency record keeps it."""
+    try:
+        data = json.loads(str(record.get("data") or "{}"))
+    except ValueError:
+        data = {}
+    changed = data.get("changed") if isinstance(data, dict) else None
+    return Outcome(
+        str(data.get("status") or "done") if isinstance(data, dict) else "done",
+        str(data.get("reason") or "") if isinstance(data, dict) else "",
+        changed=[str(c) for c in changed] if isinstance(changed, list) else [],
+    )
 
 
 def _revisit_not_listed(rt: Runtime, integration_id: str, event: WebhookEvent) -> list[str]:
@@ -123,52 +249,6 @@ def _revisit_not_listed(rt: Runtime, integration_id: str, event: WebhookEvent) -
             rt.store.integrations.unpark(integration_id, "deal_event", item.key)
             changed += outcome.changed
     return changed
-
-
-# The same webhook delivered twice (SQS at-least-once, an AlfaCRM re-send) is answered from the idempotency
-# table without a second AlfaCRM read: the processing is idempotent anyway, but AlfaCRM's ~4 req/s per
-# account is the scarce resource. `received_at` differs per delivery and is left out of the key; an admin
-# replay adds a `replay` nonce so a parked event really runs again.
-DEAL_EVENT_IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="[integration_id, event, replay]",
-    expires_after_seconds=24 * 3600,
-)
-
-
-def _run_as_dict(*, message: DealEventMessage, rt: Runtime) -> JsonObject:
-    # the idempotency record's key names this function (`connector.deals.worker._run_as_dict`): keep the name
-    outcome = handle_deal_event(rt, message)
-    return {"status": outcome.status, "reason": outcome.reason, "changed": list(outcome.changed)}
-
-
-def handle_deal_event_once(rt: Runtime, message: DealEventMessage) -> Outcome:
-    """`handle_deal_event` for a queue message, skipping a delivery already processed (idempotency table);
-    the outcome (or the failure SQS will retry) goes to the school's execution log."""
-    once = idempotent_function(
-        data_keyword_argument="message", persistence_store=rt.idempotency, config=DEAL_EVENT_IDEMPOTENCY
-    )(_run_as_dict)
-    try:
-        result: JsonObject = once(message=message, rt=rt)
-    except Exception as exc:
-        reason = exc.message if isinstance(exc, ConnectorError) else f"unexpected {type(exc).__name__}"
-        _record(rt, message, "failed", reason)
-        rt.events.failed(message.integration_id, exc)
-        raise
-    changed = result.get("changed")
-    outcome = Outcome(
-        str(result.get("status")),
-        str(result.get("reason") or ""),
-        changed=[str(c) for c in changed] if isinstance(changed, list) else [],
-    )
-    if outcome.reason != UNKNOWN_INTEGRATION:  # a removed school gets no log back
-        status: EventOutcome = (
-            "done" if outcome.status == "done" else "parked" if outcome.status == "parked" else "skipped"
-        )
-        reason = outcome.reason or (f"{len(outcome.changed)} deals changed" if outcome.changed else "no deal changed")
-        _record(rt, message, status, reason)
-        if outcome.status == "done":
-            rt.events.credential(message.integration_id, "alfacrm", ok=True)
-    return outcome
 
 
 def _record(rt: Runtime, message: DealEventMessage, outcome: EventOutcome, reason: str) -> None:
@@ -231,9 +311,9 @@ def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnap
     customer = None
     if event.event != "delete":
         try:
-            customer, _ = _reread(ctx, event, ctx.alfacrm.get_customer)
+            customer, _ = _reread(ctx, event, ctx.reads.customer)
         except _NotListed:
-            known = ctx.rt.store.deals.get_customer(integration.id, event.entity_id)
+            known = ctx.store.deals.get_customer(integration.id, event.entity_id)
             if known is None or known.deleted_at is None:
                 raise
             # its delete event came first: that explains the empty read, the event's own facts still count
@@ -243,7 +323,7 @@ def _customer_event(ctx: _Context, event: WebhookEvent, at: str) -> CustomerSnap
         base = current or snapshots.new_snapshot(event.entity_id, at)
         return snapshots.observe_customer(base, event, customer, at=at, read_at=read_at, tz=integration.timezone)
 
-    snap, _ = ctx.rt.store.deals.update_customer(integration.id, event.entity_id, change)
+    snap, _ = ctx.store.deals.update_customer(integration.id, event.entity_id, change)
     return snap
 
 
@@ -262,10 +342,10 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
     integration = ctx.integration
     branch = event.branch_for(integration.alfacrm.branch_id)
     pay = None
-    owner = ctx.rt.store.deals.pay_owner(integration.id, event.entity_id)
+    owner = ctx.store.deals.pay_owner(integration.id, event.entity_id)
     if event.event != "delete":
         try:
-            pay, branch = _reread(ctx, event, ctx.alfacrm.get_pay)
+            pay, branch = _reread(ctx, event, ctx.reads.pay)
         except _NotListed:
             if not _pay_deleted(ctx, event.entity_id, owner):
                 raise
@@ -277,33 +357,33 @@ def _pay_event(ctx: _Context, event: WebhookEvent, at: str) -> list[CustomerSnap
     snaps: list[CustomerSnapshot] = []
     if owner is not None and owner != customer_id:
         # the payment was moved to another customer: it stops counting for the old one
-        old, _ = ctx.rt.store.deals.update_customer(
+        old, _ = ctx.store.deals.update_customer(
             integration.id,
             owner,
             lambda current: snapshots.detach_pay(current or snapshots.new_snapshot(owner, at), event.entity_id),
         )
         snaps.append(old)
     if owner != customer_id:
-        ctx.rt.store.deals.set_pay_owner(integration.id, event.entity_id, customer_id)
+        ctx.store.deals.set_pay_owner(integration.id, event.entity_id, customer_id)
 
-    known = ctx.rt.store.deals.get_customer(integration.id, customer_id)
+    known = ctx.store.deals.get_customer(integration.id, customer_id)
     first_sight: Customer | None = None
     if known is None:
         # the first event about this customer is a payment: read the customer once (contact, stage, name)
-        first_sight = ctx.alfacrm.get_customer(customer_id, branch)
+        first_sight = ctx.reads.customer(customer_id, branch)
 
     def change(current: CustomerSnapshot | None) -> CustomerSnapshot:
         base = current or _first_snapshot(ctx, customer_id, first_sight, at=at, read_at=read_at)
         return snapshots.observe_pay(base, event, pay, at=at, read_at=read_at)
 
-    snap, _ = ctx.rt.store.deals.update_customer(integration.id, customer_id, change, current=known)
+    snap, _ = ctx.store.deals.update_customer(integration.id, customer_id, change, current=known)
     snaps.append(snap)
     return snaps
 
 
 def _pay_deleted(ctx: _Context, pay_id: int, owner: int | None) -> bool:
     """Whether the payment's delete event has been processed already (its snapshot says so)."""
-    snap = ctx.rt.store.deals.get_customer(ctx.integration.id, owner) if owner is not None else None
+    snap = ctx.store.deals.get_customer(ctx.integration.id, owner) if owner is not None else None
     info = snap.pays.get(str(pay_id)) if snap is not None else None
     return info is not None and info.deleted_at is not None
 
@@ -324,7 +404,7 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     """Recompute the customer's deals from the snapshot and write the changed ones (→ their keys)."""
     integration = ctx.integration
     settings = integration.settings.deals
-    link = ctx.rt.store.texts.customer_link(integration.id, snap.customer_id)
+    link = ctx.store.texts.customer_link(integration.id, snap.customer_id)
     pays = list(snap.pays.values())
     directory = ctx.lookups.directory(
         teacher_ids=[*snap.teacher_ids, *(p.teacher_id for p in pays if p.teacher_id)],
@@ -337,7 +417,7 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     keys = set(wanted)
     if settings.upsell.enabled:
         keys |= {(UPSELL, upsell_ext_id(int(p))) for p in snap.pays}
-    existing = ctx.rt.store.deals.get_deals(integration.id, keys)
+    existing = ctx.store.deals.get_deals(integration.id, keys)
     changed: list[str] = []
     for key, draft in wanted.items():
 
@@ -357,7 +437,7 @@ def refresh_deals(ctx: _Context, snap: CustomerSnapshot, at: str, *, branch_hint
     if deleted:
         # A worker on a newer snapshot may have read the deal just before it went, found it right and written
         # nothing: if the snapshot moved on, recompute from it (a deal that is wanted again is written anew).
-        fresh = ctx.rt.store.deals.get_customer(integration.id, snap.customer_id)
+        fresh = ctx.store.deals.get_customer(integration.id, snap.customer_id)
         if fresh is not None and fresh.version > snap.version:
             changed += [c for c in refresh_deals(ctx, fresh, at, branch_hint=branch_hint) if c not in changed]
     return changed
@@ -369,14 +449,14 @@ def _withdraw(ctx: _Context, key: tuple[str, str], current: DealRecord | None, a
     "delete", "update" or "")."""
 
     def step(attempt: int) -> str:
-        read = ctx.rt.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
         if read is None or read.source_version > source_version:
             return ""  # gone already, or written meanwhile from a newer snapshot: that one decides
         action, updated = drafts.orphan(read, at=at)
         if action == "delete":
-            ctx.rt.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
+            ctx.store.deals.delete_deal(ctx.integration.id, *key, expected_version=read.version)
         elif action == "update":
-            ctx.rt.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": read.version}))
+            ctx.store.deals.save_deal(ctx.integration.id, updated.model_copy(update={"version": read.version}))
         else:
             return ""
         return action
@@ -394,7 +474,7 @@ def _write(
     """Write the recomputed deal conditionally; on a lost race re-read and recompute (→ whether written)."""
 
     def step(attempt: int) -> bool:
-        read = ctx.rt.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
+        read = ctx.store.deals.get_deal(ctx.integration.id, *key) if attempt else current
         if read is not None and read.source_version > source_version:
             return False  # another worker already wrote this deal from a newer snapshot
         updated = compute(read)
@@ -402,7 +482,7 @@ def _write(
             return False
         if read is not None:
             updated = updated.model_copy(update={"version": read.version})
-        ctx.rt.store.deals.save_deal(ctx.integration.id, updated)
+        ctx.store.deals.save_deal(ctx.integration.id, updated)
         return True
 
     return on_conflict(step, attempts=WRITE_ATTEMPTS, what=f"deal {key[0]}#{key[1]}")

@@ -18,10 +18,12 @@ class CachedLookup(BaseModel):
 
 class PhoneSearch(BaseModel):
     """What phone searches taught about one AlfaCRM account (its server-side matching is undocumented): the
-    spelling that last found a customer, and whether the national digits match inside longer stored numbers.
+    spelling that last found a customer, whether the national digits match inside longer stored numbers, and
+    whether the account was probed with a lead the connector created (`AlfaCrmClient.probe_phone_matching`).
     Kept per account (`ACCT#<hash>` / `PHONES`), so a cold container starts from it instead of re-learning."""
 
     model_config = ConfigDict(extra="ignore")
 
     spelling: str | None = None  # national | digits | e164 | given
     substring: bool = False
+    probed: bool = False  # searched once for a lead we created by its national digits (done once per account)

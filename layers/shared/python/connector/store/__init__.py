@@ -7,6 +7,7 @@ the layer's import time) are imported at their first use: the webhook intakes an
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from connector.store.base import DynamoTable
 from connector.store.credentials import CredentialStore
 from connector.store.events import EventStore
 from connector.store.integrations import IntegrationStore
+from connector.store.unit import OnceRecord, UnitTable
 from connector.store.work import WorkIndex
 
 if TYPE_CHECKING:
@@ -73,3 +75,24 @@ class Store:
     @property
     def calls(self) -> int:
         return self.table.calls
+
+    def unit_of_work(self, idempotency_table: str) -> Store:
+        """A store for one event (`connector.store.unit`): its reads from one batch, its writes in one
+        transaction at `commit`. The integration store (and its memory) is shared; the deal and text stores
+        are copies on the unit's table (a subclass a test installed stays), and so is the work index a deal
+        turning pending marks (its memory of marks shared)."""
+        unit = Store(UnitTable(self.table, idempotency_table))
+        unit.integrations = self.integrations
+        for name in ("deals", "texts"):
+            subject = copy.copy(getattr(self, name))
+            subject.t = unit.table
+            setattr(unit, name, subject)
+        unit.deals.work = unit.deals.work.on(unit.table)
+        unit.work = unit.deals.work
+        return unit
+
+    def commit(self, once: OnceRecord | None = None) -> None:
+        """Send a unit of work's writes (`unit_of_work`), all or nothing, with the event's idempotency record."""
+        table = self.table
+        assert isinstance(table, UnitTable), "commit() is for a unit of work"
+        table.commit(once)

@@ -264,6 +264,20 @@ class DynamoTable:
         )
         return int(reply["Attributes"][field])
 
+    def delete_if_version(self, pk: str, sk: str, *, expected_version: int) -> None:
+        """Delete only if the stored `version` is still `expected_version` (→ ConcurrentUpdate otherwise);
+        gone already counts as done."""
+        self.calls += 1
+        try:
+            self.table.delete_item(
+                Key={"pk": pk, "sk": sk},
+                ConditionExpression=Attr("pk").not_exists() | Attr("version").eq(expected_version),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raise ConcurrentUpdate(f"{pk}/{sk} changed meanwhile") from None
+
     def delete(self, pk: str, sk: str) -> None:
         self.calls += 1
         self.table.delete_item(Key={"pk": pk, "sk": sk})

@@ -12,14 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
-
-from connector.errors import ConcurrentUpdate
 from connector.models.deals import FUNNELS, USER_FIELDS, CustomerSnapshot, DealRecord, DealRef
 from connector.models.sync import FunnelState, LogMark, RereadMark, ResyncMark, UisSyncState, UserFieldState
 from connector.store.base import KEYS, DynamoTable, Item, int_pk, load, model_item, on_conflict
-from connector.store.work import WorkIndex
+from connector.store.unit import UnitTable
+from connector.store.work import WorkIndex, work_sk
 
 UPDATE_ATTEMPTS = 6
 _UNREAD = object()
@@ -87,6 +84,21 @@ class DealStore:
 
         return on_conflict(step, attempts=UPDATE_ATTEMPTS, what=f"customer {customer_id}")
 
+    def prefetch_event(
+        self, integration_id: str, *, customer_ids: Iterable[int], pay_ids: Iterable[int], once_id: str | None
+    ) -> Item | None:
+        """A unit of work's first read (`Store.unit_of_work`): the snapshots, their UIS links and the payment
+        pointers one event needs, and its idempotency record, in one request (→ the record, if any). With
+        them the school's upload entry, unless this container marked it lately: a deal turning pending marks
+        it in the unit's transaction, and which mark depends on its backoff (`WorkIndex.mark`)."""
+        assert isinstance(self.t, UnitTable), "prefetch_event() is for a unit of work"
+        pk = int_pk(integration_id)
+        keys = [(pk, sk) for c in customer_ids for sk in (_cust_sk(c), f"CUSTCOMM#{c}")]
+        keys += [(pk, _pay_sk(p)) for p in pay_ids]
+        if not self.work.remembers(integration_id, "upload"):
+            keys.append((pk, work_sk("upload")))
+        return self.t.prefetch(keys, once_id=once_id)
+
     # --- payment → customer pointers --------------------------------------------------------------
     def pay_owner(self, integration_id: str, pay_id: int) -> int | None:
         item = self.t.get(int_pk(integration_id), _pay_sk(pay_id)) or {}
@@ -129,7 +141,8 @@ class DealStore:
         if saved.upload_state == "pending":
             item["gsi1pk"] = pending_pk(integration_id)
             item["gsi1sk"] = f"{deal.funnel}#{deal.ext_id}"
-            # before the deal: a pending deal always has its integration's upload entry (WorkIndex.settle)
+            # before the deal (or in its transaction): a pending deal always has its integration's upload
+            # entry (WorkIndex.settle)
             self.work.mark(integration_id, "upload")
         self.t.put(item, expected_version=deal.version)
         return saved
@@ -139,17 +152,7 @@ class DealStore:
 
         Gone already counts as done: whoever deleted it decided the same.
         """
-        pk, sk = int_pk(integration_id), _deal_sk(funnel, ext_id)
-        self.t.calls += 1
-        try:
-            self.t.table.delete_item(
-                Key={"pk": pk, "sk": sk},
-                ConditionExpression=Attr("pk").not_exists() | Attr("version").eq(expected_version),
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            raise ConcurrentUpdate(f"{pk}/{sk} changed meanwhile") from None
+        self.t.delete_if_version(int_pk(integration_id), _deal_sk(funnel, ext_id), expected_version=expected_version)
 
     def pending_keys(self, integration_id: str, *, limit: int | None = None) -> list[tuple[str, str]]:
         out = []

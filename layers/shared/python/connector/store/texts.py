@@ -121,12 +121,15 @@ class TextStore:
                 Key={"pk": int_pk(integration_id), "sk": item},
                 UpdateExpression="SET #s = :claim, expires_at = :exp",
                 ConditionExpression=(
-                    "attribute_not_exists(#s) OR #s.#state = :failed OR (#s.#state = :claimed AND #s.#at < :stale)"
+                    "attribute_not_exists(#s)"
+                    " OR (#s.#state = :failed AND (attribute_not_exists(#s.#settle) OR #s.#settle < :now))"
+                    " OR (#s.#state = :claimed AND #s.#at < :stale)"
                 ),
-                ExpressionAttributeNames={"#s": attr, "#state": "state", "#at": "at"},
+                ExpressionAttributeNames={"#s": attr, "#state": "state", "#at": "at", "#settle": "settle_until"},
                 ExpressionAttributeValues={
                     ":claim": {"state": "claimed", "at": to_ddb(now)},
                     ":failed": "failed",
+                    ":now": to_ddb(now),
                     ":claimed": "claimed",
                     ":stale": to_ddb(now - stale_after),
                     ":exp": int(now) + PROGRESS_TTL_SECONDS,
@@ -166,14 +169,16 @@ class TextStore:
             fields["expires_at"] = int(time.time()) + PROGRESS_TTL_SECONDS
         self.t.update_fields(int_pk(integration_id), item, fields, must_exist=False)
 
-    def fail_step(self, integration_id: str, item: str, step: str, error: str) -> None:
-        """The write failed: the next delivery may claim it at once (and will check AlfaCRM first)."""
-        self.t.update_fields(
-            int_pk(integration_id),
-            item,
-            {f"step_{step}": {"state": "failed", "at": int(time.time()), "error": error[:500]}},
-            must_exist=False,
-        )
+    def fail_step(
+        self, integration_id: str, item: str, step: str, error: str, *, now: float | None = None, settle: float = 0.0
+    ) -> None:
+        """The write failed: the next delivery may claim it (and will check AlfaCRM first) at once, or once
+        `settle` seconds have passed (a write whose answer was lost may still land meanwhile)."""
+        now = time.time() if now is None else now
+        failed: dict[str, object] = {"state": "failed", "at": int(now), "error": error[:500]}
+        if settle > 0:
+            failed["settle_until"] = to_ddb(now + settle)
+        self.t.update_fields(int_pk(integration_id), item, {f"step_{step}": failed}, must_exist=False)
 
     # --- per-contact lead claims ---------------------------------------------------------------------
     # `CHAT#`/`REQ#` claims are per communication: two chats, or a chat and a request, from one phone do

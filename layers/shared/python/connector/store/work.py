@@ -7,7 +7,8 @@ entries (a school whose next run is later, or that has no work, is not read at a
 handed on page by page (`ShardPage`), so 10,000 due schools cost a tick the same as ten.
 
 Upload work arrives with deals marked pending (`mark`, called by the deal store: due `AT_ONCE` unless the
-job is backing off after failures); it is settled by the
+job is backing off after failures); in a deal event's unit of work (`connector.store.unit`) the mark is one
+more item of its transaction, so it lands with the deal and costs no request of its own. It is settled by the
 uploader's worker once nothing is pending (`settle`). Marks are time-stamped (`marked_at`, wall clock) and a
 container skips a mark it made less than `MARK_MEMORY_SECONDS` ago; `settle` removes the entry only if the
 last mark is older than `SETTLE_GUARD_SECONDS` before the worker checked for pending deals, which covers both
@@ -16,6 +17,7 @@ a skipped mark and the GSI's replication lag (see `settle`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from botocore.exceptions import ClientError
 from connector.memo import Memo
 from connector.models.work import Job, WorkEntry
 from connector.store.base import DynamoTable, int_pk, load, to_ddb
+from connector.store.unit import UnitTable
 
 SHARDS = 8  # index partitions per job; changing it re-shards every entry (each is re-written at its next run)
 MARK_MEMORY_SECONDS = 20.0
@@ -35,6 +38,10 @@ SETTLE_GUARD_SECONDS = MARK_MEMORY_SECONDS + GSI_LAG_ALLOWANCE_SECONDS
 # A marked entry is due at once: it sorts before every real due time whatever clock reads the index. Its
 # work item is told apart from an earlier one of the same school by `marked_at` (the deduplication id).
 AT_ONCE = "1970-01-01T00:00:00Z"
+_MARK = "SET integration_id = :id, job = :job, marked_at = :m, "
+_MARK_AT_ONCE = _MARK + "due = :due, gsi1pk = :gpk, gsi1sk = :gsk"
+_MARK_KEPT = _MARK + "due = if_not_exists(due, :due), gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
+_NOT_BACKING_OFF = "attribute_not_exists(failures) OR failures = :zero"
 
 
 def work_sk(job: Job) -> str:
@@ -58,6 +65,16 @@ class WorkIndex:
         self.t = table
         self.clock = clock
         self._marked: Memo[tuple[str, Job], bool] = Memo(MARK_MEMORY_SECONDS, clock=lambda: self.clock())
+
+    def on(self, table: DynamoTable) -> WorkIndex:
+        """This index on another handle of the table (a unit of work), sharing the container's memory of marks."""
+        other = copy.copy(self)
+        other.t = table
+        return other
+
+    def remembers(self, integration_id: str, job: Job) -> bool:
+        """Whether this container marked the job within `MARK_MEMORY_SECONDS` (a new mark is skipped)."""
+        return bool(self._marked.get((integration_id, job)))
 
     # --- reads --------------------------------------------------------------------------------------
     def get(self, integration_id: str, job: Job) -> WorkEntry | None:
@@ -86,15 +103,15 @@ class WorkIndex:
             ":due": AT_ONCE,
             ":gpk": index_pk(job, shard_of(integration_id)),
             ":gsk": f"{AT_ONCE}#{integration_id}",
-            ":zero": 0,
         }
-        at_once = "due = :due, gsi1pk = :gpk, gsi1sk = :gsk"
-        kept = "due = if_not_exists(due, :due), gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
-        for due, condition in ((at_once, "attribute_not_exists(failures) OR failures = :zero"), (kept, None)):
+        if isinstance(self.t, UnitTable):
+            self._mark_in_unit(self.t, integration_id, job, values)
+            return True
+        for expression, condition in ((_MARK_AT_ONCE, _NOT_BACKING_OFF), (_MARK_KEPT, None)):
             kwargs: dict[str, object] = {
                 "Key": {"pk": int_pk(integration_id), "sk": work_sk(job)},
-                "UpdateExpression": f"SET integration_id = :id, job = :job, marked_at = :m, {due}",
-                "ExpressionAttributeValues": values if condition else {k: v for k, v in values.items() if k != ":zero"},
+                "UpdateExpression": expression,
+                "ExpressionAttributeValues": {**values, ":zero": 0} if condition else values,
             }
             if condition:
                 kwargs["ConditionExpression"] = condition
@@ -107,6 +124,21 @@ class WorkIndex:
                     raise
         self._marked.put(key, True)
         return True
+
+    def _mark_in_unit(self, unit: UnitTable, integration_id: str, job: Job, values: dict[str, object]) -> None:
+        """`mark` as one item of the unit's transaction: which of the two updates is decided on the entry the
+        unit read (its first batch holds it); a backoff that began since makes the condition fail, and the
+        unit runs again on fresh state, as for any lost race. Remembered once the commit has landed."""
+        pk, sk = int_pk(integration_id), work_sk(job)
+        if unit.holds(pk, sk):
+            return
+        current = unit.get(pk, sk) or {}
+        failures = current.get("failures")
+        if isinstance(failures, int | float) and failures > 0:
+            unit.update(pk, sk, _MARK_KEPT, values)
+        else:
+            unit.update(pk, sk, _MARK_AT_ONCE, {**values, ":zero": 0}, condition=_NOT_BACKING_OFF)
+        unit.after_commit(lambda: self._marked.put((integration_id, job), True))
 
     def schedule(
         self,

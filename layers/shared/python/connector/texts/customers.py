@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import Customer
+from connector.errors import AlfaCrmError
 from connector.memo import Memo
 from connector.models.lookups import PhoneSearch
+from connector.observability import logger
 from connector.phones import to_e164
 from connector.runtime import Runtime
 from connector.settings import LeadDefaults
@@ -44,20 +46,39 @@ class PhoneSpellings:
         return cls(rt.store.accounts, rt.caches.phone_searches)
 
     def find(self, client: AlfaCrmClient, *, branch_id: int, phone: str, region: str) -> list[Customer]:
-        account = client.account
-        if client.phone_search is None:
-            known = self.memory.get(account)
-            if known is None:
-                known = self.accounts.phone_search(account) or PhoneSearch()
-                self.memory.put(account, known)
-            client.remember_phone_search(known)
-        before = client.phone_search
+        before = self._known(client)
         found = client.find_customers(branch_id=branch_id, phone=phone, region=region)
+        self._keep(client, before)
+        return found
+
+    def probe(self, client: AlfaCrmClient, created: Customer, *, branch_id: int, region: str) -> None:
+        """After creating a lead with a phone: learn the account's matching from it, once per account (one
+        search), so that every later new visitor costs one search instead of one per spelling."""
+        before = self._known(client)
+        if before.substring or before.probed:
+            return
+        try:
+            client.probe_phone_matching(created, branch_id=branch_id, region=region)
+        except AlfaCrmError as exc:
+            # the lead is made; an unanswered probe only means the spellings stay (the next lead probes again)
+            logger.warning("phone matching probe failed", extra={"code": exc.code})
+            return
+        self._keep(client, before)
+
+    def _known(self, client: AlfaCrmClient) -> PhoneSearch:
+        if client.phone_search is None:
+            known = self.memory.get(client.account)
+            if known is None:
+                known = self.accounts.phone_search(client.account) or PhoneSearch()
+                self.memory.put(client.account, known)
+            client.remember_phone_search(known)
+        return client.phone_search or PhoneSearch()
+
+    def _keep(self, client: AlfaCrmClient, before: PhoneSearch) -> None:
         learned = client.phone_search
         if learned is not None and learned != before:
-            self.accounts.put_phone_search(account, learned)
-            self.memory.put(account, learned)
-        return found
+            self.accounts.put_phone_search(client.account, learned)
+            self.memory.put(client.account, learned)
 
 
 def find_customer(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from connector.alfacrm import client as alfacrm_client
 from connector.alfacrm.client import SEARCH_MAX_PAGES, AlfaCrmClient
 from connector.alfacrm.models import Customer
 from connector.errors import ConcurrentUpdate, ConnectorError
@@ -68,8 +69,12 @@ class StepClaims:
         self.texts.finish_step(self.integration_id, item, step, result, progress=progress)
 
     def fail(self, item: str, step: str, exc: Exception) -> None:
+        """Another attempt may claim the step at once, except after a write whose answer was lost: AlfaCRM may
+        still be carrying it out (PHP goes on after the gateway's 504 or our read timeout), and a read-back
+        made now would miss it and write it twice, so the step waits one read timeout first."""
         error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
-        self.texts.fail_step(self.integration_id, item, step, error)
+        settle = (alfacrm_client.TIMEOUT.read or 0.0) if getattr(exc, "ambiguous", False) else 0.0
+        self.texts.fail_step(self.integration_id, item, step, error, now=self.clock(), settle=settle)
 
 
 # what the communication's progress item records about its customer, written with the finished lead step
@@ -130,6 +135,8 @@ class LeadCreator:
         if made is not None:
             return LeadMade(made, created=False, recorded=record is not None)
         self._link(item, customer, communication)
+        if created and lead.phone:
+            self.spellings.probe(self.alfacrm, customer, branch_id=self.branch_id, region=self.region)
         logger.info(
             "lead created" if created else "lead found after a retried claim",
             extra={"integration_id": self.integration_id, "customer_id": customer.id, "item": item},
