@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
+from connector.texts.poller import poll_job
 from connector.work_edge import process_work
 
 
@@ -20,4 +21,4 @@ from connector.work_edge import process_work
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = container()
     with rt.invocation(context):
-        return process_work(rt, event, context)
+        return process_work(rt, event, context, {"poll": poll_job})

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from connector.deals.backfill import backfill_job
+from connector.deals.reconcile import reconcile_job
 from connector.observability import logger, metrics, tracer
 from connector.runtime import container
 from connector.work_edge import process_work
@@ -21,4 +23,4 @@ from connector.work_edge import process_work
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = container()
     with rt.invocation(context):
-        return process_work(rt, event, context)
+        return process_work(rt, event, context, {"reconcile": reconcile_job, "backfill": backfill_job})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from connector import fanout
+from connector.deals.backfill import backfill_job
 from connector.models.work import WORK_MESSAGE
 from connector.runtime import container
 
@@ -46,13 +47,23 @@ def test_a_backfill_runs_through_the_fan_out_chunk_after_chunk(school, lambda_co
     assert message["Attributes"]["MessageGroupId"] == school
     # And a chunk with time for one page leaves the next chunk queued at once (the chain), the tick kept off
     budget = iter([300_000, 0])
-    outcome = fanout.handle_work(rt, WORK_MESSAGE.validate_json(message["Body"]), remaining_ms=lambda: next(budget))
+    outcome = fanout.handle_work(
+        rt,
+        WORK_MESSAGE.validate_json(message["Body"]),
+        runners={"backfill": backfill_job},
+        remaining_ms=lambda: next(budget),
+    )
     sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     assert outcome.status == "done" and outcome.detail["state"] == "running"
     [chained] = sqs.receive_message(QueueUrl=url)["Messages"]
     assert fanout.tick(rt, "backfill", at=rt.now()).schools == 0  # leased while the chain runs
     # Then the next chunk finishes it, and the school leaves the backfill index
-    outcome = fanout.handle_work(rt, WORK_MESSAGE.validate_json(chained["Body"]), remaining_ms=lambda: 300_000)
+    outcome = fanout.handle_work(
+        rt,
+        WORK_MESSAGE.validate_json(chained["Body"]),
+        runners={"backfill": backfill_job},
+        remaining_ms=lambda: 300_000,
+    )
     assert outcome.detail["state"] == "done" and outcome.status == "removed"
     _, progress = call(lambda_context, "GET", f"/integrations/{school}/backfill")
     assert progress["state"] == "done" and progress["done"] == progress["total"] > 0 and progress["eta_s"] is None

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from connector.deals import backfill
+from connector.deals import backfill, backfill_state
 from connector.deals.uploader import FlushReport
 from connector.models.work import BackfillRange, BackfillState
 from connector.runtime import Runtime
@@ -73,7 +73,7 @@ def test_existing_customers_and_payments_become_deals_with_their_real_times(
     # Given the school's history in AlfaCRM and nothing of it in the connector
     assert rt.store.deals.list_deals(integration.id) == []
     # When a backfill runs to its end
-    backfill.start(rt, integration, BackfillRange())
+    backfill_state.start(rt, integration, BackfillRange())
     [state] = run_to_end(rt, integration)
     # Then it read every record (both branches) and the customers' change log, and says so
     assert state.state == "done" and state.done == state.total == 123 + 2 + customer_log(alfacrm)
@@ -101,7 +101,7 @@ def test_chunks_resume_from_the_stored_cursor_and_read_no_page_twice(
     rt: Runtime, integration: Integration, history: dict[str, Any], alfacrm: AlfaCrmSandbox
 ) -> None:
     # Given a backfill whose chunks each have time for one page only
-    backfill.start(rt, integration, BackfillRange())
+    backfill_state.start(rt, integration, BackfillRange())
     before = alfacrm.stats["customer/index"] + alfacrm.stats["pay/index"] + alfacrm.stats["log/index"]
     states = run_to_end(rt, integration, pages_per_chunk=1)
     # Then it took one chunk per page and progressed every time, ending with every record read
@@ -126,7 +126,7 @@ def test_a_backfill_beside_live_webhooks_doubles_nothing(
     uis: Any,
 ) -> None:
     # Given a backfill half way, and a manager changing a customer it has not reached yet
-    backfill.start(rt, integration, BackfillRange())
+    backfill_state.start(rt, integration, BackfillRange())
     budget = iter([300_000, 0])
     backfill.run_chunk(rt, integration, remaining_ms=lambda: next(budget))
     late = history["many"][-1]
@@ -145,7 +145,7 @@ def test_a_backfill_beside_live_webhooks_doubles_nothing(
     assert sent == [s.stage for s in live.path] == ["no_status", "3"]
     # And a second backfill over the same history changes nothing at all
     versions = {d.key: d.version for d in rt.store.deals.list_deals(integration.id)}
-    backfill.start(rt, integration, BackfillRange())
+    backfill_state.start(rt, integration, BackfillRange())
     run_to_end(rt, integration)
     assert {d.key: d.version for d in rt.store.deals.list_deals(integration.id)} == versions
 
@@ -156,7 +156,7 @@ def test_a_date_range_imports_only_what_it_covers(
     # Given a range covering the second month only
     start = datetime.fromisoformat(history["lead"]["created_at"]).date()
     span = BackfillRange(date_from=start, date_to=date(2025, 2, 28))
-    backfill.start(rt, integration, span)
+    backfill_state.start(rt, integration, span)
     [state] = run_to_end(rt, integration)
     # Then the earlier client and its payments are read but not imported
     keys = {d.ext_id for d in rt.store.deals.list_deals(integration.id)}
@@ -168,8 +168,8 @@ def test_a_date_range_imports_only_what_it_covers(
 def test_a_running_backfill_is_not_restarted_and_a_failing_one_gives_up(
     rt: Runtime, integration: Integration, history: dict[str, Any], alfacrm: AlfaCrmSandbox
 ) -> None:
-    started = backfill.start(rt, integration, BackfillRange())
-    assert backfill.start(rt, integration, BackfillRange(date_from=date(2025, 2, 1))) == started
+    started = backfill_state.start(rt, integration, BackfillRange())
+    assert backfill_state.start(rt, integration, BackfillRange(date_from=date(2025, 2, 1))) == started
     # When AlfaCRM keeps failing, each chunk counts a failure (the fan-out backs off) until it gives up
     alfacrm.fail_next(503, count=10_000)
     for n in range(1, backfill.MAX_FAILURES):
@@ -180,4 +180,4 @@ def test_a_running_backfill_is_not_restarted_and_a_failing_one_gives_up(
     assert state.state == "failed" and state.error
     # And it can be started again
     alfacrm.fail_next(200, count=0)
-    assert backfill.start(rt, integration, BackfillRange()).state == "running"
+    assert backfill_state.start(rt, integration, BackfillRange()).state == "running"

@@ -15,13 +15,17 @@ from typing import Any
 import httpx
 import pytest
 from connector.alfacrm.client import AlfaCrmClient
+from connector.deals.backfill import backfill_job
+from connector.deals.reconcile import reconcile_job
+from connector.deals.uploader import upload_job
 from connector.deals.worker import handle_deal_event
-from connector.fanout import WorkOutcome, handle_work, tick
+from connector.fanout import Runner, WorkOutcome, handle_work, tick
 from connector.models.work import WORK_MESSAGE, Job, TickInput
 from connector.retry import RateLimiter, RetryPolicy
 from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store import Store
+from connector.texts.poller import poll_job
 from connector.timeutil import local_to_utc
 from connector.uis.client import UisClient
 
@@ -34,6 +38,14 @@ from tools.sandboxes.uis import UisSandbox
 ALFA_HOST = "http://alfacrm.sandbox"
 DEAL_SETTINGS: dict[str, Any] = {
     "deals": {"enabled": True, "first_sale": {"success_status_ids": [4], "failure_status_ids": [5]}},
+}
+
+# every job's runner, as the three job functions hand them in
+RUNNERS: dict[Job, Runner] = {
+    "upload": upload_job,
+    "poll": poll_job,
+    "reconcile": reconcile_job,
+    "backfill": backfill_job,
 }
 
 
@@ -123,7 +135,11 @@ class Schools:
             if not reply.get("Messages"):
                 return outcomes
             [m] = reply["Messages"]
-            outcomes.append(handle_work(self.rt, WORK_MESSAGE.validate_json(m["Body"]), remaining_ms=lambda: 300_000))
+            outcomes.append(
+                handle_work(
+                    self.rt, WORK_MESSAGE.validate_json(m["Body"]), runners=RUNNERS, remaining_ms=lambda: 300_000
+                )
+            )
             self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return outcomes
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import secrets as pysecrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from connector import fanout
-from connector.alfacrm.client import AlfaCrmClient
-from connector.deals import backfill
+from connector.deals import backfill_state
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
@@ -52,6 +51,9 @@ from connector.settings import (
 )
 from connector.timeutil import to_iso
 from connector.uis.client import FEATURE_METHODS, UisClient, component_text
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 
@@ -344,7 +346,7 @@ class Admin:
         fanout.enrol(self.rt, integration)
         if active and integration.settings.deals.enabled:
             # the first activation imports the school's existing customers and payments (a first report)
-            backfill.start(self.rt, integration, BackfillRange(), first_only=True)
+            backfill_state.start(self.rt, integration, BackfillRange(), first_only=True)
         return {"active": active}
 
     # --- backfill -----------------------------------------------------------------------------
@@ -360,11 +362,11 @@ class Admin:
             path = ".".join(str(p) for p in err.get("loc", ())) or None
             message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             raise ValidationFailed(f"{path or 'body'}: {message}", field=path) from None
-        return backfill.start(self.rt, integration, span).progress()
+        return backfill_state.start(self.rt, integration, span).progress()
 
     def backfill_progress(self, integration_id: str) -> JsonObject:
         self._get(integration_id)
-        return backfill.progress(self.rt, integration_id)
+        return backfill_state.progress(self.rt, integration_id)
 
     # --- look-ups -----------------------------------------------------------------------------
     def alfacrm_lookup(self, integration_id: str, name: str) -> JsonObject:

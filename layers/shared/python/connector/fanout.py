@@ -7,30 +7,29 @@ parallel (docs/internals.md, "Fan-out per school").
    due entries: an idle school, or one whose next run is later, costs nothing but its share of the query.
 2. **Worker** (`handle_work`, the job's function on its queue; the queue's message group is the school, so a
    school's job runs one at a time while schools run in parallel): the unit of work of the job for that one
-   school — `flush_integration`, `ChatPoller.poll`, `reconcile_integration`, a backfill chunk — then the
-   entry's next due time: the job's own schedule, or, after a failure, a backoff that doubles with every
-   consecutive failure (`backoff`), so a failing school waits on its own schedule and never crowds the others.
+   school — `flush_integration`, `ChatPoller.poll`, `reconcile_integration`, a backfill chunk, each run by the
+   job's `Runner` beside its use case (`deals.uploader.upload_job`, `texts.poller.poll_job`,
+   `deals.reconcile.reconcile_job`, `deals.backfill.backfill_job`), which the job's handler hands in, so a
+   function loads only its own pipeline — then the entry's next due time: the job's own schedule, or, after a
+   failure, a backoff that doubles with every consecutive failure (`backoff`), so a failing school waits on
+   its own schedule and never crowds the others.
 3. **Enrolment** (`enrol`, the admin's activate / settings writes): the poll and reconcile entries an
    integration needs; upload entries come with deals marked pending (`DealStore.save_deal`), backfill
-   entries with `deals.backfill.start`.
+   entries with `deals.backfill_state.start`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connector.deals import backfill
-from connector.deals.reconcile import reconcile_integration
-from connector.deals.uploader import flush_integration
 from connector.models.raw import JsonObject
 from connector.models.work import Job, SchoolWork, ShardPage
 from connector.observability import logger
 from connector.runtime import Runtime
-from connector.settings import Integration
+from connector.settings import Integration, needs_polling
 from connector.store.work import SHARDS
-from connector.texts.poller import ChatPoller, PollResult, needs_polling
 from connector.timeutil import from_iso, to_iso
 
 PAGE_SIZE = 100  # schools one page sends (ten SendMessageBatch calls)
@@ -117,15 +116,22 @@ class WorkOutcome:
     detail: JsonObject = field(default_factory=dict)
 
 
-def handle_work(rt: Runtime, message: SchoolWork | ShardPage, *, remaining_ms: RemainingMs) -> WorkOutcome:
-    """A work queue's message: a shard page to dispatch, or one school's turn of the job."""
+Runner = Callable[[Runtime, Integration, RemainingMs], Next]  # one school's run of a job
+
+
+def handle_work(
+    rt: Runtime, message: SchoolWork | ShardPage, *, runners: Mapping[Job, Runner], remaining_ms: RemainingMs
+) -> WorkOutcome:
+    """A work queue's message: a shard page to dispatch, or one school's turn of the job (its runner)."""
     if isinstance(message, ShardPage):
         sent, more = dispatch(rt, message)
         return WorkOutcome(message.job, status="dispatched", detail={"schools": sent, "handed_on": more})
-    return run_school(rt, message, remaining_ms=remaining_ms)
+    if message.job not in runners:  # a queue carries its function's jobs only: a wiring error, not a school's
+        raise LookupError(f"no runner for the {message.job} job here (has {sorted(runners)})")
+    return run_school(rt, message, runners[message.job], remaining_ms=remaining_ms)
 
 
-def run_school(rt: Runtime, work: SchoolWork, *, remaining_ms: RemainingMs) -> WorkOutcome:
+def run_school(rt: Runtime, work: SchoolWork, runner: Runner, *, remaining_ms: RemainingMs) -> WorkOutcome:
     """Run `work.job` for one school and decide its next due time; a failure backs off, never raises."""
     outcome = WorkOutcome(work.job, work.integration_id)
     integration = rt.store.integrations.get(work.integration_id, fresh=True)
@@ -136,7 +142,7 @@ def run_school(rt: Runtime, work: SchoolWork, *, remaining_ms: RemainingMs) -> W
     entry = rt.store.work.get(integration.id, work.job)
     started = rt.now()
     try:
-        nxt = RUNNERS[work.job](rt, integration, remaining_ms)
+        nxt = runner(rt, integration, remaining_ms)
     except Exception as exc:  # one school's fault (credentials, its API, a bug on its data) stays its own
         logger.exception("school job failed", extra={"integration_id": integration.id, "job": work.job})
         nxt = Next(None, failed=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}")
@@ -163,78 +169,6 @@ def run_school(rt: Runtime, work: SchoolWork, *, remaining_ms: RemainingMs) -> W
     if nxt.chain and scheduled.due:
         rt.queues.send_work(work.job, [SchoolWork(integration_id=integration.id, job=work.job, due=scheduled.due)])
     return outcome
-
-
-# --- the units of work ------------------------------------------------------------------------------------
-def _upload(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
-    if not integration.active or not integration.settings.deals.enabled:
-        return Next(None)
-    owed = integration.funnel_sync  # a settings save's funnel sync UIS did not take: the uploader retries it
-    owed_later = owed is not None and not owed.due(rt.now())
-    report = flush_integration(rt, integration)
-    detail: JsonObject = asdict(report)
-    if report.state == "deferred":
-        return Next(None, detail, failed=report.error or "upload deferred")
-    if owed is not None and owed_later:
-        return Next(max(owed.retry_at, rt.now() + NEXT_TICK), detail)  # not retried yet: its own time is next
-    checked_at = rt.store.work.clock()
-    if rt.store.deals.pending_keys(integration.id, limit=1):
-        return Next(rt.now() + NEXT_TICK, detail)  # more than a flush takes, or changed meanwhile: the next tick
-    if rt.store.work.settle(integration.id, "upload", checked_at=checked_at):
-        return Next(None, detail, kept=True)
-    # a deal was marked pending just now (maybe not in the GSI yet): the next tick looks again (a real due
-    # time, not the mark's "at once": a new due time is a new deduplication id, so SQS does not drop it)
-    return Next(rt.now() + NEXT_TICK, detail)
-
-
-def _poll(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
-    poller = ChatPoller(rt)
-    try:
-        result = poller.poll(integration)
-    except Exception as exc:  # recorded in the school's execution log as the scheduled run recorded it
-        poller.record(PollResult(integration.id, "failed", type(exc).__name__))
-        raise
-    poller.record(result)
-    if result.status == "not_needed":
-        return Next(None)
-    detail: JsonObject = {
-        "status": result.status,
-        "reason": result.reason,
-        "points": result.points,
-        "chats": result.chats,
-        "lost_events": result.lost_events,
-        "started_events": result.started_events,
-    }
-    now = rt.now()
-    if result.status == "failed":
-        return Next(None, detail, failed=result.reason or "poll failed")
-    if result.status in ("budget", "allowance"):
-        return Next(now + BUDGET_WAIT, detail)
-    interval = timedelta(minutes=integration.settings.texts.chats.poll_interval_minutes)
-    return Next(now + interval - POLL_SLACK, detail)
-
-
-def _reconcile(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
-    if not integration.active or not integration.settings.deals.enabled:
-        return Next(None)
-    report = reconcile_integration(rt, integration)
-    return Next(rt.now() + RECONCILE_EVERY, asdict(report))
-
-
-def _backfill(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
-    state = backfill.run_chunk(rt, integration, remaining_ms=remaining_ms)
-    detail = state.progress()
-    if state.state == "running":
-        return Next(rt.now() + BACKFILL_LEASE, detail, chain=True)
-    return Next(None, detail)
-
-
-RUNNERS: dict[Job, Callable[[Runtime, Integration, RemainingMs], Next]] = {
-    "upload": _upload,
-    "poll": _poll,
-    "reconcile": _reconcile,
-    "backfill": _backfill,
-}
 
 
 # --- enrolment --------------------------------------------------------------------------------------------

@@ -19,12 +19,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from connector.aws import Aws
 from connector.config import Environment
-from connector.models.messages import DealEventMessage, JobMessage, QueueMessage, TextEventMessage
-from connector.models.work import Job, SchoolWork, ShardPage
+
+if TYPE_CHECKING:
+    from connector.models.messages import DealEventMessage, JobMessage, QueueMessage, TextEventMessage
+    from connector.models.work import Job, SchoolWork, ShardPage
 
 BATCH = 10  # SQS SendMessageBatch takes at most ten entries
 SWEEP_STEP_SECONDS = 2.0  # a dead-letter sweep stops with this much of its time left (one receive and its sends)
@@ -180,14 +182,14 @@ def owner_of(body: str) -> str | None:
 
 
 def work_group(message: SchoolWork | ShardPage) -> str:
-    if isinstance(message, SchoolWork):
+    if message.kind == "school":
         return message.integration_id
     return f"page-{message.job}-{message.shard}"
 
 
 def work_dedup(message: SchoolWork | ShardPage) -> str:
     """Same work, same id (SQS drops a copy sent within five minutes): the school, job and due time it is for."""
-    if isinstance(message, SchoolWork):
+    if message.kind == "school":
         key = ["school", message.job, message.integration_id, message.due, str(message.marked_at)]
     else:
         key = ["page", message.job, str(message.shard), message.until, json.dumps(message.start, sort_keys=True)]

@@ -390,6 +390,13 @@ class ReplayInput(_Model):
 
 
 # --- helpers --------------------------------------------------------------------------------------
+def needs_polling(integration: Integration) -> bool:
+    """Chats on, and something to do: a lost-chat task, or leads created when a chat starts."""
+    chats = integration.settings.texts.chats
+    lead_on_start = chats.create_lead.enabled and chats.create_lead.on == "chat_started"
+    return integration.active and chats.enabled and (chats.lost_chat_task.enabled or lead_on_start)
+
+
 def json_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:

@@ -7,24 +7,30 @@ state table, SQS), and then SQS gives it back after the visibility timeout, its 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from connector.fanout import handle_work
-from connector.models.work import WorkRecord
+from connector.fanout import Runner, handle_work
+from connector.models.work import Job, WorkRecord
 from connector.observability import logger, metrics
 from connector.runtime import Runtime
 
 
-def process_work(rt: Runtime, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def process_work(
+    rt: Runtime, event: dict[str, Any], context: LambdaContext, runners: Mapping[Job, Runner]
+) -> dict[str, Any]:
+    """The batch's work items, each run by its job's runner (the handler's own jobs: `connector.fanout`)."""
     # one processor per invocation: its record lists are per batch (and the local stack runs threads)
     processor = SqsFifoPartialProcessor(model=WorkRecord, skip_group_on_error=True)
 
     def record_handler(record: WorkRecord, lambda_context: LambdaContext) -> None:
-        outcome = handle_work(rt, record.body, remaining_ms=lambda_context.get_remaining_time_in_millis)
+        outcome = handle_work(
+            rt, record.body, runners=runners, remaining_ms=lambda_context.get_remaining_time_in_millis
+        )
         summary = {k: v for k, v in asdict(outcome).items() if k != "detail"}
         logger.info("school work", extra={**summary, "detail": outcome.detail})
         metrics.add_metric(name=f"SchoolWork{outcome.status.capitalize()}", unit="Count", value=1)

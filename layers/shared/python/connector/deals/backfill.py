@@ -12,7 +12,8 @@ AlfaCRM's ~4 requests per second per account are shared with live traffic: every
 account-wide limiter every container shares (`rt.alfacrm_limiter`), and one chunk runs at a time per school
 at the container's own spacing (`ALFACRM_RPS`, 2 by default), so at least half the budget stays for webhooks.
 
-What a record becomes (the same snapshot writes and deal derivation as a webhook, `deals.worker`):
+Starting one and its progress (`connector.deals.backfill_state`) need none of the reading, so the admin API
+loads them alone. What a record becomes (the same snapshot writes and deal derivation as a webhook, `deals.worker`):
 - a customer no snapshot knows yet: a snapshot as read, created at AlfaCRM's `created_at`, so its deal starts
   at its real creation time, in its current stage; a customer a webhook (or an earlier chunk) has already
   recorded is left as it is — live events know more than a list does, and nothing is written twice;
@@ -40,9 +41,10 @@ from connector.deals import snapshots
 from connector.deals.reconcile import as_webhooks
 from connector.deals.worker import deal_context, refresh_deals
 from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.fanout import BACKFILL_LEASE, Next, RemainingMs
 from connector.models.deals import CustomerSnapshot
 from connector.models.raw import JsonObject
-from connector.models.work import BackfillRange, BackfillState
+from connector.models.work import BackfillState
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration
@@ -60,23 +62,6 @@ LISTS: dict[str, tuple[str, dict[str, object]]] = {
     "pays": ("pay", {}),
     "log": ("log", dict(LOG_FILTER)),
 }
-
-
-def start(rt: Runtime, integration: Integration, span: BackfillRange, *, first_only: bool = False) -> BackfillState:
-    """Start a backfill (→ its state). A running one is not restarted; `first_only`: only if none ever ran."""
-    current = rt.store.backfill.get(integration.id) or BackfillState()
-    if current.state == "running" or (first_only and current.state != "idle"):
-        return current
-    now = to_iso(rt.now())
-    state = BackfillState(state="running", range=span, started_at=now, updated_at=now, version=current.version)
-    saved = rt.store.backfill.save(integration.id, state)
-    rt.store.work.schedule(integration.id, "backfill", rt.now())
-    logger.info("backfill started", extra={"integration_id": integration.id, "range": span.model_dump(mode="json")})
-    return saved
-
-
-def progress(rt: Runtime, integration_id: str) -> JsonObject:
-    return (rt.store.backfill.get(integration_id) or BackfillState()).progress()
 
 
 def run_chunk(rt: Runtime, integration: Integration, *, remaining_ms: Callable[[], int]) -> BackfillState:
@@ -288,3 +273,13 @@ class _Chunk:
         if day is None:
             return span.date_from is None and span.date_to is None
         return (span.date_from is None or day >= span.date_from) and (span.date_to is None or day <= span.date_to)
+
+
+# --- the fan-out's backfill job ---------------------------------------------------------------------------
+def backfill_job(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
+    """The `backfill` job's run for one school (`connector.fanout`): a chunk, chained to the next until done."""
+    state = run_chunk(rt, integration, remaining_ms=remaining_ms)
+    detail = state.progress()
+    if state.state == "running":
+        return Next(rt.now() + BACKFILL_LEASE, detail, chain=True)
+    return Next(None, detail)

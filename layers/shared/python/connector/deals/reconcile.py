@@ -22,7 +22,7 @@ history from before the integration existed is not replayed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import LogEntry, WebhookEvent, to_int
@@ -30,6 +30,7 @@ from connector.deals import snapshots
 from connector.deals.funnels import ensure_funnels
 from connector.deals.lookups import Lookups
 from connector.deals.reread import reread
+from connector.fanout import RECONCILE_EVERY, Next, RemainingMs
 from connector.models.messages import DealEventMessage
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.sync import LogMark
@@ -207,3 +208,12 @@ def _unseen(store: Store, integration_id: str, entity: str, events: list[JsonObj
             info = snaps[cid].pays.get(str(pay_id)) if cid in snaps else None
             seen[pay_id] = set(info.seen) if info else set()
     return [raw for raw, event in parsed if snapshots.event_key(event) not in seen.get(event.entity_id, set())]
+
+
+# --- the fan-out's reconcile job --------------------------------------------------------------------------
+def reconcile_job(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
+    """The `reconcile` job's run for one school (`connector.fanout`), hourly."""
+    if not integration.active or not integration.settings.deals.enabled:
+        return Next(None)
+    report = reconcile_integration(rt, integration)
+    return Next(rt.now() + RECONCILE_EVERY, asdict(report))

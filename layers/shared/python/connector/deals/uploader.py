@@ -29,13 +29,14 @@ did not change meanwhile (conditional write), so a change made during the upload
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from connector.deals import drafts, marks, people
 from connector.deals.funnels import ensure_funnels
 from connector.deals.readback import settle_doubts
 from connector.errors import ConnectorError, UisError, UisUnavailable, UisValidationError
+from connector.fanout import NEXT_TICK, Next, RemainingMs
 from connector.models.deals import FIRST_SALE, DealRecord, SentUpload, Step
 from connector.models.events import EventOutcome
 from connector.models.raw import JsonObject, JsonValue
@@ -391,3 +392,26 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
     if current:
         chunks.append(current)
     return chunks
+
+
+# --- the fan-out's upload job -----------------------------------------------------------------------------
+def upload_job(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
+    """The `upload` job's run for one school (`connector.fanout`): a flush, then when to look again."""
+    if not integration.active or not integration.settings.deals.enabled:
+        return Next(None)
+    owed = integration.funnel_sync  # a settings save's funnel sync UIS did not take: the uploader retries it
+    owed_later = owed is not None and not owed.due(rt.now())
+    report = flush_integration(rt, integration)
+    detail: JsonObject = asdict(report)
+    if report.state == "deferred":
+        return Next(None, detail, failed=report.error or "upload deferred")
+    if owed is not None and owed_later:
+        return Next(max(owed.retry_at, rt.now() + NEXT_TICK), detail)  # not retried yet: its own time is next
+    checked_at = rt.store.work.clock()
+    if rt.store.deals.pending_keys(integration.id, limit=1):
+        return Next(rt.now() + NEXT_TICK, detail)  # more than a flush takes, or changed meanwhile: the next tick
+    if rt.store.work.settle(integration.id, "upload", checked_at=checked_at):
+        return Next(None, detail, kept=True)
+    # a deal was marked pending just now (maybe not in the GSI yet): the next tick looks again (a real due
+    # time, not the mark's "at once": a new due time is a new deduplication id, so SQS does not drop it)
+    return Next(rt.now() + NEXT_TICK, detail)

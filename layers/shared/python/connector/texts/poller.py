@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from connector.errors import ConcurrentUpdate, ConnectorError
+from connector.fanout import BUDGET_WAIT, POLL_SLACK, Next, RemainingMs
 from connector.models.events import EventOutcome
 from connector.models.messages import TextEventMessage
 from connector.models.raw import JsonObject
@@ -52,7 +53,7 @@ from connector.models.sync import PollerState, SeenLimits, UisLimits
 from connector.models.texts import ChatFacts
 from connector.observability import logger
 from connector.runtime import Runtime
-from connector.settings import Integration
+from connector.settings import Integration, needs_polling
 from connector.texts.facts import chat_fields, report_chat_facts
 from connector.texts.visitors import Visitors
 from connector.timeutil import from_iso, to_iso, utc_to_local
@@ -79,13 +80,6 @@ class PollPolicy:
     reserve_points: int = 150
     stretch_ratio: float = 0.5  # below this share of the day limit the interval doubles (×4 below half of it)
     schedule_slack: timedelta = timedelta(seconds=45)  # EventBridge fires a little early or late
-
-
-def needs_polling(integration: Integration) -> bool:
-    """Chats on, and something to do: a lost-chat task, or leads created when a chat starts."""
-    chats = integration.settings.texts.chats
-    lead_on_start = chats.create_lead.enabled and chats.create_lead.on == "chat_started"
-    return integration.active and chats.enabled and (chats.lost_chat_task.enabled or lead_on_start)
 
 
 def day_allowance(interval_minutes: int, policy: PollPolicy) -> int:
@@ -398,3 +392,32 @@ class ChatPoller:
         # on ConcurrentUpdate another run wrote a newer state: its limits are at least as fresh
         with contextlib.suppress(ConcurrentUpdate):
             self.texts.put_watermark(integration.id, WATERMARK, value, expected_version=state.version)
+
+
+# --- the fan-out's poll job -------------------------------------------------------------------------------
+def poll_job(rt: Runtime, integration: Integration, remaining_ms: RemainingMs) -> Next:
+    """The `poll` job's run for one school (`connector.fanout`): a poll, recorded, then when the next is due."""
+    poller = ChatPoller(rt)
+    try:
+        result = poller.poll(integration)
+    except Exception as exc:  # recorded in the school's execution log as the scheduled run recorded it
+        poller.record(PollResult(integration.id, "failed", type(exc).__name__))
+        raise
+    poller.record(result)
+    if result.status == "not_needed":
+        return Next(None)
+    detail: JsonObject = {
+        "status": result.status,
+        "reason": result.reason,
+        "points": result.points,
+        "chats": result.chats,
+        "lost_events": result.lost_events,
+        "started_events": result.started_events,
+    }
+    now = rt.now()
+    if result.status == "failed":
+        return Next(None, detail, failed=result.reason or "poll failed")
+    if result.status in ("budget", "allowance"):
+        return Next(now + BUDGET_WAIT, detail)
+    interval = timedelta(minutes=integration.settings.texts.chats.poll_interval_minutes)
+    return Next(now + interval - POLL_SLACK, detail)
