@@ -318,7 +318,6 @@ class LostChatTasks:
             },
         )
 
-
     def _settle_until(self, exc: Exception) -> float | None:
         """A create whose answer was lost may still land: no takeover (which reads back first) before then."""
         window = landing_window(exc)
