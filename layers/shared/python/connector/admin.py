@@ -5,12 +5,11 @@ from __future__ import annotations
 import secrets as pysecrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from connector.alfacrm.client import AlfaCrmClient
 from connector.deals.funnels import ensure_funnels
 from connector.deals.views import deals_view
 from connector.errors import (
@@ -49,6 +48,9 @@ from connector.settings import (
 )
 from connector.timeutil import to_iso
 from connector.uis.client import FEATURE_METHODS, UisClient, component_text
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
 
 UIS_LOOKUP_TTL = 300  # seconds: each UIS call costs a point of the account's daily budget
 

@@ -26,7 +26,6 @@ from connector.models.raw import JsonObject
 from connector.queues import owner_of
 from connector.runtime import Runtime
 from connector.settings import Integration
-from connector.store.deals import pending_pk
 
 LAST_ERROR_WINDOW = 50  # log entries searched for the last error
 _SYSTEMS = ("alfacrm", "uis", "uis_components")
@@ -45,7 +44,7 @@ def integration_health(rt: Runtime, integration_id: str, *, check: bool = False)
     job = store.events.job(integration_id, "redrive")
     credentials: dict[str, JsonObject] = {s: _state(getattr(activity, s)) for s in _SYSTEMS}
     counts = {
-        "pending_deals": store.table.count_gsi(pending_pk(integration_id)),
+        "pending_deals": store.deals.pending_count(integration_id),
         "parked": store.integrations.parked_count(integration_id),
         "dead_letters": store.events.dead_letters(integration_id),
     }

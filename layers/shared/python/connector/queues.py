@@ -10,11 +10,13 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from connector.aws import Aws
 from connector.config import Environment
-from connector.models.messages import DealEventMessage, JobMessage, QueueMessage, TextEventMessage
+
+if TYPE_CHECKING:
+    from connector.models.messages import DealEventMessage, JobMessage, QueueMessage, TextEventMessage
 
 BATCH = 10  # SQS SendMessageBatch takes at most ten entries
 SWEEP_STEP_SECONDS = 2.0  # a dead-letter sweep stops with this much of its time left (one receive and its sends)

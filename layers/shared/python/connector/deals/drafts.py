@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from connector.deals.paths import customer_path, merge_history, pay_path
 from connector.deals.snapshots import is_deal_payment
@@ -38,9 +39,11 @@ from connector.models.deals import (
     first_sale_ext_id,
     upsell_ext_id,
 )
-from connector.models.texts import CustomerLink
 from connector.settings import DealsSettings
 from connector.uis.deal_rows import money
+
+if TYPE_CHECKING:
+    from connector.models.texts import CustomerLink
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ admin API's look-ups use too; anything else found under the name is treated as a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from connector.alfacrm.client import AlfaCrmClient
 from connector.alfacrm.models import to_int
 from connector.deals.drafts import Directory
 from connector.memo import Gate
@@ -25,6 +25,9 @@ from connector.models.raw import JsonObject
 from connector.runtime import Runtime
 from connector.settings import Integration
 from connector.store import Store
+
+if TYPE_CHECKING:
+    from connector.alfacrm.client import AlfaCrmClient
 
 LEAD_STATUSES = "lead_statuses"
 BRANCHES = "branches"

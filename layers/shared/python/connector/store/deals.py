@@ -145,6 +145,9 @@ class DealStore:
         """
         self.t.delete_if_version(int_pk(integration_id), _deal_sk(funnel, ext_id), expected_version=expected_version)
 
+    def pending_count(self, integration_id: str) -> int:
+        return self.t.count_gsi(pending_pk(integration_id))
+
     def pending_keys(self, integration_id: str, *, limit: int | None = None) -> list[tuple[str, str]]:
         out = []
         for item in self.t.query_gsi(pending_pk(integration_id), limit=limit):
