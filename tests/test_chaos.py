@@ -53,11 +53,6 @@ def test_chaos_parks_the_rejected_deals(chaos_run: dict[str, Any]) -> None:
     assert "The deal is refused by this account" in chaos_run["output"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open, intermittent (about 1 short run in 3, 1 of 1,055 events in the full run): a customer whose "
-    "only webhook (its create) was lost has no UIS deal after the reconciler's pass; see the chaos report",
-)
 def test_chaos_loses_nothing(chaos_run: dict[str, Any]) -> None:
     assert chaos_run["events"] >= 40
     assert chaos_run["losses"] == 0, chaos_run["output"]

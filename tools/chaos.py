@@ -169,6 +169,7 @@ class Chaos:
         self.faults_on = self.second_on = True
         self.lost_deliveries: list[Delivery] = []
         self.phases: dict[str, float] = {}
+        self.reconciled_at: list[str] = []
 
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
@@ -381,6 +382,8 @@ class Chaos:
         job = SCHEDULE_JOBS.get(name)
         if job is not None:
             self._due_now(job)
+        if name == "ReconcileSchedule":
+            self.reconciled_at.append(datetime.now().strftime("%H:%M:%S.%f")[:-3])
         reply = httpx.post(f"{self.stack.url}/_local/schedules/{name}", timeout=300)
         self.stats[f"schedule_{name}_{reply.status_code}"] += 1
         return reply.json()
@@ -400,6 +403,15 @@ class Chaos:
                 school.integration_id, entry.job, self.second.now(), failures=entry.failures, error=entry.last_error,
                 ran_at=ran,
             )  # fmt: skip
+
+    def _footprint(self) -> list[tuple[int, int]]:
+        """Per school: AlfaCRM's change-log length and the connector's deal versions summed (a round that
+        changes neither found nothing)."""
+        deals = self.second.store.deals
+        return [
+            (len(s.alfacrm.state()["log"]), sum(d.version for d in deals.list_deals(s.integration_id)))
+            for s in self.schools
+        ]
 
     def _reconcile_errors(self) -> list[str]:
         """The last error of each school whose reconciliation failed (it backs off; here it runs again at once)."""
@@ -435,23 +447,33 @@ class Chaos:
         phase("events")
         self.settle()
         phase("settle")
-        # the reconciliation passes: missed AlfaCRM changes from the change log, lost chats from the report
-        self.passes = {name: self.schedule(name) for name in ("ReconcileSchedule", "ChatPollSchedule")}
-        self.settle()
-        # a pass a fault cut short (its error in the report) leaves its watermark: the next hourly run reads
-        # on from there; here it runs again at once
-        for _ in range(3):
-            failed = self._reconcile_errors()
-            if not failed:
+        # the reconciliation passes: missed AlfaCRM changes from the change log, lost chats from the report.
+        # A pass can leave work for the next hourly run: one a fault cut short backs off (its error in the work
+        # entry), and a lost chat the poller finds becomes a lead whose own create webhook may be lost too (made
+        # after the reconciler read the log). Here the next run comes at once, until a round fails nowhere and
+        # changes nothing, neither in AlfaCRM nor in the connector's deals (at most 4 rounds).
+        for round_ in range(4):
+            if round_:
+                self.stats["reconcile_again"] += 1
+            before = self._footprint()
+            self.passes = {name: self.schedule(name) for name in ("ReconcileSchedule", "ChatPollSchedule")}
+            self.settle()
+            left = self._reconcile_errors()
+            if left:
+                self.out(f"reconciler again after: {left}")
+            elif self._footprint() == before:
                 break
-            self.stats["reconcile_again"] += 1
-            self.out(f"reconciler again after: {failed}")
-            self.passes["ReconcileSchedule"] = self.schedule("ReconcileSchedule")
-            self.settle()
         phase("reconciliation")
-        for _ in range(4):
-            self.schedule("DealUploadSchedule")
+        # the uploader runs every minute: a flush a UIS fault cut short (deferred, every pending mark kept) runs
+        # again, as the next minute's would, until a pass finds nothing pending (at most 12)
+        self.last_uploads: list[Any] = []
+        for _ in range(12):
+            reply = self.schedule("DealUploadSchedule")
             self.settle()
+            pending = {s.index: len(self.second.store.deals.pending_keys(s.integration_id)) for s in self.schools}
+            self.last_uploads.append({**reply, "pending": pending})
+            if len(self.last_uploads) >= 2 and not any(pending.values()):
+                break
         phase("last uploads")
         self.elapsed = time.monotonic() - started
         return self.report()
@@ -491,7 +513,10 @@ class Chaos:
         out(f"effects out: {', '.join(f'{k} {v}' for k, v in sorted(effects.items()))}")
         if os.environ.get("CHAOS_DEBUG"):
             out(f"phases (s): {self.phases}")
-            out(f"reconciliation passes: {json.dumps(self.passes, ensure_ascii=False, default=str)[:1500]}")
+            out(f"reconciliation rounds: {1 + self.stats['reconcile_again']}")
+            passes = json.dumps(self.passes, ensure_ascii=False, default=str)[:1500]
+            out(f"reconciliation passes (the last round): {passes}")
+            out(f"last uploads: {json.dumps(self.last_uploads, ensure_ascii=False, default=str)[:3000]}")
         out(f"parked: {len(parked)}")
         for integration_id, key, reason in parked:
             out(f"  {integration_id[:8]} {key}: {reason}")
@@ -595,11 +620,14 @@ class Chaos:
             and d.url == school.alfacrm.webhooks[0]["url"]
             and json.loads(d.body or b"{}").get("entity_id") == entity_id
         ]
-        log = [
-            e["event"]
-            for e in school.alfacrm.state()["log"]
-            if e["entity_id"] == entity_id and e["entity"] == "Customer"
+        entries = [
+            e for e in school.alfacrm.state()["log"] if e["entity_id"] == entity_id and e["entity"] == "Customer"
         ]
+        log: list[Any] = [e["event"] for e in entries]
+        if os.environ.get("CHAOS_DEBUG"):
+            # who made the change and when, against when the reconciler read the log
+            log += [f"user {e['user_id']} at {e['date_time']}" for e in entries]
+            log.append(f"reconciler passes at {self.reconciled_at}")
         found = ""
         if os.environ.get("CHAOS_DEBUG"):
             reply = httpx.get(

@@ -240,3 +240,37 @@ def test_a_payment_deleted_while_its_webhook_was_lost_is_cancelled_in_uis_from_t
 
     assert report.fed == 1
     assert [p["stage_ext_id"] for p in uis.deals[f"pay-{extra['id']}"]["path"]][-1] == "cancelled"
+
+
+def test_a_lead_made_after_a_pass_at_its_watermarks_second_is_caught_by_the_next_pass(
+    alfacrm, captured, rt, store, integration, uis, flush
+):
+    """`make chaos` (seed 9): the chat poller's pass, run after the reconciler's, found a lost chat and the
+    text side made its lead; that lead's only webhook, its create, was lost. The next pass must re-queue it,
+    even when the lead was written in the same second as the entry the watermark stands on."""
+    fed: list[DealEventMessage] = []
+
+    def send(messages):
+        for m in messages:
+            fed.append(m)
+            handle_deal_event(rt, m)
+        return len(messages)
+
+    alfacrm.ui_create_customer({"name": "Старый лид", "is_study": 0, "lead_status_id": 1})
+    captured.take()
+    reconcile_integration(rt, integration, send=send)  # the first run marks where the log ends
+    known = alfacrm.ui_create_customer({"name": "Вера", "is_study": 0, "lead_status_id": 1})
+    for body in captured.take():
+        handle_deal_event(rt, DealEventMessage(integration_id=INTEGRATION_ID, event=body))
+    assert reconcile_integration(rt, integration, send=send).fed == 0  # the watermark: Вера's create
+    # When the connector's own lead is made in that same second (the hand-driven clock stands still) and its
+    # create webhook is lost
+    lead = rt.clients.alfacrm(integration).create_customer(
+        {"name": "Потерянный чат", "is_study": 0, "lead_status_id": 1, "phone": ["+79500000001"]}, branch_id=1
+    )
+    assert [b["event"] for b in captured.take()] == ["create"]  # lost
+    # Then the next pass re-queues exactly that create, and its deal reaches UIS
+    report = reconcile_integration(rt, integration, send=send)
+    assert report.fed == 1 and fed[-1].event["entity_id"] == lead.id
+    flush()
+    assert {f"customer-{known['id']}", f"customer-{lead.id}"} <= {d["ext_id"] for d in uis.state()["deals"]}

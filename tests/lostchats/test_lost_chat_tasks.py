@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 
 from tests.lostchats.conftest import MANAGER_IDS, World, settings_doc
@@ -146,8 +147,9 @@ def test_a_holder_that_died_after_creating_the_task_is_not_repeated(world: World
     world.advance(16)
     world.outbox.sent[:] = sent
     # Then the task is found in AlfaCRM and not created again
-    assert world.deliver_notifications(integration) == ["recovered"]
+    outcomes = world.deliver_notifications(integration)
     assert len(world.alfacrm_tasks()) == 1
+    assert outcomes == ["recovered"]
 
 
 def test_a_holder_that_died_after_creating_a_task_named_after_the_customer_is_not_repeated(world: World) -> None:
@@ -201,3 +203,35 @@ def test_without_the_visitors_component_a_polled_lost_chat_still_gets_its_task(w
     assert len(world.alfacrm_tasks()) == 2 and world.store.integrations.parked(integration.id) == []
     # asked once, not once per chat: the answer is remembered
     assert [r["method"] for r in world.uis.refused] == ["get.visitors"]
+
+
+def test_a_copy_handled_while_a_task_create_whose_answer_was_lost_may_still_land_makes_one_task(
+    world: World,
+) -> None:
+    """AlfaCRM answered the task's create 504 and carries it out a moment later (PHP goes on after the
+    gateway's timeout): a second copy of the notification handled at once must not read AlfaCRM before that
+    write lands and create the task again. It waits one AlfaCRM read timeout, then reads back."""
+    from connector.errors import AlfaCrmUnavailable
+    from connector.texts.lost_chats import LostChatTaskBusy
+
+    integration = world.integration()
+    lost_chat(world, notify=True)
+    sent = list(world.outbox.sent)
+    world.alfacrm.answer_504_then_apply("task")
+    # the first copy: the create is answered 504
+    try:
+        world.deliver_notifications(integration)
+        raise AssertionError("the lost answer must reach the worker (an SQS retry)")
+    except AlfaCrmUnavailable as lost:
+        assert getattr(lost, "ambiguous", False)
+    # the second copy, at once (another container): AlfaCRM holds no task yet
+    world.outbox.sent[:] = sent
+    with contextlib.suppress(LostChatTaskBusy):  # tried again later (SQS)
+        world.deliver_notifications(integration)
+    assert world.alfacrm.land_late_writes() == 1  # the first create lands
+    # the retries, one read timeout later: the task is found, not made again
+    world.advance(1)
+    world.outbox.sent[:] = sent
+    outcomes = world.deliver_notifications(integration)
+    assert len(world.alfacrm_tasks()) == 1
+    assert outcomes == ["recovered"]

@@ -348,6 +348,8 @@ class AlfaCrmSandbox:
         self._released = threading.Event()
         self._drop_deliveries = 0
         self._lose_log = 0
+        self._late_writes: list[str] = []  # entities whose next create/update answers 504 and lands later
+        self._landing: list[Callable[[], Response]] = []
         # random faults for chaos runs (`configure_faults`); off unless configured
         self.faults = Faults()
         self.hang_seconds = 2.0
@@ -436,6 +438,23 @@ class AlfaCrmSandbox:
         if hang_seconds is not None:
             self.hang_seconds = float(hang_seconds)
         self.faults.configure(dict(rates), seed=seed, caps=dict(caps or {}), each_within=each_within)
+
+    def answer_504_then_apply(self, entity: str, count: int = 1) -> None:
+        """The next `count` creates/updates of `entity` answer 504 at once and are carried out only when
+        `land_late_writes()` is called. nginx answers 504 when PHP-FPM has not replied within
+        `fastcgi_read_timeout` (nginx docs, ngx_http_fastcgi_module) but PHP goes on running the request: a
+        script notices a gone client only when it next writes output (PHP manual, "Connection handling"), so
+        the write commits after the client was told it timed out, and a read-back made in between misses it."""
+        with self._lock:
+            self._late_writes.extend([entity] * int(count))
+
+    def land_late_writes(self) -> int:
+        """Carry out the writes `answer_504_then_apply` held (→ how many)."""
+        with self._lock:
+            landing, self._landing = self._landing, []
+        for write in landing:
+            write()
+        return len(landing)
 
     def drop_next_deliveries(self, count: int = 1) -> None:
         """Lose the next webhook deliveries (AlfaCRM documents no retry): the log still has the change."""
@@ -1158,6 +1177,12 @@ class AlfaCrmSandbox:
                 status, retry_after = self._failures.pop(0)
                 raise self._failure(status, retry_after)
         writes = parts[-1:] in (["create"], ["update"])
+        if writes and len(parts) >= 2 and parts[-2] in self._late_writes:
+            with self._lock:
+                self._late_writes.remove(parts[-2])
+                request.get_data(cache=True)  # kept for the late write
+                self._landing.append(lambda: self._api_call(request, parts))
+            raise _yii_error(504, "Gateway Timeout", "The gateway did not receive a timely response.")
         fault = self.faults.draw(("expire", "429", "500", "502", "503", "hang", *(("applied_504",) if writes else ())))
         if fault is not None:
             with self._lock:

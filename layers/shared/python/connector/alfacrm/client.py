@@ -220,6 +220,13 @@ def _ambiguous(exc: AlfaCrmUnavailable) -> AlfaCrmUnavailable:
     return exc
 
 
+def landing_window(exc: BaseException) -> float:
+    """How long a write that failed this way may still land in AlfaCRM: one read timeout after a lost answer
+    (PHP goes on after the gateway's 504 or our read timeout, so a read-back made sooner would miss it), else 0.
+    """
+    return (TIMEOUT.read or 0.0) if getattr(exc, "ambiguous", False) else 0.0
+
+
 def _certainly_not_applied(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False)) and not getattr(exc, "ambiguous", False)
 

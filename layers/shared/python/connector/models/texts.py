@@ -232,3 +232,4 @@ class LostTaskClaim(BaseModel):
     recovered: bool = False
     error: str | None = None
     released_at: int | None = None
+    settle_until: float | None = None  # released after a lost answer: not taken over before (it may still land)

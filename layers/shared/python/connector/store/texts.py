@@ -309,7 +309,8 @@ class TextStore:
 
         `claimed`: the caller must create the task, then `update_lost_task(... state="done")`.
         `done`: a task exists (its id is in the claim). `busy`: another worker holds a fresh claim.
-        A claim older than `stale_after` seconds, or one released after a failure, is taken over.
+        A claim older than `stale_after` seconds, or one released after a failure, is taken over (one released
+        after a lost answer once its `settle_until` has passed).
         """
         pk, sk = int_pk(integration_id), _lost_sk(chat_id)
         fresh = LostTaskClaim(state="claimed", token=token, claimed_at=now, attempts=1, version=1)
@@ -323,6 +324,8 @@ class TextStore:
             return "done", found
         if found.state in {"claimed", "sending"} and now - found.claimed_at < stale_after:
             return "busy", found
+        if found.state == "released" and found.settle_until is not None and now < found.settle_until:
+            return "busy", found  # its task's create lost its answer and may still land (`fail_step`'s settle)
         taken = found.model_copy(
             update={
                 "state": "claimed",

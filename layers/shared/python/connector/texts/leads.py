@@ -73,7 +73,7 @@ class StepClaims:
         still be carrying it out (PHP goes on after the gateway's 504 or our read timeout), and a read-back
         made now would miss it and write it twice, so the step waits one read timeout first."""
         error = exc.message if isinstance(exc, ConnectorError) else type(exc).__name__
-        settle = (alfacrm_client.TIMEOUT.read or 0.0) if getattr(exc, "ambiguous", False) else 0.0
+        settle = alfacrm_client.landing_window(exc)
         self.texts.fail_step(self.integration_id, item, step, error, now=self.clock(), settle=settle)
 
 

@@ -10,7 +10,9 @@ and however often, the chat gets exactly one task. The `CHAT#<chat_id>#lost_task
 
 - `done` → nothing to do. A fresh `claimed`/`sending` held by someone else → `LostChatTaskBusy`
   (retryable: the SQS message comes back after its visibility timeout; the poller keeps its
-  watermark before that chat and looks again next run).
+  watermark before that chat and looks again next run). So is a claim released after a create whose
+  answer was lost, for one AlfaCRM read timeout (`settle_until`, as `StepClaims.fail` does for comments
+  and leads): AlfaCRM may still be carrying that create out, and the takeover's read-back would miss it.
 - A claim older than `STALE_AFTER` is taken over: its holder is dead (every Lambda that creates tasks
   times out long before that).
 - A crash between "AlfaCRM created the task" and "we wrote done" is the one window that could create a
@@ -25,7 +27,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from connector.alfacrm.client import AlfaCrmClient
+from connector.alfacrm.client import AlfaCrmClient, landing_window
 from connector.alfacrm.models import Customer, to_int
 from connector.errors import AlfaCrmError, ConcurrentUpdate, ConnectorError
 from connector.models.events import EventOutcome
@@ -301,6 +303,7 @@ class LostChatTasks:
                 error=error[:500],
                 released_at=int(self.clock()),
                 was_sending=current.state == "sending" or current.was_sending,
+                settle_until=self._settle_until(exc),
             )
         except Exception:  # the claim simply goes stale instead; never hide the original error
             logger.exception("lost chat: could not release the claim", extra={"chat_id": chat.chat_id})
@@ -314,6 +317,11 @@ class LostChatTasks:
                 "alfacrm": isinstance(exc, AlfaCrmError),
             },
         )
+
+    def _settle_until(self, exc: Exception) -> float | None:
+        """A create whose answer was lost may still land: no takeover (which reads back first) before then."""
+        window = landing_window(exc)
+        return self.clock() + window if window > 0 else None
 
 
 def _int(value: JsonValue) -> int | None:
