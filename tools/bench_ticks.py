@@ -9,6 +9,7 @@ minute later, when no school has anything due: its calls per school are the idle
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -39,9 +40,13 @@ def _tick(world: Any, schedule: Any) -> dict[str, Any]:
 
     before, started, cpu = world.counts(), time.perf_counter(), time.process_time()
     fn = world.template.functions[schedule.function_id]
-    event = schedule.input if isinstance(schedule.input, dict) else schedule_event(
-        f"arn:aws:scheduler:{REGION}:123456789012:schedule/default/{schedule.event_name}", REGION
-    )  # fmt: skip
+    # the schedule's Input as EventBridge Scheduler passes it (template.yaml writes it as a JSON string)
+    if schedule.input is not None:
+        event = json.loads(schedule.input) if isinstance(schedule.input, str) else schedule.input
+    else:
+        event = schedule_event(
+            f"arn:aws:scheduler:{REGION}:123456789012:schedule/default/{schedule.event_name}", REGION
+        )
     world.handler(fn.code_uri.strip("/").removeprefix("functions/"))(event, world.context(schedule.function_id))
     handed_on = world.drain()
     spent = world.counts().minus(before)
