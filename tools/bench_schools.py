@@ -1,17 +1,20 @@
 """Schools (issue 12, `make bench`'s "schools"; tools/bench.py calls `run()` in its own interpreter).
 
 One tick of each scheduled job (`upload`, `poll`, `reconcile`) with 1, 100, 1,000 and 10,000 schools due:
-the tick (`connector.fanout.tick`, what `SchedulerFunction` does) and then every shard page it handed on
-(`connector.fanout.dispatch`, what the job's worker does with a `ShardPage`), until every school has its work
-item. Every AWS call of each invocation is counted.
+the tick (`connector.fanout.tick`, what `SchedulerFunction` does: one probe of the work index; its schools
+sent, or every shard handed on at once) and then every shard page it handed on (`connector.fanout.dispatch`,
+what the job's worker does with a `ShardPage`), until every school has its work item. Every AWS call of each
+invocation is counted, index queries and SendMessageBatch calls apart.
 - 1 and 100 schools run against moto (the template's tables and queues): the work index is the real
-  `WorkIndex` on the table's sparse gsi1.
-- 1,000 and 10,000 run against in-memory fakes of the work-index store port (`due`: one page of a shard,
-  earliest first, with DynamoDB's `Limit` paging) and of the queue port (`send_work`: one SendMessageBatch per
-  ten messages), each counting its calls: moto's index query scans the whole table, far too slow at that size
-  for the bench's 10 minutes. The calls are the same code's; only the store behind them differs.
-Times are modelled, not measured: an invocation's time is its AWS calls × `aws_latency_s` plus one queue hop
-(`hop_s`) per handed-on page; the shards' chains run in parallel (a shard page's message group is its
+  `WorkIndex` on the table's sparse gsi1 (the probe) and gsi2 (the shards).
+- 1,000 and 10,000 run against in-memory fakes of the work-index store port (`due`: one page of the probe or
+  of a shard, earliest first, with DynamoDB's `Limit` paging) and of the queue port (`send_work`: one
+  SendMessageBatch per ten messages), each counting its calls: moto's index query scans the whole table,
+  far too slow at that size for the bench's 10 minutes. The calls are the same code's; only the store behind
+  them differs.
+Times are modelled, not measured: an invocation's time is (its index queries + its rounds of sends) ×
+`aws_latency_s`, where a send's batches go out `SEND_THREADS` at a time (connector.queues), plus one queue
+hop (`hop_s`) per handed-on page; the shards' chains run in parallel (a shard page's message group is its
 shard). A school's own work takes `SCHOOL_WORK_S[job]` (issue 12's measured per-school times at 150 ms
 AlfaCRM/UIS latency), so with one worker per school the last school is done at the last dispatch + one
 school's time; with the template's concurrency cap, ceil(N / cap) rounds of it (raw.json).
@@ -27,6 +30,7 @@ import math
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,14 +55,16 @@ def figure(value: float, floor: float | None, target: float | None, unit: str) -
 
 def run(*, aws_latency_s: float = 0.005, hop_s: float = 0.02, isolation_run: bool = True) -> dict[str, Any]:
     """→ the figures (`{value, floor, ratio, target, unit}`: results.json's `schools.<name>`) and the raw rows."""
-    from connector.fanout import PAGE_SIZE
+    from connector.fanout import PAGE_SIZE, SHARD_PAGE_SIZE
     from connector.store.work import SHARDS
 
     from tools.localstack.template import Template
 
     template = Template.load(ROOT / "template.yaml")
-    page_bound = 1 + math.ceil((PAGE_SIZE + 1) / 10)  # one index query, its page and the next page's message
-    tick_bound = SHARDS * page_bound
+    # a shard page: one index query, its schools and the shard's next page
+    page_bound = 1 + math.ceil((SHARD_PAGE_SIZE + 1) / 10)
+    # the tick: one probe, then its page of schools or every shard's page
+    tick_bound = 1 + math.ceil(max(PAGE_SIZE, SHARDS) / 10)
     out: dict[str, Any] = {"aws_latency_s": aws_latency_s, "hop_s": hop_s, "school_work_s": SCHOOL_WORK_S}
     for job in JOBS:
         cap = int(template.parameters[CONCURRENCY[job]]["Default"])
@@ -90,11 +96,29 @@ def run(*, aws_latency_s: float = 0.005, hop_s: float = 0.02, isolation_run: boo
 
 # --- one tick and its chain of shard pages ------------------------------------------------------------------
 @dataclass
+class Calls:
+    """One invocation's AWS calls: index queries and SendMessageBatch calls."""
+
+    queries: int = 0
+    batches: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queries + self.batches
+
+    def seconds(self, latency: float) -> float:
+        """Queries one after another; the batches of its (one) send `SEND_THREADS` at a time."""
+        from connector.queues import SEND_THREADS
+
+        return (self.queries + math.ceil(self.batches / SEND_THREADS)) * latency
+
+
+@dataclass
 class Chain:
     store: str
-    tick_calls: int = 0
+    tick: Calls = field(default_factory=Calls)
     tick_schools: int = 0
-    pages: list[tuple[int, int]] = field(default_factory=list)  # (shard, AWS calls) per handed-on page
+    pages: list[tuple[int, Calls]] = field(default_factory=list)  # (shard, AWS calls) per handed-on page
     work_items: int = 0
     moto_s: float = 0.0
 
@@ -105,17 +129,17 @@ def _chain(job: str, n: int) -> Chain:
     from connector.models.work import ShardPage
 
     now = datetime(2025, 3, 3, 9, 0, 0)
-    with _World(job, n, now) as (rt, calls, pages):
+    with _World(job, n, now) as (rt, counter, pages):
         started = time.perf_counter()
         chain = Chain("moto" if n <= MOTO_UP_TO else "in-memory fakes of the work-index and queue ports")
-        calls[0] = 0
+        counter[0] = Calls()
         report = tick(rt, job, at=now)  # type: ignore[arg-type]
-        chain.tick_calls, chain.tick_schools, chain.work_items = calls[0], report.schools, report.schools
+        chain.tick, chain.tick_schools, chain.work_items = counter[0], report.schools, report.schools
         while pages:
             page: ShardPage = pages.pop(0)
-            calls[0] = 0
+            counter[0] = Calls()
             sent, _ = dispatch(rt, page)
-            chain.pages.append((page.shard, calls[0]))
+            chain.pages.append((page.shard, counter[0]))
             chain.work_items += sent
         chain.moto_s = round(time.perf_counter() - started, 2)
     if chain.work_items != n:
@@ -124,18 +148,20 @@ def _chain(job: str, n: int) -> Chain:
 
 
 def _model(chain: Chain, job: str, n: int, cap: int, latency: float, hop: float) -> dict[str, Any]:
-    tick_s = chain.tick_calls * latency
+    tick_s = chain.tick.seconds(latency)
     per_shard: dict[int, float] = {}
     for shard, made in chain.pages:
-        per_shard[shard] = per_shard.get(shard, 0.0) + hop + made * latency
+        per_shard[shard] = per_shard.get(shard, 0.0) + hop + made.seconds(latency)
     last_dispatch_s = tick_s + max(per_shard.values(), default=0.0)
-    total_calls = chain.tick_calls + sum(made for _, made in chain.pages)
+    total_calls = chain.tick.total + sum(made.total for _, made in chain.pages)
     school = SCHOOL_WORK_S[job]
     return {
         "store": chain.store,
-        "tick_aws_calls": chain.tick_calls,
+        "tick_aws_calls": chain.tick.total,
+        "tick_queries": chain.tick.queries,
         "handed_on_pages": len(chain.pages),
-        "largest_invocation_aws_calls": max((made for _, made in chain.pages), default=0),  # a worker's page
+        "largest_invocation_aws_calls": max((made.total for _, made in chain.pages), default=0),  # a worker's page
+        "longest_shard_chain": max(Counter(shard for shard, _ in chain.pages).values(), default=0),
         "work_items": chain.work_items,
         "dispatch_aws_calls": total_calls,
         "dispatch_ms_per_school": round(total_calls * latency * 1000 / n, 3),
@@ -150,11 +176,11 @@ def _model(chain: Chain, job: str, n: int, cap: int, latency: float, hop: float)
 class _World:
     def __init__(self, job: str, n: int, now: datetime) -> None:
         self.job, self.n, self.now = job, n, now
-        self.calls = [0]
+        self.calls: list[Calls] = [Calls()]
         self.pages: list[Any] = []
         self._mock: Any = None
 
-    def __enter__(self) -> tuple[Any, list[int], list[Any]]:
+    def __enter__(self) -> tuple[Any, list[Calls], list[Any]]:
         if self.n <= MOTO_UP_TO:
             return self._moto(), self.calls, self.pages
         return self._fakes(), self.calls, self.pages
@@ -165,15 +191,15 @@ class _World:
 
     def _fakes(self) -> Any:
         from connector.models.work import WorkEntry
-        from connector.store.work import SHARDS, iso, shard_of
+        from connector.store.work import iso
 
-        shards: dict[int, list[WorkEntry]] = {s: [] for s in range(SHARDS)}
         due = iso(self.now - timedelta(minutes=1))
-        for number in range(self.n):
-            iid = f"{number:08x}"
-            shards[shard_of(iid)].append(WorkEntry(integration_id=iid, job=self.job, due=due))  # type: ignore[arg-type]
+        entries = [
+            WorkEntry(integration_id=f"{number:08x}", job=self.job, due=due)  # type: ignore[arg-type]
+            for number in range(self.n)
+        ]
         return SimpleNamespace(
-            store=SimpleNamespace(work=_FakeIndex(shards, self.calls)), queues=_FakeQueues(self.pages, self.calls)
+            store=SimpleNamespace(work=_FakeIndex(entries, self.calls)), queues=_FakeQueues(self.pages, self.calls)
         )
 
     def _moto(self) -> Any:
@@ -213,8 +239,11 @@ class _World:
         for number in range(self.n):
             rt.store.work.schedule(f"{number:08x}", self.job, self.now - timedelta(minutes=1))  # type: ignore[arg-type]
 
-        def count(**_: Any) -> None:
-            self.calls[0] += 1
+        def count(event_name: str, **_: Any) -> None:
+            if event_name.endswith(".SendMessageBatch"):
+                self.calls[0].batches += 1
+            else:
+                self.calls[0].queries += 1
 
         for client in (rt.aws.dynamodb.meta.client, rt.aws.sqs):
             client.meta.events.register("before-call", count)
@@ -230,17 +259,24 @@ class _World:
 
 
 class _FakeIndex:
-    """The work-index port's `due` over in-memory shards, paged as DynamoDB pages a Query with `Limit`."""
+    """The work-index port's `due` over in-memory entries (the probe: all of them; a shard: its own), paged as
+    DynamoDB pages a Query with `Limit`."""
 
-    def __init__(self, shards: dict[int, list[Any]], calls: list[int]) -> None:
-        self.shards = {s: sorted(entries, key=lambda e: (e.due, e.integration_id)) for s, entries in shards.items()}
+    def __init__(self, entries: list[Any], calls: list[Calls]) -> None:
+        from connector.store.work import SHARDS, shard_of
+
+        self.probe = sorted(entries, key=lambda e: (e.due, e.integration_id))
+        self.shards: dict[int, list[Any]] = {s: [] for s in range(SHARDS)}
+        for entry in self.probe:
+            self.shards[shard_of(entry.integration_id)].append(entry)
         self.calls = calls
 
     def due(
-        self, job: str, shard: int, *, until: str, limit: int, start: dict[str, str] | None = None
+        self, job: str, shard: int | None, *, until: str, limit: int, start: dict[str, str] | None = None
     ) -> tuple[list[Any], dict[str, str] | None]:
-        self.calls[0] += 1
-        entries = [e for e in self.shards[shard] if e.due and e.due <= until]
+        self.calls[0].queries += 1
+        source = self.probe if shard is None else self.shards[shard]
+        entries = [e for e in source if e.due and e.due <= until]
         first = int(start["at"]) if start else 0
         page = entries[first : first + limit]
         # DynamoDB hands back a LastEvaluatedKey whenever the page is full, more items or not
@@ -250,14 +286,14 @@ class _FakeIndex:
 class _FakeQueues:
     """The queue port's `send_work`: one SendMessageBatch call per ten messages; shard pages kept to run next."""
 
-    def __init__(self, pages: list[Any], calls: list[int]) -> None:
+    def __init__(self, pages: list[Any], calls: list[Calls]) -> None:
         self.pages = pages
         self.calls = calls
 
     def send_work(self, job: str, messages: list[Any]) -> int:
         from connector.models.work import ShardPage
 
-        self.calls[0] += math.ceil(len(messages) / 10)
+        self.calls[0].batches += math.ceil(len(messages) / 10)
         self.pages += [m for m in messages if isinstance(m, ShardPage)]
         return len(messages)
 

@@ -55,8 +55,11 @@ def _tick(world: Any, schedule: Any) -> dict[str, Any]:
 
 
 def _run(world: Any, schools: int) -> dict[str, Any]:
+    from connector.fanout import enrol
+
     for i in range(schools):
-        world.integration(f"{i:04x}", SETTINGS)
+        # enrolled as activation does: each school's poll and reconciliation due at once (round 1's work)
+        enrol(world.rt, world.integration(f"{i:04x}", SETTINGS))
     out: dict[str, Any] = {"schools": schools}
     schedules = [s for s in world.template.schedules if s.enabled]
     busy = {s.event_name: _tick(world, s) for s in schedules}

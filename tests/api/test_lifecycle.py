@@ -153,7 +153,8 @@ def test_removing_a_school_removes_its_secrets_every_item_it_owns_and_its_dead_l
     assert call(lambda_context, "GET", f"/integrations/{iid}")[0] == 404
     assert hook(lambda_context, school["webhooks"]["alfacrm"]) == 404
     # no tick finds it any more: its work-index entries are gone, the other school's stays
-    due = store.work.due("upload", shard_of(iid), until="2026-01-02T00:00:00Z", limit=100)[0]
+    due = store.work.due("upload", None, until="2026-01-02T00:00:00Z", limit=100)[0]
+    due += store.work.due("upload", shard_of(iid), until="2026-01-02T00:00:00Z", limit=100)[0]
     due += store.work.due("upload", shard_of(other), until="2026-01-02T00:00:00Z", limit=100)[0]
     assert {e.integration_id for e in due} == {other}
     # the other school keeps everything, its dead letter included

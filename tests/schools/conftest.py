@@ -120,8 +120,11 @@ class Schools:
     def queued(self, job: Job) -> list[dict[str, Any]]:
         """What sits on the job's queue (received, then made visible again)."""
         url = self.rt.queues.work_queue_url(job)
-        reply = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
-        messages = reply.get("Messages", [])
+        messages: list[dict[str, Any]] = []
+        while reply := self.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=30
+        ).get("Messages"):
+            messages += reply
         for m in messages:
             self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
         return [{**json.loads(m["Body"]), "group": m["Attributes"]["MessageGroupId"]} for m in messages]

@@ -1,5 +1,6 @@
-"""The scheduled jobs fan out per school: a tick reads only the work index, one work item per school with
-work, a full shard handed on page by page, a failing school backing off on its own schedule."""
+"""The scheduled jobs fan out per school: a tick reads only the work index (one query), one work item per
+school with work; when more are due than a page, every shard handed on at once, a full shard page by page; a
+failing school backing off on its own schedule."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def test_a_tick_sends_one_work_item_per_school_with_pending_deals_and_reads_noth
     assert sorted(m["integration_id"] for m in queued) == busy
     assert {m["group"] for m in queued} == set(busy)
     assert report.schools == 2 and report.handed_on == 0
-    # And the tick cost one index query per shard, whatever the number of idle schools
-    assert schools.rt.store.calls - calls == SHARDS
+    # And the tick cost one index query, whatever the number of idle schools
+    assert schools.rt.store.calls - calls == 1
     # And the workers upload each school's deal to that school's UIS
     outcomes = schools.drain("upload")
     assert {o.integration_id: o.status for o in outcomes} == dict.fromkeys(busy, "done")
@@ -53,26 +54,52 @@ def test_an_idle_school_costs_the_tick_nothing(schools: Schools) -> None:
     calls = schools.rt.store.calls
     schools.tick("upload")
     # Then the tick's reads are the same (the idle schools are in no index partition)
-    assert schools.rt.store.calls - calls == alone == SHARDS
+    assert schools.rt.store.calls - calls == alone == 1
     assert schools.queued("upload") == []
 
 
+def test_more_due_than_a_page_hands_every_shard_on_at_once(schools: Schools, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given seven schools due for an upload, five of them in shard 0, and a probe page of three
+    monkeypatch.setattr(fanout, "PAGE_SIZE", 3)
+    five, two = ids_in_one_shard(5), ids_in_one_shard(2, shard=1)
+    for iid in five + two:
+        schools.add(iid)
+        schools.rt.store.work.mark(iid, "upload")
+    # When the tick runs, its one query finds more due than a page: it sends no school itself
+    calls = schools.rt.store.calls
+    report = schools.tick("upload")
+    assert (report.schools, report.handed_on) == (0, SHARDS)
+    assert schools.rt.store.calls - calls == 1
+    # And hands every shard on at once, each in its own message group (the shards are read in parallel)
+    pages = [m for m in schools.queued("upload") if m["kind"] == "page"]
+    assert sorted(p["shard"] for p in pages) == list(range(SHARDS))
+    assert len({p["group"] for p in pages}) == SHARDS
+    # Then the workers send every school once, each shard page sending only its own shard's schools
+    outcomes = schools.drain("upload", limit=1000)
+    dispatched = [o.detail for o in outcomes if o.status == "dispatched"]
+    assert sorted(d["schools"] for d in dispatched if d["schools"]) == [2, 5]
+    assert sorted(o.integration_id for o in outcomes if o.integration_id) == sorted(five + two)
+
+
 def test_a_full_shard_is_handed_on_page_by_page(schools: Schools, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given five schools of one shard due for an upload, and pages of two
-    monkeypatch.setattr(fanout, "PAGE_SIZE", 2)
+    # Given five schools of one shard due for an upload, a probe page of one and shard pages of two
+    monkeypatch.setattr(fanout, "PAGE_SIZE", 1)
+    monkeypatch.setattr(fanout, "SHARD_PAGE_SIZE", 2)
     five = ids_in_one_shard(5)
     for iid in five:
         schools.add(iid)
         schools.rt.store.work.mark(iid, "upload")
-    # When the tick runs, it sends the first page and hands the shard on
+    # When the tick runs and the workers take what it sends
     report = schools.tick("upload")
-    assert (report.schools, report.handed_on) == (2, 1)
-    pages = [m for m in schools.queued("upload") if m["kind"] == "page"]
-    assert [(p["shard"], p["group"]) for p in pages] == [(0, "page-upload-0")]
-    # Then the workers take the schools and the pages, none sending more than a page and the next one
-    outcomes = schools.drain("upload")
-    dispatched = [o.detail for o in outcomes if o.status == "dispatched"]
-    assert dispatched == [{"schools": 2, "handed_on": True}, {"schools": 1, "handed_on": False}]
+    assert report.handed_on == SHARDS
+    outcomes = schools.drain("upload", limit=1000)
+    # Then shard 0 went page by page (two, two, one), none sending more than a page and the next one
+    busy = [o.detail for o in outcomes if o.status == "dispatched" and (o.detail["schools"] or o.detail["handed_on"])]
+    assert busy == [
+        {"schools": 2, "handed_on": True},
+        {"schools": 2, "handed_on": True},
+        {"schools": 1, "handed_on": False},
+    ]
     assert sorted(o.integration_id for o in outcomes if o.integration_id) == sorted(five)
 
 

@@ -69,13 +69,15 @@ def test_state_table_in_moto_has_the_template_keys_gsi_and_ttl(dynamodb, table_n
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    [gsi] = table["GlobalSecondaryIndexes"]
-    assert gsi["IndexName"] == "gsi1"
-    assert gsi["KeySchema"] == [
-        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-    ]
-    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    # gsi1: the work index's probe and the other sparse lists; gsi2: the work index's shards
+    gsis = {g["IndexName"]: g for g in table["GlobalSecondaryIndexes"]}
+    assert sorted(gsis) == ["gsi1", "gsi2"]
+    for name, gsi in gsis.items():
+        assert gsi["KeySchema"] == [
+            {"AttributeName": f"{name}pk", "KeyType": "HASH"},
+            {"AttributeName": f"{name}sk", "KeyType": "RANGE"},
+        ]
+        assert gsi["Projection"] == {"ProjectionType": "ALL"}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     ttl = dynamodb.describe_time_to_live(TableName=table_names["StateTable"])["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}

@@ -1,10 +1,12 @@
 """The scheduled jobs, per school: a tick finds the schools with work, one work item per school, workers in
 parallel (docs/internals.md, "Fan-out per school").
 
-1. **Tick** (`tick`, the scheduler function, once per schedule): for each shard of the job's work index, one
-   page of the entries due now (`store.work.due`) becomes one `SchoolWork` per school on the job's FIFO
-   queue; a fuller shard hands the rest on as a `ShardPage` on the same queue (`dispatch`). A tick reads only
-   due entries: an idle school, or one whose next run is later, costs nothing but its share of the query.
+1. **Tick** (`tick`, the scheduler function, once per schedule): one query of the job's work index (the
+   probe, `store.work.due` without a shard) reads the entries due now; up to `PAGE_SIZE` of them become one
+   `SchoolWork` per school on the job's FIFO queue. When more are due, the tick hands every shard on at once
+   (one `ShardPage` each, in its own message group) and the job's workers read the shards in parallel, each
+   sending its page of schools and handing its own rest on (`dispatch`). A tick reads only due entries: an
+   idle school, or one whose next run is later, costs nothing but its share of the one query.
 2. **Worker** (`handle_work`, the job's function on its queue; the queue's message group is the school, so a
    school's job runs one at a time while schools run in parallel): the unit of work of the job for that one
    school — `flush_integration`, `ChatPoller.poll`, `reconcile_integration`, a backfill chunk, each run by the
@@ -25,14 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from connector.models.raw import JsonObject
-from connector.models.work import Job, SchoolWork, ShardPage
+from connector.models.work import Job, SchoolWork, ShardPage, WorkEntry
 from connector.observability import logger
 from connector.runtime import Runtime
 from connector.settings import Integration, needs_polling
 from connector.store.work import SHARDS
 from connector.timeutil import from_iso, to_iso
 
-PAGE_SIZE = 100  # schools one page sends (ten SendMessageBatch calls)
+PAGE_SIZE = 100  # schools the tick's probe sends itself (ten SendMessageBatch calls, sent at once)
+SHARD_PAGE_SIZE = 200  # schools one shard page sends (~80 per shard at 10,000 due: one page each)
 RECONCILE_EVERY = timedelta(hours=1)
 BUDGET_WAIT = timedelta(minutes=15)  # the UIS day budget (or the poller's allowance) is spent for now
 # a backfill chunk runs within the reconciler's timeout (300 s); a chain broken by a crash resumes after this
@@ -68,28 +71,34 @@ class TickReport:
 
 
 def tick(rt: Runtime, job: Job, *, at: datetime) -> TickReport:
-    """One schedule's run: the first page of every shard (the rest handed on page by page)."""
+    """One schedule's run: one probe of the due entries; its schools sent, or, when more are due than a page,
+    every shard handed on at once (what the probe read is left to the shards, which read it again)."""
     report = TickReport(job, to_iso(at))
-    for shard in range(SHARDS):
-        sent, more = dispatch(rt, ShardPage(job=job, shard=shard, until=report.until))
-        report.schools += sent
-        report.handed_on += more
+    entries, more = rt.store.work.due(job, None, until=report.until, limit=PAGE_SIZE)
+    if more is None:
+        report.schools = _send_schools(rt, job, entries, [])
+        return report
+    pages: list[SchoolWork | ShardPage] = [ShardPage(job=job, shard=s, until=report.until) for s in range(SHARDS)]
+    rt.queues.send_work(job, pages)
+    report.handed_on = len(pages)
     return report
 
 
 def dispatch(rt: Runtime, page: ShardPage) -> tuple[int, bool]:
     """Send one page of a shard's due schools (and the shard's next page, if any); → (schools, handed on)."""
-    entries, start = rt.store.work.due(page.job, page.shard, until=page.until, limit=PAGE_SIZE, start=page.start)
+    entries, start = rt.store.work.due(page.job, page.shard, until=page.until, limit=SHARD_PAGE_SIZE, start=page.start)
+    rest: list[SchoolWork | ShardPage] = [] if start is None else [page.model_copy(update={"start": start})]
+    return _send_schools(rt, page.job, entries, rest), start is not None
+
+
+def _send_schools(rt: Runtime, job: Job, entries: list[WorkEntry], rest: list[SchoolWork | ShardPage]) -> int:
+    """One `SchoolWork` per due entry (and `rest`) on the job's queue; → the schools sent."""
     work: list[SchoolWork | ShardPage] = [
-        SchoolWork(integration_id=e.integration_id, job=page.job, due=e.due, marked_at=e.marked_at)
-        for e in entries
-        if e.due
+        SchoolWork(integration_id=e.integration_id, job=job, due=e.due, marked_at=e.marked_at) for e in entries if e.due
     ]
-    if start is not None:
-        work.append(page.model_copy(update={"start": start}))
-    if work:
-        rt.queues.send_work(page.job, work)
-    return len(work) - (start is not None), start is not None
+    if work or rest:
+        rt.queues.send_work(job, work + rest)
+    return len(work)
 
 
 # --- one school's turn ------------------------------------------------------------------------------------

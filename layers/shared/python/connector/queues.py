@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from connector.models.work import Job, SchoolWork, ShardPage
 
 BATCH = 10  # SQS SendMessageBatch takes at most ten entries
+# A work send's batches go out at once (boto3 clients are thread-safe): a page of 100 schools, or a tick's
+# hand-on of every shard, costs one round trip, not ten. Each message is in its own group: no order to keep.
+SEND_THREADS = 10
 SWEEP_STEP_SECONDS = 2.0  # a dead-letter sweep stops with this much of its time left (one receive and its sends)
 DeadLetterQueue = Literal["deal", "text"]
 TimeLeft = Callable[[], float | None]
@@ -61,15 +65,23 @@ class Queues:
         entries = [{"MessageBody": _message_body(m), "MessageGroupId": m.integration_id} for m in messages]
         return self._batches(queue_url, entries)
 
-    def _batches(self, queue_url: str, entries: list[dict[str, str]]) -> int:
-        sent = 0
-        for start in range(0, len(entries), BATCH):
-            chunk = [{"Id": str(i), **e} for i, e in enumerate(entries[start : start + BATCH])]
+    def _batches(self, queue_url: str, entries: list[dict[str, str]], *, at_once: bool = False) -> int:
+        """Send `entries` ten to a SendMessageBatch call: in order, or all calls at once (`at_once`)."""
+        chunks = [
+            [{"Id": str(i), **e} for i, e in enumerate(entries[start : start + BATCH])]
+            for start in range(0, len(entries), BATCH)
+        ]
+
+        def send(chunk: list[dict[str, str]]) -> int:
             reply = self.aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=chunk)
             if reply.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(reply['Failed'])} of {len(chunk)} messages")
-            sent += len(chunk)
-        return sent
+            return len(chunk)
+
+        if at_once and len(chunks) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(chunks), SEND_THREADS)) as pool:
+                return sum(pool.map(send, chunks))
+        return sum(send(chunk) for chunk in chunks)
 
     # --- per-school work ---------------------------------------------------------------------------------
     def work_queue_url(self, job: Job) -> str:
@@ -87,7 +99,7 @@ class Queues:
             {"MessageBody": _message_body(m), "MessageGroupId": work_group(m), "MessageDeduplicationId": work_dedup(m)}
             for m in messages
         ]
-        return self._batches(self.work_queue_url(job), entries)
+        return self._batches(self.work_queue_url(job), entries, at_once=True)
 
     def send_job(self, message: JobMessage, *, delay_seconds: int = 0) -> str:
         reply = self.aws.sqs.send_message(

@@ -23,7 +23,7 @@ from connector.models.raw import JsonObject
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Item = JsonObject  # an item as the store reads and writes it (keys `pk`, `sk` and the model's fields)
-KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "expires_at"})
+KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "expires_at"})
 
 
 def to_ddb(value: object) -> object:
@@ -114,12 +114,19 @@ class DynamoTable:
         yield from self._paged({"IndexName": "gsi1", "KeyConditionExpression": cond}, limit)
 
     def query_gsi_page(
-        self, gsi1pk: str, *, until: str, limit: int, start: Mapping[str, str] | None = None
+        self,
+        partition: str,
+        *,
+        until: str,
+        limit: int,
+        start: Mapping[str, str] | None = None,
+        index: str = "gsi1",
     ) -> tuple[list[Item], dict[str, str] | None]:
-        """One page of `gsi1pk`'s items with `gsi1sk <= until`, in key order; → (items, the key to go on from)."""
+        """One page of the index partition's items with sort key <= `until`, in key order (`index` is `gsi1`
+        or `gsi2`, keyed `<index>pk` / `<index>sk`); → (items, the key to go on from)."""
         kwargs: dict[str, object] = {
-            "IndexName": "gsi1",
-            "KeyConditionExpression": Key("gsi1pk").eq(gsi1pk) & Key("gsi1sk").lte(until),
+            "IndexName": index,
+            "KeyConditionExpression": Key(f"{index}pk").eq(partition) & Key(f"{index}sk").lte(until),
             "Limit": limit,
         }
         if start:

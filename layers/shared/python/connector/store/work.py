@@ -1,10 +1,12 @@
-"""The work index: `WORK#<job>` per integration, in `gsi1` only while the job has a due time.
+"""The work index: `WORK#<job>` per integration, in two sparse indexes only while the job has a due time.
 
-Keys: `pk = INT#<id>`, `sk = WORK#<job>`; while scheduled `gsi1pk = WORK#<job>#<shard>` and
-`gsi1sk = <due UTC ISO>#<id>`, so "who is due now" is one range query per shard that reads only the due
-entries (a school whose next run is later, or that has no work, is not read at all). Entries are spread over
-`SHARDS` partitions by a hash of the id: every tick reads each shard's first page itself; a busier shard is
-handed on page by page (`ShardPage`), so 10,000 due schools cost a tick the same as ten.
+Keys: `pk = INT#<id>`, `sk = WORK#<job>`; while scheduled the entry is in
+- `gsi1` under `gsi1pk = WORK#<job>`, `gsi1sk = <due UTC ISO>#<id>`: the tick's probe. "Who is due now" is one
+  range query that reads only the due entries (a school whose next run is later, or that has no work, is not
+  read at all), so an idle tick costs one query whatever the number of schools;
+- `gsi2` under `gsi2pk = WORK#<job>#<shard>` (`SHARDS` partitions by a hash of the id), `gsi2sk` as gsi1's:
+  when more is due than one probe page, the tick hands every shard on at once (`ShardPage`) and the job's
+  workers read the shards in parallel, so the last of 10,000 due schools is sent about as soon as the first.
 
 Upload work arrives with deals marked pending (`mark`, called by the deal store: due `AT_ONCE` unless the
 job is backing off after failures); in a deal event's unit of work (`connector.store.unit`) the mark is one
@@ -13,6 +15,10 @@ uploader's worker once nothing is pending (`settle`). Marks are time-stamped (`m
 container skips a mark it made less than `MARK_MEMORY_SECONDS` ago; `settle` removes the entry only if the
 last mark is older than `SETTLE_GUARD_SECONDS` before the worker checked for pending deals, which covers both
 a skipped mark and the GSI's replication lag (see `settle`).
+
+Write capacity: every index write of a job lands in gsi1's one partition `WORK#<job>` (a write that moves the
+due time is a delete and a put there). DynamoDB serves up to 1,000 write units a second per partition key;
+10,000 schools polled every minute need about 340 (docs/performance.md, "Fan-out per school").
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from connector.models.work import Job, WorkEntry
 from connector.store.base import DynamoTable, int_pk, load, to_ddb
 from connector.store.unit import UnitTable
 
-SHARDS = 8  # index partitions per job; changing it re-shards every entry (each is re-written at its next run)
+# gsi2 partitions per job: ~80 schools each at 10,000 due, one page per shard. Changing it re-shards every
+# entry (each is re-written at its next run); a shard page reads one partition, never a list of shards.
+SHARDS = 128
 MARK_MEMORY_SECONDS = 20.0
 GSI_LAG_ALLOWANCE_SECONDS = 10.0  # GSI replication is usually well under a second
 SETTLE_GUARD_SECONDS = MARK_MEMORY_SECONDS + GSI_LAG_ALLOWANCE_SECONDS
@@ -39,8 +47,11 @@ SETTLE_GUARD_SECONDS = MARK_MEMORY_SECONDS + GSI_LAG_ALLOWANCE_SECONDS
 # work item is told apart from an earlier one of the same school by `marked_at` (the deduplication id).
 AT_ONCE = "1970-01-01T00:00:00Z"
 _MARK = "SET integration_id = :id, job = :job, marked_at = :m, "
-_MARK_AT_ONCE = _MARK + "due = :due, gsi1pk = :gpk, gsi1sk = :gsk"
-_MARK_KEPT = _MARK + "due = if_not_exists(due, :due), gsi1pk = :gpk, gsi1sk = if_not_exists(gsi1sk, :gsk)"
+_MARK_AT_ONCE = _MARK + "due = :due, gsi1pk = :ppk, gsi1sk = :gsk, gsi2pk = :gpk, gsi2sk = :gsk"
+_MARK_KEPT = (
+    _MARK + "due = if_not_exists(due, :due), gsi1pk = :ppk, gsi1sk = if_not_exists(gsi1sk, :gsk), "
+    "gsi2pk = :gpk, gsi2sk = if_not_exists(gsi2sk, :gsk)"
+)
 _NOT_BACKING_OFF = "attribute_not_exists(failures) OR failures = :zero"
 
 
@@ -52,8 +63,14 @@ def shard_of(integration_id: str) -> int:
     return int(hashlib.sha256(integration_id.encode()).hexdigest()[:8], 16) % SHARDS
 
 
-def index_pk(job: Job, shard: int) -> str:
-    return f"WORK#{job}#{shard:02d}"
+def probe_pk(job: Job) -> str:
+    """The job's gsi1 partition: every due entry, the tick's one query."""
+    return f"WORK#{job}"
+
+
+def shard_pk(job: Job, shard: int) -> str:
+    """One of the job's gsi2 partitions (a shard page's query)."""
+    return f"WORK#{job}#{shard:03d}"
 
 
 def iso(value: datetime) -> str:
@@ -81,10 +98,12 @@ class WorkIndex:
         return load(WorkEntry, self.t.get(int_pk(integration_id), work_sk(job)))
 
     def due(
-        self, job: Job, shard: int, *, until: str, limit: int, start: dict[str, str] | None = None
+        self, job: Job, shard: int | None, *, until: str, limit: int, start: dict[str, str] | None = None
     ) -> tuple[list[WorkEntry], dict[str, str] | None]:
-        """One page of the shard's entries due at or before `until` (earliest first) and where the next starts."""
-        items, last = self.t.query_gsi_page(index_pk(job, shard), until=f"{until}~", limit=limit, start=start)
+        """One page of the entries due at or before `until` (earliest first) and where the next starts: of the
+        whole job (`shard` None: the probe, gsi1) or of one shard (gsi2)."""
+        partition, index = (probe_pk(job), "gsi1") if shard is None else (shard_pk(job, shard), "gsi2")
+        items, last = self.t.query_gsi_page(partition, until=f"{until}~", limit=limit, start=start, index=index)
         return [WorkEntry.model_validate(i) for i in items], last
 
     # --- writes ---------------------------------------------------------------------------------------
@@ -101,7 +120,8 @@ class WorkIndex:
             ":job": job,
             ":m": _decimal(self.clock()),
             ":due": AT_ONCE,
-            ":gpk": index_pk(job, shard_of(integration_id)),
+            ":ppk": probe_pk(job),
+            ":gpk": shard_pk(job, shard_of(integration_id)),
             ":gsk": f"{AT_ONCE}#{integration_id}",
         }
         if isinstance(self.t, UnitTable):
@@ -164,10 +184,14 @@ class WorkIndex:
             ":job": job,
             ":due": entry.due,
             ":f": failures,
-            ":gpk": index_pk(job, shard_of(integration_id)),
+            ":ppk": probe_pk(job),
+            ":gpk": shard_pk(job, shard_of(integration_id)),
             ":gsk": f"{entry.due}#{integration_id}",
         }
-        expr = "SET integration_id = :id, job = :job, due = :due, failures = :f, gsi1pk = :gpk, gsi1sk = :gsk"
+        expr = (
+            "SET integration_id = :id, job = :job, due = :due, failures = :f, "
+            "gsi1pk = :ppk, gsi1sk = :gsk, gsi2pk = :gpk, gsi2sk = :gsk"
+        )
         removed = []
         for name, value in (("last_error", error), ("last_run_at", entry.last_run_at)):
             if value is None:
