@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -171,6 +172,33 @@ class Counts:
         return {k: round(getattr(self, k) / n, 3) for k in self.__dataclass_fields__}
 
 
+class MotoCpu:
+    """The CPU moto spends answering AWS calls in-process (its stubber handles every request), so a CPU figure
+    can leave out what DynamoDB, SQS and KMS would do on their own servers. moto's TransactWriteItems, for
+    one, deep-copies every table an item names for its rollback: its cost grows with the table."""
+
+    seconds = 0.0
+
+    @classmethod
+    @contextlib.contextmanager
+    def counting(cls) -> Iterator[None]:
+        from unittest import mock
+
+        from moto.core.botocore_stubber import BotocoreStubber
+
+        served = BotocoreStubber.__call__
+
+        def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return served(self, *args, **kwargs)
+            finally:
+                cls.seconds += time.process_time() - started
+
+        with mock.patch.object(BotocoreStubber, "__call__", timed):
+            yield
+
+
 class AwsCalls:
     """Counts every AWS call a boto3 session makes (service.operation), and DynamoDB's request units."""
 
@@ -284,8 +312,13 @@ class World:
         os.environ.update(env)
         from moto import mock_aws
 
-        with mock_aws():
+        with mock_aws(), MotoCpu.counting():
             yield cls(env, latency, seed)
+
+    @staticmethod
+    def moto_cpu_s() -> float:
+        """CPU seconds moto has spent serving AWS calls so far (not the connector's: DynamoDB's own work)."""
+        return MotoCpu.seconds
 
     # --- time and transport -----------------------------------------------------------------------
     def _epoch(self) -> float:
