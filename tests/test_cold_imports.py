@@ -51,7 +51,8 @@ MUST_NOT_LOAD: dict[str, tuple[str, ...]] = {
     # a tick reads the work index and sends work items: neither pipeline, no client
     "scheduler": CLIENTS + DEALS + TEXTS + ADMIN_VIEWS,
     "jobs": ("connector.accounts", "connector.alfacrm.client", "connector.deals", "connector.texts", "connector.admin"),
-    "admin_api": ("connector.accounts", "connector.alfacrm.client", "connector.texts"),
+    # the replay reads parked text events (uis.text_queue) without the notification parser and its models
+    "admin_api": ("connector.accounts", "connector.alfacrm.client", *TEXTS),
 }
 
 
