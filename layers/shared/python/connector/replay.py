@@ -32,7 +32,7 @@ from connector.observability import logger
 from connector.queues import Redriven
 from connector.runtime import Runtime
 from connector.timeutil import from_iso
-from connector.uis.notifications import read_message
+from connector.uis.text_queue import read_message
 
 SYNC_REDRIVE_SECONDS = 10.0  # of the API's 29 s: the rest of a long redrive runs in the jobs worker
 # a running job not heard from for this long is taken for dead (its worker timed out): a replay starts anew

@@ -435,6 +435,8 @@ class PayItem(AlfaModel):
 class IndexPage(BaseModel):
     """The reply of any `index` action. Pages start at 0 and hold 50 items whatever size is asked."""
 
+    model_config = ConfigDict(defer_build=True)  # as AlfaModel: built at the first reply
+
     total: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     count: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
     page: Annotated[int, BeforeValidator(lambda v: to_int(v) or 0)] = 0
@@ -443,6 +445,8 @@ class IndexPage(BaseModel):
 
 class ModelEnvelope(BaseModel):
     """The reply of `create`/`update`/`delete`; success=false or errors can come with HTTP 200."""
+
+    model_config = ConfigDict(defer_build=True)  # as AlfaModel: built at the first reply
 
     success: Annotated[bool, BeforeValidator(lambda v: to_bool(v) is not False)] = True
     errors: JsonValue = None

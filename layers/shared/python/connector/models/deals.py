@@ -64,7 +64,8 @@ TrackedValue = bool | int | None
 
 
 class _State(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # validators built at first use (`defer_build`, as AlfaModel): the admin API loads these for a few routes
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class Fact(_State):

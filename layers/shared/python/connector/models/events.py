@@ -25,7 +25,8 @@ MAX_REASON = 300
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # validators built at first use (`defer_build`, as AlfaModel): the admin API loads these for a few routes
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class ExecutionEvent(_Model):

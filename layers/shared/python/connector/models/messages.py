@@ -25,7 +25,8 @@ TextEventSource = Literal["notification", "poller", "chat_api"]
 
 
 class QueueMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # validators built at first use (`defer_build`, as AlfaModel): the admin API loads these for a few routes
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     integration_id: str
     received_at: str | None = None  # UTC ISO, when the intake (or the producer) took it

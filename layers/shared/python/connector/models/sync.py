@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Sync(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # validators built at first use (`defer_build`, as AlfaModel): the admin API loads these for a few routes
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 # --- UIS funnels and user fields ----------------------------------------------------------------------------

@@ -46,8 +46,9 @@ from connector.texts.leads import CommunicationType, LeadCreator, LeadMade, Reco
 from connector.texts.lost_chats import LostChatTasks
 from connector.texts.transcript import split, transcript_parts
 from connector.texts.visitors import Visitors, with_card
-from connector.uis.notifications import Notification, as_int, parse_message, read_message
+from connector.uis.notifications import Notification, as_int, parse_message
 from connector.uis.points import UisPoints
+from connector.uis.text_queue import read_message
 
 PARK_KIND = "text_event"
 _OUTCOMES: dict[str, EventOutcome] = {"done": "done", "skipped": "skipped", "parked": "parked"}

@@ -14,13 +14,12 @@ The rules downstream only ever see `ChatFacts` / `RequestFacts`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from connector.errors import BadRequest
 from connector.jsonbody import parse_json
@@ -29,6 +28,7 @@ from connector.models.parked import fingerprint
 from connector.models.raw import JsonObject, JsonValue
 from connector.models.texts import Tag
 from connector.timeutil import from_iso, parse_local
+from connector.uis.text_queue import read_message
 
 # nested objects of the default bodies whose fields are ordinary parameters
 _NESTED = ("visitor", "visitor_info", "tag_info", "contact_info", "call_info", "context")
@@ -302,29 +302,6 @@ def infer_event(payload: Mapping[str, JsonValue], *, source: str = "notification
     ):
         return "offline_message"
     return None
-
-
-def read_message(body: JsonValue | str | bytes) -> TextEventMessage:
-    """A text-queue body → its typed message. BadRequest when it is none (parked, not retried)."""
-    if isinstance(body, bytes | str):
-        try:
-            body = json.loads(body)
-        except ValueError as exc:
-            raise BadRequest(f"text event is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("text event is not a JSON object")
-    try:
-        return TextEventMessage.model_validate(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_input=False)
-        if any(tuple(e["loc"])[:1] == ("event",) for e in errors):
-            raise BadRequest(
-                f"cannot tell which UIS event this is (event={body.get('event')!r}); "
-                "add ?event=<name> to the notification URL"
-            ) from None
-        # the field and the rule only: pydantic's own text echoes the input (visitors' names and phones)
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in errors)
-        raise BadRequest(f"text event is malformed: {problems}") from None
 
 
 def parse_message(message: TextEventMessage | JsonObject | str | bytes) -> Notification:
