@@ -173,11 +173,32 @@ class Counts:
 
 
 class MotoCpu:
-    """The CPU moto spends answering AWS calls in-process (its stubber handles every request), so a CPU figure
-    can leave out what DynamoDB, SQS and KMS would do on their own servers. moto's TransactWriteItems, for
-    one, deep-copies every table an item names for its rollback: its cost grows with the table."""
+    """The CPU spent outside the connector while a section is timed: moto answering AWS calls in-process (its
+    stubber handles every request), the sandboxes answering AlfaCRM and UIS requests (their WSGI apps), and
+    this bench's own counting hooks; so a CPU figure can leave out what DynamoDB, SQS, KMS, AlfaCRM and UIS do
+    on their own servers. moto's TransactWriteItems, for one, deep-copies every table an item names for its
+    rollback, and the sandboxes filter their records by scanning them: both costs grow with the volume."""
 
     seconds = 0.0
+
+    @classmethod
+    def timed(cls, served: Callable[..., Any]) -> Callable[..., Any]:
+        """`served`, its CPU time added to `seconds` (not twice when one timed call runs inside another)."""
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if cls._depth:
+                return served(*args, **kwargs)
+            cls._depth += 1
+            started = time.process_time()
+            try:
+                return served(*args, **kwargs)
+            finally:
+                cls.seconds += time.process_time() - started
+                cls._depth -= 1
+
+        return timed
+
+    _depth = 0
 
     @classmethod
     @contextlib.contextmanager
@@ -186,16 +207,7 @@ class MotoCpu:
 
         from moto.core.botocore_stubber import BotocoreStubber
 
-        served = BotocoreStubber.__call__
-
-        def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started = time.process_time()
-            try:
-                return served(self, *args, **kwargs)
-            finally:
-                cls.seconds += time.process_time() - started
-
-        with mock.patch.object(BotocoreStubber, "__call__", timed):
+        with mock.patch.object(BotocoreStubber, "__call__", cls.timed(BotocoreStubber.__call__)):
             yield
 
 
@@ -205,8 +217,8 @@ class AwsCalls:
     def __init__(self, session: Any) -> None:
         self.by_operation: Counter[str] = Counter()
         self.units = DynamoUnits()
-        session.events.register("before-call", self._before)
-        session.events.register("after-call", self._after)
+        session.events.register("before-call", MotoCpu.timed(self._before))
+        session.events.register("after-call", MotoCpu.timed(self._after))
 
     def _before(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         self.by_operation[f"{model.service_model.service_name}.{model.name}"] += 1
@@ -317,7 +329,7 @@ class World:
 
     @staticmethod
     def moto_cpu_s() -> float:
-        """CPU seconds moto has spent serving AWS calls so far (not the connector's: DynamoDB's own work)."""
+        """CPU seconds spent so far serving AWS, AlfaCRM and UIS calls and counting them (`MotoCpu`)."""
         return MotoCpu.seconds
 
     # --- time and transport -----------------------------------------------------------------------
@@ -334,7 +346,7 @@ class World:
 
             def handle_request(self, request: httpx.Request) -> httpx.Response:
                 world.clock.advance(world.latency)
-                return super().handle_request(request)
+                return MotoCpu.timed(super().handle_request)(request)
 
         return Slow(app=app)
 
